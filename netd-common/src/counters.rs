@@ -1,0 +1,186 @@
+//! Datapath counters: one per-CPU array, one [`Counter`] per (hook, slot).
+//!
+//! A slot is either a verdict (every packet a program sees lands in exactly
+//! one) or a drop reason (every dropped packet also lands in exactly one).
+//! The names returned here are the Prometheus label values, so the kernel
+//! and the metrics can never disagree on what a number means.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Packets and bytes seen in one slot, on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: Counter is repr(C), Pod (checked by bytemuck) and has no padding.
+unsafe impl aya::Pod for Counter {}
+
+impl Counter {
+    /// Adds `other` into `self`: the user side sums the per-CPU values.
+    pub fn add(&mut self, other: &Counter) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+/// Where a netd program is attached.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP on an uplink: packets from the underlay.
+    XdpUplink = 0,
+    /// TC ingress on the host end of an endpoint veth: packets leaving a container.
+    TcEndpoint = 1,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::XdpUplink, Hook::TcEndpoint];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::XdpUplink => "xdp_uplink",
+            Hook::TcEndpoint => "tc_endpoint",
+        }
+    }
+}
+
+/// What a program did with a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Handed on untouched (XDP_PASS / TC_ACT_OK).
+    Pass = 0,
+    /// Dropped; the reason is counted as well.
+    Drop = 1,
+    /// Redirected to another interface.
+    Redirect = 2,
+    /// Sent back out of the interface it came in on (XDP_TX, ARP replies).
+    Tx = 3,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 4] = [Verdict::Pass, Verdict::Drop, Verdict::Redirect, Verdict::Tx];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+            Verdict::Redirect => "redirect",
+            Verdict::Tx => "tx",
+        }
+    }
+}
+
+/// Why a packet was dropped. One table for the kernel and for the metric labels.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A header is cut short or inconsistent (truncated frame, IHL below 5,
+    /// IPv4 total length beyond the frame, TCP data offset below 5, ...).
+    Malformed = 0,
+    /// An EtherType netd does not forward (neither IPv4, IPv6 nor ARP).
+    UnknownL3 = 1,
+    /// A fragment that cannot be handled safely: a first fragment too short
+    /// to hold its transport header, or a TCP fragment at offset 8 bytes
+    /// (RFC 1858 overlap attack).
+    Fragment = 2,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::Malformed,
+        DropReason::UnknownL3,
+        DropReason::Fragment,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownL3 => "unknown_l3",
+            DropReason::Fragment => "fragment",
+        }
+    }
+}
+
+const VERDICT_SLOTS: u32 = Verdict::ALL.len() as u32;
+const SLOTS_PER_HOOK: u32 = VERDICT_SLOTS + DropReason::ALL.len() as u32;
+
+/// Number of entries in the counters map.
+pub const COUNTER_SLOTS: u32 = Hook::ALL.len() as u32 * SLOTS_PER_HOOK;
+
+/// Index of the counter for packets that got `verdict` at `hook`.
+#[inline(always)]
+pub const fn verdict_slot(hook: Hook, verdict: Verdict) -> u32 {
+    hook as u32 * SLOTS_PER_HOOK + verdict as u32
+}
+
+/// Index of the counter for packets dropped at `hook` for `reason`.
+#[inline(always)]
+pub const fn drop_slot(hook: Hook, reason: DropReason) -> u32 {
+    hook as u32 * SLOTS_PER_HOOK + VERDICT_SLOTS + reason as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_slots() -> impl Iterator<Item = u32> {
+        Hook::ALL.into_iter().flat_map(|h| {
+            Verdict::ALL
+                .into_iter()
+                .map(move |v| verdict_slot(h, v))
+                .chain(DropReason::ALL.into_iter().map(move |r| drop_slot(h, r)))
+        })
+    }
+
+    #[test]
+    fn slots_are_distinct_and_fill_the_map() {
+        let mut seen = [false; COUNTER_SLOTS as usize];
+        for slot in all_slots() {
+            assert!(slot < COUNTER_SLOTS, "slot {slot} out of range");
+            assert!(!seen[slot as usize], "slot {slot} used twice");
+            seen[slot as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "unused slots: {seen:?}");
+    }
+
+    #[test]
+    fn enum_tables_match_discriminants() {
+        for (i, h) in Hook::ALL.iter().enumerate() {
+            assert_eq!(*h as usize, i);
+        }
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn label_names_are_unique_snake_case() {
+        let names = DropReason::ALL.map(DropReason::name);
+        for (i, n) in names.iter().enumerate() {
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{n}");
+            assert!(!names[..i].contains(n), "{n} twice");
+        }
+    }
+
+    #[test]
+    fn counter_add_sums_both_fields() {
+        let mut total = Counter::default();
+        total.add(&Counter { packets: 2, bytes: 100 });
+        total.add(&Counter { packets: 3, bytes: 60 });
+        assert_eq!(total, Counter { packets: 5, bytes: 160 });
+    }
+
+    #[test]
+    fn counter_layout_is_two_u64() {
+        assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::align_of::<Counter>(), 8);
+    }
+}

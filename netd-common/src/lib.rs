@@ -1,0 +1,26 @@
+//! Shared between the kernel side (netd-ebpf, `bpfel-unknown-none`) and the
+//! daemon (netd). Everything here is `no_std`, and every type that lives in a
+//! BPF map is `#[repr(C)]` with no hidden padding (bytemuck's `Pod` derive
+//! refuses to compile otherwise).
+#![cfg_attr(not(test), no_std)]
+
+pub mod counters;
+pub mod parse;
+
+/// Names of the maps declared by netd-ebpf; the daemon opens them by name.
+pub mod map_names {
+    /// Per-CPU array of [`crate::counters::Counter`], indexed by
+    /// [`crate::counters::slot_index`].
+    pub const COUNTERS: &str = "NETD_COUNTERS";
+}
+
+/// Names of the programs in netd-ebpf, as aya sees them.
+pub mod program_names {
+    /// XDP on an uplink: packets arriving from the underlay.
+    pub const XDP_UPLINK: &str = "netd_xdp_uplink";
+    /// TC (clsact ingress) on the host end of an endpoint veth: packets
+    /// leaving a container.
+    pub const TC_ENDPOINT: &str = "netd_tc_endpoint";
+    /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
+    pub const XDP_BASELINE: &str = "netd_xdp_baseline";
+}
