@@ -165,7 +165,11 @@ mod tests {
     fn label_names_are_unique_snake_case() {
         let names = DropReason::ALL.map(DropReason::name);
         for (i, n) in names.iter().enumerate() {
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{n}"
+            );
             assert!(!names[..i].contains(n), "{n} twice");
         }
     }
@@ -173,9 +177,21 @@ mod tests {
     #[test]
     fn counter_add_sums_both_fields() {
         let mut total = Counter::default();
-        total.add(&Counter { packets: 2, bytes: 100 });
-        total.add(&Counter { packets: 3, bytes: 60 });
-        assert_eq!(total, Counter { packets: 5, bytes: 160 });
+        total.add(&Counter {
+            packets: 2,
+            bytes: 100,
+        });
+        total.add(&Counter {
+            packets: 3,
+            bytes: 60,
+        });
+        assert_eq!(
+            total,
+            Counter {
+                packets: 5,
+                bytes: 160
+            }
+        );
     }
 
     #[test]

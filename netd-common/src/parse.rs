@@ -84,6 +84,23 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// True when the packet breaks a rule every receiver enforces, so the
+    /// Linux stack would discard it on input anyway (truncated headers, bad
+    /// version, IHL or total length, TCP data offset). Dropping such a
+    /// packet early never changes what the host accepts. The other errors
+    /// (many VLAN tags or IPv6 extension headers, odd fragments) are
+    /// unusual but can be legal, so only netd's own traffic is held to them.
+    pub const fn invalid_for_every_receiver(self) -> bool {
+        matches!(
+            self,
+            ParseError::Truncated
+                | ParseError::BadIpVersion
+                | ParseError::BadIhl
+                | ParseError::BadTotalLength
+                | ParseError::BadTcpOffset
+        )
+    }
+
     pub const fn drop_reason(self) -> DropReason {
         match self {
             ParseError::TinyFragment | ParseError::OverlappingFragment => DropReason::Fragment,
@@ -131,10 +148,23 @@ pub enum L3 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { src_port: [u8; 2], dst_port: [u8; 2], flags: u8 },
-    Udp { src_port: [u8; 2], dst_port: [u8; 2] },
-    Icmp { kind: u8, code: u8 },
-    Icmpv6 { kind: u8, code: u8 },
+    Tcp {
+        src_port: [u8; 2],
+        dst_port: [u8; 2],
+        flags: u8,
+    },
+    Udp {
+        src_port: [u8; 2],
+        dst_port: [u8; 2],
+    },
+    Icmp {
+        kind: u8,
+        code: u8,
+    },
+    Icmpv6 {
+        kind: u8,
+        code: u8,
+    },
     /// A non-first fragment: its transport header is in an earlier packet.
     LaterFragment,
     /// A transport the parser does not look into.
@@ -156,7 +186,10 @@ pub struct Headers {
 }
 
 #[inline(always)]
-fn read<F: Frame + ?Sized, const N: usize>(frame: &F, offset: usize) -> Result<[u8; N], ParseError> {
+fn read<F: Frame + ?Sized, const N: usize>(
+    frame: &F,
+    offset: usize,
+) -> Result<[u8; N], ParseError> {
     frame.read::<N>(offset).ok_or(ParseError::Truncated)
 }
 
@@ -191,7 +224,13 @@ pub fn parse<F: Frame + ?Sized>(frame: &F) -> Result<Headers, ParseError> {
         ETH_P_IPV6 => parse_ipv6(frame, offset)?,
         other => (L3::Other(other), 0, L4::None),
     };
-    Ok(Headers { vlan_tags, l3_offset, l3, l4_offset, l4 })
+    Ok(Headers {
+        vlan_tags,
+        l3_offset,
+        l3,
+        l4_offset,
+        l4,
+    })
 }
 
 #[inline(always)]
@@ -272,7 +311,11 @@ fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Result<(L3, u16, L
     let payload_len = be16([hdr[4], hdr[5]]) as usize;
     let available = frame.wire_len().saturating_sub(offset + IPV6_HLEN);
     // Payload length 0 is a jumbogram / BIG TCP GSO packet: its length is the skb's.
-    let payload_len = if payload_len == 0 { available } else { payload_len };
+    let payload_len = if payload_len == 0 {
+        available
+    } else {
+        payload_len
+    };
     if payload_len > available {
         return Err(ParseError::Truncated);
     }
@@ -320,7 +363,12 @@ fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Result<(L3, u16, L
     if l4_offset > l4_end {
         return Err(ParseError::Truncated);
     }
-    let l3 = L3::Ipv6(Ipv6 { src, dst, next_header, fragmented });
+    let l3 = L3::Ipv6(Ipv6 {
+        src,
+        dst,
+        next_header,
+        fragmented,
+    });
     if later_fragment {
         return Ok((l3, l4_offset as u16, L4::LaterFragment));
     }
@@ -375,9 +423,15 @@ fn parse_l4<F: Frame + ?Sized>(
         _ => {
             let icmp: [u8; ICMP_HLEN] = read(frame, offset)?;
             if protocol == IPPROTO_ICMP {
-                Ok(L4::Icmp { kind: icmp[0], code: icmp[1] })
+                Ok(L4::Icmp {
+                    kind: icmp[0],
+                    code: icmp[1],
+                })
             } else {
-                Ok(L4::Icmpv6 { kind: icmp[0], code: icmp[1] })
+                Ok(L4::Icmpv6 {
+                    kind: icmp[0],
+                    code: icmp[1],
+                })
             }
         }
     }

@@ -2,9 +2,7 @@
 //! parsers and to `BPF_PROG_TEST_RUN`; none is sent on a network, so the
 //! addresses below are just bytes.
 
-use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder, VlanId,
-};
+use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder, VlanId};
 
 pub const MAC_A: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0b];

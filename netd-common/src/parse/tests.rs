@@ -15,19 +15,34 @@ fn ipv4_tcp_fields() {
     assert_eq!(h.l3_offset, 14);
     assert_eq!(
         h.l3,
-        L3::Ipv4(Ipv4 { src: IP4_A, dst: IP4_B, protocol: IPPROTO_TCP, fragmented: false })
+        L3::Ipv4(Ipv4 {
+            src: IP4_A,
+            dst: IP4_B,
+            protocol: IPPROTO_TCP,
+            fragmented: false
+        })
     );
     assert_eq!(h.l4_offset, 34);
     assert_eq!(
         h.l4,
-        L4::Tcp { src_port: PORT_A.to_be_bytes(), dst_port: PORT_B.to_be_bytes(), flags: 0x02 }
+        L4::Tcp {
+            src_port: PORT_A.to_be_bytes(),
+            dst_port: PORT_B.to_be_bytes(),
+            flags: 0x02
+        }
     );
 }
 
 #[test]
 fn ipv4_udp_and_icmp_fields() {
     let h = ok(&ipv4_udp());
-    assert_eq!(h.l4, L4::Udp { src_port: PORT_A.to_be_bytes(), dst_port: PORT_B.to_be_bytes() });
+    assert_eq!(
+        h.l4,
+        L4::Udp {
+            src_port: PORT_A.to_be_bytes(),
+            dst_port: PORT_B.to_be_bytes()
+        }
+    );
     let h = ok(&ipv4_icmp_echo());
     assert_eq!(h.l4, L4::Icmp { kind: 8, code: 0 });
 }
@@ -44,14 +59,25 @@ fn ipv6_fields_and_extension_headers() {
     let h = ok(&ipv6_tcp());
     assert_eq!(
         h.l3,
-        L3::Ipv6(Ipv6 { src: IP6_A, dst: IP6_B, next_header: IPPROTO_TCP, fragmented: false })
+        L3::Ipv6(Ipv6 {
+            src: IP6_A,
+            dst: IP6_B,
+            next_header: IPPROTO_TCP,
+            fragmented: false
+        })
     );
     assert_eq!(h.l4_offset, 54);
     let h = ok(&ipv6_icmp_echo());
     assert_eq!(h.l4, L4::Icmpv6 { kind: 128, code: 0 });
     let h = ok(&ipv6_hopopts_udp());
     assert_eq!(h.l4_offset, 54 + 8);
-    assert_eq!(h.l4, L4::Udp { src_port: PORT_A.to_be_bytes(), dst_port: PORT_B.to_be_bytes() });
+    assert_eq!(
+        h.l4,
+        L4::Udp {
+            src_port: PORT_A.to_be_bytes(),
+            dst_port: PORT_B.to_be_bytes()
+        }
+    );
 }
 
 #[test]
@@ -59,7 +85,12 @@ fn arp_request_fields() {
     let h = ok(&arp_request());
     assert_eq!(
         h.l3,
-        L3::Arp(Arp { op: 1, sender_mac: MAC_A, sender_ip: IP4_A, target_ip: IP4_B })
+        L3::Arp(Arp {
+            op: 1,
+            sender_mac: MAC_A,
+            sender_ip: IP4_A,
+            target_ip: IP4_B
+        })
     );
     assert_eq!(h.l4, L4::None);
 }
@@ -108,21 +139,31 @@ fn ethernet_padding_after_the_ip_packet_is_accepted() {
 #[test]
 fn ihl_below_five_is_bad() {
     for ihl in 0..5 {
-        assert_eq!(parse(&with_ihl(ipv4_tcp(), ihl)[..]), Err(ParseError::BadIhl), "ihl {ihl}");
+        assert_eq!(
+            parse(&with_ihl(ipv4_tcp(), ihl)[..]),
+            Err(ParseError::BadIhl),
+            "ihl {ihl}"
+        );
     }
 }
 
 #[test]
 fn ihl_past_total_length_is_bad() {
     // 60-byte header claimed, but the whole datagram is 57 bytes.
-    assert_eq!(parse(&with_ihl(ipv4_tcp(), 15)[..]), Err(ParseError::BadTotalLength));
+    assert_eq!(
+        parse(&with_ihl(ipv4_tcp(), 15)[..]),
+        Err(ParseError::BadTotalLength)
+    );
 }
 
 #[test]
 fn total_length_beyond_the_frame_is_truncated() {
     let pkt = ipv4_udp();
     let claimed = (pkt.len() - 14 + 1) as u16;
-    assert_eq!(parse(&with_ipv4_total_len(pkt, claimed)[..]), Err(ParseError::Truncated));
+    assert_eq!(
+        parse(&with_ipv4_total_len(pkt, claimed)[..]),
+        Err(ParseError::Truncated)
+    );
 }
 
 #[test]
@@ -151,17 +192,32 @@ fn tcp_data_offset_below_five_is_bad() {
 #[test]
 fn first_fragment_with_full_transport_header_parses() {
     let h = ok(&with_fragment(ipv4_udp(), 0, true));
-    assert!(matches!(h.l3, L3::Ipv4(Ipv4 { fragmented: true, .. })));
+    assert!(matches!(
+        h.l3,
+        L3::Ipv4(Ipv4 {
+            fragmented: true,
+            ..
+        })
+    ));
     assert!(matches!(h.l4, L4::Udp { .. }));
 }
 
 #[test]
 fn later_fragments_have_no_transport_header() {
     let h = ok(&with_fragment(ipv4_udp(), 185, false));
-    assert!(matches!(h.l3, L3::Ipv4(Ipv4 { fragmented: true, .. })));
+    assert!(matches!(
+        h.l3,
+        L3::Ipv4(Ipv4 {
+            fragmented: true,
+            ..
+        })
+    ));
     assert_eq!(h.l4, L4::LaterFragment);
     // Offset 1 is only an attack for TCP (it reaches the flags).
-    assert_eq!(ok(&with_fragment(ipv4_udp(), 1, true)).l4, L4::LaterFragment);
+    assert_eq!(
+        ok(&with_fragment(ipv4_udp(), 1, true)).l4,
+        L4::LaterFragment
+    );
 }
 
 #[test]
@@ -194,7 +250,11 @@ fn too_many_ipv6_extension_headers_are_refused() {
     let n = MAX_IPV6_EXT_HEADERS + 1;
     let mut exts = Vec::new();
     for i in 0..n {
-        let next = if i + 1 == n { IPPROTO_UDP } else { IPPROTO_DSTOPTS };
+        let next = if i + 1 == n {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_DSTOPTS
+        };
         exts.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
     }
     pkt[14 + 6] = IPPROTO_DSTOPTS;
@@ -202,4 +262,13 @@ fn too_many_ipv6_extension_headers_are_refused() {
     let payload = u16::from_be_bytes([pkt[18], pkt[19]]) + 8 * n as u16;
     pkt[18..20].copy_from_slice(&payload.to_be_bytes());
     assert_eq!(parse(&pkt[..]), Err(ParseError::TooManyExtHeaders));
+}
+
+#[test]
+fn only_errors_the_host_would_also_reject_count_as_invalid_for_every_receiver() {
+    assert!(ParseError::Truncated.invalid_for_every_receiver());
+    assert!(ParseError::BadIhl.invalid_for_every_receiver());
+    assert!(!ParseError::TooManyVlanTags.invalid_for_every_receiver());
+    assert!(!ParseError::TooManyExtHeaders.invalid_for_every_receiver());
+    assert!(!ParseError::TinyFragment.invalid_for_every_receiver());
 }

@@ -1,0 +1,25 @@
+//! netd's datapath. Programs are named after where they attach and stay
+//! thin: they build a [`frame::PacketFrame`], run the stages in pipeline
+//! order to get an [`outcome::Outcome`], and turn it into a verdict,
+//! counting it on the way out.
+#![no_std]
+#![no_main]
+
+mod baseline;
+mod endpoint;
+mod frame;
+mod maps;
+mod metrics;
+mod outcome;
+mod uplink;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier refuses any program that could reach this.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

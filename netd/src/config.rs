@@ -1,0 +1,191 @@
+//! Settings of `netd run`: command-line flags over an optional TOML file
+//! over defaults.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netd";
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9964";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("uplink {0:?} is listed twice")]
+    DuplicateUplink(String),
+    #[error("uplink name {0:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or whitespace)")]
+    BadUplinkName(String),
+    #[error("pin path {0} must be absolute")]
+    RelativePinPath(PathBuf),
+}
+
+/// What a TOML config file may hold; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub uplinks: Option<Vec<String>>,
+    pub pin_path: Option<PathBuf>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+/// The settings `netd run` works with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    /// Interfaces to the underlay that get the XDP program; none on a single host.
+    pub uplinks: Vec<String>,
+    /// bpffs directory holding netd's pinned maps, programs and links.
+    pub pin_path: PathBuf,
+    pub metrics_addr: SocketAddr,
+}
+
+/// Values given on the command line; `None` / empty means "not given".
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub uplinks: Vec<String>,
+    pub pin_path: Option<PathBuf>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl RunConfig {
+    pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Self, ConfigError> {
+        let uplinks = if flags.uplinks.is_empty() {
+            file.uplinks.unwrap_or_default()
+        } else {
+            flags.uplinks
+        };
+        let default_metrics: SocketAddr = DEFAULT_METRICS_ADDR
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9964)));
+        let config = RunConfig {
+            uplinks,
+            pin_path: flags
+                .pin_path
+                .or(file.pin_path)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_PATH)),
+            metrics_addr: flags
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or(default_metrics),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, name) in self.uplinks.iter().enumerate() {
+            if !valid_ifname(name) {
+                return Err(ConfigError::BadUplinkName(name.clone()));
+            }
+            if self.uplinks[..i].contains(name) {
+                return Err(ConfigError::DuplicateUplink(name.clone()));
+            }
+        }
+        if !self.pin_path.is_absolute() {
+            return Err(ConfigError::RelativePinPath(self.pin_path.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Linux's rules for interface names (dev_valid_name).
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(Path::new("netd.toml"), text)
+    }
+
+    #[test]
+    fn defaults_serve_a_single_host() {
+        let c = RunConfig::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert!(c.uplinks.is_empty());
+        assert_eq!(c.pin_path, PathBuf::from("/sys/fs/bpf/netd"));
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9964");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let f = file(
+            "uplinks = [\"eth1\"]\npin-path = \"/sys/fs/bpf/a\"\nmetrics-addr = \"127.0.0.1:1\"\n",
+        )
+        .expect("parses");
+        let c = RunConfig::resolve(
+            f,
+            Overrides {
+                uplinks: vec!["eth2".into()],
+                pin_path: Some("/sys/fs/bpf/b".into()),
+                metrics_addr: None,
+            },
+        )
+        .expect("valid");
+        assert_eq!(c.uplinks, vec!["eth2".to_string()]);
+        assert_eq!(c.pin_path, PathBuf::from("/sys/fs/bpf/b"));
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_problem() {
+        let e = file("uplink = [\"eth1\"]").expect_err("unknown key");
+        assert!(e.to_string().contains("uplink"), "{e}");
+        let e = file("metrics-addr = \"not an address\"").expect_err("bad addr");
+        assert!(e.to_string().contains("netd.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_uplinks_and_relative_pin_paths_are_refused() {
+        for (uplinks, pin) in [
+            (vec!["eth0".to_string(), "eth0".to_string()], None),
+            (vec!["a-name-much-too-long".to_string()], None),
+            (vec!["eth/0".to_string()], None),
+            (vec![], Some(PathBuf::from("relative/pins"))),
+        ] {
+            let r = RunConfig::resolve(
+                FileConfig::default(),
+                Overrides {
+                    uplinks: uplinks.clone(),
+                    pin_path: pin,
+                    metrics_addr: None,
+                },
+            );
+            assert!(r.is_err(), "{uplinks:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Loads the embedded object: maps pinned (reused when already there, so
+//! counters and state survive restarts), programs loaded and pinned.
+
+use std::{fs, io, path::PathBuf};
+
+use aya::{
+    maps::PerCpuArray,
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use netd_common::{map_names, program_names};
+
+use super::{counters::CountersError, object::EBPF_OBJECT, CountersReader, PinLayout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot prepare pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the kernel refused netd's BPF object")]
+    Object(#[source] aya::EbpfError),
+    #[error("the BPF object has no program {0} (netd and netd-ebpf out of step?)")]
+    NoProgram(&'static str),
+    #[error("the BPF object has no map {0} (netd and netd-ebpf out of step?)")]
+    NoMap(&'static str),
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("pinning program {name} at {path}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error(transparent)]
+    Counters(#[from] CountersError),
+}
+
+/// The loaded datapath of this netd.
+pub struct Datapath {
+    ebpf: Ebpf,
+    layout: PinLayout,
+}
+
+impl Datapath {
+    /// Loads every program netd attaches and pins them under `layout`.
+    /// `bpf_log_level` is aya-log's level (0 = off .. 5 = trace) compiled
+    /// into the programs, so disabled log lines cost nothing per packet.
+    pub fn load(layout: &PinLayout, bpf_log_level: u8) -> Result<Self, LoadError> {
+        layout.create().map_err(|source| LoadError::PinDir {
+            path: layout.root().to_path_buf(),
+            source,
+        })?;
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(layout.maps())
+            .override_global("AYA_LOG_LEVEL", &bpf_log_level, false)
+            .load(EBPF_OBJECT)
+            .map_err(LoadError::Object)?;
+        let mut datapath = Self {
+            ebpf,
+            layout: layout.clone(),
+        };
+        datapath.load_xdp(program_names::XDP_UPLINK)?;
+        datapath.load_tc(program_names::TC_ENDPOINT)?;
+        Ok(datapath)
+    }
+
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    fn load_xdp(&mut self, name: &'static str) -> Result<(), LoadError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::NoProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| LoadError::Program { name, source })?;
+        pin_program(&self.layout, name, |path| program.pin(path))
+    }
+
+    fn load_tc(&mut self, name: &'static str) -> Result<(), LoadError> {
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::NoProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| LoadError::Program { name, source })?;
+        pin_program(&self.layout, name, |path| program.pin(path))
+    }
+
+    pub fn uplink_program(&mut self) -> Result<&mut Xdp, LoadError> {
+        let name = program_names::XDP_UPLINK;
+        self.ebpf
+            .program_mut(name)
+            .ok_or(LoadError::NoProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })
+    }
+
+    /// Takes the counters map out of the object (call once).
+    pub fn take_counters(&mut self) -> Result<CountersReader, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::COUNTERS)
+            .ok_or(LoadError::NoMap(map_names::COUNTERS))?;
+        let map = PerCpuArray::try_from(map).map_err(CountersError::from)?;
+        Ok(CountersReader::new(map)?)
+    }
+}
+
+/// Replaces any pin a previous netd left for this program.
+fn pin_program(
+    layout: &PinLayout,
+    name: &'static str,
+    pin: impl FnOnce(&PathBuf) -> Result<(), aya::pin::PinError>,
+) -> Result<(), LoadError> {
+    let path = layout.progs().join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(LoadError::PinDir { path, source: e });
+        }
+    }
+    pin(&path).map_err(|source| LoadError::Pin {
+        name,
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Removes everything netd pinned under `layout`: detaches its programs
+/// from every interface and frees its maps. The caller holds the lock.
+pub fn remove_pins(layout: &PinLayout) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for dir in [layout.links(), layout.progs(), layout.maps()] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            fs::remove_file(&path)?;
+            removed.push(path);
+        }
+        fs::remove_dir(&dir)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,12 @@
+//! Everything that touches BPF: the embedded object, its pins on bpffs,
+//! loading, attaching, and reading the counters back.
+
+pub mod counters;
+pub mod loader;
+pub mod object;
+pub mod pins;
+pub mod uplink;
+
+pub use counters::{CounterSnapshot, CountersReader};
+pub use loader::{Datapath, LoadError};
+pub use pins::{PinLayout, PinLock};

@@ -1,0 +1,9 @@
+//! netd: the daemon and CLI. The library holds everything; `main.rs` only
+//! parses the command line.
+
+pub mod config;
+pub mod dataplane;
+pub mod logging;
+pub mod metrics;
+pub mod run;
+pub mod system;

@@ -1,0 +1,198 @@
+//! Prometheus metrics: the datapath counters summed over CPUs, refreshed
+//! from the map on every scrape.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use netd_common::counters::{DropReason, Hook, Verdict};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::dataplane::{CounterSnapshot, CountersReader};
+
+pub struct Metrics {
+    registry: Registry,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    drops: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "netd_packets_total",
+                "Packets seen by netd's programs, by hook and verdict.",
+            ),
+            &["hook", "verdict"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "netd_bytes_total",
+                "Bytes seen by netd's programs, by hook and verdict.",
+            ),
+            &["hook", "verdict"],
+        )?;
+        let drops = IntCounterVec::new(
+            Opts::new(
+                "netd_drops_total",
+                "Packets dropped by netd's programs, by hook and reason.",
+            ),
+            &["hook", "reason"],
+        )?;
+        registry.register(Box::new(packets.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(drops.clone()))?;
+        Ok(Self {
+            registry,
+            packets,
+            bytes,
+            drops,
+        })
+    }
+
+    /// Brings the counters to the kernel's totals. Every label pair is
+    /// exported, zero included, so a rate() works from the first scrape.
+    pub fn update(&self, snapshot: &CounterSnapshot) {
+        for hook in Hook::ALL {
+            for verdict in Verdict::ALL {
+                let c = snapshot.verdict(hook, verdict);
+                let labels = [hook.name(), verdict.name()];
+                set_total(&self.packets.with_label_values(&labels), c.packets);
+                set_total(&self.bytes.with_label_values(&labels), c.bytes);
+            }
+            for reason in DropReason::ALL {
+                let c = snapshot.drops(hook, reason);
+                set_total(
+                    &self.drops.with_label_values(&[hook.name(), reason.name()]),
+                    c.packets,
+                );
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+/// Moves a counter to the kernel's total. The kernel's counters only grow
+/// while their map lives; if the map was recreated, the counter restarts,
+/// which Prometheus reads as a counter reset.
+fn set_total(counter: &IntCounter, total: u64) {
+    let current = counter.get();
+    if total >= current {
+        counter.inc_by(total - current);
+    } else {
+        counter.reset();
+        counter.inc_by(total);
+    }
+}
+
+struct Scrape {
+    metrics: Metrics,
+    counters: CountersReader,
+}
+
+async fn metrics_handler(State(scrape): State<Arc<Scrape>>) -> impl IntoResponse {
+    match scrape.counters.snapshot() {
+        Ok(snapshot) => scrape.metrics.update(&snapshot),
+        Err(e) => {
+            warn!(error = %crate::logging::chain(&e), "reading the counters map failed; serving the last values")
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        scrape.metrics.render(),
+    )
+}
+
+/// Binds the metrics listener (so a taken port fails start-up, not later).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves /metrics until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    counters: CountersReader,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let scrape = Arc::new(Scrape {
+        metrics: Metrics::new()?,
+        counters,
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/", get(|| async { "netd: metrics at /metrics\n" }))
+        .with_state(scrape);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netd_common::counters::{drop_slot, verdict_slot, Counter, COUNTER_SLOTS};
+
+    fn snapshot(entries: &[(u32, u64, u64)]) -> CounterSnapshot {
+        let mut slots = vec![Counter::default(); COUNTER_SLOTS as usize];
+        for (slot, packets, bytes) in entries {
+            slots[*slot as usize] = Counter {
+                packets: *packets,
+                bytes: *bytes,
+            };
+        }
+        CounterSnapshot::from_slots(slots)
+    }
+
+    #[test]
+    fn exports_every_label_pair_with_kernel_totals() {
+        let m = Metrics::new().expect("registry");
+        m.update(&snapshot(&[
+            (verdict_slot(Hook::XdpUplink, Verdict::Pass), 10, 1500),
+            (drop_slot(Hook::TcEndpoint, DropReason::Malformed), 3, 90),
+        ]));
+        let text = m.render();
+        assert!(
+            text.contains("netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netd_bytes_total{hook=\"xdp_uplink\",verdict=\"pass\"} 1500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netd_drops_total{hook=\"tc_endpoint\",reason=\"malformed\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netd_drops_total{hook=\"xdp_uplink\",reason=\"fragment\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn follows_growth_and_resets() {
+        let m = Metrics::new().expect("registry");
+        let slot = verdict_slot(Hook::TcEndpoint, Verdict::Drop);
+        m.update(&snapshot(&[(slot, 5, 50)]));
+        m.update(&snapshot(&[(slot, 8, 80)]));
+        assert!(m
+            .render()
+            .contains("netd_packets_total{hook=\"tc_endpoint\",verdict=\"drop\"} 8"));
+        m.update(&snapshot(&[(slot, 2, 20)]));
+        assert!(m
+            .render()
+            .contains("netd_packets_total{hook=\"tc_endpoint\",verdict=\"drop\"} 2"));
+    }
+}
