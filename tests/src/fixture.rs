@@ -1,0 +1,219 @@
+//! Runs netd's programs on crafted packets with `BPF_PROG_TEST_RUN`.
+
+use std::path::PathBuf;
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use netd::dataplane::{CounterSnapshot, CountersReader, Datapath, PinLayout};
+use netd_common::counters::{
+    drop_slot, verdict_slot, Counter, DropReason, Hook, Verdict, COUNTER_SLOTS,
+};
+
+/// A bpffs directory removed (with all it pins) on drop.
+pub struct TempPins {
+    pub layout: PinLayout,
+}
+
+impl TempPins {
+    pub fn new() -> Self {
+        let root = PathBuf::from("/sys/fs/bpf").join(crate::unique_name("netd-test-"));
+        Self {
+            layout: PinLayout::new(root),
+        }
+    }
+}
+
+impl Default for TempPins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempPins {
+    fn drop(&mut self) {
+        let _ = netd::dataplane::loader::remove_pins(&self.layout);
+        let _ = std::fs::remove_dir(self.layout.root());
+    }
+}
+
+/// The datapath loaded with its own pins (so its own counters).
+pub struct Fixture {
+    pub datapath: Datapath,
+    pub counters: CountersReader,
+    _pins: TempPins,
+}
+
+/// What one run did.
+#[derive(Debug)]
+pub struct Run {
+    pub verdict: i64,
+    pub output: Vec<u8>,
+}
+
+impl Fixture {
+    pub fn load() -> Self {
+        crate::require_root();
+        let pins = TempPins::new();
+        let mut datapath = Datapath::load(&pins.layout, 0).expect("load the datapath");
+        let counters = datapath.take_counters().expect("counters map");
+        Self {
+            datapath,
+            counters,
+            _pins: pins,
+        }
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        self.counters.snapshot().expect("read counters")
+    }
+
+    fn xdp(&mut self, name: &str) -> &mut Xdp {
+        let program = self
+            .datapath
+            .ebpf_mut()
+            .program_mut(name)
+            .expect("program in object");
+        program.try_into().expect("an XDP program")
+    }
+
+    /// Runs an XDP program once; `Err` is the kernel refusing the run.
+    pub fn run_xdp(
+        &mut self,
+        name: &str,
+        packet: &[u8],
+    ) -> Result<Run, aya::programs::ProgramError> {
+        let program = self.xdp(name);
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(Run {
+            verdict: i64::from(result.return_value),
+            output: out,
+        })
+    }
+
+    /// Runs a TC program once; `Err` is the kernel refusing the run.
+    pub fn run_tc(
+        &mut self,
+        name: &str,
+        packet: &[u8],
+    ) -> Result<Run, aya::programs::ProgramError> {
+        let program: &mut SchedClassifier = self
+            .datapath
+            .ebpf_mut()
+            .program_mut(name)
+            .expect("program in object")
+            .try_into()
+            .expect("a TC program");
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        // TC verdicts are signed (TC_ACT_SHOT is 2, TC_ACT_UNSPEC -1).
+        Ok(Run {
+            verdict: i64::from(result.return_value as i32),
+            output: out,
+        })
+    }
+
+    /// Repeats an XDP program `repeat` times in the kernel; mean ns per run.
+    pub fn time_xdp(&mut self, name: &str, packet: &[u8], repeat: u32) -> f64 {
+        let program = self.xdp(name);
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("timed run");
+        result.duration.as_nanos() as f64
+    }
+
+    /// Repeats a TC program `repeat` times in the kernel; mean ns per run.
+    pub fn time_tc(&mut self, name: &str, packet: &[u8], repeat: u32) -> f64 {
+        let program: &mut SchedClassifier = self
+            .datapath
+            .ebpf_mut()
+            .program_mut(name)
+            .expect("program in object")
+            .try_into()
+            .expect("a TC program");
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("timed run");
+        result.duration.as_nanos() as f64
+    }
+}
+
+/// Slot that a counter expectation names.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot {
+    Verdict(Hook, Verdict),
+    Drop(Hook, DropReason),
+}
+
+impl Slot {
+    fn index(self) -> u32 {
+        match self {
+            Slot::Verdict(h, v) => verdict_slot(h, v),
+            Slot::Drop(h, r) => drop_slot(h, r),
+        }
+    }
+}
+
+/// Asserts that between `before` and `after` exactly the slots in
+/// `moved` grew, each by one packet of `bytes` bytes, and nothing else changed.
+pub fn assert_counted(
+    before: &CounterSnapshot,
+    after: &CounterSnapshot,
+    moved: &[Slot],
+    bytes: u64,
+    what: &str,
+) {
+    let expected: Vec<u32> = moved.iter().map(|s| s.index()).collect();
+    for hook in Hook::ALL {
+        for slot in Verdict::ALL
+            .iter()
+            .map(|v| Slot::Verdict(hook, *v))
+            .chain(DropReason::ALL.iter().map(|r| Slot::Drop(hook, *r)))
+        {
+            let b = value(before, slot);
+            let a = value(after, slot);
+            let delta = Counter {
+                packets: a.packets - b.packets,
+                bytes: a.bytes - b.bytes,
+            };
+            if expected.contains(&slot.index()) {
+                assert_eq!(
+                    delta,
+                    Counter { packets: 1, bytes },
+                    "{what}: {slot:?} should count the packet"
+                );
+            } else {
+                assert_eq!(
+                    delta,
+                    Counter::default(),
+                    "{what}: {slot:?} should not move"
+                );
+            }
+        }
+    }
+    assert!(expected.iter().all(|i| *i < COUNTER_SLOTS));
+}
+
+fn value(snapshot: &CounterSnapshot, slot: Slot) -> Counter {
+    match slot {
+        Slot::Verdict(h, v) => snapshot.verdict(h, v),
+        Slot::Drop(h, r) => snapshot.drops(h, r),
+    }
+}

@@ -1,0 +1,29 @@
+//! Helpers for netd's root tests. Every helper that creates something in
+//! the kernel (a namespace, a veth, pins, a netd process) removes it when
+//! dropped, so a failing test leaves nothing behind.
+//!
+//! Traffic rule: tests only send packets between namespaces they created.
+
+pub mod fixture;
+pub mod netns;
+pub mod process;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A name unique to this test process and call, short enough for an
+/// interface name (15 bytes) when `prefix` is at most 5 bytes.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{:x}{n:x}", std::process::id() % 0xfffff)
+}
+
+/// Fails the test with a clear message when not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (BPF, network namespaces): run it through `cargo xtask test` as root"
+    );
+}

@@ -1,0 +1,106 @@
+//! Network namespaces and veth pairs made by a test and removed on drop.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+/// Runs a command and returns its output, failing the test with the
+/// command and its stderr when it fails.
+pub fn sh(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop along with
+/// every interface in it.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(prefix: &str) -> Self {
+        crate::require_root();
+        let name = crate::unique_name(prefix);
+        sh("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// `ip -n NAME ...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    }
+
+    /// A command run inside the namespace (not asserted to succeed).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (a network
+    /// namespace is per thread), so sockets it opens live in there.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: a valid namespace descriptor; only this thread moves.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Joins `a` and `b` with a veth pair, addresses `a_addr`/`b_addr` (CIDR)
+/// on each end, both up. Removed with the namespaces.
+pub fn veth_between(a: &NetNs, a_if: &str, a_addr: &str, b: &NetNs, b_if: &str, b_addr: &str) {
+    sh(
+        "ip",
+        &[
+            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+            &b.name,
+        ],
+    );
+    a.ip(&["addr", "add", a_addr, "dev", a_if]);
+    b.ip(&["addr", "add", b_addr, "dev", b_if]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}

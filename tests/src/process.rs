@@ -1,0 +1,164 @@
+//! A `netd run` process inside a test namespace, stopped and torn down on drop.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::netns::NetNs;
+
+/// The netd binary: `NETD_BIN`, or the workspace's debug build.
+pub fn netd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NETD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netd");
+    assert!(
+        bin.exists(),
+        "{} is missing: run through `cargo xtask test` (it builds netd), or set NETD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A netd started in `ns` through nsenter (not `ip netns exec`, whose
+/// private /sys would hide the shared bpffs).
+pub struct Netd {
+    child: Option<Child>,
+    pub pin_path: PathBuf,
+    pub metrics_addr: SocketAddr,
+    ns_path: PathBuf,
+    log: tempfile::NamedTempFile,
+}
+
+impl Netd {
+    pub fn start(ns: &NetNs, pin_path: &Path, metrics_port: u16, extra: &[&str]) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path().display()))
+            .arg(netd_bin())
+            .args(["run", "--pin-path"])
+            .arg(pin_path)
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log handle"))
+            .spawn()
+            .expect("spawn netd");
+        Self {
+            child: Some(child),
+            pin_path: pin_path.to_path_buf(),
+            metrics_addr,
+            ns_path: ns.path(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits until /metrics answers; panics with netd's log if it exits
+    /// or does not answer in time.
+    pub fn wait_ready(&mut self, ns: &NetNs) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("netd exited early ({status}):\n{}", self.log());
+            }
+            if self.scrape(ns).is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "netd did not serve metrics in 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET /metrics from inside the namespace.
+    pub fn scrape(&self, ns: &NetNs) -> Option<String> {
+        let addr = self.metrics_addr;
+        ns.run(move || http_get(addr, "/metrics"))
+            .join()
+            .ok()
+            .flatten()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("netd running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("wait for netd")
+    }
+
+    /// Waits for netd to exit on its own (e.g. after an error).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("netd running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "netd still running after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `netd teardown` for this netd's pin path, from its namespace.
+    pub fn teardown(&self) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path.display()))
+            .arg(netd_bin())
+            .args(["teardown", "--pin-path"])
+            .arg(&self.pin_path)
+            .output()
+            .expect("run netd teardown")
+    }
+}
+
+impl Drop for Netd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.teardown();
+    }
+}
+
+/// A minimal HTTP/1.0 GET; the body on 200, else None.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    let ok = status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200");
+    ok.then(|| body.to_string())
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape.
+pub fn metric(scrape: &str, name_and_labels: &str) -> Option<u64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}

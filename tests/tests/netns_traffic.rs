@@ -1,0 +1,293 @@
+//! netd run on a real veth between two namespaces the test creates: real
+//! ping and TCP pass unharmed, /metrics counts them, bpftool sees the
+//! programs, and the start-up errors a user can hit are clear.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use netd_tests::{
+    fixture::TempPins,
+    netns::{veth_between, NetNs},
+    process::{metric, netd_bin, Netd},
+    unique_name,
+};
+
+const A_ADDR: &str = "10.201.0.1";
+const B_ADDR: &str = "10.201.0.2";
+
+struct World {
+    a: NetNs,
+    b: NetNs,
+    a_if: String,
+}
+
+fn world() -> World {
+    let a = NetNs::new("ndA");
+    let b = NetNs::new("ndB");
+    let a_if = unique_name("va");
+    let b_if = unique_name("vb");
+    veth_between(
+        &a,
+        &a_if,
+        &format!("{A_ADDR}/24"),
+        &b,
+        &b_if,
+        &format!("{B_ADDR}/24"),
+    );
+    World { a, b, a_if }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// Sends `len` bytes from B to A over TCP; returns what A received.
+fn tcp_transfer(w: &World, len: usize) -> Vec<u8> {
+    let port = 5201;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = w.a.run(move || {
+        let listener = TcpListener::bind((A_ADDR, port)).expect("listen in A");
+        ready_tx.send(()).expect("signal ready");
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).expect("read");
+        got
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+    let data = pattern(len);
+    let client = w.b.run(move || {
+        let mut conn =
+            TcpStream::connect_timeout(&(A_ADDR, port).into_addr(), Duration::from_secs(5))
+                .expect("connect from B");
+        conn.write_all(&data).expect("send");
+    });
+    client.join().expect("client");
+    server.join().expect("server")
+}
+
+trait IntoAddr {
+    fn into_addr(self) -> std::net::SocketAddr;
+}
+
+impl IntoAddr for (&str, u16) {
+    fn into_addr(self) -> std::net::SocketAddr {
+        format!("{}:{}", self.0, self.1).parse().expect("address")
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn traffic_passes_unharmed_and_metrics_count_it() {
+    let w = world();
+    let pins = TempPins::new();
+    let mut netd = Netd::start(
+        &w.a,
+        pins.layout.root(),
+        free_port(),
+        &["--uplink", &w.a_if],
+    );
+    netd.wait_ready(&w.a);
+
+    // The XDP program is attached to the uplink, natively, and bpftool sees it.
+    let link = w.a.ip(&["-d", "link", "show", &w.a_if]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        link.contains("prog/xdp") && link.contains("netd_xdp_uplink"),
+        "{link}"
+    );
+    let prog = pins.layout.progs().join("netd_xdp_uplink");
+    let bpftool = Command::new("bpftool")
+        .args(["prog", "show", "pinned"])
+        .arg(&prog)
+        .output()
+        .expect("bpftool");
+    let listed = String::from_utf8_lossy(&bpftool.stdout);
+    assert!(
+        bpftool.status.success() && listed.contains("xdp") && listed.contains("netd_xdp_uplink"),
+        "{listed}"
+    );
+
+    let before = netd.scrape(&w.a).expect("scrape");
+    let pass = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let pass_bytes = "netd_bytes_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let drops = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"drop\"}";
+
+    let ping =
+        w.b.exec("ping", &["-c", "5", "-i", "0.2", "-W", "2", A_ADDR]);
+    assert!(
+        ping.status.success(),
+        "ping B -> A: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let mid = netd.scrape(&w.a).expect("scrape");
+    let pinged =
+        metric(&mid, pass).expect("pass counter") - metric(&before, pass).expect("pass counter");
+    assert!(
+        pinged >= 5,
+        "5 echo requests reached A but the pass counter moved by {pinged}"
+    );
+
+    const LEN: usize = 4 << 20;
+    let got = tcp_transfer(&w, LEN);
+    assert_eq!(got.len(), LEN, "bytes received");
+    assert!(got == pattern(LEN), "TCP data arrived changed");
+
+    let after = netd.scrape(&w.a).expect("scrape");
+    let bytes =
+        metric(&after, pass_bytes).expect("bytes") - metric(&mid, pass_bytes).expect("bytes");
+    let packets = metric(&after, pass).expect("pass") - metric(&mid, pass).expect("pass");
+    assert!(
+        bytes >= LEN as u64,
+        "{LEN} bytes sent through the uplink, pass bytes moved by {bytes}"
+    );
+    assert!(
+        packets >= (LEN / 65536) as u64,
+        "pass packets moved by only {packets}"
+    );
+    assert_eq!(
+        metric(&after, drops),
+        Some(0),
+        "no drops expected:\n{after}"
+    );
+
+    // SIGTERM: a clean exit that leaves the datapath attached...
+    let status = netd.stop();
+    assert!(status.success(), "netd exit {status}:\n{}", netd.log());
+    let link = w.a.ip(&["-d", "link", "show", &w.a_if]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "XDP gone after stop"
+    );
+    let ping =
+        w.b.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", A_ADDR]);
+    assert!(ping.status.success(), "ping while netd is stopped");
+
+    // ...until teardown, which detaches it.
+    let out = netd.teardown();
+    assert!(
+        out.status.success(),
+        "teardown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = w.a.ip(&["-d", "link", "show", &w.a_if]);
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "XDP left after teardown"
+    );
+    assert!(!pins.layout.root().exists(), "pins left after teardown");
+}
+
+#[test]
+fn a_restarted_netd_swaps_its_program_in_and_keeps_the_counters() {
+    let w = world();
+    let pins = TempPins::new();
+    let mut first = Netd::start(
+        &w.a,
+        pins.layout.root(),
+        free_port(),
+        &["--uplink", &w.a_if],
+    );
+    first.wait_ready(&w.a);
+    let ping =
+        w.b.exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", A_ADDR]);
+    assert!(ping.status.success());
+    let pass = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let counted = metric(&first.scrape(&w.a).expect("scrape"), pass).expect("pass");
+    assert!(first.stop().success());
+
+    let mut second = Netd::start(
+        &w.a,
+        pins.layout.root(),
+        free_port(),
+        &["--uplink", &w.a_if],
+    );
+    second.wait_ready(&w.a);
+    assert!(second.log().contains("replaced=true"), "{}", second.log());
+    let still = metric(&second.scrape(&w.a).expect("scrape"), pass).expect("pass");
+    assert!(still >= counted, "counters restarted: {still} < {counted}");
+    let ping =
+        w.b.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", A_ADDR]);
+    assert!(ping.status.success(), "ping after restart");
+    assert!(second.stop().success());
+}
+
+#[test]
+fn a_second_netd_on_the_same_pin_path_refuses_to_start() {
+    let w = world();
+    let pins = TempPins::new();
+    let mut first = Netd::start(&w.a, pins.layout.root(), free_port(), &[]);
+    first.wait_ready(&w.a);
+    let mut second = Netd::start(&w.a, pins.layout.root(), free_port(), &[]);
+    let status = second.wait_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        second
+            .log()
+            .contains("another netd is already running with pin path"),
+        "{}",
+        second.log()
+    );
+    // The first one is untouched.
+    assert!(first.scrape(&w.a).is_some(), "first netd stopped serving");
+    assert!(first.stop().success());
+}
+
+#[test]
+fn start_up_errors_are_one_clear_line_and_a_failure_exit() {
+    let w = world();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--uplink", "nonesuch0"],
+            "interface \"nonesuch0\" does not exist",
+        ),
+        (&["--uplink", "eth/0"], "not a valid interface name"),
+        (&["--metrics-addr", "nonsense"], "invalid value 'nonsense'"),
+    ];
+    for (args, expected) in cases {
+        let pins = TempPins::new();
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", w.a.path().display()))
+            .arg(netd_bin())
+            .args(["run", "--pin-path"])
+            .arg(pins.layout.root())
+            .args(args)
+            .output()
+            .expect("run netd");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!pins.layout.root().exists(), "{args:?} left pins behind");
+    }
+}
+
+#[test]
+fn netd_run_as_a_normal_user_says_it_needs_root() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(netd_bin())
+        .args(["run", "--pin-path", "/sys/fs/bpf/netd-not-root"])
+        .output()
+        .expect("run netd as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("netd must run as root"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{stderr}"
+    );
+}
