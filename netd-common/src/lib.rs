@@ -23,4 +23,6 @@ pub mod program_names {
     pub const TC_ENDPOINT: &str = "netd_tc_endpoint";
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
+    /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.
+    pub const TC_BASELINE: &str = "netd_tc_baseline";
 }

@@ -62,6 +62,25 @@ impl Fixture {
         }
     }
 
+    /// Loads the do-nothing programs the benchmarks compare against.
+    pub fn load_baselines(&mut self) {
+        self.xdp(netd_common::program_names::XDP_BASELINE)
+            .load()
+            .expect("load the XDP baseline");
+        self.tc(netd_common::program_names::TC_BASELINE)
+            .load()
+            .expect("load the TC baseline");
+    }
+
+    fn tc(&mut self, name: &str) -> &mut SchedClassifier {
+        let program = self
+            .datapath
+            .ebpf_mut()
+            .program_mut(name)
+            .expect("program in object");
+        program.try_into().expect("a TC program")
+    }
+
     pub fn snapshot(&self) -> CounterSnapshot {
         self.counters.snapshot().expect("read counters")
     }
@@ -101,13 +120,7 @@ impl Fixture {
         name: &str,
         packet: &[u8],
     ) -> Result<Run, aya::programs::ProgramError> {
-        let program: &mut SchedClassifier = self
-            .datapath
-            .ebpf_mut()
-            .program_mut(name)
-            .expect("program in object")
-            .try_into()
-            .expect("a TC program");
+        let program = self.tc(name);
         let mut out = vec![0u8; packet.len() + 256];
         let result = program.test_run(TestRunOptions {
             data_in: Some(packet),

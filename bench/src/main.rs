@@ -1,0 +1,166 @@
+//! Runs each program path under BPF_PROG_TEST_RUN with a large repeat
+//! count beside a do-nothing XDP program, in the same run, and prints
+//! ns/packet and the ratio to the do-nothing program. The kernel's
+//! timer covers only the program runs, so the ratio is the cost of
+//! netd's work over the bare cost of invoking an XDP program.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE, XDP_UPLINK};
+use netd_tests::fixture::Fixture;
+use serde::Serialize;
+use testpkt::*;
+
+#[derive(Parser)]
+struct Args {
+    /// BPF_PROG_TEST_RUN repeat count for each measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// Rounds per path; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench/datapath.json")]
+    json: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Program {
+    Baseline,
+    TcBaseline,
+    Uplink,
+    Endpoint,
+}
+
+#[derive(Serialize)]
+struct Row {
+    path: String,
+    program: &'static str,
+    ns_per_packet: f64,
+    /// Against the do-nothing XDP program.
+    ratio_to_baseline: f64,
+    /// Against the do-nothing program of the same hook (XDP or TC).
+    ratio_to_hook_baseline: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    repeat: u32,
+    rounds: usize,
+    baseline_ns_per_packet: f64,
+    tc_baseline_ns_per_packet: f64,
+    rows: Vec<Row>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut f = Fixture::load();
+    f.load_baselines();
+
+    let mut paths: Vec<(String, Program, Vec<u8>)> = vec![
+        (
+            "baseline (XDP_PASS only)".into(),
+            Program::Baseline,
+            ipv4_tcp(),
+        ),
+        (
+            "tc baseline (TC_ACT_OK only)".into(),
+            Program::TcBaseline,
+            ipv4_tcp(),
+        ),
+    ];
+    for (name, packet) in samples() {
+        paths.push((
+            format!("uplink pass {name}"),
+            Program::Uplink,
+            packet.clone(),
+        ));
+        paths.push((format!("endpoint pass {name}"), Program::Endpoint, packet));
+    }
+    let truncated = ipv4_tcp()[..40].to_vec();
+    paths.push((
+        "uplink drop malformed (truncated tcp)".into(),
+        Program::Uplink,
+        truncated.clone(),
+    ));
+    paths.push((
+        "endpoint drop malformed (truncated tcp)".into(),
+        Program::Endpoint,
+        truncated,
+    ));
+    paths.push((
+        "endpoint drop fragment (tiny)".into(),
+        Program::Endpoint,
+        ipv4_tiny_first_fragment(8),
+    ));
+
+    let mut samples_ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for round in 0..args.rounds {
+        eprintln!("round {}/{}", round + 1, args.rounds);
+        // Every path once per round, so drift hits all of them alike.
+        for (i, (_, program, packet)) in paths.iter().enumerate() {
+            let ns = match program {
+                Program::Baseline => f.time_xdp(XDP_BASELINE, packet, args.repeat),
+                Program::TcBaseline => f.time_tc(TC_BASELINE, packet, args.repeat),
+                Program::Uplink => f.time_xdp(XDP_UPLINK, packet, args.repeat),
+                Program::Endpoint => f.time_tc(TC_ENDPOINT, packet, args.repeat),
+            };
+            samples_ns[i].push(ns);
+        }
+    }
+    let medians: Vec<f64> = samples_ns.into_iter().map(median).collect();
+    let baseline = medians[0];
+    let tc_baseline = medians[1];
+
+    let rows: Vec<Row> = paths
+        .iter()
+        .zip(&medians)
+        .map(|((path, program, _), ns)| Row {
+            path: path.clone(),
+            program: match program {
+                Program::Baseline => XDP_BASELINE,
+                Program::TcBaseline => TC_BASELINE,
+                Program::Uplink => XDP_UPLINK,
+                Program::Endpoint => TC_ENDPOINT,
+            },
+            ns_per_packet: *ns,
+            ratio_to_baseline: ns / baseline,
+            ratio_to_hook_baseline: match program {
+                Program::Baseline | Program::Uplink => ns / baseline,
+                Program::TcBaseline | Program::Endpoint => ns / tc_baseline,
+            },
+        })
+        .collect();
+
+    println!(
+        "{:<44} {:>10} {:>12} {:>14}",
+        "path", "ns/packet", "vs XDP noop", "vs hook noop"
+    );
+    for row in &rows {
+        println!(
+            "{:<44} {:>10.1} {:>12.2} {:>14.2}",
+            row.path, row.ns_per_packet, row.ratio_to_baseline, row.ratio_to_hook_baseline
+        );
+    }
+    let report = Report {
+        repeat: args.repeat,
+        rounds: args.rounds,
+        baseline_ns_per_packet: baseline,
+        tc_baseline_ns_per_packet: tc_baseline,
+        rows,
+    };
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    println!("\nwritten to {}", args.json.display());
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! `cargo xtask <command>`: the project's own build steps.
+
+mod setup;
+
+use std::{
+    env,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "netd's build steps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing netd needs (idempotent).
+    Setup,
+    /// Build the eBPF object only and print its path.
+    BuildEbpf,
+    /// Build netd (the eBPF object is embedded in it).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run `netd run` on this host (single host, no uplink).
+    /// Arguments after `--` go to `netd run`, e.g. `-- --uplink eth1`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit, BPF_PROG_TEST_RUN fixtures, namespaces (root).
+    Test {
+        /// Only the tests that need neither root nor BPF.
+        #[arg(long)]
+        unprivileged: bool,
+        /// Passed on to `cargo test` (a test name filter, --nocapture, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// cargo fmt --check and clippy -D warnings over the workspace.
+    Lint,
+    /// Run the datapath benchmarks (root) and write JSON results.
+    Bench {
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/datapath.json")]
+        json: PathBuf,
+        /// BPF_PROG_TEST_RUN repeat count per path.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = workspace_root();
+    env::set_current_dir(&root).context("entering the workspace")?;
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::BuildEbpf => {
+            setup::ensure()?;
+            let compiler = ebpf_builder::find_compiler()?;
+            eprintln!("building netd-ebpf with {compiler}");
+            let object = ebpf_builder::build(&root.join("netd-ebpf"), &compiler)?;
+            println!("{}", object.display());
+            Ok(())
+        }
+        Cmd::Build { release } => {
+            setup::ensure()?;
+            build_netd(release)
+        }
+        Cmd::Run { release, args } => {
+            setup::ensure()?;
+            build_netd(release)?;
+            let bin = root.join("target").join(profile_dir(release)).join("netd");
+            let error = Command::new(&bin).arg("run").args(&args).exec();
+            bail!("cannot start {}: {error}", bin.display())
+        }
+        Cmd::Test { unprivileged, args } => {
+            setup::ensure()?;
+            test(&root, unprivileged, &args)
+        }
+        Cmd::Lint => {
+            setup::ensure()?;
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        }
+        Cmd::Bench { json, repeat } => {
+            setup::ensure()?;
+            require_root("the benchmarks load BPF programs")?;
+            cargo(&["build", "--release", "-p", "netd-bench"])?;
+            let status = Command::new(root.join("target/release/netd-bench"))
+                .args(["--repeat", &repeat.to_string(), "--json"])
+                .arg(&json)
+                .status()
+                .context("running netd-bench")?;
+            if !status.success() {
+                bail!("netd-bench failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn profile_dir(release: bool) -> &'static str {
+    if release {
+        "release"
+    } else {
+        "debug"
+    }
+}
+
+fn build_netd(release: bool) -> Result<()> {
+    let mut args = vec!["build", "-p", "netd"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)
+}
+
+fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
+    if unprivileged {
+        let mut args = vec!["test", "-p", "netd-common", "-p", "testpkt", "-p", "netd"];
+        args.extend(extra.iter().map(String::as_str));
+        return cargo(&args);
+    }
+    require_root(
+        "the fixture and namespace tests load BPF programs and create namespaces \
+         (use --unprivileged for the rest)",
+    )?;
+    build_netd(false)?;
+    let mut args = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    let status = Command::new(cargo_bin())
+        .args(&args)
+        .env("NETD_BIN", root.join("target/debug/netd"))
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this needs root: {why}");
+    }
+    Ok(())
+}
+
+fn cargo_bin() -> std::ffi::OsString {
+    env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
