@@ -72,7 +72,7 @@ impl Fixture {
             .expect("load the TC baseline");
     }
 
-    fn tc(&mut self, name: &str) -> &mut SchedClassifier {
+    pub fn tc(&mut self, name: &str) -> &mut SchedClassifier {
         let program = self
             .datapath
             .ebpf_mut()

@@ -104,3 +104,59 @@ pub fn veth_between(a: &NetNs, a_if: &str, a_addr: &str, b: &NetNs, b_if: &str, 
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
 }
+
+/// Runs `f` on a scoped thread inside `ns` (for work that borrows from the
+/// caller, such as attaching a program the caller owns).
+pub fn within<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
+    let path = ns.path();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let file =
+                    File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                // SAFETY: a valid namespace descriptor; only this thread moves.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .expect("thread in namespace")
+    })
+}
+
+/// Sends one raw Ethernet frame out of `ifname` in the calling thread's
+/// namespace (AF_PACKET), as a container could.
+pub fn send_raw_frame(ifname: &str, frame: &[u8]) {
+    let index = netd::system::ifindex(ifname).expect("interface");
+    // SAFETY: plain socket calls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(sent, frame.len() as isize, "sendto: {error}");
+    }
+}

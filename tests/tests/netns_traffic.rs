@@ -23,6 +23,7 @@ struct World {
     a: NetNs,
     b: NetNs,
     a_if: String,
+    b_if: String,
 }
 
 fn world() -> World {
@@ -38,7 +39,7 @@ fn world() -> World {
         &b_if,
         &format!("{B_ADDR}/24"),
     );
-    World { a, b, a_if }
+    World { a, b, a_if, b_if }
 }
 
 fn free_port() -> u16 {
@@ -290,4 +291,68 @@ fn netd_run_as_a_normal_user_says_it_needs_root() {
         1,
         "{stderr}"
     );
+}
+
+/// The endpoint program on live traffic: attached (TC ingress) to A's end
+/// of the veth, it sees what B sends, as it will see what a container
+/// sends. Ping and TCP pass; a frame of an EtherType netd does not forward
+/// is dropped and counted.
+#[test]
+fn endpoint_program_passes_real_traffic_and_drops_unknown_ethertypes() {
+    use aya::programs::{tc, TcAttachType};
+    use netd_common::{
+        counters::{DropReason, Hook, Verdict},
+        program_names::TC_ENDPOINT,
+    };
+    use netd_tests::{
+        fixture::Fixture,
+        netns::{send_raw_frame, within},
+    };
+
+    let w = world();
+    let mut f = Fixture::load();
+    let a_if = w.a_if.clone();
+    within(&w.a, || {
+        let _ = tc::qdisc_add_clsact(&a_if);
+        f.tc(TC_ENDPOINT)
+            .attach(&a_if, TcAttachType::Ingress)
+            .expect("attach TC");
+    });
+    let before = f.snapshot();
+
+    let ping =
+        w.b.exec("ping", &["-c", "5", "-i", "0.2", "-W", "2", A_ADDR]);
+    assert!(ping.status.success(), "ping through the endpoint program");
+    const LEN: usize = 1 << 20;
+    assert!(
+        tcp_transfer(&w, LEN) == pattern(LEN),
+        "TCP data through the endpoint program"
+    );
+    let mid = f.snapshot();
+    let passed = mid.verdict(Hook::TcEndpoint, Verdict::Pass).bytes
+        - before.verdict(Hook::TcEndpoint, Verdict::Pass).bytes;
+    assert!(passed >= LEN as u64, "pass bytes moved by {passed}");
+    assert_eq!(mid.verdict(Hook::TcEndpoint, Verdict::Drop).packets, 0);
+
+    // A frame with a local-experimental EtherType, from B's end of the veth.
+    let b_if = w.b_if.clone();
+    let frame = testpkt::with_ethertype(testpkt::ipv4_udp(), 0x88b5);
+    within(&w.b, || {
+        for _ in 0..3 {
+            send_raw_frame(&b_if, &frame);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = f.snapshot();
+        let dropped = now.drops(Hook::TcEndpoint, DropReason::UnknownL3).packets;
+        if dropped == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unknown_l3 drops: {dropped}, want 3"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
