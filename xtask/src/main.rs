@@ -222,7 +222,6 @@ impl TestTotals {
     }
 }
 
-
 fn require_root(why: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
