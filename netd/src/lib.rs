@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod ipam;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod run;
 pub mod system;

@@ -1,0 +1,224 @@
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{new_id, valid_name, Mac, ModelError, Network};
+use crate::{config::valid_ifname, ipam};
+
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// `netd endpoint create NAME --network NET --netns PATH [--ip IP] [--ifname IF]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EndpointSpec {
+    pub name: String,
+    /// Network name or id.
+    pub network: String,
+    /// The sandbox: a network namespace path such as /var/run/netns/NAME
+    /// or /proc/PID/ns/net.
+    pub netns: PathBuf,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub ifname: Option<String>,
+}
+
+/// An endpoint: one interface of one sandbox on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Endpoint {
+    pub id: String,
+    pub name: String,
+    /// The network's id.
+    pub network: String,
+    pub sandbox: PathBuf,
+    pub ipv4: Ipv4Addr,
+    pub mac: Mac,
+    /// Interface name inside the sandbox.
+    pub ifname: String,
+    /// The veth end that stays on the host (carries the TC program).
+    pub host_ifname: String,
+}
+
+impl Endpoint {
+    /// Validates `spec` against the model and allocates the address.
+    pub fn from_spec(
+        spec: &EndpointSpec,
+        networks: &[Network],
+        endpoints: &[Endpoint],
+    ) -> Result<Self, ModelError> {
+        if !valid_name(&spec.name) {
+            return Err(ModelError::invalid(
+                "name",
+                format!(
+                    "{:?} is not a valid name (letters, digits, '_', '.', '-'; at most 64)",
+                    spec.name
+                ),
+            ));
+        }
+        if endpoints.iter().any(|e| e.name == spec.name) {
+            return Err(ModelError::Exists {
+                kind: "endpoint",
+                name: spec.name.clone(),
+            });
+        }
+        let network = networks
+            .iter()
+            .find(|n| n.name == spec.network || n.id == spec.network)
+            .ok_or_else(|| ModelError::NotFound {
+                kind: "network",
+                name: spec.network.clone(),
+            })?;
+        if !spec.netns.is_absolute() {
+            return Err(ModelError::invalid(
+                "netns",
+                format!(
+                    "{} is not an absolute path (e.g. /var/run/netns/NAME)",
+                    spec.netns.display()
+                ),
+            ));
+        }
+        let ifname = spec
+            .ifname
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IFNAME.to_string());
+        if !valid_ifname(&ifname) {
+            return Err(ModelError::invalid(
+                "ifname",
+                format!("{ifname:?} is not a valid interface name"),
+            ));
+        }
+        let in_sandbox: Vec<&Endpoint> = endpoints
+            .iter()
+            .filter(|e| same_sandbox(&e.sandbox, &spec.netns))
+            .collect();
+        if let Some(e) = in_sandbox.iter().find(|e| e.ifname == ifname) {
+            return Err(ModelError::invalid(
+                "ifname",
+                format!(
+                    "{ifname} is already used in sandbox {} by endpoint {:?}",
+                    spec.netns.display(),
+                    e.name
+                ),
+            ));
+        }
+        if let Some(e) = in_sandbox.iter().find(|e| e.network == network.id) {
+            return Err(ModelError::invalid(
+                "network",
+                format!(
+                    "sandbox {} is already on network {:?} through endpoint {:?}",
+                    spec.netns.display(),
+                    network.name,
+                    e.name
+                ),
+            ));
+        }
+        let requested = match &spec.ip {
+            Some(text) => Some(text.parse::<Ipv4Addr>().map_err(|_| {
+                ModelError::invalid("ip", format!("{text:?} is not an IPv4 address"))
+            })?),
+            None => None,
+        };
+        let taken: BTreeSet<Ipv4Addr> = endpoints
+            .iter()
+            .filter(|e| e.network == network.id)
+            .map(|e| e.ipv4)
+            .collect();
+        let ipv4 = ipam::allocate(network, &taken, requested)?;
+        let id = new_id();
+        let host_ifname = format!("nd{}", &id[..12]);
+        Ok(Endpoint {
+            id,
+            name: spec.name.clone(),
+            network: network.id.clone(),
+            sandbox: spec.netns.clone(),
+            ipv4,
+            mac: Mac::for_ipv4(ipv4),
+            ifname,
+            host_ifname,
+        })
+    }
+}
+
+fn same_sandbox(a: &Path, b: &Path) -> bool {
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NetworkSpec;
+
+    fn net(name: &str, subnet: &str, existing: &[Network]) -> Network {
+        let spec = NetworkSpec {
+            name: name.into(),
+            subnet: subnet.into(),
+            ..Default::default()
+        };
+        Network::from_spec(&spec, existing, existing.len() as u32 + 1).expect("network")
+    }
+
+    fn spec(name: &str, network: &str, netns: &str) -> EndpointSpec {
+        EndpointSpec {
+            name: name.into(),
+            network: network.into(),
+            netns: netns.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gets_an_address_mac_and_host_interface() {
+        let n1 = net("n1", "10.1.0.0/24", &[]);
+        let e = Endpoint::from_spec(
+            &spec("e1", "n1", "/var/run/netns/s1"),
+            std::slice::from_ref(&n1),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(e.ipv4, Ipv4Addr::new(10, 1, 0, 2));
+        assert_eq!(e.mac.to_string(), "02:6e:0a:01:00:02");
+        assert_eq!(e.ifname, "eth0");
+        assert_eq!(e.network, n1.id);
+        assert!(e.host_ifname.len() <= 15 && e.host_ifname.starts_with("nd"));
+    }
+
+    #[test]
+    fn a_sandbox_may_join_several_networks_once_each() {
+        let n1 = net("n1", "10.1.0.0/24", &[]);
+        let n2 = net("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
+        let nets = [n1, n2];
+        let e1 = Endpoint::from_spec(&spec("e1", "n1", "/run/netns/s"), &nets, &[]).expect("first");
+        let mut second = spec("e2", "n2", "/run/netns/s");
+        second.ifname = Some("eth1".into());
+        let e2 =
+            Endpoint::from_spec(&second, &nets, std::slice::from_ref(&e1)).expect("second network");
+        assert_eq!(e2.ipv4, Ipv4Addr::new(10, 2, 0, 2));
+
+        let existing = [e1, e2];
+        let cases = [
+            (spec("e1", "n1", "/run/netns/t"), "endpoint \"e1\" already exists"),
+            (spec("e3", "n3", "/run/netns/t"), "no network named \"n3\""),
+            (spec("e3", "n1", "relative"), "netns: relative is not an absolute path"),
+            (spec("e3", "n1", "/run/netns/s"), "ifname: eth0 is already used in sandbox /run/netns/s by endpoint \"e1\""),
+            (
+                EndpointSpec { ifname: Some("eth9".into()), ..spec("e3", "n1", "/run/netns/s") },
+                "network: sandbox /run/netns/s is already on network \"n1\" through endpoint \"e1\"",
+            ),
+            (EndpointSpec { ip: Some("10.1.0.2".into()), ..spec("e3", "n1", "/run/netns/t") }, "address 10.1.0.2 is already in use"),
+            (EndpointSpec { ip: Some("10.2.0.9".into()), ..spec("e3", "n1", "/run/netns/t") }, "outside the subnet 10.1.0.0/24"),
+            (EndpointSpec { ip: Some("ten".into()), ..spec("e3", "n1", "/run/netns/t") }, "ip: \"ten\" is not an IPv4 address"),
+            (EndpointSpec { ifname: Some("a/b".into()), ..spec("e3", "n1", "/run/netns/t") }, "ifname: \"a/b\" is not a valid interface name"),
+        ];
+        for (s, expected) in cases {
+            let e = Endpoint::from_spec(&s, &nets, &existing)
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains(expected), "{s:?}: {e:?}");
+        }
+    }
+}

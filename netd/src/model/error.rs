@@ -1,0 +1,24 @@
+/// Why a model request was refused. Each names the field and the reason,
+/// in words a user of `netd` or `docker` understands.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{kind} {name:?} already exists")]
+    Exists { kind: &'static str, name: String },
+    #[error("no {kind} named {name:?}")]
+    NotFound { kind: &'static str, name: String },
+    #[error("network {network:?} still has endpoints: {endpoints}; remove them first")]
+    InUse { network: String, endpoints: String },
+    #[error(transparent)]
+    Ipam(#[from] crate::ipam::IpamError),
+}
+
+impl ModelError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ModelError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

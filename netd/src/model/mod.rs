@@ -1,0 +1,62 @@
+//! The Container Network Model: networks, endpoints and the sandboxes
+//! (network namespaces) that hold them, with the rules every request is
+//! checked against. Pure: no I/O, so every refusal is unit-tested.
+
+mod endpoint;
+mod error;
+mod mac;
+mod network;
+
+pub use endpoint::{Endpoint, EndpointSpec, DEFAULT_IFNAME};
+pub use error::ModelError;
+pub use mac::Mac;
+pub use network::{Network, NetworkSpec};
+
+/// Names of networks and endpoints: what Docker accepts for names.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A fresh random identifier (16 hex digits).
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    // getrandom(2) never fails for 8 bytes once the pool is initialised;
+    // the time fallback still gives distinct ids on one host.
+    // SAFETY: writes at most 8 bytes into `bytes`.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes = (t ^ u64::from(std::process::id()).rotate_left(32)).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["n1", "front-end", "a.b_c", "X"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "a/b", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_hex_and_distinct() {
+        let a = new_id();
+        let b = new_id();
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
