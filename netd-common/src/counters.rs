@@ -88,13 +88,19 @@ pub enum DropReason {
     /// to hold its transport header, or a TCP fragment at offset 8 bytes
     /// (RFC 1858 overlap attack).
     Fragment = 2,
+    /// A container sent with a source IP or MAC that is not its endpoint's.
+    Spoofed = 3,
+    /// The destination is an endpoint of another network.
+    Isolation = 4,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
+        DropReason::Spoofed,
+        DropReason::Isolation,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -102,6 +108,8 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::UnknownL3 => "unknown_l3",
             DropReason::Fragment => "fragment",
+            DropReason::Spoofed => "spoofed",
+            DropReason::Isolation => "isolation",
         }
     }
 }

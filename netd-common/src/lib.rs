@@ -5,13 +5,20 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod counters;
+pub mod maps;
 pub mod parse;
 
 /// Names of the maps declared by netd-ebpf; the daemon opens them by name.
 pub mod map_names {
     /// Per-CPU array of [`crate::counters::Counter`], indexed by
-    /// [`crate::counters::slot_index`].
+    /// [`crate::counters::verdict_slot`] and [`crate::counters::drop_slot`].
     pub const COUNTERS: &str = "NETD_COUNTERS";
+    /// [`crate::maps::EndpointEntry`] by IPv4 address.
+    pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
+    /// [`crate::maps::LocalEndpointEntry`] by host veth ifindex.
+    pub const LOCAL_ENDPOINTS: &str = "NETD_LOCAL_EPS";
+    /// [`crate::maps::NetworkEntry`] by network index.
+    pub const NETWORKS: &str = "NETD_NETWORKS";
 }
 
 /// Names of the programs in netd-ebpf, as aya sees them.

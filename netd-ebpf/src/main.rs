@@ -5,8 +5,10 @@
 #![no_std]
 #![no_main]
 
+mod arp;
 mod baseline;
 mod endpoint;
+mod forward;
 mod frame;
 mod maps;
 mod metrics;

@@ -1,9 +1,28 @@
-//! Every map of the datapath, one line each on what it holds.
+//! Every map of the datapath, one line each on what it holds. All are
+//! pinned by name, so they outlive netd restarts and the programs keep
+//! forwarding with the state they have.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netd_common::counters::{Counter, COUNTER_SLOTS};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use netd_common::{
+    counters::{Counter, COUNTER_SLOTS},
+    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry, MAX_ENDPOINTS, MAX_NETWORKS},
+};
 
-/// Packets and bytes per (hook, verdict) and per (hook, drop reason);
-/// pinned so the numbers survive a netd restart.
+/// Packets and bytes per (hook, verdict) and per (hook, drop reason).
 #[map(name = "NETD_COUNTERS")]
 pub static NETD_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+/// Endpoints on this host by IPv4 address: where a packet to them goes.
+#[map(name = "NETD_ENDPOINTS")]
+pub static NETD_ENDPOINTS: HashMap<[u8; 4], EndpointEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// Endpoints by the ifindex of their host veth: what a packet from them must carry.
+#[map(name = "NETD_LOCAL_EPS")]
+pub static NETD_LOCAL_EPS: HashMap<u32, LocalEndpointEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// Networks by index: their gateway address.
+#[map(name = "NETD_NETWORKS")]
+pub static NETD_NETWORKS: HashMap<u32, NetworkEntry> = HashMap::pinned(MAX_NETWORKS, 0);

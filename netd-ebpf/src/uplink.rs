@@ -29,6 +29,11 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
             metrics::count_drop(HOOK, reason, bytes);
             xdp_action::XDP_DROP
         }
+        // No uplink stage delivers or answers yet (VXLAN decap comes with the overlay).
+        Outcome::Deliver { .. } | Outcome::ArpReply { .. } => {
+            metrics::count_verdict(HOOK, Verdict::Pass, bytes);
+            xdp_action::XDP_PASS
+        }
     }
 }
 

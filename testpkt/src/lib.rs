@@ -120,6 +120,48 @@ pub fn arp_request_for(target: [u8; 4]) -> Vec<u8> {
     })
 }
 
+/// UDP from (`src_mac`, `src_ip`) to (`dst_mac`, `dst_ip`).
+pub fn ipv4_udp_between(
+    src_mac: [u8; 6],
+    src_ip: [u8; 4],
+    dst_mac: [u8; 6],
+    dst_ip: [u8; 4],
+) -> Vec<u8> {
+    write(|out| {
+        PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(src_ip, dst_ip, 64)
+            .udp(PORT_A, PORT_B)
+            .write(out, PAYLOAD)
+            .expect("write ipv4 udp")
+    })
+}
+
+/// An ARP packet (`op` 1 request, 2 reply) in an Ethernet frame.
+pub fn arp(
+    op: u16,
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    (sender_mac, sender_ip): ([u8; 6], [u8; 4]),
+    (target_mac, target_ip): ([u8; 6], [u8; 4]),
+) -> Vec<u8> {
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation(op),
+        &sender_mac,
+        &sender_ip,
+        &target_mac,
+        &target_ip,
+    )
+    .expect("arp packet");
+    write(|out| {
+        PacketBuilder::ethernet2(eth_src, eth_dst)
+            .arp(arp)
+            .write(out)
+            .expect("write arp")
+    })
+}
+
 pub fn arp_request() -> Vec<u8> {
     arp_request_for(IP4_B)
 }

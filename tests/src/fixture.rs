@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use netd::dataplane::{CounterSnapshot, CountersReader, Datapath, PinLayout};
+use netd::dataplane::{maps::ForwardingMaps, CounterSnapshot, CountersReader, Datapath, PinLayout};
 use netd_common::counters::{
     drop_slot, verdict_slot, Counter, DropReason, Hook, Verdict, COUNTER_SLOTS,
 };
@@ -39,6 +39,7 @@ impl Drop for TempPins {
 pub struct Fixture {
     pub datapath: Datapath,
     pub counters: CountersReader,
+    pub maps: ForwardingMaps,
     _pins: TempPins,
 }
 
@@ -55,9 +56,11 @@ impl Fixture {
         let pins = TempPins::new();
         let mut datapath = Datapath::load(&pins.layout, 0).expect("load the datapath");
         let counters = datapath.take_counters().expect("counters map");
+        let maps = datapath.take_forwarding_maps().expect("forwarding maps");
         Self {
             datapath,
             counters,
+            maps,
             _pins: pins,
         }
     }

@@ -115,6 +115,13 @@ impl Datapath {
             .map_err(|source| LoadError::Program { name, source })
     }
 
+    /// Takes the forwarding maps out of the object (call once).
+    pub fn take_forwarding_maps(
+        &mut self,
+    ) -> Result<super::maps::ForwardingMaps, super::maps::MapWriteError> {
+        super::maps::ForwardingMaps::take(&mut self.ebpf)
+    }
+
     /// Takes the counters map out of the object (call once).
     pub fn take_counters(&mut self) -> Result<CountersReader, LoadError> {
         let map = self

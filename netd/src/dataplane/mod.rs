@@ -3,8 +3,10 @@
 
 pub mod counters;
 pub mod loader;
+pub mod maps;
 pub mod object;
 pub mod pins;
+pub mod reconcile;
 pub mod uplink;
 
 pub use counters::{CounterSnapshot, CountersReader};

@@ -1,0 +1,62 @@
+//! Keys and values of the forwarding maps. Addresses are stored as the
+//! bytes on the wire, so the datapath never converts byte order.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Entries each forwarding map can hold.
+pub const MAX_ENDPOINTS: u32 = 16384;
+pub const MAX_NETWORKS: u32 = 1024;
+
+/// `NETD_ENDPOINTS`: an endpoint by IPv4 address (the key, `[u8; 4]`).
+/// What a packet *to* this address needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EndpointEntry {
+    /// Host end of the endpoint's veth.
+    pub ifindex: u32,
+    /// The network's index.
+    pub network: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// `NETD_LOCAL_ENDPOINTS`: the endpoint behind a host veth, by the veth's
+/// ifindex (the key, `u32`). What a packet *from* this endpoint must match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LocalEndpointEntry {
+    pub ipv4: [u8; 4],
+    pub network: u32,
+    pub mac: [u8; 6],
+    /// MAC of the host end: the endpoint's gateway answers with it.
+    pub host_mac: [u8; 6],
+}
+
+/// `NETD_NETWORKS`: a network by index (the key, `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetworkEntry {
+    pub gateway: [u8; 4],
+    pub _reserved: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all three are repr(C), Pod (checked by bytemuck), no padding.
+    unsafe impl aya::Pod for super::EndpointEntry {}
+    unsafe impl aya::Pod for super::LocalEndpointEntry {}
+    unsafe impl aya::Pod for super::NetworkEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<EndpointEntry>(), 16);
+        assert_eq!(size_of::<LocalEndpointEntry>(), 20);
+        assert_eq!(size_of::<NetworkEntry>(), 8);
+    }
+}

@@ -1,0 +1,271 @@
+//! The endpoint program's forwarding on crafted packets: local delivery,
+//! isolation, anti-spoofing and ARP answers, with the maps set up the way
+//! the reconciler writes them.
+//!
+//! BPF_PROG_TEST_RUN runs TC programs on an skb of the loopback device,
+//! so the sending endpoint's host veth is ifindex 1 here.
+
+use netd::dataplane::maps::{MapOp, MapWriter};
+use netd_common::{
+    counters::{DropReason, Hook, Verdict},
+    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    program_names::TC_ENDPOINT,
+};
+use netd_tests::fixture::{assert_counted, Fixture, Slot};
+use testpkt::{arp, ipv4_udp_between};
+
+const TC_ACT_OK: i64 = 0;
+const TC_ACT_SHOT: i64 = 2;
+const TC_ACT_REDIRECT: i64 = 7;
+
+const HERE: u32 = 1; // loopback: where test runs come in
+const PEER_IF: u32 = 50;
+const OTHER_NET_IF: u32 = 60;
+
+const A_IP: [u8; 4] = [10, 1, 0, 2];
+const A_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 2];
+const A_HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
+const B_IP: [u8; 4] = [10, 1, 0, 3];
+const B_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 3];
+const C_IP: [u8; 4] = [10, 2, 0, 2];
+const C_MAC: [u8; 6] = [0x02, 0x6e, 10, 2, 0, 2];
+const GATEWAY: [u8; 4] = [10, 1, 0, 1];
+
+/// Network 1 holds A (here) and B; network 2 holds C.
+fn fixture() -> Fixture {
+    let mut f = Fixture::load();
+    let ops = [
+        MapOp::PutNetwork(
+            1,
+            NetworkEntry {
+                gateway: GATEWAY,
+                _reserved: 0,
+            },
+        ),
+        MapOp::PutNetwork(
+            2,
+            NetworkEntry {
+                gateway: [10, 2, 0, 1],
+                _reserved: 0,
+            },
+        ),
+        MapOp::PutLocal(
+            HERE,
+            LocalEndpointEntry {
+                ipv4: A_IP,
+                network: 1,
+                mac: A_MAC,
+                host_mac: A_HOST_MAC,
+            },
+        ),
+        MapOp::PutLocal(
+            PEER_IF,
+            LocalEndpointEntry {
+                ipv4: B_IP,
+                network: 1,
+                mac: B_MAC,
+                host_mac: [0x0a, 0, 0, 0, 0, 2],
+            },
+        ),
+        MapOp::PutLocal(
+            OTHER_NET_IF,
+            LocalEndpointEntry {
+                ipv4: C_IP,
+                network: 2,
+                mac: C_MAC,
+                host_mac: [0x0a, 0, 0, 0, 0, 3],
+            },
+        ),
+        MapOp::PutEndpoint(
+            A_IP,
+            EndpointEntry {
+                ifindex: HERE,
+                network: 1,
+                mac: A_MAC,
+                _pad: [0; 2],
+            },
+        ),
+        MapOp::PutEndpoint(
+            B_IP,
+            EndpointEntry {
+                ifindex: PEER_IF,
+                network: 1,
+                mac: B_MAC,
+                _pad: [0; 2],
+            },
+        ),
+        MapOp::PutEndpoint(
+            C_IP,
+            EndpointEntry {
+                ifindex: OTHER_NET_IF,
+                network: 2,
+                mac: C_MAC,
+                _pad: [0; 2],
+            },
+        ),
+    ];
+    for op in &ops {
+        f.maps.apply(op).expect("map write");
+    }
+    f
+}
+
+fn run(
+    f: &mut Fixture,
+    packet: &[u8],
+) -> (
+    i64,
+    Vec<u8>,
+    netd::dataplane::CounterSnapshot,
+    netd::dataplane::CounterSnapshot,
+) {
+    let before = f.snapshot();
+    let run = f.run_tc(TC_ENDPOINT, packet).expect("test run");
+    (run.verdict, run.output, before, f.snapshot())
+}
+
+const HOOK: Hook = Hook::TcEndpoint;
+
+#[test]
+fn same_network_is_delivered_into_the_peer_addressed_to_its_mac() {
+    let mut f = fixture();
+    // Sent to the gateway's MAC: netd still delivers to B's own MAC.
+    let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, B_IP);
+    let (verdict, out, before, after) = run(&mut f, &packet);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let mut expected = packet.clone();
+    expected[..6].copy_from_slice(&B_MAC);
+    assert_eq!(out, expected);
+    assert_counted(
+        &before,
+        &after,
+        &[Slot::Verdict(HOOK, Verdict::Redirect)],
+        packet.len() as u64,
+        "local forward",
+    );
+}
+
+#[test]
+fn another_network_is_dropped_as_isolation() {
+    let mut f = fixture();
+    let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, C_IP);
+    let (verdict, out, before, after) = run(&mut f, &packet);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(out, packet);
+    assert_counted(
+        &before,
+        &after,
+        &[
+            Slot::Verdict(HOOK, Verdict::Drop),
+            Slot::Drop(HOOK, DropReason::Isolation),
+        ],
+        packet.len() as u64,
+        "isolation",
+    );
+}
+
+#[test]
+fn spoofed_source_ip_or_mac_is_dropped() {
+    let mut f = fixture();
+    let cases = [
+        (
+            "source IP of B",
+            ipv4_udp_between(A_MAC, B_IP, A_HOST_MAC, B_IP),
+        ),
+        (
+            "source IP outside",
+            ipv4_udp_between(A_MAC, [192, 0, 2, 1], A_HOST_MAC, B_IP),
+        ),
+        (
+            "source MAC of B",
+            ipv4_udp_between(B_MAC, A_IP, A_HOST_MAC, B_IP),
+        ),
+        (
+            "ARP claiming B's IP",
+            arp(1, A_MAC, [0xff; 6], (A_MAC, B_IP), ([0; 6], GATEWAY)),
+        ),
+        (
+            "ARP with another sender MAC",
+            arp(1, A_MAC, [0xff; 6], (C_MAC, A_IP), ([0; 6], GATEWAY)),
+        ),
+    ];
+    for (what, packet) in cases {
+        let (verdict, out, before, after) = run(&mut f, &packet);
+        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+        assert_eq!(out, packet, "{what}");
+        assert_counted(
+            &before,
+            &after,
+            &[
+                Slot::Verdict(HOOK, Verdict::Drop),
+                Slot::Drop(HOOK, DropReason::Spoofed),
+            ],
+            packet.len() as u64,
+            what,
+        );
+    }
+}
+
+#[test]
+fn arp_for_a_peer_and_for_the_gateway_is_answered_in_place() {
+    let mut f = fixture();
+    for (target_ip, answer_mac) in [(B_IP, B_MAC), (GATEWAY, A_HOST_MAC)] {
+        let request = arp(1, A_MAC, [0xff; 6], (A_MAC, A_IP), ([0; 6], target_ip));
+        let (verdict, out, before, after) = run(&mut f, &request);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "who-has {target_ip:?}");
+        let reply = arp(2, answer_mac, A_MAC, (answer_mac, target_ip), (A_MAC, A_IP));
+        assert_eq!(out, reply, "who-has {target_ip:?}: reply bytes");
+        assert_counted(
+            &before,
+            &after,
+            &[Slot::Verdict(HOOK, Verdict::Tx)],
+            request.len() as u64,
+            "arp reply",
+        );
+    }
+}
+
+#[test]
+fn arp_for_another_network_or_an_unknown_address_gets_no_answer() {
+    let mut f = fixture();
+    for target in [C_IP, [10, 1, 0, 77]] {
+        let request = arp(1, A_MAC, [0xff; 6], (A_MAC, A_IP), ([0; 6], target));
+        let (verdict, out, before, after) = run(&mut f, &request);
+        assert_eq!(verdict, TC_ACT_OK, "who-has {target:?}");
+        assert_eq!(out, request);
+        assert_counted(
+            &before,
+            &after,
+            &[Slot::Verdict(HOOK, Verdict::Pass)],
+            request.len() as u64,
+            "arp pass",
+        );
+    }
+}
+
+#[test]
+fn other_destinations_go_to_the_host_untouched() {
+    let mut f = fixture();
+    let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, [192, 0, 2, 10]);
+    let (verdict, out, before, after) = run(&mut f, &packet);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, packet);
+    assert_counted(
+        &before,
+        &after,
+        &[Slot::Verdict(HOOK, Verdict::Pass)],
+        packet.len() as u64,
+        "to host",
+    );
+}
+
+#[test]
+fn a_stale_address_entry_is_not_delivered() {
+    let mut f = fixture();
+    // B's veth is gone (its local entry removed) but the address entry lingers.
+    f.maps.apply(&MapOp::DeleteLocal(PEER_IF)).expect("delete");
+    let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, B_IP);
+    let (verdict, out, ..) = run(&mut f, &packet);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, packet);
+}
