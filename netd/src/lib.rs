@@ -2,10 +2,12 @@
 //! parses the command line.
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod ipam;
 pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod run;
+pub mod store;
 pub mod system;

@@ -1,0 +1,320 @@
+//! Model operations over the store: every request (CLI, API, later the
+//! Docker plugin) becomes one of these, checked against the model and
+//! committed in one transaction whose compares keep names, addresses and
+//! map indexes unique even with several writers. Nothing here touches the
+//! kernel: the reconciler follows the store.
+
+use std::collections::BTreeSet;
+
+use crate::{
+    model::{Endpoint, EndpointSpec, ModelError, Network, NetworkSpec},
+    store::{Store, StoreError, Txn},
+};
+
+pub const PREFIX: &str = "/netd/";
+const NETWORKS: &str = "/netd/networks/";
+const ENDPOINTS: &str = "/netd/endpoints/";
+
+fn network_key(id: &str) -> String {
+    format!("{NETWORKS}{id}")
+}
+fn network_name_key(name: &str) -> String {
+    format!("/netd/names/network/{name}")
+}
+fn network_index_key(index: u32) -> String {
+    format!("/netd/network-index/{index}")
+}
+fn endpoint_key(id: &str) -> String {
+    format!("{ENDPOINTS}{id}")
+}
+fn endpoint_name_key(name: &str) -> String {
+    format!("/netd/names/endpoint/{name}")
+}
+fn address_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("/netd/addresses/{network_id}/{ip}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored record {key} cannot be read: {reason}")]
+    Record { key: String, reason: String },
+}
+
+/// How often a transaction is retried when another writer got there first.
+const RETRIES: usize = 5;
+
+pub struct Control<S> {
+    store: S,
+}
+
+impl<S: Store> Control<S> {
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    async fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, ControlError> {
+        let mut out = Vec::new();
+        for (key, v) in self.store.list(prefix).await? {
+            out.push(
+                serde_json::from_str(&v.value).map_err(|e| ControlError::Record {
+                    key,
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn networks(&self) -> Result<Vec<Network>, ControlError> {
+        let mut list: Vec<Network> = self.load(NETWORKS).await?;
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    pub async fn endpoints(&self) -> Result<Vec<Endpoint>, ControlError> {
+        let mut list: Vec<Endpoint> = self.load(ENDPOINTS).await?;
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    pub async fn network(&self, name_or_id: &str) -> Result<Network, ControlError> {
+        self.networks()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name_or_id || n.id == name_or_id)
+            .ok_or_else(|| {
+                ModelError::NotFound {
+                    kind: "network",
+                    name: name_or_id.to_string(),
+                }
+                .into()
+            })
+    }
+
+    pub async fn endpoint(&self, name_or_id: &str) -> Result<Endpoint, ControlError> {
+        self.endpoints()
+            .await?
+            .into_iter()
+            .find(|e| e.name == name_or_id || e.id == name_or_id)
+            .ok_or_else(|| {
+                ModelError::NotFound {
+                    kind: "endpoint",
+                    name: name_or_id.to_string(),
+                }
+                .into()
+            })
+    }
+
+    pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let existing = self.networks().await?;
+            let used: BTreeSet<u32> = existing.iter().map(|n| n.index).collect();
+            let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+            let network = Network::from_spec(spec, &existing, index)?;
+            let txn = Txn::new()
+                .absent(network_name_key(&network.name))
+                .absent(network_index_key(index))
+                .put(network_key(&network.id), to_json(&network))
+                .put(network_name_key(&network.name), network.id.clone())
+                .put(network_index_key(index), network.id.clone());
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(network),
+                Err(StoreError::Conflict(_)) if attempt < RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub async fn delete_network(&self, name_or_id: &str) -> Result<Network, ControlError> {
+        let network = self.network(name_or_id).await?;
+        let users: Vec<String> = self
+            .endpoints()
+            .await?
+            .into_iter()
+            .filter(|e| e.network == network.id)
+            .map(|e| e.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(ModelError::InUse {
+                network: network.name,
+                endpoints: users.join(", "),
+            }
+            .into());
+        }
+        self.store
+            .commit(
+                Txn::new()
+                    .delete(network_key(&network.id))
+                    .delete(network_name_key(&network.name))
+                    .delete(network_index_key(network.index)),
+            )
+            .await?;
+        Ok(network)
+    }
+
+    pub async fn create_endpoint(&self, spec: &EndpointSpec) -> Result<Endpoint, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let networks = self.networks().await?;
+            let endpoints = self.endpoints().await?;
+            let endpoint = Endpoint::from_spec(spec, &networks, &endpoints)?;
+            let txn = Txn::new()
+                .absent(endpoint_name_key(&endpoint.name))
+                .absent(address_key(&endpoint.network, endpoint.ipv4))
+                .put(endpoint_key(&endpoint.id), to_json(&endpoint))
+                .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
+                .put(
+                    address_key(&endpoint.network, endpoint.ipv4),
+                    endpoint.id.clone(),
+                );
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(endpoint),
+                Err(StoreError::Conflict(_)) if attempt < RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub async fn delete_endpoint(&self, name_or_id: &str) -> Result<Endpoint, ControlError> {
+        let endpoint = self.endpoint(name_or_id).await?;
+        self.store
+            .commit(
+                Txn::new()
+                    .delete(endpoint_key(&endpoint.id))
+                    .delete(endpoint_name_key(&endpoint.name))
+                    .delete(address_key(&endpoint.network, endpoint.ipv4)),
+            )
+            .await?;
+        Ok(endpoint)
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Model types are plain data: serialising them cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn net(name: &str, subnet: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            subnet: subnet.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ep(name: &str, network: &str, netns: &str) -> EndpointSpec {
+        EndpointSpec {
+            name: name.into(),
+            network: network.into(),
+            netns: netns.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_list_delete_and_refusals_change_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::new(EmbeddedStore::open(dir.path()).expect("store"));
+            let n1 = c
+                .create_network(&net("n1", "10.1.0.0/24"))
+                .await
+                .expect("n1");
+            let n2 = c
+                .create_network(&net("n2", "10.2.0.0/24"))
+                .await
+                .expect("n2");
+            assert_eq!((n1.index, n2.index), (1, 2));
+            let e1 = c
+                .create_endpoint(&ep("e1", "n1", "/run/netns/a"))
+                .await
+                .expect("e1");
+            let before = c.store().list(PREFIX).await.expect("list");
+
+            let refusals = [
+                c.create_network(&net("n3", "10.1.0.0/16"))
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+                c.create_network(&net("n1", "10.3.0.0/24"))
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+                c.create_endpoint(&ep("e1", "n1", "/run/netns/b"))
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+                c.create_endpoint(&EndpointSpec {
+                    ip: Some("10.1.0.2".into()),
+                    ..ep("e2", "n1", "/run/netns/b")
+                })
+                .await
+                .err()
+                .map(|e| e.to_string()),
+                c.delete_network("n1").await.err().map(|e| e.to_string()),
+                c.delete_endpoint("nope").await.err().map(|e| e.to_string()),
+            ];
+            let expected = [
+                "overlaps network \"n1\"",
+                "network \"n1\" already exists",
+                "endpoint \"e1\" already exists",
+                "address 10.1.0.2 is already in use",
+                "network \"n1\" still has endpoints: e1; remove them first",
+                "no endpoint named \"nope\"",
+            ];
+            for (got, want) in refusals.iter().zip(expected) {
+                assert!(
+                    got.as_deref().is_some_and(|g| g.contains(want)),
+                    "{got:?} lacks {want:?}"
+                );
+            }
+            assert_eq!(
+                c.store().list(PREFIX).await.expect("list"),
+                before,
+                "a refusal changed the store"
+            );
+
+            c.delete_endpoint("e1").await.expect("delete e1");
+            // Its address is free again.
+            let again = c
+                .create_endpoint(&ep("e3", "n1", "/run/netns/c"))
+                .await
+                .expect("e3");
+            assert_eq!(again.ipv4, e1.ipv4);
+            c.delete_endpoint("e3").await.expect("delete e3");
+            c.delete_network("n1").await.expect("delete n1");
+            // Its index is reused by the next network.
+            assert_eq!(
+                c.create_network(&net("n4", "10.4.0.0/24"))
+                    .await
+                    .expect("n4")
+                    .index,
+                1
+            );
+        });
+    }
+}

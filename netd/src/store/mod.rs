@@ -1,0 +1,88 @@
+//! Where the model lives. One trait, so the single-host embedded store
+//! and etcd (for clusters) are interchangeable: versioned values,
+//! transactions with compares (so two writers cannot both take a name or
+//! an address), and a watch of changes.
+
+mod embedded;
+
+use std::{collections::BTreeMap, future::Future};
+
+pub use embedded::EmbeddedStore;
+use tokio::sync::broadcast;
+
+/// A value and the store revision that last wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Versioned {
+    pub value: String,
+    pub mod_revision: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// The key must not exist.
+    Absent(String),
+    /// The key must exist with this mod revision.
+    Revision(String, u64),
+}
+
+/// All-or-nothing: if every compare holds, every put and delete happens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub puts: Vec<(String, String)>,
+    pub deletes: Vec<String>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn absent(mut self, key: impl Into<String>) -> Self {
+        self.compares.push(Compare::Absent(key.into()));
+        self
+    }
+
+    pub fn put(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.puts.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.deletes.push(key.into());
+        self
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put { key: String, revision: u64 },
+    Delete { key: String, revision: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a compare failed on {0}: someone changed it first")]
+    Conflict(String),
+    #[error("store file {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store file {path} is corrupt: {reason}; it was left as it is")]
+    Corrupt { path: String, reason: String },
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Versioned>, StoreError>> + Send;
+    /// Every key under `prefix`, in key order.
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, Versioned>, StoreError>> + Send;
+    /// Applies `txn` atomically; returns the new revision.
+    fn commit(&self, txn: Txn) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Changes from now on (all keys; callers filter by prefix).
+    fn watch(&self) -> broadcast::Receiver<WatchEvent>;
+}
