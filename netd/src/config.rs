@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netd";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9964";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd";
+pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +38,8 @@ pub struct FileConfig {
     pub uplinks: Option<Vec<String>>,
     pub pin_path: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -63,6 +67,10 @@ pub struct RunConfig {
     /// bpffs directory holding netd's pinned maps, programs and links.
     pub pin_path: PathBuf,
     pub metrics_addr: SocketAddr,
+    /// Where the embedded store keeps its file.
+    pub state_dir: PathBuf,
+    /// The control API's unix socket.
+    pub socket: PathBuf,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -71,6 +79,8 @@ pub struct Overrides {
     pub uplinks: Vec<String>,
     pub pin_path: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -93,6 +103,14 @@ impl RunConfig {
                 .metrics_addr
                 .or(file.metrics_addr)
                 .unwrap_or(default_metrics),
+            state_dir: flags
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            socket: flags
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         };
         config.validate()?;
         Ok(config)
@@ -152,7 +170,7 @@ mod tests {
             Overrides {
                 uplinks: vec!["eth2".into()],
                 pin_path: Some("/sys/fs/bpf/b".into()),
-                metrics_addr: None,
+                ..Default::default()
             },
         )
         .expect("valid");
@@ -182,7 +200,7 @@ mod tests {
                 Overrides {
                     uplinks: uplinks.clone(),
                     pin_path: pin,
-                    metrics_addr: None,
+                    ..Default::default()
                 },
             );
             assert!(r.is_err(), "{uplinks:?} accepted");

@@ -1,6 +1,9 @@
 //! netd: the daemon and CLI. The library holds everything; `main.rs` only
 //! parses the command line.
 
+pub mod agent;
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod dataplane;
@@ -8,6 +11,7 @@ pub mod ipam;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod run;
 pub mod store;
 pub mod system;

@@ -1,10 +1,15 @@
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
 use netd::{
-    config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH},
+    api::Status,
+    client::Client,
+    config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH, DEFAULT_SOCKET},
     dataplane::PinLayout,
-    logging, run,
+    logging,
+    model::{Endpoint, EndpointSpec, Network, NetworkSpec},
+    run,
 };
 use tracing::level_filters::LevelFilter;
 
@@ -15,47 +20,126 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace (RUST_LOG wins when set).
     #[arg(long, global = true, default_value = "info")]
     log_level: LevelFilter,
+    /// The control socket of the netd to talk to.
+    #[arg(long, global = true, env = "NETD_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the datapath, attach it and serve metrics until SIGINT/SIGTERM.
-    Run {
-        /// Interface to the underlay that gets the XDP program (repeatable).
-        /// None: netd serves this host only.
-        #[arg(long = "uplink", value_name = "IFACE")]
-        uplinks: Vec<String>,
-        /// TOML file with the same settings (uplinks, pin-path, metrics-addr).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// bpffs directory for netd's pinned maps, programs and links
-        /// [default: /sys/fs/bpf/netd].
-        #[arg(long, value_name = "DIR")]
-        pin_path: Option<PathBuf>,
-        /// Where to serve Prometheus metrics [default: 127.0.0.1:9964].
-        #[arg(long, value_name = "ADDR")]
-        metrics_addr: Option<SocketAddr>,
-    },
+    /// Load the datapath, attach it, serve the API and metrics until SIGINT/SIGTERM.
+    Run(RunArgs),
     /// Detach netd's programs everywhere and remove its pins (netd must be stopped).
     Teardown {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
     },
+    /// Networks: create, ls, inspect, rm.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Endpoints: create, ls, inspect, rm.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// What netd has: networks, endpoints, map fill.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Interface to the underlay that gets the XDP program (repeatable).
+    /// None: netd serves this host only.
+    #[arg(long = "uplink", value_name = "IFACE")]
+    uplinks: Vec<String>,
+    /// TOML file with the same settings (uplinks, pin-path, metrics-addr, state-dir, socket).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// bpffs directory for netd's pinned maps, programs and links [default: /sys/fs/bpf/netd].
+    #[arg(long, value_name = "DIR")]
+    pin_path: Option<PathBuf>,
+    /// Where to serve Prometheus metrics [default: 127.0.0.1:9964].
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Directory of the embedded store [default: /var/lib/netd].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        #[arg(long)]
+        subnet: String,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// NAME=IP: an address IPAM must not hand out (repeatable).
+        #[arg(long = "aux-address", value_name = "NAME=IP")]
+        aux_addresses: Vec<String>,
+        /// KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one network as JSON.
+    Inspect { name: String },
+    /// Remove a network (it must have no endpoints).
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Create an endpoint: a veth into the sandbox, on the network.
+    Create {
+        name: String,
+        #[arg(long)]
+        network: String,
+        /// The sandbox: /var/run/netns/NAME or /proc/PID/ns/net.
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(long)]
+        ip: Option<String>,
+        /// Interface name inside the sandbox [default: eth0].
+        #[arg(long)]
+        ifname: Option<String>,
+    },
+    /// List endpoints.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one endpoint as JSON.
+    Inspect { name: String },
+    /// Remove an endpoint and its interface.
+    Rm { name: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_level);
     let result = match cli.command {
-        Command::Run {
-            uplinks,
-            config,
-            pin_path,
-            metrics_addr,
-        } => start(cli.log_level, uplinks, config, pin_path, metrics_addr),
+        Command::Run(args) => start(cli.log_level, cli.socket, args),
         Command::Teardown { pin_path } => run::teardown(&PinLayout::new(pin_path)),
+        Command::Network(cmd) => {
+            client_runtime().and_then(|rt| rt.block_on(network(&Client::new(&cli.socket), cmd)))
+        }
+        Command::Endpoint(cmd) => {
+            client_runtime().and_then(|rt| rt.block_on(endpoint(&Client::new(&cli.socket), cmd)))
+        }
+        Command::Status { json } => {
+            client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,23 +150,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(
-    log_level: LevelFilter,
-    uplinks: Vec<String>,
-    config: Option<PathBuf>,
-    pin_path: Option<PathBuf>,
-    metrics_addr: Option<SocketAddr>,
-) -> anyhow::Result<()> {
-    let file = match config {
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Result<()> {
+    let file = match args.config {
         Some(path) => FileConfig::load(&path)?,
         None => FileConfig::default(),
     };
+    let socket = (socket.as_path() != std::path::Path::new(DEFAULT_SOCKET)).then_some(socket);
     let config = RunConfig::resolve(
         file,
         Overrides {
-            uplinks,
-            pin_path,
-            metrics_addr,
+            uplinks: args.uplinks,
+            pin_path: args.pin_path,
+            metrics_addr: args.metrics_addr,
+            state_dir: args.state_dir,
+            socket,
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,4 +177,162 @@ fn start(
         .enable_all()
         .build()?;
     runtime.block_on(run::run(config, log_level))
+}
+
+fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("--{flag} {item:?}: expected NAME=VALUE"),
+        })
+        .collect()
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("encoding JSON")?
+    );
+    Ok(())
+}
+
+async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
+    match cmd {
+        NetworkCmd::Create {
+            name,
+            subnet,
+            gateway,
+            ip_range,
+            aux_addresses,
+            labels,
+        } => {
+            let spec = NetworkSpec {
+                name,
+                subnet,
+                gateway,
+                ip_range,
+                aux_addresses: pairs("aux-address", &aux_addresses)?,
+                labels: pairs("label", &labels)?,
+            };
+            let n: Network = client.post("/networks", &spec).await?;
+            println!("{}", n.id);
+        }
+        NetworkCmd::Ls { json } => {
+            let list: Vec<Network> = client.get("/networks").await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<16}  {:<20}  {:<18}  {:<15}  IP-RANGE",
+                "ID", "NAME", "SUBNET", "GATEWAY"
+            );
+            for n in list {
+                let range = n
+                    .ip_range
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<16}  {:<20}  {:<18}  {:<15}  {}",
+                    n.id,
+                    n.name,
+                    n.subnet.to_string(),
+                    n.gateway.to_string(),
+                    range
+                );
+            }
+        }
+        NetworkCmd::Inspect { name } => {
+            print_json(&client.get::<Network>(&format!("/networks/{name}")).await?)?
+        }
+        NetworkCmd::Rm { name } => {
+            let n: Network = client.delete(&format!("/networks/{name}")).await?;
+            println!("{}", n.name);
+        }
+    }
+    Ok(())
+}
+
+async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
+    match cmd {
+        EndpointCmd::Create {
+            name,
+            network,
+            netns,
+            ip,
+            ifname,
+        } => {
+            let spec = EndpointSpec {
+                name,
+                network,
+                netns,
+                ip,
+                ifname,
+            };
+            let e: Endpoint = client.post("/endpoints", &spec).await?;
+            println!("{} {}", e.id, e.ipv4);
+        }
+        EndpointCmd::Ls { json } => {
+            let list: Vec<Endpoint> = client.get("/endpoints").await?;
+            if json {
+                return print_json(&list);
+            }
+            let networks: Vec<Network> = client.get("/networks").await?;
+            println!(
+                "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  SANDBOX",
+                "NAME", "NETWORK", "IPV4", "MAC", "IFNAME"
+            );
+            for e in list {
+                let net = networks
+                    .iter()
+                    .find(|n| n.id == e.network)
+                    .map(|n| n.name.as_str())
+                    .unwrap_or("?");
+                println!(
+                    "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {}",
+                    e.name,
+                    net,
+                    e.ipv4.to_string(),
+                    e.mac.to_string(),
+                    e.ifname,
+                    e.sandbox.display()
+                );
+            }
+        }
+        EndpointCmd::Inspect { name } => print_json(
+            &client
+                .get::<Endpoint>(&format!("/endpoints/{name}"))
+                .await?,
+        )?,
+        EndpointCmd::Rm { name } => {
+            let e: Endpoint = client.delete(&format!("/endpoints/{name}")).await?;
+            println!("{}", e.name);
+        }
+    }
+    Ok(())
+}
+
+async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
+    let status: serde_json::Value = client.get("/status").await?;
+    if json {
+        return print_json(&status);
+    }
+    let s: Status = serde_json::from_value(status).context("reading status")?;
+    println!("pin path   {}", s.pin_path);
+    println!("networks   {}", s.networks);
+    println!("endpoints  {}", s.endpoints);
+    println!(
+        "{:<16}  {:>8}  {:>8}  {:>6}",
+        "MAP", "ENTRIES", "CAPACITY", "FILL"
+    );
+    for m in s.maps {
+        println!(
+            "{:<16}  {:>8}  {:>8}  {:>5.1}%",
+            m.name,
+            m.entries,
+            m.capacity,
+            100.0 * m.entries as f64 / f64::from(m.capacity)
+        );
+    }
+    Ok(())
 }

@@ -5,17 +5,23 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use netd_common::counters::{DropReason, Hook, Verdict};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::dataplane::{CounterSnapshot, CountersReader};
+use crate::dataplane::{maps::MapState, CounterSnapshot, CountersReader};
 
 pub struct Metrics {
     registry: Registry,
     packets: IntCounterVec,
     bytes: IntCounterVec,
     drops: IntCounterVec,
+    networks: IntGauge,
+    endpoints: IntGauge,
+    map_entries: IntGaugeVec,
+    map_fill: GaugeVec,
 }
 
 impl Metrics {
@@ -42,15 +48,56 @@ impl Metrics {
             ),
             &["hook", "reason"],
         )?;
+        let networks = IntGauge::new("netd_networks", "Networks in the model.")?;
+        let endpoints = IntGauge::new("netd_endpoints", "Endpoints in the model.")?;
+        let map_entries = IntGaugeVec::new(
+            Opts::new("netd_map_entries", "Entries in each forwarding map."),
+            &["map"],
+        )?;
+        let map_fill = GaugeVec::new(
+            Opts::new(
+                "netd_map_fill_ratio",
+                "Entries over capacity of each forwarding map.",
+            ),
+            &["map"],
+        )?;
         registry.register(Box::new(packets.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(drops.clone()))?;
+        registry.register(Box::new(networks.clone()))?;
+        registry.register(Box::new(endpoints.clone()))?;
+        registry.register(Box::new(map_entries.clone()))?;
+        registry.register(Box::new(map_fill.clone()))?;
         Ok(Self {
             registry,
             packets,
             bytes,
             drops,
+            networks,
+            endpoints,
+            map_entries,
+            map_fill,
         })
+    }
+
+    /// Model sizes and map fill, after each reconcile.
+    pub fn update_model(&self, networks: usize, endpoints: usize, maps: &MapState) {
+        use netd_common::{
+            map_names,
+            maps::{MAX_ENDPOINTS, MAX_NETWORKS},
+        };
+        self.networks.set(networks as i64);
+        self.endpoints.set(endpoints as i64);
+        for (name, len, max) in [
+            (map_names::NETWORKS, maps.networks.len(), MAX_NETWORKS),
+            (map_names::ENDPOINTS, maps.endpoints.len(), MAX_ENDPOINTS),
+            (map_names::LOCAL_ENDPOINTS, maps.local.len(), MAX_ENDPOINTS),
+        ] {
+            self.map_entries.with_label_values(&[name]).set(len as i64);
+            self.map_fill
+                .with_label_values(&[name])
+                .set(len as f64 / f64::from(max));
+        }
     }
 
     /// Brings the counters to the kernel's totals. Every label pair is
@@ -94,7 +141,7 @@ fn set_total(counter: &IntCounter, total: u64) {
 }
 
 struct Scrape {
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     counters: CountersReader,
 }
 
@@ -122,13 +169,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves /metrics until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
+    metrics: Arc<Metrics>,
     counters: CountersReader,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let scrape = Arc::new(Scrape {
-        metrics: Metrics::new()?,
-        counters,
-    });
+    let scrape = Arc::new(Scrape { metrics, counters });
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/", get(|| async { "netd: metrics at /metrics\n" }))

@@ -1,18 +1,34 @@
-//! `netd run`: load, attach, serve metrics, stop on SIGINT/SIGTERM.
+//! `netd run`: load, attach, reconcile the store into the kernel, serve
+//! the control API and metrics, stop on SIGINT/SIGTERM.
 //!
 //! Stopping leaves the pinned programs, maps and links in place, so
 //! forwarding goes on while netd is down or restarting; `netd teardown`
 //! removes them.
 
+use std::{sync::Arc, time::Duration};
+
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::broadcast::error::RecvError,
+};
 use tracing::{info, level_filters::LevelFilter, warn};
 
 use crate::{
+    agent::Agent,
+    api,
     config::RunConfig,
+    control::{Control, PREFIX},
     dataplane::{loader, uplink, Datapath, PinLayout, PinLock},
-    logging, metrics, system,
+    logging::{self, chain},
+    metrics::{self, Metrics},
+    store::{EmbeddedStore, Store, WatchEvent},
+    system,
 };
+
+/// A full pass even without changes: repairs what someone else broke
+/// (a deleted veth, a planted map entry).
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()> {
     system::require_root()?;
@@ -29,9 +45,12 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
     let layout = PinLayout::new(&config.pin_path);
     let _lock = PinLock::acquire(&layout)?;
 
-    let listener = metrics::bind(config.metrics_addr)
+    let store = EmbeddedStore::open(&config.state_dir)
+        .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
+    let metrics_listener = metrics::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_addr))?;
+    let api_listener = api::bind(&config.socket).await?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -46,24 +65,79 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
         info!(uplink = %a.ifname, mode = a.mode, replaced = a.replaced, "XDP attached");
     }
     let counters = datapath.take_counters()?;
+    let metrics = Arc::new(Metrics::new()?);
+
+    let agent = Arc::new(Agent::new(
+        Arc::new(Control::new(store)),
+        datapath,
+        metrics.clone(),
+    )?);
+    let report = agent.reconcile().await.context("first reconcile")?;
+    info!(
+        map_writes = report.map_writes,
+        links_created = report.links_created,
+        links_removed = report.links_removed,
+        failures = report.failures.len(),
+        "converged to the store"
+    );
+    let follower = tokio::spawn(follow_store(agent.clone()));
 
     info!(
         pin_path = %config.pin_path.display(),
+        socket = %config.socket.display(),
         metrics = %format!("http://{}/metrics", config.metrics_addr),
         "netd running"
     );
-    let shutdown = async move {
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut stop_api = stop_tx.subscribe();
+    let api_server =
+        axum::serve(api_listener, api::router(agent.clone())).with_graceful_shutdown(async move {
+            let _ = stop_api.recv().await;
+        });
+    let mut stop_metrics = stop_tx.subscribe();
+    let metrics_server = metrics::serve(metrics_listener, metrics, counters, async move {
+        let _ = stop_metrics.recv().await;
+    });
+    let signals = async move {
         tokio::select! {
             _ = terminate.recv() => info!("SIGTERM: stopping"),
             _ = interrupt.recv() => info!("SIGINT: stopping"),
         }
+        let _ = stop_tx.send(());
     };
-    metrics::serve(listener, counters, shutdown).await?;
+    let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, signals);
+    follower.abort();
+    api_result.context("control API")?;
+    metrics_result.context("metrics")?;
+    let _ = std::fs::remove_file(&config.socket);
     info!(
         pin_path = %config.pin_path.display(),
         "stopped; programs stay attached (netd teardown removes them)"
     );
     Ok(())
+}
+
+/// Reconciles on every store change under netd's prefix and every
+/// RESYNC_EVERY; a lagging watch just triggers a full pass.
+async fn follow_store<S: Store>(agent: Arc<Agent<S>>) {
+    let mut events = agent.control().store().watch();
+    let mut tick = tokio::time::interval(RESYNC_EVERY);
+    tick.tick().await;
+    loop {
+        let changed = tokio::select! {
+            event = events.recv() => match event {
+                Ok(WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. }) => key.starts_with(PREFIX),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => true,
+        };
+        if changed {
+            if let Err(e) = agent.reconcile().await {
+                warn!(error = %chain(&e), "reconcile failed; retrying at the next change or resync");
+            }
+        }
+    }
 }
 
 /// `netd teardown`: detach everything and remove the pins.

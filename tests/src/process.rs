@@ -32,11 +32,14 @@ pub struct Netd {
     pub metrics_addr: SocketAddr,
     ns_path: PathBuf,
     log: tempfile::NamedTempFile,
+    /// Holds this netd's store and control socket.
+    pub state: tempfile::TempDir,
 }
 
 impl Netd {
     pub fn start(ns: &NetNs, pin_path: &Path, metrics_port: u16, extra: &[&str]) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
+        let state = tempfile::tempdir().expect("state dir");
         let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
         let child = Command::new("nsenter")
             .arg(format!("--net={}", ns.path().display()))
@@ -44,6 +47,10 @@ impl Netd {
             .args(["run", "--pin-path"])
             .arg(pin_path)
             .args(["--metrics-addr", &metrics_addr.to_string()])
+            .arg("--state-dir")
+            .arg(state.path().join("store"))
+            .arg("--socket")
+            .arg(state.path().join("netd.sock"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("log handle"))
@@ -55,7 +62,35 @@ impl Netd {
             metrics_addr,
             ns_path: ns.path(),
             log,
+            state,
         }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state.path().join("netd.sock")
+    }
+
+    /// Runs a `netd` client command against this netd; returns
+    /// (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(netd_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run netd client");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Netd::cli`], failing the test when the command fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.cli(args);
+        assert!(ok, "netd {args:?} failed: {stderr}");
+        stdout
     }
 
     pub fn log(&self) -> String {

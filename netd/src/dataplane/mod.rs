@@ -2,6 +2,7 @@
 //! loading, attaching, and reading the counters back.
 
 pub mod counters;
+pub mod endpoint_attach;
 pub mod loader;
 pub mod maps;
 pub mod object;

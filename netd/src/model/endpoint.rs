@@ -10,6 +10,8 @@ use super::{new_id, valid_name, Mac, ModelError, Network};
 use crate::{config::valid_ifname, ipam};
 
 pub const DEFAULT_IFNAME: &str = "eth0";
+/// Host ends of endpoint veths are named this plus 12 hex digits of the id.
+pub const HOST_IFNAME_PREFIX: &str = "ndh";
 
 /// `netd endpoint create NAME --network NET --netns PATH [--ip IP] [--ifname IF]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +132,7 @@ impl Endpoint {
             .collect();
         let ipv4 = ipam::allocate(network, &taken, requested)?;
         let id = new_id();
-        let host_ifname = format!("nd{}", &id[..12]);
+        let host_ifname = format!("{HOST_IFNAME_PREFIX}{}", &id[..12]);
         Ok(Endpoint {
             id,
             name: spec.name.clone(),
@@ -184,7 +186,7 @@ mod tests {
         assert_eq!(e.mac.to_string(), "02:6e:0a:01:00:02");
         assert_eq!(e.ifname, "eth0");
         assert_eq!(e.network, n1.id);
-        assert!(e.host_ifname.len() <= 15 && e.host_ifname.starts_with("nd"));
+        assert!(e.host_ifname.len() <= 15 && e.host_ifname.starts_with("ndh"));
     }
 
     #[test]

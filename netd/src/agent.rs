@@ -1,0 +1,219 @@
+//! The reconciler: the only code that writes links and maps. Each pass
+//! reads the model from the store and brings this host to it — links for
+//! every endpoint, none for others, maps to match — in an order that
+//! never points a map at something that is not there yet.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::{
+    control::{Control, ControlError},
+    dataplane::{
+        endpoint_attach::{detach_endpoint, pinned_endpoint_links},
+        maps::{ForwardingMaps, MapState, MapWriteError, MapWriter},
+        reconcile::{compile, reconcile, HostLink},
+        Datapath,
+    },
+    logging::chain,
+    metrics::Metrics,
+    model::{Endpoint, Network, HOST_IFNAME_PREFIX},
+    netlink::{create_endpoint_link, EndpointLinkSpec, Netlink},
+    store::Store,
+};
+
+/// MTU of endpoint veths on a single host.
+pub const ENDPOINT_MTU: u32 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Maps(#[from] MapWriteError),
+    #[error(transparent)]
+    Link(#[from] crate::netlink::LinkError),
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Endpoints whose link could not be made, with the reason.
+    pub failures: BTreeMap<String, String>,
+    pub map_writes: usize,
+    pub links_created: usize,
+    pub links_removed: usize,
+}
+
+struct State {
+    datapath: Datapath,
+    maps: ForwardingMaps,
+    /// Host veths whose TC link already runs this process's program.
+    attached: BTreeSet<String>,
+}
+
+pub struct Agent<S> {
+    control: Arc<Control<S>>,
+    host: Netlink,
+    metrics: Arc<Metrics>,
+    pin_path: String,
+    state: Mutex<State>,
+}
+
+impl<S: Store> Agent<S> {
+    pub fn new(
+        control: Arc<Control<S>>,
+        mut datapath: Datapath,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AgentError> {
+        let maps = datapath.take_forwarding_maps()?;
+        Ok(Self {
+            control,
+            host: Netlink::here()?,
+            metrics,
+            pin_path: datapath.layout().root().display().to_string(),
+            state: Mutex::new(State {
+                datapath,
+                maps,
+                attached: BTreeSet::new(),
+            }),
+        })
+    }
+
+    pub fn control(&self) -> &Control<S> {
+        &self.control
+    }
+
+    /// One full pass. Per-endpoint link failures are reported, not fatal:
+    /// the rest of the host still converges.
+    pub async fn reconcile(&self) -> Result<Report, AgentError> {
+        let mut state = self.state.lock().await;
+        let networks = self.control.networks().await?;
+        let endpoints = self.control.endpoints().await?;
+        let mut report = Report::default();
+
+        // 1. Links for every endpoint (make before the maps point at them).
+        let mut links = BTreeMap::new();
+        for endpoint in &endpoints {
+            match self
+                .ensure_link(&mut state, &networks, endpoint, &mut report)
+                .await
+            {
+                Ok(link) => {
+                    links.insert(endpoint.id.clone(), link);
+                }
+                Err(reason) => {
+                    warn!(endpoint = %endpoint.name, %reason, "endpoint link failed");
+                    report.failures.insert(endpoint.id.clone(), reason);
+                }
+            }
+        }
+
+        // 2. Maps, including removal of whatever is stale.
+        let desired = compile(&networks, &endpoints, &links);
+        report.map_writes = reconcile(&mut state.maps, &desired)?;
+
+        // 3. Links and TC pins nobody owns any more.
+        let wanted: BTreeSet<&str> = endpoints.iter().map(|e| e.host_ifname.as_str()).collect();
+        for name in self.host.links_named(HOST_IFNAME_PREFIX).await? {
+            if !wanted.contains(name.as_str()) && is_host_ifname(&name) {
+                self.host.delete(&name).await?;
+                report.links_removed += 1;
+            }
+        }
+        for name in pinned_endpoint_links(state.datapath.layout()) {
+            if !wanted.contains(name.as_str()) {
+                detach_endpoint(state.datapath.layout(), &name);
+                state.attached.remove(&name);
+            }
+        }
+        self.metrics
+            .update_model(networks.len(), endpoints.len(), &desired);
+        if report.map_writes + report.links_created + report.links_removed > 0 {
+            info!(
+                map_writes = report.map_writes,
+                links_created = report.links_created,
+                links_removed = report.links_removed,
+                "reconciled"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn ensure_link(
+        &self,
+        state: &mut State,
+        networks: &[Network],
+        endpoint: &Endpoint,
+        report: &mut Report,
+    ) -> Result<HostLink, String> {
+        let existing = self
+            .host
+            .index_and_mac(&endpoint.host_ifname)
+            .await
+            .map_err(|e| chain(&e))?;
+        let (ifindex, mac) = match existing {
+            Some(found) => found,
+            None => {
+                let network = networks
+                    .iter()
+                    .find(|n| n.id == endpoint.network)
+                    .ok_or_else(|| {
+                        format!("network {} of the endpoint is gone", endpoint.network)
+                    })?;
+                let spec = EndpointLinkSpec {
+                    host_ifname: &endpoint.host_ifname,
+                    sandbox: &endpoint.sandbox,
+                    ifname: &endpoint.ifname,
+                    mac: endpoint.mac,
+                    ipv4: endpoint.ipv4,
+                    prefix_len: network.subnet.prefix_len(),
+                    gateway: network.gateway,
+                    mtu: ENDPOINT_MTU,
+                };
+                let made = create_endpoint_link(&self.host, &spec)
+                    .await
+                    .map_err(|e| chain(&e))?;
+                report.links_created += 1;
+                state.attached.remove(&endpoint.host_ifname);
+                made
+            }
+        };
+        if !state.attached.contains(&endpoint.host_ifname) {
+            if let Err(e) = state.datapath.attach_endpoint(&endpoint.host_ifname) {
+                return Err(chain(&e));
+            }
+            state.attached.insert(endpoint.host_ifname.clone());
+        }
+        Ok(HostLink { ifindex, mac })
+    }
+
+    pub fn pin_path(&self) -> String {
+        self.pin_path.clone()
+    }
+
+    /// What the forwarding maps hold now.
+    pub async fn current_maps(&self) -> Result<MapState, AgentError> {
+        Ok(self.state.lock().await.maps.read()?)
+    }
+}
+
+fn is_host_ifname(name: &str) -> bool {
+    name.strip_prefix(HOST_IFNAME_PREFIX)
+        .is_some_and(|rest| rest.len() == 12 && rest.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_netd_names_count_as_endpoint_links() {
+        assert!(super::is_host_ifname("ndh0123456789ab"));
+        assert!(!super::is_host_ifname("ndhx"));
+        assert!(!super::is_host_ifname("ndh0123456789abc"));
+        assert!(!super::is_host_ifname("eth0"));
+    }
+}

@@ -1,0 +1,246 @@
+//! The local control API: HTTP/JSON on a unix socket (root only, mode
+//! 0600). Every call is a model operation followed by a reconcile pass,
+//! so when it answers, the kernel matches (or the change was undone).
+
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use axum::{
+    extract::{Path as UrlPath, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+use tracing::warn;
+
+use crate::{
+    agent::{Agent, AgentError},
+    control::ControlError,
+    dataplane::maps::MapState,
+    model::{Endpoint, EndpointSpec, ModelError, Network, NetworkSpec},
+    store::Store,
+};
+
+pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
+
+/// An error as the API returns it: `{"error": "..."}` with a status.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::Model(ModelError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            ControlError::Model(ModelError::Exists { .. } | ModelError::InUse { .. }) => {
+                StatusCode::CONFLICT
+            }
+            ControlError::Model(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, crate::logging::chain(&e))
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Control(c) => c.into(),
+            other => ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::logging::chain(&other),
+            ),
+        }
+    }
+}
+
+type Shared<S> = Arc<Agent<S>>;
+
+#[derive(Serialize, Deserialize)]
+pub struct Status {
+    pub networks: usize,
+    pub endpoints: usize,
+    pub maps: Vec<MapFill>,
+    pub pin_path: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct MapFill {
+    pub name: String,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+pub fn map_fill(maps: &MapState) -> Vec<MapFill> {
+    use netd_common::{
+        map_names,
+        maps::{MAX_ENDPOINTS, MAX_NETWORKS},
+    };
+    vec![
+        MapFill {
+            name: map_names::NETWORKS.into(),
+            entries: maps.networks.len(),
+            capacity: MAX_NETWORKS,
+        },
+        MapFill {
+            name: map_names::ENDPOINTS.into(),
+            entries: maps.endpoints.len(),
+            capacity: MAX_ENDPOINTS,
+        },
+        MapFill {
+            name: map_names::LOCAL_ENDPOINTS.into(),
+            entries: maps.local.len(),
+            capacity: MAX_ENDPOINTS,
+        },
+    ]
+}
+
+async fn list_networks<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Result<Json<Vec<Network>>, ApiError> {
+    Ok(Json(agent.control().networks().await?))
+}
+
+async fn create_network<S: Store>(
+    State(agent): State<Shared<S>>,
+    Json(spec): Json<NetworkSpec>,
+) -> Result<(StatusCode, Json<Network>), ApiError> {
+    let network = agent.control().create_network(&spec).await?;
+    agent.reconcile().await?;
+    Ok((StatusCode::CREATED, Json(network)))
+}
+
+async fn get_network<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Network>, ApiError> {
+    Ok(Json(agent.control().network(&name).await?))
+}
+
+async fn delete_network<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Network>, ApiError> {
+    let network = agent.control().delete_network(&name).await?;
+    agent.reconcile().await?;
+    Ok(Json(network))
+}
+
+async fn list_endpoints<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Result<Json<Vec<Endpoint>>, ApiError> {
+    Ok(Json(agent.control().endpoints().await?))
+}
+
+/// Creates the endpoint and its link; if the link cannot be made (no such
+/// sandbox, ...), the endpoint is removed again and the reason returned.
+async fn create_endpoint<S: Store>(
+    State(agent): State<Shared<S>>,
+    Json(spec): Json<EndpointSpec>,
+) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
+    if !spec.netns.exists() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("netns: {} does not exist", spec.netns.display()),
+        ));
+    }
+    let endpoint = agent.control().create_endpoint(&spec).await?;
+    let report = agent.reconcile().await?;
+    if let Some(reason) = report.failures.get(&endpoint.id) {
+        if let Err(e) = agent.control().delete_endpoint(&endpoint.id).await {
+            warn!(error = %crate::logging::chain(&e), "rolling back a failed endpoint");
+        }
+        agent.reconcile().await?;
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("endpoint {}: {reason}; nothing was kept", endpoint.name),
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(endpoint)))
+}
+
+async fn get_endpoint<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    Ok(Json(agent.control().endpoint(&name).await?))
+}
+
+async fn delete_endpoint<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let endpoint = agent.control().delete_endpoint(&name).await?;
+    agent.reconcile().await?;
+    Ok(Json(endpoint))
+}
+
+async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
+    let maps = agent.current_maps().await?;
+    Ok(Json(Status {
+        networks: agent.control().networks().await?.len(),
+        endpoints: agent.control().endpoints().await?.len(),
+        maps: map_fill(&maps),
+        pin_path: agent.pin_path(),
+    }))
+}
+
+pub fn router<S: Store>(agent: Shared<S>) -> Router {
+    Router::new()
+        .route(
+            "/networks",
+            get(list_networks::<S>).post(create_network::<S>),
+        )
+        .route(
+            "/networks/{name}",
+            get(get_network::<S>).delete(delete_network::<S>),
+        )
+        .route(
+            "/endpoints",
+            get(list_endpoints::<S>).post(create_endpoint::<S>),
+        )
+        .route(
+            "/endpoints/{name}",
+            get(get_endpoint::<S>).delete(delete_endpoint::<S>),
+        )
+        .route("/status", get(status::<S>))
+        .with_state(agent)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another netd already serves {0}; stop it or give this one its own --socket")]
+    InUse(String),
+    #[error("cannot listen on {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the API socket, replacing a stale one but never a live one.
+pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    let io = |source| SocketError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(SocketError::InUse(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}

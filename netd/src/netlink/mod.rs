@@ -1,0 +1,315 @@
+//! Links for endpoints, through rtnetlink: a veth pair whose one end goes
+//! into the sandbox (renamed, addressed, routed) and whose host end gets
+//! netd's TC program. A failure half way removes what was made.
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
+};
+
+use futures_util::TryStreamExt;
+use rtnetlink::{
+    packet_route::link::{LinkAttribute, LinkMessage},
+    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use crate::model::Mac;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("sandbox {path} cannot be opened (is it a network namespace?)")]
+    Sandbox {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot open a netlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("interface {0} not found")]
+    NoLink(String),
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    let what = what.into();
+    move |source| LinkError::Netlink { what, source }
+}
+
+/// An rtnetlink handle bound to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A handle in the namespace netd runs in.
+    pub fn here() -> Result<Self, LinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(LinkError::Socket)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// A handle in the namespace at `path`: the socket is opened by a
+    /// short-lived thread that enters the namespace, and stays bound to it.
+    pub fn in_netns(path: &Path) -> Result<Self, LinkError> {
+        let ns = File::open(path).map_err(|source| LinkError::Sandbox {
+            path: path.display().to_string(),
+            source,
+        })?;
+        // The socket registers with the runtime's reactor, so the thread enters it.
+        let runtime = tokio::runtime::Handle::current();
+        let opened = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _runtime = runtime.enter();
+                    // SAFETY: a valid namespace descriptor; only this thread moves.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    rtnetlink::new_connection()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("netlink thread panicked")))
+        });
+        let (connection, handle, _) = opened.map_err(|source| LinkError::Sandbox {
+            path: path.display().to_string(),
+            source,
+        })?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<LinkMessage>, LinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(nl(format!("looking up {name}"))(e)),
+        }
+    }
+
+    pub async fn index(&self, name: &str) -> Result<u32, LinkError> {
+        self.link(name)
+            .await?
+            .map(|l| l.header.index)
+            .ok_or_else(|| LinkError::NoLink(name.to_string()))
+    }
+
+    /// Index and MAC of `name`, if it exists.
+    pub async fn index_and_mac(&self, name: &str) -> Result<Option<(u32, Mac)>, LinkError> {
+        Ok(self.link(name).await?.map(|l| {
+            let mac = l
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                        let mut mac = [0u8; 6];
+                        mac.copy_from_slice(bytes);
+                        Some(Mac(mac))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(Mac([0; 6]));
+            (l.header.index, mac)
+        }))
+    }
+
+    /// Names of the links whose name starts with `prefix`.
+    pub async fn links_named(&self, prefix: &str) -> Result<Vec<String>, LinkError> {
+        let mut links = self.handle.link().get().execute();
+        let mut names = Vec::new();
+        while let Some(link) = links.try_next().await.map_err(nl("listing links"))? {
+            for attr in &link.attributes {
+                if let LinkAttribute::IfName(name) = attr {
+                    if name.starts_with(prefix) {
+                        names.push(name.clone());
+                    }
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), LinkError> {
+        if let Some(link) = self.link(name).await? {
+            self.handle
+                .link()
+                .del(link.header.index)
+                .execute()
+                .await
+                .map_err(nl(format!("deleting {name}")))?;
+        }
+        Ok(())
+    }
+
+    async fn has_default_route(&self) -> Result<bool, LinkError> {
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(route) = routes.try_next().await.map_err(nl("listing routes"))? {
+            if route.header.destination_prefix_length == 0 && route.header.table == 254 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Everything a new endpoint link needs.
+pub struct EndpointLinkSpec<'a> {
+    pub host_ifname: &'a str,
+    pub sandbox: &'a Path,
+    pub ifname: &'a str,
+    pub mac: Mac,
+    pub ipv4: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// Creates the veth pair of an endpoint and returns the host end's
+/// (index, MAC). On failure the pair is removed again.
+pub async fn create_endpoint_link(
+    host: &Netlink,
+    spec: &EndpointLinkSpec<'_>,
+) -> Result<(u32, Mac), LinkError> {
+    // The peer carries a temporary name until it is inside the sandbox.
+    let temp_peer = format!("ndp{}", &spec.host_ifname[3..]);
+    host.handle
+        .link()
+        .add(
+            LinkVeth::new(spec.host_ifname, &temp_peer)
+                .mtu(spec.mtu)
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("creating veth pair {}", spec.host_ifname)))?;
+    match configure(host, spec, &temp_peer).await {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            let _ = host.delete(spec.host_ifname).await;
+            Err(e)
+        }
+    }
+}
+
+async fn configure(
+    host: &Netlink,
+    spec: &EndpointLinkSpec<'_>,
+    temp_peer: &str,
+) -> Result<(u32, Mac), LinkError> {
+    let ns: OwnedFd = File::open(spec.sandbox)
+        .map_err(|source| LinkError::Sandbox {
+            path: spec.sandbox.display().to_string(),
+            source,
+        })?
+        .into();
+    let peer_index = host.index(temp_peer).await?;
+    host.handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(peer_index)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "moving {temp_peer} into {}",
+            spec.sandbox.display()
+        )))?;
+
+    let sandbox = Netlink::in_netns(spec.sandbox)?;
+    let inner = sandbox.index(temp_peer).await?;
+    sandbox
+        .handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(inner)
+                .name(spec.ifname.to_string())
+                .address(spec.mac.0.to_vec())
+                .mtu(spec.mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "setting up {} in {}",
+            spec.ifname,
+            spec.sandbox.display()
+        )))?;
+    if let Ok(lo) = sandbox.index("lo").await {
+        let _ = sandbox
+            .handle
+            .link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await;
+    }
+    sandbox
+        .handle
+        .address()
+        .add(inner, spec.ipv4.into(), spec.prefix_len)
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "adding {}/{} to {}",
+            spec.ipv4, spec.prefix_len, spec.ifname
+        )))?;
+    // The first network of a sandbox gives its default route, as with Docker.
+    if !sandbox.has_default_route().await? {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(spec.gateway)
+            .output_interface(inner)
+            .build();
+        sandbox
+            .handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(nl(format!("adding the default route via {}", spec.gateway)))?;
+    }
+
+    let (index, mac) = host
+        .index_and_mac(spec.host_ifname)
+        .await?
+        .ok_or_else(|| LinkError::NoLink(spec.host_ifname.to_string()))?;
+    host.handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("bringing {} up", spec.host_ifname)))?;
+    // The host reaches the endpoint through its veth (and answers it the same way).
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(spec.ipv4, 32)
+        .output_interface(index)
+        .scope(rtnetlink::packet_route::route::RouteScope::Link)
+        .build();
+    host.handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("adding the host route to {}", spec.ipv4)))?;
+    Ok((index, mac))
+}
