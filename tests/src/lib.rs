@@ -7,6 +7,7 @@
 pub mod fixture;
 pub mod netns;
 pub mod process;
+pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

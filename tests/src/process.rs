@@ -34,6 +34,8 @@ pub struct Netd {
     log: tempfile::NamedTempFile,
     /// Holds this netd's store and control socket.
     pub state: tempfile::TempDir,
+    /// netd and its arguments, for a restart.
+    args: Vec<std::ffi::OsString>,
 }
 
 impl Netd {
@@ -41,17 +43,16 @@ impl Netd {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let state = tempfile::tempdir().expect("state dir");
         let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
+        let mut args: Vec<std::ffi::OsString> =
+            vec![netd_bin().into(), "run".into(), "--pin-path".into()];
+        args.push(pin_path.into());
+        args.extend(["--metrics-addr".into(), metrics_addr.to_string().into()]);
+        args.extend(["--state-dir".into(), state.path().join("store").into()]);
+        args.extend(["--socket".into(), state.path().join("netd.sock").into()]);
+        args.extend(extra.iter().map(Into::into));
         let child = Command::new("nsenter")
             .arg(format!("--net={}", ns.path().display()))
-            .arg(netd_bin())
-            .args(["run", "--pin-path"])
-            .arg(pin_path)
-            .args(["--metrics-addr", &metrics_addr.to_string()])
-            .arg("--state-dir")
-            .arg(state.path().join("store"))
-            .arg("--socket")
-            .arg(state.path().join("netd.sock"))
-            .args(extra)
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("log handle"))
             .spawn()
@@ -63,6 +64,7 @@ impl Netd {
             ns_path: ns.path(),
             log,
             state,
+            args,
         }
     }
 
@@ -128,6 +130,28 @@ impl Netd {
             .join()
             .ok()
             .flatten()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts netd again with the same settings (after stop or kill).
+    pub fn restart(&mut self, ns: &NetNs) {
+        assert!(self.child.is_none(), "netd still running");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path.display()))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(self.log.reopen().expect("log handle"))
+            .spawn()
+            .expect("spawn netd");
+        self.child = Some(child);
+        self.wait_ready(ns);
     }
 
     /// Sends SIGTERM and waits for the exit status.
