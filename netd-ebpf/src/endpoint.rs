@@ -14,7 +14,7 @@ use aya_log_ebpf::debug;
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     maps::LocalEndpointEntry,
-    parse::{parse, Headers, L3},
+    parse::{parse, Frame, Headers, L3},
 };
 
 use crate::{arp, forward, frame::PacketFrame, maps::NETD_LOCAL_EPS, metrics, outcome::Outcome};
@@ -37,7 +37,10 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
         }
         Outcome::Drop(reason) => drop(&ctx, reason, bytes),
         Outcome::Deliver { ifindex, mac } => {
-            if ctx.store(ETH_DST, &mac, 0).is_err() {
+            // Usually the sender already addressed the peer (its ARP answer):
+            // only a frame sent to the gateway's MAC needs the rewrite.
+            let addressed = frame.read::<6>(ETH_DST) == Some(mac);
+            if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
                 return drop(&ctx, DropReason::Malformed, bytes);
             }
             metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
@@ -115,7 +118,6 @@ fn spoof_check_mac(me: &LocalEndpointEntry, src_mac: [u8; 6]) -> Outcome {
 
 #[inline(always)]
 fn frame_src_mac(frame: &PacketFrame) -> Option<[u8; 6]> {
-    use netd_common::parse::Frame;
     frame.read::<6>(ETH_SRC)
 }
 

@@ -111,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { json, repeat } => {
             setup::ensure()?;
             require_root("the benchmarks load BPF programs")?;
+            build_netd(true)?;
             cargo(&["build", "--release", "-p", "netd-bench"])?;
             let status = Command::new(root.join("target/release/netd-bench"))
                 .args(["--repeat", &repeat.to_string(), "--json"])
@@ -119,6 +120,16 @@ fn run(cli: Cli) -> Result<()> {
                 .context("running netd-bench")?;
             if !status.success() {
                 bail!("netd-bench failed ({status})");
+            }
+            let host_json = json.with_file_name("host.json");
+            let status = Command::new(root.join("target/release/netd-bench-host"))
+                .args(["--repeat", &repeat.to_string(), "--json"])
+                .arg(&host_json)
+                .env("NETD_BIN", root.join("target/release/netd"))
+                .status()
+                .context("running netd-bench-host")?;
+            if !status.success() {
+                bail!("netd-bench-host failed ({status})");
             }
             Ok(())
         }

@@ -17,7 +17,13 @@ const LLVM: &[&str] = &[
 ];
 /// What netd and its tests run: bpftool to inspect, iproute2 for
 /// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux.
-const TOOLS: &[&str] = &["bpftool", "iproute2", "iputils-ping", "util-linux"];
+const TOOLS: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "iputils-ping",
+    "util-linux",
+    "iperf3",
+];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

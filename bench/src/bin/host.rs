@@ -1,0 +1,332 @@
+//! Two sandboxes on one host, netd versus a Linux bridge with veths (what
+//! Docker's bridge driver builds), both set up in this run: TCP throughput
+//! (iperf3), request/response latency, and ns/packet of the endpoint
+//! program's local-forward path beside the do-nothing programs.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use netd::dataplane::maps::{MapOp, MapWriter};
+use netd_common::{
+    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE},
+};
+use netd_tests::{
+    fixture::{Fixture, TempPins},
+    netns::{sh, veth_between, NetNs},
+    process::Netd,
+};
+use serde::Serialize;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds of iperf3 per setup.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Request/response round trips per setup.
+    #[arg(long, default_value_t = 20_000)]
+    round_trips: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    #[arg(long, default_value = "target/bench/host.json")]
+    json: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Setup {
+    name: &'static str,
+    throughput_gbit_s: f64,
+    rr_mean_us: f64,
+    rr_p50_us: f64,
+    rr_p99_us: f64,
+}
+
+/// Two sandboxes that can reach each other, and the server's address.
+struct Pair {
+    client: NetNs,
+    server: NetNs,
+    server_ip: String,
+}
+
+fn bridge_pair() -> (Pair, NetNs) {
+    let host = NetNs::new("bnBr");
+    host.ip(&["link", "add", "br0", "type", "bridge"]);
+    host.ip(&["link", "set", "br0", "up"]);
+    let client = NetNs::new("bnC");
+    let server = NetNs::new("bnS");
+    veth_between(
+        &host,
+        "vc",
+        "192.168.255.1/32",
+        &client,
+        "eth0",
+        "10.41.0.2/24",
+    );
+    veth_between(
+        &host,
+        "vs",
+        "192.168.255.2/32",
+        &server,
+        "eth0",
+        "10.41.0.3/24",
+    );
+    for port in ["vc", "vs"] {
+        host.ip(&["addr", "flush", "dev", port]);
+        host.ip(&["link", "set", port, "master", "br0"]);
+    }
+    (
+        Pair {
+            client,
+            server,
+            server_ip: "10.41.0.3".into(),
+        },
+        host,
+    )
+}
+
+fn netd_pair() -> (Pair, NetNs, Netd, TempPins) {
+    let host = NetNs::new("bnNd");
+    let pins = TempPins::new();
+    let mut netd = Netd::start(&host, pins.layout.root(), 19990, &["--log-level", "warn"]);
+    netd.wait_ready(&host);
+    netd.ok(&["network", "create", "bench", "--subnet", "10.42.0.0/24"]);
+    let client = NetNs::new("bnC");
+    let server = NetNs::new("bnS");
+    for (name, ns) in [("client", &client), ("server", &server)] {
+        netd.ok(&[
+            "endpoint",
+            "create",
+            name,
+            "--network",
+            "bench",
+            "--netns",
+            ns.path().to_str().unwrap_or_default(),
+        ]);
+    }
+    let server_ip = "10.42.0.3".to_string();
+    (
+        Pair {
+            client,
+            server,
+            server_ip,
+        },
+        host,
+        netd,
+        pins,
+    )
+}
+
+fn iperf3(pair: &Pair, seconds: u32) -> anyhow::Result<f64> {
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.server.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &pair.server_ip,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("iperf3 server (is iperf3 installed? cargo xtask setup installs it)")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = pair.client.exec(
+        "iperf3",
+        &["-c", &pair.server_ip, "-t", &seconds.to_string(), "-J"],
+    );
+    let _ = server.wait();
+    if !out.status.success() {
+        bail!(
+            "iperf3 client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bps| bps / 1e9)
+        .context("iperf3 report has no sum_received")
+}
+
+/// 1-byte request, 1-byte response over one TCP connection; µs per round trip.
+fn request_response(pair: &Pair, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let addr: SocketAddr = format!("{}:5401", pair.server_ip).parse()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = pair.server.run(move || -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr)?;
+        let _ = tx.send(());
+        let (mut conn, _) = listener.accept()?;
+        conn.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while conn.read_exact(&mut b).is_ok() {
+            conn.write_all(&b)?;
+        }
+        Ok(())
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .context("rr server")?;
+    let samples = pair
+        .client
+        .run(move || -> std::io::Result<Vec<f64>> {
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            conn.set_nodelay(true)?;
+            let mut b = [0u8; 1];
+            let mut samples = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                conn.write_all(&[1])?;
+                conn.read_exact(&mut b)?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(samples)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("rr client panicked"))??;
+    let _ = server.join();
+    Ok(samples)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+fn measure(name: &'static str, pair: &Pair, args: &Args) -> anyhow::Result<Setup> {
+    eprintln!("{name}: iperf3 {} s", args.seconds);
+    let throughput = iperf3(pair, args.seconds)?;
+    eprintln!("{name}: {} request/response round trips", args.round_trips);
+    let mut rr = request_response(pair, args.round_trips)?;
+    rr.sort_by(|a, b| a.total_cmp(b));
+    Ok(Setup {
+        name,
+        throughput_gbit_s: throughput,
+        rr_mean_us: rr.iter().sum::<f64>() / rr.len() as f64,
+        rr_p50_us: percentile(&rr, 0.5),
+        rr_p99_us: percentile(&rr, 0.99),
+    })
+}
+
+#[derive(Serialize)]
+struct PathCost {
+    tc_local_forward_ns: f64,
+    tc_baseline_ns: f64,
+    xdp_baseline_ns: f64,
+}
+
+fn tc_path(repeat: u32) -> PathCost {
+    let mut f = Fixture::load();
+    f.load_baselines();
+    let a_mac = [2, 0x6e, 10, 1, 0, 2];
+    let b_mac = [2, 0x6e, 10, 1, 0, 3];
+    for op in [
+        MapOp::PutNetwork(
+            1,
+            NetworkEntry {
+                gateway: [10, 1, 0, 1],
+                _reserved: 0,
+            },
+        ),
+        MapOp::PutLocal(
+            1,
+            LocalEndpointEntry {
+                ipv4: [10, 1, 0, 2],
+                network: 1,
+                mac: a_mac,
+                host_mac: [2; 6],
+            },
+        ),
+        MapOp::PutLocal(
+            50,
+            LocalEndpointEntry {
+                ipv4: [10, 1, 0, 3],
+                network: 1,
+                mac: b_mac,
+                host_mac: [3; 6],
+            },
+        ),
+        MapOp::PutEndpoint(
+            [10, 1, 0, 3],
+            EndpointEntry {
+                ifindex: 50,
+                network: 1,
+                mac: b_mac,
+                _pad: [0; 2],
+            },
+        ),
+    ] {
+        f.maps.apply(&op).expect("map write");
+    }
+    // The rewrite (destination MAC) is the same on every repeat, so
+    // repeating over one buffer measures the same path every time.
+    let packet = testpkt::ipv4_udp_between(a_mac, [10, 1, 0, 2], b_mac, [10, 1, 0, 3]);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut fwd = Vec::new();
+    let mut tc = Vec::new();
+    let mut xdp = Vec::new();
+    for _ in 0..5 {
+        fwd.push(f.time_tc(TC_ENDPOINT, &packet, repeat));
+        tc.push(f.time_tc(TC_BASELINE, &packet, repeat));
+        xdp.push(f.time_xdp(XDP_BASELINE, &packet, repeat));
+    }
+    PathCost {
+        tc_local_forward_ns: median(fwd),
+        tc_baseline_ns: median(tc),
+        xdp_baseline_ns: median(xdp),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sh("which", &["iperf3"]);
+    let (pair, _host) = bridge_pair();
+    let bridge = measure("linux bridge", &pair, &args)?;
+    drop(pair);
+    let (pair, _host, mut netd, _pins) = netd_pair();
+    let netd_setup = measure("netd", &pair, &args)?;
+    drop(pair);
+    let _ = netd.stop();
+    let cost = tc_path(args.repeat);
+
+    println!(
+        "{:<14} {:>12} {:>10} {:>10} {:>10}",
+        "setup", "TCP Gbit/s", "RR mean", "RR p50", "RR p99"
+    );
+    for s in [&bridge, &netd_setup] {
+        println!(
+            "{:<14} {:>12.2} {:>9.1}us {:>9.1}us {:>9.1}us",
+            s.name, s.throughput_gbit_s, s.rr_mean_us, s.rr_p50_us, s.rr_p99_us
+        );
+    }
+    println!(
+        "netd / bridge: throughput {:.2}x, RR mean {:.2}x, p99 {:.2}x",
+        netd_setup.throughput_gbit_s / bridge.throughput_gbit_s,
+        netd_setup.rr_mean_us / bridge.rr_mean_us,
+        netd_setup.rr_p99_us / bridge.rr_p99_us
+    );
+    println!(
+        "TC local forward {:.0} ns/packet: {:.2}x the TC no-op ({:.0} ns), {:.2}x the XDP no-op ({:.0} ns)",
+        cost.tc_local_forward_ns,
+        cost.tc_local_forward_ns / cost.tc_baseline_ns,
+        cost.tc_baseline_ns,
+        cost.tc_local_forward_ns / cost.xdp_baseline_ns,
+        cost.xdp_baseline_ns
+    );
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let report = serde_json::json!({ "setups": [bridge, netd_setup], "tc_path": cost });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("written to {}", args.json.display());
+    Ok(())
+}
