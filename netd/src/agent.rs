@@ -196,6 +196,21 @@ impl<S: Store> Agent<S> {
         self.pin_path.clone()
     }
 
+    /// Names of the pinned links (what the programs are attached to).
+    pub fn attachments(&self) -> Vec<String> {
+        let links = std::path::Path::new(&self.pin_path).join("links");
+        let mut names: Vec<String> = std::fs::read_dir(links)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// What the forwarding maps hold now.
     pub async fn current_maps(&self) -> Result<MapState, AgentError> {
         Ok(self.state.lock().await.maps.read()?)

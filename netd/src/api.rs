@@ -68,6 +68,8 @@ pub struct Status {
     pub endpoints: usize,
     pub maps: Vec<MapFill>,
     pub pin_path: String,
+    /// Pinned attachments: `xdp-<uplink>` and `tc-<host veth>`.
+    pub attachments: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -187,6 +189,7 @@ async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>
         networks: agent.control().networks().await?.len(),
         endpoints: agent.control().endpoints().await?.len(),
         maps: map_fill(&maps),
+        attachments: agent.attachments(),
         pin_path: agent.pin_path(),
     }))
 }

@@ -322,6 +322,14 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("networks   {}", s.networks);
     println!("endpoints  {}", s.endpoints);
     println!(
+        "attached   {}",
+        if s.attachments.is_empty() {
+            "-".to_string()
+        } else {
+            s.attachments.join(" ")
+        }
+    );
+    println!(
         "{:<16}  {:>8}  {:>8}  {:>6}",
         "MAP", "ENTRIES", "CAPACITY", "FILL"
     );

@@ -188,10 +188,22 @@ fn refused_requests_say_why_and_change_nothing() {
     let s1 = NetNs::new("ndSr");
     let ip = h.endpoint("e1", "n1", &s1, &[]);
     let state = |h: &Host| {
+        let maps: Vec<String> = ["NETD_NETWORKS", "NETD_ENDPOINTS", "NETD_LOCAL_EPS"]
+            .iter()
+            .map(|m| {
+                let out = Command::new("bpftool")
+                    .args(["map", "dump", "pinned"])
+                    .arg(h._pins.layout.map(m))
+                    .output()
+                    .expect("bpftool");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+            .collect();
         (
             h.netd.ok(&["network", "ls", "--json"]),
             h.netd.ok(&["endpoint", "ls", "--json"]),
             h.netd.ok(&["status", "--json"]),
+            maps,
         )
     };
     let before = state(&h);
