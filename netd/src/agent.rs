@@ -21,8 +21,8 @@ use crate::{
     },
     logging::chain,
     metrics::Metrics,
-    model::{Endpoint, Network, HOST_IFNAME_PREFIX},
-    netlink::{create_endpoint_link, EndpointLinkSpec, Netlink},
+    model::{Endpoint, Manager, Network, HOST_IFNAME_PREFIX},
+    netlink::{create_endpoint_link, create_veth_pair, EndpointLinkSpec, Netlink},
     store::Store,
 };
 
@@ -98,7 +98,7 @@ impl<S: Store> Agent<S> {
 
         // 1. Links for every endpoint (make before the maps point at them).
         let mut links = BTreeMap::new();
-        for endpoint in &endpoints {
+        for endpoint in endpoints.iter().filter(|e| e.joined()) {
             match self
                 .ensure_link(&mut state, &networks, endpoint, &mut report)
                 .await
@@ -118,7 +118,11 @@ impl<S: Store> Agent<S> {
         report.map_writes = reconcile(&mut state.maps, &desired)?;
 
         // 3. Links and TC pins nobody owns any more.
-        let wanted: BTreeSet<&str> = endpoints.iter().map(|e| e.host_ifname.as_str()).collect();
+        let wanted: BTreeSet<&str> = endpoints
+            .iter()
+            .filter(|e| e.joined())
+            .map(|e| e.host_ifname.as_str())
+            .collect();
         for name in self.host.links_named(HOST_IFNAME_PREFIX).await? {
             if !wanted.contains(name.as_str()) && is_host_ifname(&name) {
                 self.host.delete(&name).await?;
@@ -158,6 +162,19 @@ impl<S: Store> Agent<S> {
             .map_err(|e| chain(&e))?;
         let (ifindex, mac) = match existing {
             Some(found) => found,
+            None if endpoint.managed_by == Manager::Docker => {
+                let made = create_veth_pair(
+                    &self.host,
+                    &endpoint.host_ifname,
+                    &endpoint.peer_ifname(),
+                    ENDPOINT_MTU,
+                )
+                .await
+                .map_err(|e| chain(&e))?;
+                report.links_created += 1;
+                state.attached.remove(&endpoint.host_ifname);
+                made
+            }
             None => {
                 let network = networks
                     .iter()

@@ -12,6 +12,7 @@ pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netd";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9964";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd";
 pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
+pub const DEFAULT_DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/netd.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,6 +41,8 @@ pub struct FileConfig {
     pub metrics_addr: Option<SocketAddr>,
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub docker_plugin: Option<bool>,
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -71,6 +74,8 @@ pub struct RunConfig {
     pub state_dir: PathBuf,
     /// The control API's unix socket.
     pub socket: PathBuf,
+    /// Where the Docker plugin listens; None when it is turned off.
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -81,6 +86,8 @@ pub struct Overrides {
     pub metrics_addr: Option<SocketAddr>,
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub docker_plugin: Option<bool>,
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -111,6 +118,16 @@ impl RunConfig {
                 .socket
                 .or(file.socket)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            docker_plugin_socket: flags
+                .docker_plugin
+                .or(file.docker_plugin)
+                .unwrap_or(true)
+                .then(|| {
+                    flags
+                        .docker_plugin_socket
+                        .or(file.docker_plugin_socket)
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET))
+                }),
         };
         config.validate()?;
         Ok(config)

@@ -201,6 +201,115 @@ impl<S: Store> Control<S> {
     }
 }
 
+/// Docker's side: networks and endpoints keyed by Docker's own ids.
+impl<S: Store> Control<S> {
+    /// CreateNetwork from Docker: the network takes Docker's id, and a name
+    /// derived from it (`docker-` + 12 hex digits).
+    pub async fn create_docker_network(
+        &self,
+        docker_id: &str,
+        mut spec: NetworkSpec,
+    ) -> Result<Network, ControlError> {
+        if docker_id.len() < 12 || !docker_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ModelError::invalid(
+                "NetworkID",
+                format!("{docker_id:?} is not a Docker network id"),
+            )
+            .into());
+        }
+        if let Ok(existing) = self.network(docker_id).await {
+            return Ok(existing);
+        }
+        spec.name = format!("docker-{}", &docker_id[..12]);
+        let mut attempt = 0;
+        loop {
+            let existing = self.networks().await?;
+            let used: BTreeSet<u32> = existing.iter().map(|n| n.index).collect();
+            let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+            let mut network = Network::from_spec(&spec, &existing, index)?;
+            network.id = docker_id.to_string();
+            let txn = Txn::new()
+                .absent(network_key(&network.id))
+                .absent(network_name_key(&network.name))
+                .absent(network_index_key(index))
+                .put(network_key(&network.id), to_json(&network))
+                .put(network_name_key(&network.name), network.id.clone())
+                .put(network_index_key(index), network.id.clone());
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(network),
+                Err(StoreError::Conflict(_)) if attempt < RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// CreateEndpoint from Docker (idempotent: Docker retries).
+    pub async fn create_docker_endpoint(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+        ip: Option<std::net::Ipv4Addr>,
+        mac: Option<crate::model::Mac>,
+    ) -> Result<Endpoint, ControlError> {
+        if let Ok(existing) = self.endpoint(endpoint_id).await {
+            if existing.network == network_id && ip.is_none_or(|ip| ip == existing.ipv4) {
+                return Ok(existing);
+            }
+        }
+        let network = self.network(network_id).await?;
+        let endpoints = self.endpoints().await?;
+        let endpoint = Endpoint::for_docker(endpoint_id, &network, &endpoints, ip, mac)?;
+        self.store
+            .commit(
+                Txn::new()
+                    .absent(endpoint_key(&endpoint.id))
+                    .absent(address_key(&endpoint.network, endpoint.ipv4))
+                    .put(endpoint_key(&endpoint.id), to_json(&endpoint))
+                    .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
+                    .put(
+                        address_key(&endpoint.network, endpoint.ipv4),
+                        endpoint.id.clone(),
+                    ),
+            )
+            .await?;
+        Ok(endpoint)
+    }
+
+    /// Join (a sandbox path) or Leave (an empty path).
+    pub async fn set_sandbox(
+        &self,
+        endpoint_id: &str,
+        sandbox: std::path::PathBuf,
+    ) -> Result<Endpoint, ControlError> {
+        let key = endpoint_key(endpoint_id);
+        let current = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ModelError::NotFound {
+                kind: "endpoint",
+                name: endpoint_id.to_string(),
+            })?;
+        let mut endpoint: Endpoint =
+            serde_json::from_str(&current.value).map_err(|e| ControlError::Record {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+        endpoint.sandbox = sandbox;
+        self.store
+            .commit(Txn {
+                compares: vec![crate::store::Compare::Revision(
+                    key.clone(),
+                    current.mod_revision,
+                )],
+                puts: vec![(key, to_json(&endpoint))],
+                deletes: vec![],
+            })
+            .await?;
+        Ok(endpoint)
+    }
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Model types are plain data: serialising them cannot fail.
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

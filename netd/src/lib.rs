@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod netlink;
+pub mod plugin;
 pub mod run;
 pub mod store;
 pub mod system;

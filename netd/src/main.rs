@@ -67,6 +67,12 @@ struct RunArgs {
     /// Directory of the embedded store [default: /var/lib/netd].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Serve the Docker network and IPAM plugin [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    docker_plugin: Option<bool>,
+    /// Socket of the Docker plugin [default: /run/docker/plugins/netd.sock].
+    #[arg(long, value_name = "PATH")]
+    docker_plugin_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +176,8 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
             metrics_addr: args.metrics_addr,
             state_dir: args.state_dir,
             socket,
+            docker_plugin: args.docker_plugin,
+            docker_plugin_socket: args.docker_plugin_socket,
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

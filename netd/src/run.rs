@@ -22,6 +22,7 @@ use crate::{
     dataplane::{loader, uplink, Datapath, PinLayout, PinLock},
     logging::{self, chain},
     metrics::{self, Metrics},
+    plugin,
     store::{EmbeddedStore, Store, WatchEvent},
     system,
 };
@@ -51,6 +52,10 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
         .await
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_addr))?;
     let api_listener = api::bind(&config.socket).await?;
+    let plugin_listener = match &config.docker_plugin_socket {
+        Some(path) => Some(plugin::bind(path).await?),
+        None => None,
+    };
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -85,6 +90,11 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
     info!(
         pin_path = %config.pin_path.display(),
         socket = %config.socket.display(),
+        docker_plugin = %config
+            .docker_plugin_socket
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "off".into()),
         metrics = %format!("http://{}/metrics", config.metrics_addr),
         "netd running"
     );
@@ -94,6 +104,20 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
         axum::serve(api_listener, api::router(agent.clone())).with_graceful_shutdown(async move {
             let _ = stop_api.recv().await;
         });
+    let mut stop_plugin = stop_tx.subscribe();
+    let plugin_agent = agent.clone();
+    let plugin_server = async move {
+        match plugin_listener {
+            Some(listener) => {
+                axum::serve(listener, plugin::router(plugin_agent))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_plugin.recv().await;
+                    })
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
     let mut stop_metrics = stop_tx.subscribe();
     let metrics_server = metrics::serve(metrics_listener, metrics, counters, async move {
         let _ = stop_metrics.recv().await;
@@ -105,11 +129,16 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
         }
         let _ = stop_tx.send(());
     };
-    let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, signals);
+    let (api_result, plugin_result, metrics_result, ()) =
+        tokio::join!(api_server, plugin_server, metrics_server, signals);
     follower.abort();
     api_result.context("control API")?;
+    plugin_result.context("Docker plugin")?;
     metrics_result.context("metrics")?;
     let _ = std::fs::remove_file(&config.socket);
+    if let Some(path) = &config.docker_plugin_socket {
+        let _ = std::fs::remove_file(path);
+    }
     info!(
         pin_path = %config.pin_path.display(),
         "stopped; programs stay attached (netd teardown removes them)"

@@ -49,6 +49,9 @@ impl Netd {
         args.extend(["--metrics-addr".into(), metrics_addr.to_string().into()]);
         args.extend(["--state-dir".into(), state.path().join("store").into()]);
         args.extend(["--socket".into(), state.path().join("netd.sock").into()]);
+        if !extra.iter().any(|a| a.starts_with("--docker-plugin")) {
+            args.push("--docker-plugin=false".into());
+        }
         args.extend(extra.iter().map(Into::into));
         let child = Command::new("nsenter")
             .arg(format!("--net={}", ns.path().display()))
@@ -220,4 +223,29 @@ pub fn metric(scrape: &str, name_and_labels: &str) -> Option<u64> {
     scrape
         .lines()
         .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// POSTs `body` to `path` on the unix socket `socket` (HTTP/1.0); returns
+/// (status code, body).
+pub fn post_unix(socket: &Path, path: &str, body: &str) -> (u16, String) {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: netd\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
 }

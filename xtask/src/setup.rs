@@ -16,13 +16,17 @@ const LLVM: &[&str] = &[
     "libzstd-dev",
 ];
 /// What netd and its tests run: bpftool to inspect, iproute2 for
-/// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux.
+/// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux,
+/// iperf3 for the bench, and a real Docker engine with a busybox to import
+/// for the plugin tests.
 const TOOLS: &[&str] = &[
     "bpftool",
     "iproute2",
     "iputils-ping",
     "util-linux",
     "iperf3",
+    "docker.io",
+    "busybox-static",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -44,6 +44,74 @@ pub struct Endpoint {
     pub ifname: String,
     /// The veth end that stays on the host (carries the TC program).
     pub host_ifname: String,
+    /// Who moves the veth into the sandbox and configures it there.
+    #[serde(default)]
+    pub managed_by: Manager,
+}
+
+/// Who configures the sandbox side of an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Manager {
+    /// netd moves the veth in and sets name, MAC, address and routes.
+    #[default]
+    Netd,
+    /// Docker does (libnetwork remote driver): netd only makes the veth
+    /// pair, and the endpoint has no sandbox until Join.
+    Docker,
+}
+
+impl Endpoint {
+    /// Name of the peer end while it is still on the host.
+    pub fn peer_ifname(&self) -> String {
+        format!("ndp{}", &self.host_ifname[HOST_IFNAME_PREFIX.len()..])
+    }
+
+    /// Whether the endpoint is in a sandbox yet (Docker endpoints join later).
+    pub fn joined(&self) -> bool {
+        !self.sandbox.as_os_str().is_empty()
+    }
+
+    /// An endpoint Docker asked for (CreateEndpoint): its id is Docker's,
+    /// its address the one Docker's IPAM gave (or a fresh one), its MAC
+    /// Docker's or derived from the address; the sandbox comes at Join.
+    pub fn for_docker(
+        id: &str,
+        network: &Network,
+        endpoints: &[Endpoint],
+        ip: Option<Ipv4Addr>,
+        mac: Option<Mac>,
+    ) -> Result<Self, ModelError> {
+        if id.len() < 12 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ModelError::invalid(
+                "EndpointID",
+                format!("{id:?} is not a Docker endpoint id"),
+            ));
+        }
+        if endpoints.iter().any(|e| e.id == id) {
+            return Err(ModelError::Exists {
+                kind: "endpoint",
+                name: id.to_string(),
+            });
+        }
+        let taken: BTreeSet<Ipv4Addr> = endpoints
+            .iter()
+            .filter(|e| e.network == network.id)
+            .map(|e| e.ipv4)
+            .collect();
+        let ipv4 = ipam::allocate(network, &taken, ip)?;
+        Ok(Endpoint {
+            id: id.to_string(),
+            name: format!("docker-{}", &id[..12]),
+            network: network.id.clone(),
+            sandbox: PathBuf::new(),
+            ipv4,
+            mac: mac.unwrap_or_else(|| Mac::for_ipv4(ipv4)),
+            ifname: DEFAULT_IFNAME.to_string(),
+            host_ifname: format!("{HOST_IFNAME_PREFIX}{}", &id[..12]),
+            managed_by: Manager::Docker,
+        })
+    }
 }
 
 impl Endpoint {
@@ -142,6 +210,7 @@ impl Endpoint {
             mac: Mac::for_ipv4(ipv4),
             ifname,
             host_ifname,
+            managed_by: Manager::Netd,
         })
     }
 }

@@ -7,7 +7,7 @@ mod error;
 mod mac;
 mod network;
 
-pub use endpoint::{Endpoint, EndpointSpec, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
+pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
 pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};

@@ -181,6 +181,42 @@ pub struct EndpointLinkSpec<'a> {
     pub mtu: u32,
 }
 
+/// Creates only the veth pair, both ends on the host (Docker moves the
+/// peer into the sandbox itself); returns the host end's (index, MAC).
+pub async fn create_veth_pair(
+    host: &Netlink,
+    host_ifname: &str,
+    peer: &str,
+    mtu: u32,
+) -> Result<(u32, Mac), LinkError> {
+    host.handle
+        .link()
+        .add(LinkVeth::new(host_ifname, peer).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("creating veth pair {host_ifname}")))?;
+    let up = async {
+        let (index, mac) = host
+            .index_and_mac(host_ifname)
+            .await?
+            .ok_or_else(|| LinkError::NoLink(host_ifname.to_string()))?;
+        host.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bringing {host_ifname} up")))?;
+        Ok::<_, LinkError>((index, mac))
+    };
+    match up.await {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            let _ = host.delete(host_ifname).await;
+            Err(e)
+        }
+    }
+}
+
 /// Creates the veth pair of an endpoint and returns the host end's
 /// (index, MAC). On failure the pair is removed again.
 pub async fn create_endpoint_link(

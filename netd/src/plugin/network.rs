@@ -1,0 +1,244 @@
+//! NetworkDriver.*: libnetwork's remote driver calls.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{parse, Answer, PluginError};
+use crate::{
+    agent::Agent,
+    model::{Mac, NetworkSpec},
+    store::Store,
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IpData {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    gateway: String,
+    #[serde(default)]
+    aux_addresses: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateNetwork {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(default)]
+    options: BTreeMap<String, Value>,
+    #[serde(rename = "IPv4Data", default)]
+    ipv4_data: Vec<IpData>,
+    #[serde(rename = "IPv6Data", default)]
+    ipv6_data: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct NetworkOnly {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Interface {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    mac_address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateEndpoint {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(default)]
+    interface: Option<Interface>,
+}
+
+#[derive(Deserialize)]
+struct EndpointRef {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+}
+
+#[derive(Deserialize)]
+struct Join {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(rename = "SandboxKey")]
+    sandbox_key: String,
+}
+
+/// "10.1.0.1/24" → 10.1.0.1 (Docker sends addresses in CIDR form).
+fn address(field: &str, text: &str) -> Result<Ipv4Addr, PluginError> {
+    let ip = text.split('/').next().unwrap_or(text);
+    ip.parse()
+        .map_err(|_| PluginError(format!("{field}: {text:?} is not an IPv4 address")))
+}
+
+/// Docker's generic options (`-o KEY=VALUE` and labels) as strings.
+fn generic_options(
+    options: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, String>, PluginError> {
+    let mut out = BTreeMap::new();
+    if let Some(Value::Object(generic)) = options.get("com.docker.network.generic") {
+        for (k, v) in generic {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.insert(k.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Option<Answer> {
+    let control = agent.control();
+    let answer = async {
+        match method {
+            "GetCapabilities" => Ok(json!({ "Scope": "local", "ConnectivityScope": "local" })),
+            "CreateNetwork" => {
+                let req: CreateNetwork = parse(method, body)?;
+                if req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
+                    return Err(PluginError(
+                        "IPv6 networks are not supported by netd yet".into(),
+                    ));
+                }
+                let [ip] = req.ipv4_data.as_slice() else {
+                    return Err(PluginError(format!(
+                        "netd needs exactly one IPv4 subnet per network, got {}",
+                        req.ipv4_data.len()
+                    )));
+                };
+                let mut aux_addresses = BTreeMap::new();
+                for (name, text) in &ip.aux_addresses {
+                    aux_addresses.insert(name.clone(), address("aux-address", text)?.to_string());
+                }
+                let spec = NetworkSpec {
+                    name: String::new(),
+                    subnet: ip.pool.clone(),
+                    gateway: if ip.gateway.is_empty() {
+                        None
+                    } else {
+                        Some(address("gateway", &ip.gateway)?.to_string())
+                    },
+                    ip_range: super::ipam::sub_pool_of(control, &ip.pool).await?,
+                    aux_addresses,
+                    labels: generic_options(&req.options)?,
+                };
+                control.create_docker_network(&req.network_id, spec).await?;
+                agent.reconcile().await?;
+                Ok(json!({}))
+            }
+            "DeleteNetwork" => {
+                let req: NetworkOnly = parse(method, body)?;
+                control.delete_network(&req.network_id).await?;
+                agent.reconcile().await?;
+                Ok(json!({}))
+            }
+            "AllocateNetwork" => Ok(json!({ "Options": {} })),
+            "FreeNetwork" => Ok(json!({})),
+            "CreateEndpoint" => {
+                let req: CreateEndpoint = parse(method, body)?;
+                let iface = req.interface.unwrap_or_default();
+                let ip = if iface.address.is_empty() {
+                    None
+                } else {
+                    Some(address("Address", &iface.address)?)
+                };
+                let mac = if iface.mac_address.is_empty() {
+                    None
+                } else {
+                    Some(iface.mac_address.parse::<Mac>().map_err(PluginError)?)
+                };
+                let endpoint = control
+                    .create_docker_endpoint(&req.network_id, &req.endpoint_id, ip, mac)
+                    .await?;
+                // Only what Docker did not give may be returned.
+                let mut answer = serde_json::Map::new();
+                if iface.mac_address.is_empty() {
+                    answer.insert("MacAddress".into(), json!(endpoint.mac.to_string()));
+                }
+                if iface.address.is_empty() {
+                    let network = control.network(&req.network_id).await?;
+                    answer.insert(
+                        "Address".into(),
+                        json!(format!("{}/{}", endpoint.ipv4, network.subnet.prefix_len())),
+                    );
+                }
+                Ok(json!({ "Interface": answer }))
+            }
+            "EndpointOperInfo" => {
+                let req: EndpointRef = parse(method, body)?;
+                let e = control.endpoint(&req.endpoint_id).await?;
+                let _ = req.network_id;
+                Ok(
+                    json!({ "Value": { "ipv4": e.ipv4.to_string(), "mac": e.mac.to_string(), "host-ifname": e.host_ifname } }),
+                )
+            }
+            "DeleteEndpoint" => {
+                let req: EndpointRef = parse(method, body)?;
+                let _ = req.network_id;
+                // Idempotent: Docker may retry a delete that already happened.
+                if control.endpoint(&req.endpoint_id).await.is_ok() {
+                    control.delete_endpoint(&req.endpoint_id).await?;
+                    agent.reconcile().await?;
+                }
+                Ok(json!({}))
+            }
+            "Join" => {
+                let req: Join = parse(method, body)?;
+                if req.sandbox_key.is_empty() {
+                    return Err(PluginError("Join: SandboxKey is empty".into()));
+                }
+                let endpoint = control
+                    .set_sandbox(&req.endpoint_id, PathBuf::from(&req.sandbox_key))
+                    .await?;
+                let report = agent.reconcile().await?;
+                if let Some(reason) = report.failures.get(&endpoint.id) {
+                    control
+                        .set_sandbox(&req.endpoint_id, PathBuf::new())
+                        .await?;
+                    agent.reconcile().await?;
+                    return Err(PluginError(format!("Join: {reason}")));
+                }
+                let network = control.network(&req.network_id).await?;
+                Ok(json!({
+                    "InterfaceName": { "SrcName": endpoint.peer_ifname(), "DstPrefix": "eth" },
+                    "Gateway": network.gateway.to_string(),
+                    "DisableGatewayService": false,
+                }))
+            }
+            "Leave" => {
+                let req: EndpointRef = parse(method, body)?;
+                let _ = req.network_id;
+                control
+                    .set_sandbox(&req.endpoint_id, PathBuf::new())
+                    .await?;
+                agent.reconcile().await?;
+                Ok(json!({}))
+            }
+            "DiscoverNew"
+            | "DiscoverDelete"
+            | "ProgramExternalConnectivity"
+            | "RevokeExternalConnectivity" => Ok(json!({})),
+            _ => Err(PluginError(String::new())),
+        }
+    };
+    match answer.await {
+        Err(PluginError(m)) if m.is_empty() => None,
+        other => Some(other),
+    }
+}
