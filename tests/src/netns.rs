@@ -26,6 +26,8 @@ pub fn sh(program: &str, args: &[&str]) -> Output {
 /// every interface in it.
 pub struct NetNs {
     pub name: String,
+    /// The host's own namespace: used, never deleted.
+    host: bool,
 }
 
 impl NetNs {
@@ -33,18 +35,35 @@ impl NetNs {
         crate::require_root();
         let name = crate::unique_name(prefix);
         sh("ip", &["netns", "add", &name]);
-        let ns = Self { name };
+        let ns = Self { name, host: false };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
 
+    /// The namespace the tests run in (the host's), for what must run
+    /// there, such as a netd serving a real dockerd.
+    pub fn host() -> Self {
+        Self {
+            name: "host".into(),
+            host: true,
+        }
+    }
+
     pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
+        if self.host {
+            PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+        } else {
+            PathBuf::from("/run/netns").join(&self.name)
+        }
     }
 
     /// `ip -n NAME ...`
     pub fn ip(&self, args: &[&str]) -> Output {
-        let mut all = vec!["-n", self.name.as_str()];
+        let mut all = if self.host {
+            vec![]
+        } else {
+            vec!["-n", self.name.as_str()]
+        };
         all.extend_from_slice(args);
         sh("ip", &all)
     }

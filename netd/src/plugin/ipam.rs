@@ -41,11 +41,11 @@ fn address_prefix(id: &str) -> String {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RequestPool {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     pool: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     sub_pool: String,
-    #[serde(rename = "V6", default)]
+    #[serde(rename = "V6", default, deserialize_with = "super::nullable")]
     v6: bool,
 }
 
@@ -54,9 +54,9 @@ struct RequestPool {
 struct RequestAddress {
     #[serde(rename = "PoolID")]
     pool_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     address: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     options: std::collections::BTreeMap<String, String>,
 }
 

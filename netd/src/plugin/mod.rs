@@ -37,6 +37,16 @@ impl<E: std::error::Error + 'static> From<E> for PluginError {
 
 pub type Answer = Result<Value, PluginError>;
 
+/// Docker sends `null` for empty maps, lists and strings: read it as empty.
+pub fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// Parses a request body; a malformed one names what was wrong.
 pub fn parse<T: DeserializeOwned>(method: &str, body: &[u8]) -> Result<T, PluginError> {
     serde_json::from_slice(body)

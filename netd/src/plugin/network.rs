@@ -15,11 +15,11 @@ use crate::{
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct IpData {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     pool: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     gateway: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     aux_addresses: BTreeMap<String, String>,
 }
 
@@ -28,9 +28,9 @@ struct IpData {
 struct CreateNetwork {
     #[serde(rename = "NetworkID")]
     network_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     options: BTreeMap<String, Value>,
-    #[serde(rename = "IPv4Data", default)]
+    #[serde(rename = "IPv4Data", default, deserialize_with = "super::nullable")]
     ipv4_data: Vec<IpData>,
     #[serde(rename = "IPv6Data", default)]
     ipv6_data: Option<Vec<Value>>,
@@ -45,9 +45,9 @@ struct NetworkOnly {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct Interface {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     address: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     mac_address: String,
 }
 
@@ -58,7 +58,7 @@ struct CreateEndpoint {
     network_id: String,
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable")]
     interface: Option<Interface>,
 }
 
@@ -87,13 +87,26 @@ fn address(field: &str, text: &str) -> Result<Ipv4Addr, PluginError> {
         .map_err(|_| PluginError(format!("{field}: {text:?} is not an IPv4 address")))
 }
 
-/// Docker's generic options (`-o KEY=VALUE` and labels) as strings.
+/// Driver options netd would be expected to act on but does not (yet):
+/// refused rather than silently ignored.
+const UNSUPPORTED_OPTIONS: &[&str] = &[
+    "mtu",
+    "com.docker.network.driver.mtu",
+    "com.docker.network.bridge.name",
+];
+
+/// Docker's driver options (`-o KEY=VALUE`): kept as the network's labels.
 fn generic_options(
     options: &BTreeMap<String, Value>,
 ) -> Result<BTreeMap<String, String>, PluginError> {
     let mut out = BTreeMap::new();
     if let Some(Value::Object(generic)) = options.get("com.docker.network.generic") {
         for (k, v) in generic {
+            if UNSUPPORTED_OPTIONS.contains(&k.as_str()) {
+                return Err(PluginError(format!(
+                    "option {k} is not supported by the netd driver (netd keeps -o KEY=VALUE as labels only)"
+                )));
+            }
             let v = match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -111,6 +124,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
             "GetCapabilities" => Ok(json!({ "Scope": "local", "ConnectivityScope": "local" })),
             "CreateNetwork" => {
                 let req: CreateNetwork = parse(method, body)?;
+                tracing::debug!(network = %req.network_id, options = ?req.options, "CreateNetwork");
                 if req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
                     return Err(PluginError(
                         "IPv6 networks are not supported by netd yet".into(),

@@ -1,0 +1,277 @@
+//! netd as Docker's network and IPAM driver, driven by a real dockerd the
+//! test starts (its own roots and socket; containers from an imported
+//! busybox). One test: dockerd finds plugins at one fixed path,
+//! /run/docker/plugins/netd.sock, so only one netd can serve it at a time.
+
+use std::{process::Command, time::Duration};
+
+use netd_tests::{
+    docker::{Docker, IMAGE},
+    fixture::TempPins,
+    netns::NetNs,
+    process::{metric, Netd},
+};
+
+const PLUGIN_FLAG: &str = "--docker-plugin-socket=/run/docker/plugins/netd.sock";
+
+fn run_container(docker: &Docker, name: &str, network: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name, "--network", network];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, "/bin/sleep", "600"]);
+    docker.ok(&args);
+}
+
+fn pings(docker: &Docker, from: &str, ip: &str) -> bool {
+    docker
+        .run(&["exec", from, "ping", "-c", "2", "-W", "1", ip])
+        .status
+        .success()
+}
+
+fn host_veths() -> usize {
+    let out = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .matches(": ndh")
+        .count()
+}
+
+#[test]
+fn docker_networks_through_netd() {
+    let host = NetNs::host();
+    let pins = TempPins::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut netd = Netd::start(&host, pins.layout.root(), port, &[PLUGIN_FLAG]);
+    netd.wait_ready(&host);
+    let veths_before = host_veths();
+    let mut docker = Docker::start();
+    docker.import_busybox();
+
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "--ipam-driver",
+        "netd",
+        "--subnet",
+        "10.71.0.0/24",
+        "n1",
+    ]);
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "--ipam-driver",
+        "netd",
+        "--subnet",
+        "10.72.0.0/24",
+        "--ip-range",
+        "10.72.0.128/25",
+        "--aux-address",
+        "router=10.72.0.129",
+        "-o",
+        "team=blue",
+        "n2",
+    ]);
+    // Docker's networks are netd's networks, with the options honoured.
+    let nets: serde_json::Value =
+        serde_json::from_str(&netd.ok(&["network", "ls", "--json"])).expect("json");
+    let n2 = nets
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|n| n["subnet"] == "10.72.0.0/24")
+        .expect("n2 in netd")
+        .clone();
+    assert_eq!(n2["ip-range"], "10.72.0.128/25");
+    assert_eq!(n2["aux-addresses"]["router"], "10.72.0.129");
+    assert_eq!(n2["labels"]["team"], "blue");
+    let mtu = docker.run(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "--ipam-driver",
+        "netd",
+        "--subnet",
+        "10.73.0.0/24",
+        "-o",
+        "mtu=1400",
+        "n3",
+    ]);
+    assert!(
+        !mtu.status.success(),
+        "an unsupported driver option was accepted"
+    );
+    assert!(String::from_utf8_lossy(&mtu.stderr)
+        .contains("option mtu is not supported by the netd driver"));
+    // A bad subnet never reaches netd's model.
+    let bad = docker.run(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "--ipam-driver",
+        "netd",
+        "--subnet",
+        "10.71.0.0/16",
+        "n4",
+    ]);
+    assert!(!bad.status.success(), "an overlapping subnet was accepted");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("overlaps"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&netd.ok(&["network", "ls", "--json"]))
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    run_container(&docker, "c1", "n1", &[]);
+    run_container(&docker, "c2", "n1", &[]);
+    run_container(&docker, "c3", "n2", &[]);
+    let (c1, c2, c3) = (
+        docker.ip("c1", "n1"),
+        docker.ip("c2", "n1"),
+        docker.ip("c3", "n2"),
+    );
+    assert_eq!(
+        c3, "10.72.0.130",
+        "n2 allocates inside its ip-range (.129 up), skipping the aux address .129"
+    );
+
+    assert!(pings(&docker, "c1", &c2), "c1 -> c2 on n1");
+    docker.ok(&[
+        "exec",
+        "-d",
+        "c2",
+        "/bin/sh",
+        "-c",
+        "nc -l -p 5000 > /tmp/got",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    docker.ok(&[
+        "exec",
+        "c1",
+        "/bin/sh",
+        "-c",
+        &format!("echo hello-from-c1 | nc {c2} 5000"),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        docker.ok(&["exec", "c2", "cat", "/tmp/got"]),
+        "hello-from-c1",
+        "TCP c1 -> c2"
+    );
+
+    let isolation = "netd_drops_total{hook=\"tc_endpoint\",reason=\"isolation\"}";
+    let before = metric(&netd.scrape(&host).expect("metrics"), isolation).expect("counter");
+    assert!(!pings(&docker, "c3", &c1), "c3 (n2) reached c1 (n1)");
+    let after = metric(&netd.scrape(&host).expect("metrics"), isolation).expect("counter");
+    assert!(
+        after >= before + 2,
+        "isolation drops moved by {}",
+        after - before
+    );
+
+    docker.ok(&["network", "connect", "n2", "c1"]);
+    assert!(pings(&docker, "c1", &c3), "c1 on both networks reaches n2");
+    assert!(
+        pings(&docker, "c1", &c2),
+        "c1 on both networks still reaches n1"
+    );
+    docker.ok(&["network", "disconnect", "n2", "c1"]);
+    assert!(
+        !pings(&docker, "c1", &c3),
+        "c1 still reaches n2 after disconnect"
+    );
+
+    run_container(&docker, "c4", "n1", &["--ip", "10.71.0.50"]);
+    assert_eq!(docker.ip("c4", "n1"), "10.71.0.50");
+    let taken = docker.run(&[
+        "run",
+        "-d",
+        "--name",
+        "c5",
+        "--network",
+        "n1",
+        "--ip",
+        "10.71.0.50",
+        IMAGE,
+        "/bin/sleep",
+        "600",
+    ]);
+    assert!(!taken.status.success(), "a taken --ip was accepted");
+    let stderr = String::from_utf8_lossy(&taken.stderr);
+    assert!(stderr.contains("10.71.0.50 is already in use"), "{stderr}");
+    let _ = docker.run(&["rm", "-f", "c5"]);
+
+    // netd restarts (even killed) while containers run: traffic goes on,
+    // and dockerd keeps working with the plugin.
+    let pinger = docker.run(&[
+        "exec",
+        "-d",
+        "c1",
+        "/bin/sh",
+        "-c",
+        &format!("ping -c 40 -i 0.05 {c2} > /tmp/ping 2>&1"),
+    ]);
+    assert!(pinger.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    netd.kill();
+    netd.restart(&host);
+    std::thread::sleep(Duration::from_secs(3));
+    let ping_log = docker.ok(&["exec", "c1", "cat", "/tmp/ping"]);
+    assert!(
+        ping_log.contains("40 packets received"),
+        "pings lost over a netd restart:\n{ping_log}"
+    );
+    run_container(&docker, "c6", "n1", &[]);
+    assert!(
+        pings(&docker, "c6", &c1),
+        "a container started after the netd restart"
+    );
+
+    // dockerd restarts: its containers stop, its networks still work.
+    docker.restart_daemon();
+    for c in ["c1", "c2"] {
+        docker.ok(&["start", c]);
+    }
+    let (c1, c2) = (docker.ip("c1", "n1"), docker.ip("c2", "n1"));
+    assert!(pings(&docker, "c1", &c2), "n1 after a dockerd restart");
+
+    // Removing everything leaves netd with nothing of it.
+    for c in ["c1", "c2", "c3", "c4", "c6"] {
+        docker.ok(&["rm", "-f", c]);
+    }
+    docker.ok(&["network", "rm", "n1", "n2"]);
+    assert_eq!(netd.ok(&["network", "ls", "--json"]).trim(), "[]");
+    assert_eq!(netd.ok(&["endpoint", "ls", "--json"]).trim(), "[]");
+    assert_eq!(
+        host_veths(),
+        veths_before,
+        "endpoint veths left on the host"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&netd.ok(&["status", "--json"])).expect("json");
+    let entries: Vec<u64> = status["maps"]
+        .as_array()
+        .expect("maps")
+        .iter()
+        .map(|m| m["entries"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(entries, vec![0, 0, 0], "{status}");
+    drop(docker);
+    let _ = netd.stop();
+}
