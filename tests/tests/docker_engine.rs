@@ -248,7 +248,7 @@ fn docker_networks_through_netd() {
     for c in ["c1", "c2"] {
         docker.ok(&["start", c]);
     }
-    let (c1, c2) = (docker.ip("c1", "n1"), docker.ip("c2", "n1"));
+    let c2 = docker.ip("c2", "n1");
     assert!(pings(&docker, "c1", &c2), "n1 after a dockerd restart");
 
     // Removing everything leaves netd with nothing of it.
