@@ -98,7 +98,8 @@ impl<S: Store> Agent<S> {
 
         // 1. Links for every endpoint (make before the maps point at them).
         let mut links = BTreeMap::new();
-        for endpoint in endpoints.iter().filter(|e| e.joined()) {
+        let here = |e: &&Endpoint| e.joined() && self.control.is_local(e);
+        for endpoint in endpoints.iter().filter(here) {
             match self
                 .ensure_link(&mut state, &networks, endpoint, &mut report)
                 .await

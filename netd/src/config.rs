@@ -14,6 +14,45 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd";
 pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
 pub const DEFAULT_DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/netd.sock";
 
+/// Where the model lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The file-backed store under the state dir: a single host.
+    #[default]
+    Embedded,
+    /// etcd v3 at these host:port endpoints: a cluster.
+    Etcd(Vec<String>),
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("store {s:?} is neither \"embedded\" nor etcd://HOST:PORT[,HOST:PORT...]");
+        if s == "embedded" {
+            return Ok(StoreSpec::Embedded);
+        }
+        let rest = s.strip_prefix("etcd://").ok_or_else(bad)?;
+        let endpoints: Vec<String> = rest.split(',').map(str::to_string).collect();
+        for e in &endpoints {
+            let (host, port) = e.rsplit_once(':').ok_or_else(bad)?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad());
+            }
+        }
+        Ok(StoreSpec::Etcd(endpoints))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -28,6 +67,8 @@ pub enum ConfigError {
     DuplicateUplink(String),
     #[error("uplink name {0:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or whitespace)")]
     BadUplinkName(String),
+    #[error("host name {0:?} is not valid (letters, digits, '_', '.', '-')")]
+    BadHostName(String),
     #[error("pin path {0} must be absolute")]
     RelativePinPath(PathBuf),
 }
@@ -43,6 +84,8 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
+    pub store: Option<StoreSpec>,
+    pub host_name: Option<String>,
 }
 
 impl FileConfig {
@@ -76,6 +119,9 @@ pub struct RunConfig {
     pub socket: PathBuf,
     /// Where the Docker plugin listens; None when it is turned off.
     pub docker_plugin_socket: Option<PathBuf>,
+    pub store: StoreSpec,
+    /// This host's name in the cluster (endpoints are published with it).
+    pub host_name: String,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -88,6 +134,8 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
+    pub store: Option<StoreSpec>,
+    pub host_name: Option<String>,
 }
 
 impl RunConfig {
@@ -128,6 +176,11 @@ impl RunConfig {
                         .or(file.docker_plugin_socket)
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET))
                 }),
+            store: flags.store.or(file.store).unwrap_or_default(),
+            host_name: flags
+                .host_name
+                .or(file.host_name)
+                .unwrap_or_else(system_host_name),
         };
         config.validate()?;
         Ok(config)
@@ -142,11 +195,23 @@ impl RunConfig {
                 return Err(ConfigError::DuplicateUplink(name.clone()));
             }
         }
+        if !crate::model::valid_name(&self.host_name) {
+            return Err(ConfigError::BadHostName(self.host_name.clone()));
+        }
         if !self.pin_path.is_absolute() {
             return Err(ConfigError::RelativePinPath(self.pin_path.clone()));
         }
         Ok(())
     }
+}
+
+/// The kernel's host name (uname), or "localhost".
+pub fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Linux's rules for interface names (dev_valid_name).
@@ -202,6 +267,33 @@ mod tests {
         assert!(e.to_string().contains("uplink"), "{e}");
         let e = file("metrics-addr = \"not an address\"").expect_err("bad addr");
         assert!(e.to_string().contains("netd.toml"), "{e}");
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!("embedded".parse::<StoreSpec>(), Ok(StoreSpec::Embedded));
+        assert_eq!(
+            "etcd://10.0.0.1:2379,etcd2:2379".parse::<StoreSpec>(),
+            Ok(StoreSpec::Etcd(vec![
+                "10.0.0.1:2379".into(),
+                "etcd2:2379".into()
+            ]))
+        );
+        for bad in [
+            "etcd://",
+            "etcd://host",
+            "etcd://host:port",
+            "redis://x:1",
+            "",
+        ] {
+            let e = bad.parse::<StoreSpec>().expect_err(bad);
+            assert!(e.contains("etcd://HOST:PORT"), "{e}");
+        }
+        let f = file("store = \"etcd://127.0.0.1:2379\"").expect("parses");
+        assert_eq!(
+            f.store,
+            Some(StoreSpec::Etcd(vec!["127.0.0.1:2379".into()]))
+        );
     }
 
     #[test]

@@ -45,15 +45,46 @@ pub enum ControlError {
 }
 
 /// How often a transaction is retried when another writer got there first.
-const RETRIES: usize = 5;
+const RETRIES: usize = 40;
+
+/// Waits a random moment that grows with the attempt, so writers that
+/// collided do not collide again in lockstep.
+async fn back_off(attempt: usize) {
+    let id = crate::model::new_id();
+    let noise = u64::from_str_radix(&id[..4], 16).unwrap_or(0);
+    let ceiling_ms = 1u64 << attempt.min(6);
+    tokio::time::sleep(std::time::Duration::from_micros(
+        noise % (ceiling_ms * 1000),
+    ))
+    .await;
+}
 
 pub struct Control<S> {
     store: S,
+    /// This netd's host name: endpoints it creates live here.
+    host: String,
 }
 
 impl<S: Store> Control<S> {
     pub fn new(store: S) -> Self {
-        Self { store }
+        Self::on_host(store, "")
+    }
+
+    /// Model operations made by the netd of `host`.
+    pub fn on_host(store: S, host: &str) -> Self {
+        Self {
+            store,
+            host: host.to_string(),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether `endpoint` lives on this netd's host.
+    pub fn is_local(&self, endpoint: &Endpoint) -> bool {
+        endpoint.host.is_empty() || endpoint.host == self.host
     }
 
     pub fn store(&self) -> &S {
@@ -131,7 +162,10 @@ impl<S: Store> Control<S> {
                 .put(network_index_key(index), network.id.clone());
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(network),
-                Err(StoreError::Conflict(_)) if attempt < RETRIES => attempt += 1,
+                Err(StoreError::Conflict(_)) if attempt < RETRIES => {
+                    attempt += 1;
+                    back_off(attempt).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -169,7 +203,8 @@ impl<S: Store> Control<S> {
         loop {
             let networks = self.networks().await?;
             let endpoints = self.endpoints().await?;
-            let endpoint = Endpoint::from_spec(spec, &networks, &endpoints)?;
+            let mut endpoint = Endpoint::from_spec(spec, &networks, &endpoints)?;
+            endpoint.host = self.host.clone();
             let txn = Txn::new()
                 .absent(endpoint_name_key(&endpoint.name))
                 .absent(address_key(&endpoint.network, endpoint.ipv4))
@@ -181,7 +216,10 @@ impl<S: Store> Control<S> {
                 );
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(endpoint),
-                Err(StoreError::Conflict(_)) if attempt < RETRIES => attempt += 1,
+                Err(StoreError::Conflict(_)) if attempt < RETRIES => {
+                    attempt += 1;
+                    back_off(attempt).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -237,7 +275,10 @@ impl<S: Store> Control<S> {
                 .put(network_index_key(index), network.id.clone());
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(network),
-                Err(StoreError::Conflict(_)) if attempt < RETRIES => attempt += 1,
+                Err(StoreError::Conflict(_)) if attempt < RETRIES => {
+                    attempt += 1;
+                    back_off(attempt).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -258,7 +299,8 @@ impl<S: Store> Control<S> {
         }
         let network = self.network(network_id).await?;
         let endpoints = self.endpoints().await?;
-        let endpoint = Endpoint::for_docker(endpoint_id, &network, &endpoints, ip, mac)?;
+        let mut endpoint = Endpoint::for_docker(endpoint_id, &network, &endpoints, ip, mac)?;
+        endpoint.host = self.host.clone();
         self.store
             .commit(
                 Txn::new()

@@ -73,6 +73,13 @@ struct RunArgs {
     /// Socket of the Docker plugin [default: /run/docker/plugins/netd.sock].
     #[arg(long, value_name = "PATH")]
     docker_plugin_socket: Option<PathBuf>,
+    /// Where the model lives: `embedded` (one host) or etcd://HOST:PORT[,HOST:PORT...]
+    /// [default: embedded].
+    #[arg(long, value_name = "URL")]
+    store: Option<netd::config::StoreSpec>,
+    /// This host's name in the cluster [default: the kernel's host name].
+    #[arg(long, value_name = "NAME")]
+    host_name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +185,8 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
             socket,
             docker_plugin: args.docker_plugin,
             docker_plugin_socket: args.docker_plugin_socket,
+            store: args.store,
+            host_name: args.host_name,
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -287,8 +296,8 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             }
             let networks: Vec<Network> = client.get("/networks").await?;
             println!(
-                "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  SANDBOX",
-                "NAME", "NETWORK", "IPV4", "MAC", "IFNAME"
+                "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  SANDBOX",
+                "NAME", "NETWORK", "IPV4", "MAC", "IFNAME", "HOST"
             );
             for e in list {
                 let net = networks
@@ -297,12 +306,17 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
                     .map(|n| n.name.as_str())
                     .unwrap_or("?");
                 println!(
-                    "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {}",
+                    "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  {}",
                     e.name,
                     net,
                     e.ipv4.to_string(),
                     e.mac.to_string(),
                     e.ifname,
+                    if e.host.is_empty() {
+                        "-"
+                    } else {
+                        e.host.as_str()
+                    },
                     e.sandbox.display()
                 );
             }

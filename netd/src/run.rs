@@ -17,13 +17,13 @@ use tracing::{info, level_filters::LevelFilter, warn};
 use crate::{
     agent::Agent,
     api,
-    config::RunConfig,
+    config::{RunConfig, StoreSpec},
     control::{Control, PREFIX},
     dataplane::{loader, uplink, Datapath, PinLayout, PinLock},
     logging::{self, chain},
     metrics::{self, Metrics},
     plugin,
-    store::{EmbeddedStore, Store, WatchEvent},
+    store::{EmbeddedStore, EtcdStore, Store, WatchEvent},
     system,
 };
 
@@ -46,8 +46,28 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
     let layout = PinLayout::new(&config.pin_path);
     let _lock = PinLock::acquire(&layout)?;
 
-    let store = EmbeddedStore::open(&config.state_dir)
-        .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
+    match &config.store {
+        StoreSpec::Embedded => {
+            let store = EmbeddedStore::open(&config.state_dir)
+                .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
+            serve(store, &config, &layout, log_level).await
+        }
+        StoreSpec::Etcd(endpoints) => {
+            let store = EtcdStore::connect(endpoints, PREFIX)
+                .await
+                .context("connecting to etcd")?;
+            info!(etcd = %endpoints.join(","), "cluster state in etcd");
+            serve(store, &config, &layout, log_level).await
+        }
+    }
+}
+
+async fn serve<S: Store>(
+    store: S,
+    config: &RunConfig,
+    layout: &PinLayout,
+    log_level: LevelFilter,
+) -> anyhow::Result<()> {
     let metrics_listener = metrics::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_addr))?;
@@ -60,7 +80,7 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    let mut datapath = Datapath::load(&layout, logging::bpf_log_level(log_level))?;
+    let mut datapath = Datapath::load(layout, logging::bpf_log_level(log_level))?;
     logging::forward_bpf_logs(datapath.ebpf_mut());
     let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
     if attached.is_empty() {
@@ -73,7 +93,7 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
     let metrics = Arc::new(Metrics::new()?);
 
     let agent = Arc::new(Agent::new(
-        Arc::new(Control::new(store)),
+        Arc::new(Control::on_host(store, &config.host_name)),
         datapath,
         metrics.clone(),
     )?);

@@ -5,6 +5,7 @@
 //! Traffic rule: tests only send packets between namespaces they created.
 
 pub mod docker;
+pub mod etcd;
 pub mod fixture;
 pub mod netns;
 pub mod process;

@@ -15,10 +15,13 @@ const LLVM: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
 ];
+/// What building netd needs besides Rust: etcd-client compiles etcd's
+/// protobuf definitions (protoc and the well-known types).
+const BUILD: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 /// What netd and its tests run: bpftool to inspect, iproute2 for
 /// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux,
 /// iperf3 for the bench, and a real Docker engine with a busybox to import
-/// for the plugin tests.
+/// for the plugin tests, and an etcd server for the cluster store tests.
 const TOOLS: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -27,6 +30,7 @@ const TOOLS: &[&str] = &[
     "iperf3",
     "docker.io",
     "busybox-static",
+    "etcd-server",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -43,6 +47,7 @@ fn plan() -> Plan {
         wanted.extend_from_slice(DEBIAN_RUST);
     }
     wanted.extend_from_slice(LLVM);
+    wanted.extend_from_slice(BUILD);
     wanted.extend_from_slice(TOOLS);
     let packages = wanted.into_iter().filter(|p| !installed(p)).collect();
     let bpf_linker = ebpf_builder::check_linker().is_err();

@@ -47,6 +47,9 @@ pub struct Endpoint {
     /// Who moves the veth into the sandbox and configures it there.
     #[serde(default)]
     pub managed_by: Manager,
+    /// The host (netd) the endpoint lives on; only that netd makes its link.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// Who configures the sandbox side of an endpoint.
@@ -110,6 +113,7 @@ impl Endpoint {
             ifname: DEFAULT_IFNAME.to_string(),
             host_ifname: format!("{HOST_IFNAME_PREFIX}{}", &id[..12]),
             managed_by: Manager::Docker,
+            host: String::new(),
         })
     }
 }
@@ -211,6 +215,7 @@ impl Endpoint {
             ifname,
             host_ifname,
             managed_by: Manager::Netd,
+            host: String::new(),
         })
     }
 }

@@ -4,10 +4,12 @@
 //! an address), and a watch of changes.
 
 mod embedded;
+mod etcd;
 
 use std::{collections::BTreeMap, future::Future};
 
 pub use embedded::EmbeddedStore;
+pub use etcd::{EtcdStore, RESYNC_KEY};
 use tokio::sync::broadcast;
 
 /// A value and the store revision that last wrote it.
@@ -70,6 +72,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("etcd at {endpoints}: {reason}")]
+    Etcd { endpoints: String, reason: String },
     #[error("store file {path} is corrupt: {reason}; it was left as it is")]
     Corrupt { path: String, reason: String },
 }

@@ -1,0 +1,193 @@
+//! The cluster store: etcd v3 (a real etcd server, through etcd-client).
+//! Compares map to etcd transaction compares, so two hosts can never both
+//! take a name, an address or a VNI. The watch resumes from the last
+//! revision it saw after a lost connection; when that history is gone
+//! (compacted), it tells watchers to do a full resync.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, EventType, GetOptions, Txn as EtcdTxn, TxnOp,
+    WatchOptions,
+};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use super::{Compare, Store, StoreError, Txn, Versioned, WatchEvent};
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    endpoints: String,
+    events: broadcast::Sender<WatchEvent>,
+}
+
+fn err(endpoints: &str) -> impl Fn(etcd_client::Error) -> StoreError + '_ {
+    move |e| StoreError::Etcd {
+        endpoints: endpoints.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The key watchers get when they must re-read everything.
+pub const RESYNC_KEY: &str = "/netd/";
+
+impl EtcdStore {
+    /// Connects to `endpoints` (host:port) and starts watching `prefix`.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let joined = endpoints.join(",");
+        let client =
+            tokio::time::timeout(Duration::from_secs(10), Client::connect(endpoints, None))
+                .await
+                .map_err(|_| StoreError::Etcd {
+                    endpoints: joined.clone(),
+                    reason: "no answer in 10 s".into(),
+                })?
+                .map_err(err(&joined))?;
+        let (events, _) = broadcast::channel(4096);
+        let store = Self {
+            client,
+            endpoints: joined,
+            events,
+        };
+        // Prove the server answers before anyone relies on it.
+        store.list("/netd/\u{7f}").await?;
+        tokio::spawn(store.clone().follow(prefix.to_string()));
+        Ok(store)
+    }
+
+    /// Forwards etcd's watch events, resuming after failures.
+    async fn follow(self, prefix: String) {
+        let mut next_revision: i64 = 0;
+        loop {
+            let mut client = self.client.clone();
+            let mut options = WatchOptions::new().with_prefix();
+            if next_revision > 0 {
+                options = options.with_start_revision(next_revision);
+            }
+            match client.watch(prefix.as_str(), Some(options)).await {
+                Ok(mut stream) => {
+                    if next_revision > 0 {
+                        info!(revision = next_revision, "etcd watch resumed");
+                    }
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(resp)) => {
+                                if resp.compact_revision() > 0 {
+                                    // History we missed is gone: everyone re-reads.
+                                    next_revision = resp.compact_revision();
+                                    let _ = self.events.send(WatchEvent::Put {
+                                        key: RESYNC_KEY.into(),
+                                        revision: 0,
+                                    });
+                                    break;
+                                }
+                                for event in resp.events() {
+                                    let Some(kv) = event.kv() else { continue };
+                                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                                    let revision = kv.mod_revision() as u64;
+                                    next_revision = next_revision.max(kv.mod_revision() + 1);
+                                    let e = match event.event_type() {
+                                        EventType::Put => WatchEvent::Put { key, revision },
+                                        EventType::Delete => WatchEvent::Delete { key, revision },
+                                    };
+                                    let _ = self.events.send(e);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                warn!(error = %e, "etcd watch lost");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "etcd watch cannot start; retrying"),
+            }
+            // Whatever happened while the watch was down is re-read by everyone.
+            let _ = self.events.send(WatchEvent::Put {
+                key: RESYNC_KEY.into(),
+                revision: 0,
+            });
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut client = self.client.clone();
+        let resp = client.get(key, None).await.map_err(err(&self.endpoints))?;
+        Ok(resp.kvs().first().map(|kv| Versioned {
+            value: String::from_utf8_lossy(kv.value()).into_owned(),
+            mod_revision: kv.mod_revision() as u64,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<BTreeMap<String, Versioned>, StoreError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(err(&self.endpoints))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Versioned {
+                        value: String::from_utf8_lossy(kv.value()).into_owned(),
+                        mod_revision: kv.mod_revision() as u64,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
+        let compares: Vec<EtcdCompare> = txn
+            .compares
+            .iter()
+            .map(|c| match c {
+                Compare::Absent(key) => {
+                    EtcdCompare::create_revision(key.as_str(), CompareOp::Equal, 0)
+                }
+                Compare::Revision(key, rev) => {
+                    EtcdCompare::mod_revision(key.as_str(), CompareOp::Equal, *rev as i64)
+                }
+            })
+            .collect();
+        let mut ops: Vec<TxnOp> = txn
+            .deletes
+            .iter()
+            .map(|k| TxnOp::delete(k.as_str(), None))
+            .collect();
+        ops.extend(
+            txn.puts
+                .iter()
+                .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)),
+        );
+        let mut client = self.client.clone();
+        let resp = client
+            .txn(EtcdTxn::new().when(compares).and_then(ops))
+            .await
+            .map_err(err(&self.endpoints))?;
+        if !resp.succeeded() {
+            // etcd does not say which compare failed: name them all.
+            let keys: Vec<&str> = txn
+                .compares
+                .iter()
+                .map(|c| match c {
+                    Compare::Absent(k) | Compare::Revision(k, _) => k.as_str(),
+                })
+                .collect();
+            return Err(StoreError::Conflict(keys.join(" or ")));
+        }
+        Ok(resp.header().map(|h| h.revision() as u64).unwrap_or(0))
+    }
+
+    fn watch(&self) -> broadcast::Receiver<WatchEvent> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,136 @@
+//! Several netd sharing one real etcd: hosts simulated as namespaces on an
+//! underlay namespace (a bridge there stands for the physical network),
+//! etcd serving inside the underlay. The model is cluster-wide; each netd
+//! makes links only for the endpoints of its own host.
+
+use std::time::{Duration, Instant};
+
+use netd_tests::{
+    etcd::Etcd,
+    fixture::TempPins,
+    netns::{veth_between, NetNs},
+    process::Netd,
+    traffic::ping,
+};
+
+struct Host {
+    ns: NetNs,
+    netd: Netd,
+    _pins: TempPins,
+}
+
+fn host_veths(ns: &NetNs) -> usize {
+    String::from_utf8_lossy(&ns.ip(&["-o", "link"]).stdout)
+        .matches(": ndh")
+        .count()
+}
+
+#[test]
+fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
+    let underlay = NetNs::new("ndU");
+    underlay.ip(&["link", "add", "br0", "type", "bridge"]);
+    underlay.ip(&["addr", "add", "10.90.0.254/24", "dev", "br0"]);
+    underlay.ip(&["link", "set", "br0", "up"]);
+    let mut etcd = Etcd::start_in(&underlay, "10.90.0.254");
+    let store = format!("--store=etcd://{}", etcd.endpoint());
+
+    let mut hosts = Vec::new();
+    for (i, name) in ["host-a", "host-b"].iter().enumerate() {
+        let ns = NetNs::new("ndHc");
+        let (inner, outer) = (format!("up{i}"), netd_tests::unique_name("ul"));
+        veth_between(
+            &ns,
+            &inner,
+            &format!("10.90.0.{}/24", i + 1),
+            &underlay,
+            &outer,
+            "10.90.1.99/32",
+        );
+        underlay.ip(&["addr", "flush", "dev", &outer]);
+        underlay.ip(&["link", "set", &outer, "master", "br0"]);
+        let pins = TempPins::new();
+        let mut netd = Netd::start(
+            &ns,
+            pins.layout.root(),
+            19964,
+            &[&store, &format!("--host-name={name}")],
+        );
+        netd.wait_ready(&ns);
+        hosts.push(Host {
+            ns,
+            netd,
+            _pins: pins,
+        });
+    }
+    let (a, b) = (&hosts[0], &hosts[1]);
+
+    a.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.91.0.0/24"]);
+    assert!(
+        b.netd.ok(&["network", "ls"]).contains("10.91.0.0/24"),
+        "host-b does not see n1"
+    );
+    // Names are cluster-wide.
+    let (ok, _, err) = b
+        .netd
+        .cli(&["network", "create", "n1", "--subnet", "10.92.0.0/24"]);
+    assert!(
+        !ok && err.contains("network \"n1\" already exists"),
+        "{err}"
+    );
+
+    let sa1 = NetNs::new("ndSc");
+    let sa2 = NetNs::new("ndSc");
+    let sb = NetNs::new("ndSc");
+    let create = |h: &Host, name: &str, s: &NetNs| {
+        let out = h.netd.ok(&[
+            "endpoint",
+            "create",
+            name,
+            "--network",
+            "n1",
+            "--netns",
+            s.path().to_str().unwrap_or_default(),
+        ]);
+        out.split_whitespace().nth(1).expect("address").to_string()
+    };
+    let ip_a1 = create(a, "a1", &sa1);
+    let _ip_a2 = create(a, "a2", &sa2);
+    let ip_b = create(b, "b1", &sb);
+    assert_ne!(ip_a1, ip_b);
+    let listing = b.netd.ok(&["endpoint", "ls"]);
+    assert!(
+        listing.contains("a1") && listing.contains("host-a") && listing.contains("host-b"),
+        "{listing}"
+    );
+    // Each netd made the links of its own host only.
+    assert_eq!((host_veths(&a.ns), host_veths(&b.ns)), (2, 1));
+    assert!(ping(&sa2, &ip_a1, 2), "same-host forwarding on host-a");
+
+    // etcd away: local forwarding goes on, changes are refused with the cause.
+    etcd.stop();
+    assert!(ping(&sa2, &ip_a1, 3), "forwarding while etcd is down");
+    let (ok, _, err) = a
+        .netd
+        .cli(&["network", "create", "n2", "--subnet", "10.93.0.0/24"]);
+    assert!(!ok && err.contains("etcd"), "{err}");
+
+    // etcd back: a change made now reaches every host.
+    etcd.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, _, err) = a
+            .netd
+            .cli(&["network", "create", "n2", "--subnet", "10.93.0.0/24"]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "etcd not usable again: {err}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        b.netd.ok(&["network", "ls"]).contains("10.93.0.0/24"),
+        "host-b does not see n2"
+    );
+    assert!(ping(&sa2, &ip_a1, 2), "forwarding after etcd returned");
+}
