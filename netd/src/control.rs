@@ -148,13 +148,24 @@ impl<S: Store> Control<S> {
     }
 
     pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, ControlError> {
+        self.insert_network(|existing, index| Network::from_spec(spec, existing, index))
+            .await
+    }
+
+    /// Builds a network against the current ones with the lowest free map
+    /// index and commits it, retrying when another writer got there first.
+    async fn insert_network(
+        &self,
+        build: impl Fn(&[Network], u32) -> Result<Network, ModelError>,
+    ) -> Result<Network, ControlError> {
         let mut attempt = 0;
         loop {
             let existing = self.networks().await?;
             let used: BTreeSet<u32> = existing.iter().map(|n| n.index).collect();
             let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
-            let network = Network::from_spec(spec, &existing, index)?;
+            let network = build(&existing, index)?;
             let txn = Txn::new()
+                .absent(network_key(&network.id))
                 .absent(network_name_key(&network.name))
                 .absent(network_index_key(index))
                 .put(network_key(&network.id), to_json(&network))
@@ -259,29 +270,12 @@ impl<S: Store> Control<S> {
             return Ok(existing);
         }
         spec.name = format!("docker-{}", &docker_id[..12]);
-        let mut attempt = 0;
-        loop {
-            let existing = self.networks().await?;
-            let used: BTreeSet<u32> = existing.iter().map(|n| n.index).collect();
-            let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
-            let mut network = Network::from_spec(&spec, &existing, index)?;
+        self.insert_network(|existing, index| {
+            let mut network = Network::from_spec(&spec, existing, index)?;
             network.id = docker_id.to_string();
-            let txn = Txn::new()
-                .absent(network_key(&network.id))
-                .absent(network_name_key(&network.name))
-                .absent(network_index_key(index))
-                .put(network_key(&network.id), to_json(&network))
-                .put(network_name_key(&network.name), network.id.clone())
-                .put(network_index_key(index), network.id.clone());
-            match self.store.commit(txn).await {
-                Ok(_) => return Ok(network),
-                Err(StoreError::Conflict(_)) if attempt < RETRIES => {
-                    attempt += 1;
-                    back_off(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(network)
+        })
+        .await
     }
 
     /// CreateEndpoint from Docker (idempotent: Docker retries).

@@ -85,16 +85,7 @@ impl NetNs {
     ) -> std::thread::JoinHandle<T> {
         let path = self.path();
         std::thread::spawn(move || {
-            let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-            // SAFETY: a valid namespace descriptor; only this thread moves.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "setns {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
+            enter(&path);
             f()
         })
     }
@@ -124,6 +115,20 @@ pub fn veth_between(a: &NetNs, a_if: &str, a_addr: &str, b: &NetNs, b_if: &str, 
     b.ip(&["link", "set", b_if, "up"]);
 }
 
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &std::path::Path) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: a valid namespace descriptor; only this thread moves.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Runs `f` on a scoped thread inside `ns` (for work that borrows from the
 /// caller, such as attaching a program the caller owns).
 pub fn within<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
@@ -131,17 +136,7 @@ pub fn within<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
-                let file =
-                    File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-                // SAFETY: a valid namespace descriptor; only this thread moves.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "setns {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                );
+                enter(&path);
                 f()
             })
             .join()
