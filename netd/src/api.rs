@@ -183,6 +183,12 @@ async fn delete_endpoint<S: Store>(
     Ok(Json(endpoint))
 }
 
+async fn list_hosts<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Result<Json<Vec<crate::model::Host>>, ApiError> {
+    Ok(Json(agent.control().hosts().await?))
+}
+
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
     let maps = agent.current_maps().await?;
     Ok(Json(Status {
@@ -213,6 +219,7 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
             get(get_endpoint::<S>).delete(delete_endpoint::<S>),
         )
         .route("/status", get(status::<S>))
+        .route("/hosts", get(list_hosts::<S>))
         .with_state(agent)
 }
 

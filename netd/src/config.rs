@@ -86,6 +86,8 @@ pub struct FileConfig {
     pub docker_plugin_socket: Option<PathBuf>,
     pub store: Option<StoreSpec>,
     pub host_name: Option<String>,
+    pub underlay_ip: Option<std::net::Ipv4Addr>,
+    pub host_lease_ttl: Option<u64>,
 }
 
 impl FileConfig {
@@ -122,6 +124,10 @@ pub struct RunConfig {
     pub store: StoreSpec,
     /// This host's name in the cluster (endpoints are published with it).
     pub host_name: String,
+    /// This host's underlay address; None: the first IPv4 of the first uplink.
+    pub underlay_ip: Option<std::net::Ipv4Addr>,
+    /// Seconds a host stays registered after its netd stops answering.
+    pub host_lease_ttl: u64,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -136,6 +142,8 @@ pub struct Overrides {
     pub docker_plugin_socket: Option<PathBuf>,
     pub store: Option<StoreSpec>,
     pub host_name: Option<String>,
+    pub underlay_ip: Option<std::net::Ipv4Addr>,
+    pub host_lease_ttl: Option<u64>,
 }
 
 impl RunConfig {
@@ -181,6 +189,8 @@ impl RunConfig {
                 .host_name
                 .or(file.host_name)
                 .unwrap_or_else(system_host_name),
+            underlay_ip: flags.underlay_ip.or(file.underlay_ip),
+            host_lease_ttl: flags.host_lease_ttl.or(file.host_lease_ttl).unwrap_or(10),
         };
         config.validate()?;
         Ok(config)

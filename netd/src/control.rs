@@ -15,6 +15,12 @@ pub const PREFIX: &str = "/netd/";
 const NETWORKS: &str = "/netd/networks/";
 const ENDPOINTS: &str = "/netd/endpoints/";
 
+pub const HOSTS: &str = "/netd/hosts/";
+
+pub fn host_key(name: &str) -> String {
+    format!("{HOSTS}{name}")
+}
+
 fn network_key(id: &str) -> String {
     format!("{NETWORKS}{id}")
 }
@@ -105,6 +111,13 @@ impl<S: Store> Control<S> {
             );
         }
         Ok(out)
+    }
+
+    /// The hosts whose netd is alive (registered).
+    pub async fn hosts(&self) -> Result<Vec<crate::model::Host>, ControlError> {
+        let mut list: Vec<crate::model::Host> = self.load(HOSTS).await?;
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
     }
 
     pub async fn networks(&self) -> Result<Vec<Network>, ControlError> {
@@ -346,7 +359,7 @@ impl<S: Store> Control<S> {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Model types are plain data: serialising them cannot fail.
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -42,6 +42,9 @@ enum Command {
     /// Endpoints: create, ls, inspect, rm.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Hosts of the cluster whose netd is alive.
+    #[command(subcommand)]
+    Host(HostCmd),
     /// What netd has: networks, endpoints, map fill.
     Status {
         #[arg(long)]
@@ -80,6 +83,12 @@ struct RunArgs {
     /// This host's name in the cluster [default: the kernel's host name].
     #[arg(long, value_name = "NAME")]
     host_name: Option<String>,
+    /// This host's address on the underlay [default: the first IPv4 of the first --uplink].
+    #[arg(long, value_name = "IP")]
+    underlay_ip: Option<std::net::Ipv4Addr>,
+    /// Seconds this host stays registered in etcd after netd stops answering [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    host_lease_ttl: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +118,15 @@ enum NetworkCmd {
     Inspect { name: String },
     /// Remove a network (it must have no endpoints).
     Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// List hosts.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +168,9 @@ fn main() -> ExitCode {
         Command::Endpoint(cmd) => {
             client_runtime().and_then(|rt| rt.block_on(endpoint(&Client::new(&cli.socket), cmd)))
         }
+        Command::Host(HostCmd::Ls { json }) => {
+            client_runtime().and_then(|rt| rt.block_on(hosts(&Client::new(&cli.socket), json)))
+        }
         Command::Status { json } => {
             client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
         }
@@ -187,6 +208,8 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
             docker_plugin_socket: args.docker_plugin_socket,
             store: args.store,
             host_name: args.host_name,
+            underlay_ip: args.underlay_ip,
+            host_lease_ttl: args.host_lease_ttl,
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -330,6 +353,22 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             let e: Endpoint = client.delete(&format!("/endpoints/{name}")).await?;
             println!("{}", e.name);
         }
+    }
+    Ok(())
+}
+
+async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
+    let list: Vec<netd::model::Host> = client.get("/hosts").await?;
+    if json {
+        return print_json(&list);
+    }
+    println!("{:<24}  UNDERLAY", "NAME");
+    for h in list {
+        let ip = h
+            .underlay_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!("{:<24}  {ip}", h.name);
     }
     Ok(())
 }

@@ -106,6 +106,23 @@ async fn serve<S: Store>(
         "converged to the store"
     );
     let follower = tokio::spawn(follow_store(agent.clone()));
+    let underlay_ip = match (config.underlay_ip, config.uplinks.first()) {
+        (Some(ip), _) => Some(ip),
+        (None, Some(uplink)) => crate::netlink::Netlink::here()?
+            .first_ipv4(uplink)
+            .await
+            .with_context(|| format!("reading the address of uplink {uplink}"))?,
+        (None, None) => None,
+    };
+    let me = crate::model::Host {
+        name: config.host_name.clone(),
+        underlay_ip,
+    };
+    let registration = tokio::spawn(agent.control().store().keep_registered(
+        crate::control::host_key(&me.name),
+        crate::control::to_json(&me),
+        config.host_lease_ttl,
+    ));
 
     info!(
         pin_path = %config.pin_path.display(),
@@ -152,6 +169,7 @@ async fn serve<S: Store>(
     let (api_result, plugin_result, metrics_result, ()) =
         tokio::join!(api_server, plugin_server, metrics_server, signals);
     follower.abort();
+    registration.abort();
     api_result.context("control API")?;
     plugin_result.context("Docker plugin")?;
     metrics_result.context("metrics")?;

@@ -53,7 +53,12 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
             &ns,
             pins.layout.root(),
             19964,
-            &[&store, &format!("--host-name={name}")],
+            &[
+                &store,
+                &format!("--host-name={name}"),
+                &format!("--underlay-ip=10.90.0.{}", i + 1),
+                "--host-lease-ttl=2",
+            ],
         );
         netd.wait_ready(&ns);
         hosts.push(Host {
@@ -63,6 +68,32 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
         });
     }
     let (a, b) = (&hosts[0], &hosts[1]);
+    let hosts_seen = |h: &Host| {
+        let list: serde_json::Value =
+            serde_json::from_str(&h.netd.ok(&["host", "ls", "--json"])).expect("json");
+        list.as_array()
+            .expect("list")
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}={}",
+                    h["name"].as_str().unwrap_or("?"),
+                    h["underlay-ip"].as_str().unwrap_or("-")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "{what} did not happen in 20 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("both hosts registered", &|| {
+        let seen = hosts_seen(b);
+        seen == ["host-a=10.90.0.1", "host-b=10.90.0.2"]
+    });
 
     a.netd
         .ok(&["network", "create", "n1", "--subnet", "10.91.0.0/24"]);
@@ -133,4 +164,23 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
         "host-b does not see n2"
     );
     assert!(ping(&sa2, &ip_a1, 2), "forwarding after etcd returned");
+
+    // A host whose netd dies leaves the cluster when its lease ends, and
+    // comes back with its netd.
+    hosts[1].netd.kill();
+    let t = Instant::now();
+    wait_for("host-b leaving", &|| {
+        hosts_seen(&hosts[0]) == ["host-a=10.90.0.1"]
+    });
+    let gone_after = t.elapsed();
+    assert!(
+        gone_after >= Duration::from_secs(1),
+        "host-b left before its lease could end: {gone_after:?}"
+    );
+    let Host { ns, netd, .. } = &mut hosts[1];
+    netd.restart(ns);
+    wait_for("host-b returning", &|| {
+        hosts_seen(&hosts[0]) == ["host-a=10.90.0.1", "host-b=10.90.0.2"]
+    });
+    eprintln!("host-b left {gone_after:?} after its netd was killed (lease 2 s)");
 }

@@ -12,6 +12,16 @@ pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
 
+/// A host of the cluster, as its netd registers it (under a lease in
+/// etcd, so it disappears when that netd does).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Host {
+    pub name: String,
+    /// Address on the underlay that other hosts send VXLAN to.
+    pub underlay_ip: Option<std::net::Ipv4Addr>,
+}
+
 /// Names of networks and endpoints: what Docker accepts for names.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();

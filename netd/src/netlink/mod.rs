@@ -142,6 +142,31 @@ impl Netlink {
         Ok(names)
     }
 
+    /// The first IPv4 address on `name`, if any.
+    pub async fn first_ipv4(&self, name: &str) -> Result<Option<Ipv4Addr>, LinkError> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        let index = self.index(name).await?;
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs
+            .try_next()
+            .await
+            .map_err(nl(format!("listing addresses of {name}")))?
+        {
+            let msg: AddressMessage = msg;
+            for attr in msg.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr {
+                    return Ok(Some(ip));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn delete(&self, name: &str) -> Result<(), LinkError> {
         if let Some(link) = self.link(name).await? {
             self.handle

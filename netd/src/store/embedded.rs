@@ -163,6 +163,19 @@ impl Store for EmbeddedStore {
     fn watch(&self) -> broadcast::Receiver<WatchEvent> {
         self.events.subscribe()
     }
+
+    /// One host, no one to tell when it goes: the key is written once.
+    fn keep_registered(
+        &self,
+        key: String,
+        value: String,
+        _ttl_secs: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        if let Err(e) = self.commit_now(Txn::new().put(key, value)) {
+            tracing::warn!(error = %crate::logging::chain(&e), "cannot record this host");
+        }
+        std::future::pending()
+    }
 }
 
 #[cfg(test)]

@@ -190,4 +190,54 @@ impl Store for EtcdStore {
     fn watch(&self) -> broadcast::Receiver<WatchEvent> {
         self.events.subscribe()
     }
+
+    fn keep_registered(
+        &self,
+        key: String,
+        value: String,
+        ttl_secs: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let client = self.client.clone();
+        async move {
+            let ttl = ttl_secs.max(2) as i64;
+            loop {
+                if let Err(e) = hold_lease(client.clone(), &key, &value, ttl).await {
+                    warn!(key = %key, error = %e, "host registration lost; registering again");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Grants a lease, puts the key under it and keeps the lease alive until
+/// something fails.
+async fn hold_lease(
+    mut client: Client,
+    key: &str,
+    value: &str,
+    ttl: i64,
+) -> Result<(), etcd_client::Error> {
+    let lease = client.lease_grant(ttl, None).await?.id();
+    client
+        .put(
+            key,
+            value,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+    info!(key, ttl, "registered in etcd");
+    let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis((ttl as u64 * 1000) / 3)).await;
+        keeper.keep_alive().await?;
+        match responses.message().await? {
+            Some(resp) if resp.ttl() > 0 => {}
+            _ => {
+                return Err(etcd_client::Error::LeaseKeepAliveError(
+                    "the lease expired".into(),
+                ))
+            }
+        }
+    }
 }

@@ -89,4 +89,14 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, txn: Txn) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Changes from now on (all keys; callers filter by prefix).
     fn watch(&self) -> broadcast::Receiver<WatchEvent>;
+
+    /// Keeps `key` = `value` alive for as long as the returned future runs
+    /// (spawn it): in etcd under a lease of `ttl_secs` that is kept alive,
+    /// so the key vanishes when this process does. Never returns.
+    fn keep_registered(
+        &self,
+        key: String,
+        value: String,
+        ttl_secs: u64,
+    ) -> impl Future<Output = ()> + Send + 'static;
 }
