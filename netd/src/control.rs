@@ -27,6 +27,15 @@ fn network_key(id: &str) -> String {
 fn network_name_key(name: &str) -> String {
     format!("/netd/names/network/{name}")
 }
+fn vni_key(vni: u32) -> String {
+    format!("/netd/vni/{vni}")
+}
+
+/// VNIs netd hands out: from 4096 up, leaving the low ones to hand-made
+/// kernel VXLAN devices on the same underlay.
+pub const FIRST_VNI: u32 = 4096;
+pub const LAST_VNI: u32 = (1 << 24) - 1;
+
 fn network_index_key(index: u32) -> String {
     format!("/netd/network-index/{index}")
 }
@@ -161,14 +170,17 @@ impl<S: Store> Control<S> {
     }
 
     pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, ControlError> {
-        self.insert_network(|existing, index| Network::from_spec(spec, existing, index))
-            .await
+        self.insert_network(spec.overlay, |existing, index| {
+            Network::from_spec(spec, existing, index)
+        })
+        .await
     }
 
     /// Builds a network against the current ones with the lowest free map
     /// index and commits it, retrying when another writer got there first.
     async fn insert_network(
         &self,
+        overlay: bool,
         build: impl Fn(&[Network], u32) -> Result<Network, ModelError>,
     ) -> Result<Network, ControlError> {
         let mut attempt = 0;
@@ -176,8 +188,21 @@ impl<S: Store> Control<S> {
             let existing = self.networks().await?;
             let used: BTreeSet<u32> = existing.iter().map(|n| n.index).collect();
             let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
-            let network = build(&existing, index)?;
-            let txn = Txn::new()
+            let mut network = build(&existing, index)?;
+            let mut txn = Txn::new();
+            if overlay {
+                let taken: BTreeSet<u32> = existing.iter().filter_map(|n| n.vni).collect();
+                let vni = (FIRST_VNI..=LAST_VNI)
+                    .find(|v| !taken.contains(v))
+                    .ok_or_else(|| {
+                        ModelError::invalid("overlay", "no VXLAN network identifier left")
+                    })?;
+                network.vni = Some(vni);
+                txn = txn
+                    .absent(vni_key(vni))
+                    .put(vni_key(vni), network.id.clone());
+            }
+            let txn = txn
                 .absent(network_key(&network.id))
                 .absent(network_name_key(&network.name))
                 .absent(network_index_key(index))
@@ -211,14 +236,14 @@ impl<S: Store> Control<S> {
             }
             .into());
         }
-        self.store
-            .commit(
-                Txn::new()
-                    .delete(network_key(&network.id))
-                    .delete(network_name_key(&network.name))
-                    .delete(network_index_key(network.index)),
-            )
-            .await?;
+        let mut txn = Txn::new()
+            .delete(network_key(&network.id))
+            .delete(network_name_key(&network.name))
+            .delete(network_index_key(network.index));
+        if let Some(vni) = network.vni {
+            txn = txn.delete(vni_key(vni));
+        }
+        self.store.commit(txn).await?;
         Ok(network)
     }
 
@@ -283,7 +308,7 @@ impl<S: Store> Control<S> {
             return Ok(existing);
         }
         spec.name = format!("docker-{}", &docker_id[..12]);
-        self.insert_network(|existing, index| {
+        self.insert_network(false, |existing, index| {
             let mut network = Network::from_spec(&spec, existing, index)?;
             network.id = docker_id.to_string();
             Ok(network)

@@ -108,6 +108,9 @@ enum NetworkCmd {
         /// KEY=VALUE (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// A cluster-wide network across hosts (VXLAN; needs --store etcd://...).
+        #[arg(long)]
+        overlay: bool,
     },
     /// List networks.
     Ls {
@@ -246,6 +249,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
             ip_range,
             aux_addresses,
             labels,
+            overlay,
         } => {
             let spec = NetworkSpec {
                 name,
@@ -254,6 +258,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                 ip_range,
                 aux_addresses: pairs("aux-address", &aux_addresses)?,
                 labels: pairs("label", &labels)?,
+                overlay,
             };
             let n: Network = client.post("/networks", &spec).await?;
             println!("{}", n.id);
@@ -264,21 +269,23 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                 return print_json(&list);
             }
             println!(
-                "{:<16}  {:<20}  {:<18}  {:<15}  IP-RANGE",
-                "ID", "NAME", "SUBNET", "GATEWAY"
+                "{:<16}  {:<20}  {:<18}  {:<15}  {:<18}  VNI",
+                "ID", "NAME", "SUBNET", "GATEWAY", "IP-RANGE"
             );
             for n in list {
                 let range = n
                     .ip_range
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "-".into());
+                let vni = n.vni.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<16}  {:<20}  {:<18}  {:<15}  {}",
+                    "{:<16}  {:<20}  {:<18}  {:<15}  {:<18}  {}",
                     n.id,
                     n.name,
                     n.subnet.to_string(),
                     n.gateway.to_string(),
-                    range
+                    range,
+                    vni
                 );
             }
         }

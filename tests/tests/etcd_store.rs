@@ -149,3 +149,31 @@ fn two_writers_allocating_at_once_never_share_an_address() {
         assert_eq!(a.endpoints().await.expect("list").len(), 40);
     });
 }
+
+#[test]
+fn overlay_networks_created_at_once_on_two_hosts_get_distinct_vnis() {
+    let etcd = Etcd::start();
+    runtime().block_on(async {
+        let a = Control::on_host(store(&etcd).await, "host-a");
+        let b = Control::on_host(store(&etcd).await, "host-b");
+        let spec = |i: usize| NetworkSpec {
+            name: format!("o{i}"),
+            subnet: format!("10.{}.0.0/24", 100 + i),
+            overlay: true,
+            ..Default::default()
+        };
+        let (a, b) = (&a, &b);
+        let tasks = (0..10).map(|i| {
+            let (sa, sb) = (spec(2 * i), spec(2 * i + 1));
+            async move { tokio::join!(a.create_network(&sa), b.create_network(&sb)) }
+        });
+        let mut vnis = BTreeSet::new();
+        for (ra, rb) in futures_util::future::join_all(tasks).await {
+            for r in [ra, rb] {
+                let vni = r.expect("overlay network").vni.expect("a VNI");
+                assert!(vnis.insert(vni), "VNI {vni} given twice");
+            }
+        }
+        assert_eq!(vnis.len(), 20);
+    });
+}

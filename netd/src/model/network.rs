@@ -22,6 +22,9 @@ pub struct NetworkSpec {
     pub aux_addresses: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A cluster-wide network joined across hosts by VXLAN (etcd store).
+    #[serde(default)]
+    pub overlay: bool,
 }
 
 /// A network: one IPv4 subnet whose endpoints talk freely among
@@ -39,6 +42,9 @@ pub struct Network {
     pub ip_range: Option<Ipv4Net>,
     pub aux_addresses: BTreeMap<String, Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
+    /// VXLAN network identifier of an overlay network (allocated cluster-wide).
+    #[serde(default)]
+    pub vni: Option<u32>,
 }
 
 fn parse_net(field: &'static str, text: &str) -> Result<Ipv4Net, ModelError> {
@@ -165,6 +171,7 @@ impl Network {
             ip_range,
             aux_addresses,
             labels: spec.labels.clone(),
+            vni: None,
         })
     }
 }

@@ -241,6 +241,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                         ip_range: pool.sub_pool,
                         aux_addresses: Default::default(),
                         labels: Default::default(),
+                        vni: None,
                     };
                     ipam::allocate(&as_network, &taken, requested)?
                 };

@@ -151,6 +151,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                     ip_range: super::ipam::sub_pool_of(control, &ip.pool).await?,
                     aux_addresses,
                     labels: generic_options(&req.options)?,
+                    overlay: false,
                 };
                 control.create_docker_network(&req.network_id, spec).await?;
                 agent.reconcile().await?;
