@@ -200,6 +200,10 @@ async fn follow_store<S: Store>(agent: Arc<Agent<S>>) {
             _ = tick.tick() => true,
         };
         if changed {
+            // One transaction is several events: take them all, then one pass.
+            while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+                events.try_recv()
+            {}
             if let Err(e) = agent.reconcile().await {
                 warn!(error = %chain(&e), "reconcile failed; retrying at the next change or resync");
             }
