@@ -92,15 +92,27 @@ pub enum DropReason {
     Spoofed = 3,
     /// The destination is an endpoint of another network.
     Isolation = 4,
+    /// VXLAN from an address that is no host of the cluster.
+    UnknownHost = 5,
+    /// VXLAN with a VNI of no network here.
+    UnknownVni = 6,
+    /// VXLAN whose inner destination is no endpoint of that network on this host.
+    NotHere = 7,
+    /// Encapsulation failed (no room, no route to the remote host).
+    EncapFailed = 8,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
         DropReason::Spoofed,
         DropReason::Isolation,
+        DropReason::UnknownHost,
+        DropReason::UnknownVni,
+        DropReason::NotHere,
+        DropReason::EncapFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -110,6 +122,10 @@ impl DropReason {
             DropReason::Fragment => "fragment",
             DropReason::Spoofed => "spoofed",
             DropReason::Isolation => "isolation",
+            DropReason::UnknownHost => "unknown_host",
+            DropReason::UnknownVni => "unknown_vni",
+            DropReason::NotHere => "not_here",
+            DropReason::EncapFailed => "encap_failed",
         }
     }
 }

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod counters;
+pub mod flow;
 pub mod maps;
 pub mod parse;
 
@@ -19,6 +20,14 @@ pub mod map_names {
     pub const LOCAL_ENDPOINTS: &str = "NETD_LOCAL_EPS";
     /// [`crate::maps::NetworkEntry`] by network index.
     pub const NETWORKS: &str = "NETD_NETWORKS";
+    /// [`crate::maps::HostEntry`] by host index.
+    pub const HOSTS: &str = "NETD_HOSTS";
+    /// Host index by underlay IPv4 (who may send us VXLAN).
+    pub const HOST_BY_IP: &str = "NETD_HOST_BY_IP";
+    /// Network index by VNI.
+    pub const VNIS: &str = "NETD_VNIS";
+    /// [`crate::maps::OverlayConfig`], one entry.
+    pub const OVERLAY: &str = "NETD_OVERLAY";
 }
 
 /// Names of the programs in netd-ebpf, as aya sees them.

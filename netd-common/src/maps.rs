@@ -17,7 +17,9 @@ pub struct EndpointEntry {
     /// The network's index.
     pub network: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 0 for an endpoint on this host; else the index of its host in
+    /// `NETD_HOSTS` (and `ifindex` is 0).
+    pub host: u16,
 }
 
 /// `NETD_LOCAL_ENDPOINTS`: the endpoint behind a host veth, by the veth's
@@ -37,8 +39,33 @@ pub struct LocalEndpointEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NetworkEntry {
     pub gateway: [u8; 4],
+    /// VXLAN network identifier; 0 for a network of this host only.
+    pub vni: u32,
+}
+
+/// `NETD_HOSTS`: another host of the cluster by index (the key, `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HostEntry {
+    pub underlay: [u8; 4],
     pub _reserved: u32,
 }
+
+/// `NETD_OVERLAY` (one entry): this host's side of the VXLAN underlay.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct OverlayConfig {
+    /// Outer source address; 0.0.0.0 means no overlay on this host.
+    pub underlay: [u8; 4],
+    /// Where encapsulated packets leave.
+    pub uplink_ifindex: u32,
+}
+
+/// The VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Outer Ethernet + IPv4 + UDP + VXLAN.
+pub const VXLAN_OVERHEAD: u32 = 14 + 20 + 8 + 8;
+pub const MAX_HOSTS: u32 = 4096;
 
 #[cfg(feature = "user")]
 mod user {
@@ -46,6 +73,8 @@ mod user {
     unsafe impl aya::Pod for super::EndpointEntry {}
     unsafe impl aya::Pod for super::LocalEndpointEntry {}
     unsafe impl aya::Pod for super::NetworkEntry {}
+    unsafe impl aya::Pod for super::HostEntry {}
+    unsafe impl aya::Pod for super::OverlayConfig {}
 }
 
 #[cfg(test)]
@@ -58,5 +87,7 @@ mod tests {
         assert_eq!(size_of::<EndpointEntry>(), 16);
         assert_eq!(size_of::<LocalEndpointEntry>(), 20);
         assert_eq!(size_of::<NetworkEntry>(), 8);
+        assert_eq!(size_of::<HostEntry>(), 8);
+        assert_eq!(size_of::<OverlayConfig>(), 8);
     }
 }

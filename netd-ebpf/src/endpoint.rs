@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    helpers::generated::{bpf_redirect, bpf_redirect_peer},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::classifier,
     programs::TcContext,
 };
@@ -17,7 +17,9 @@ use netd_common::{
     parse::{parse, Frame, Headers, L3},
 };
 
-use crate::{arp, forward, frame::PacketFrame, maps::NETD_LOCAL_EPS, metrics, outcome::Outcome};
+use crate::{
+    arp, forward, frame::PacketFrame, maps::NETD_LOCAL_EPS, metrics, outcome::Outcome, overlay,
+};
 
 const HOOK: Hook = Hook::TcEndpoint;
 const ETH_DST: usize = 0;
@@ -47,6 +49,20 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
             // SAFETY: plain helper call; the kernel checks the ifindex.
             unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
         }
+        Outcome::Encap(e) => {
+            let hash = headers
+                .as_ref()
+                .map(netd_common::flow::headers_hash)
+                .unwrap_or(0);
+            if overlay::write_encap(&ctx, &e, hash).is_err() {
+                return drop(&ctx, DropReason::EncapFailed, bytes);
+            }
+            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+            // The kernel picks the next hop and its MAC for the outer header.
+            // SAFETY: plain helper call; the kernel checks the ifindex.
+            unsafe { bpf_redirect_neigh(e.uplink, core::ptr::null_mut(), 0, 0) as i32 }
+        }
+        Outcome::Decap { .. } => drop(&ctx, DropReason::Malformed, bytes),
         Outcome::ArpReply { ip, mac } => match headers {
             Some(h) if write_arp_reply(&ctx, &h, ip, mac).is_ok() => {
                 metrics::count_verdict(HOOK, Verdict::Tx, bytes);

@@ -12,11 +12,14 @@ use crate::{
 #[inline(always)]
 pub fn ipv4(me: &LocalEndpointEntry, dst: [u8; 4]) -> Outcome {
     // SAFETY: map values are read, not kept.
-    let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&dst) }) else {
+    let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&dst) }).copied() else {
         return Outcome::Pass;
     };
     if peer.network != me.network {
         return Outcome::Drop(DropReason::Isolation);
+    }
+    if peer.ifindex == 0 {
+        return crate::overlay::encap_to(&peer, me.mac);
     }
     ingress(peer.ifindex, peer.network, peer.mac)
 }

@@ -13,6 +13,7 @@ mod frame;
 mod maps;
 mod metrics;
 mod outcome;
+mod overlay;
 mod uplink;
 
 #[cfg(not(test))]

@@ -4,11 +4,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
-    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry, MAX_ENDPOINTS, MAX_NETWORKS},
+    maps::{
+        EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, MAX_ENDPOINTS,
+        MAX_HOSTS, MAX_NETWORKS,
+    },
 };
 
 /// Packets and bytes per (hook, verdict) and per (hook, drop reason).
@@ -26,3 +29,19 @@ pub static NETD_LOCAL_EPS: HashMap<u32, LocalEndpointEntry> = HashMap::pinned(MA
 /// Networks by index: their gateway address.
 #[map(name = "NETD_NETWORKS")]
 pub static NETD_NETWORKS: HashMap<u32, NetworkEntry> = HashMap::pinned(MAX_NETWORKS, 0);
+
+/// Other hosts of the cluster by index: their underlay address.
+#[map(name = "NETD_HOSTS")]
+pub static NETD_HOSTS: HashMap<u32, HostEntry> = HashMap::pinned(MAX_HOSTS, 0);
+
+/// Host index by underlay address: who may send us VXLAN.
+#[map(name = "NETD_HOST_BY_IP")]
+pub static NETD_HOST_BY_IP: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_HOSTS, 0);
+
+/// Network index by VXLAN network identifier.
+#[map(name = "NETD_VNIS")]
+pub static NETD_VNIS: HashMap<u32, u32> = HashMap::pinned(MAX_NETWORKS, 0);
+
+/// This host's side of the underlay (one entry).
+#[map(name = "NETD_OVERLAY")]
+pub static NETD_OVERLAY: Array<OverlayConfig> = Array::pinned(1, 0);

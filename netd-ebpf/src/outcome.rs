@@ -19,4 +19,12 @@ pub enum Outcome {
         ip: [u8; 4],
         mac: [u8; 6],
     },
+    /// Wrap in VXLAN to another host and send it out of the uplink.
+    Encap(crate::overlay::Encap),
+    /// Strip `strip` bytes of outer headers and deliver into the endpoint
+    /// behind host veth `ifindex`.
+    Decap {
+        strip: u32,
+        ifindex: u32,
+    },
 }

@@ -1,18 +1,24 @@
 //! XDP on an uplink: packets arriving from the underlay.
 //!
-//! Only traffic netd owns (VXLAN from known hosts, published ports) will be
-//! acted on; everything else goes to the host stack untouched, so attaching
-//! netd to an uplink never breaks the host's own traffic. The one exception
-//! is a packet the host would discard anyway (a truncated header, a bad IHL,
-//! ...): it is dropped here, early and counted, like an XDP prefilter.
+//! Only traffic netd owns (VXLAN from the cluster's hosts to this host,
+//! later published ports) is acted on; everything else goes to the host
+//! stack untouched, so attaching netd to an uplink never breaks the host's
+//! own traffic. The one exception is a packet the host would discard anyway
+//! (a truncated header, a bad IHL, ...): it is dropped here, early and
+//! counted, like an XDP prefilter.
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head},
+    macros::xdp,
+    programs::XdpContext,
+};
 use netd_common::{
-    counters::{Hook, Verdict},
+    counters::{DropReason, Hook, Verdict},
     parse::{parse, Frame},
 };
 
-use crate::{frame::PacketFrame, metrics, outcome::Outcome};
+use crate::{frame::PacketFrame, metrics, outcome::Outcome, overlay};
 
 const HOOK: Hook = Hook::XdpUplink;
 
@@ -21,16 +27,22 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
     match decide(&frame) {
-        Outcome::Pass => {
-            metrics::count_verdict(HOOK, Verdict::Pass, bytes);
-            xdp_action::XDP_PASS
+        Outcome::Decap { strip, ifindex } => {
+            // SAFETY: plain helper calls on our own packet; the kernel checks bounds.
+            if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+                metrics::count_drop(HOOK, DropReason::Malformed, bytes);
+                return xdp_action::XDP_DROP;
+            }
+            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+            // SAFETY: as above.
+            unsafe { bpf_redirect(ifindex, 0) as u32 }
         }
         Outcome::Drop(reason) => {
             metrics::count_drop(HOOK, reason, bytes);
             xdp_action::XDP_DROP
         }
-        // No uplink stage delivers or answers yet (VXLAN decap comes with the overlay).
-        Outcome::Deliver { .. } | Outcome::ArpReply { .. } => {
+        // The uplink stages only decapsulate, drop or pass.
+        Outcome::Pass | Outcome::Deliver { .. } | Outcome::ArpReply { .. } | Outcome::Encap(_) => {
             metrics::count_verdict(HOOK, Verdict::Pass, bytes);
             xdp_action::XDP_PASS
         }
@@ -39,13 +51,13 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn decide(frame: &PacketFrame) -> Outcome {
-    let _headers = match parse(frame) {
+    let headers = match parse(frame) {
         Ok(headers) => headers,
         Err(error) if error.invalid_for_every_receiver() => {
             return Outcome::Drop(error.drop_reason());
         }
         Err(_) => return Outcome::Pass,
     };
-    // Stages to come, in order: VXLAN decap (overlay), published ports (service).
-    Outcome::Pass
+    // Stages in order: VXLAN decap (overlay); published ports (service) to come.
+    overlay::decap_decision(frame, &headers).unwrap_or(Outcome::Pass)
 }

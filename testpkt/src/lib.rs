@@ -162,6 +162,21 @@ pub fn arp(
     })
 }
 
+/// `inner` (an Ethernet frame) in VXLAN with `vni`, from underlay `src`
+/// to underlay `dst` (UDP 4789); `flags` is the VXLAN flags byte (0x08).
+pub fn vxlan(src: [u8; 4], dst: [u8; 4], vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    let mut payload = vec![flags, 0, 0, 0, v[1], v[2], v[3], 0];
+    payload.extend_from_slice(inner);
+    write(|out| {
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(src, dst, 64)
+            .udp(50000, 4789)
+            .write(out, &payload)
+            .expect("write vxlan")
+    })
+}
+
 pub fn arp_request() -> Vec<u8> {
     arp_request_for(IP4_B)
 }

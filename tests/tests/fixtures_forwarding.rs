@@ -39,14 +39,14 @@ fn fixture() -> Fixture {
             1,
             NetworkEntry {
                 gateway: GATEWAY,
-                _reserved: 0,
+                vni: 0,
             },
         ),
         MapOp::PutNetwork(
             2,
             NetworkEntry {
                 gateway: [10, 2, 0, 1],
-                _reserved: 0,
+                vni: 0,
             },
         ),
         MapOp::PutLocal(
@@ -82,7 +82,7 @@ fn fixture() -> Fixture {
                 ifindex: HERE,
                 network: 1,
                 mac: A_MAC,
-                _pad: [0; 2],
+                host: 0,
             },
         ),
         MapOp::PutEndpoint(
@@ -91,7 +91,7 @@ fn fixture() -> Fixture {
                 ifindex: PEER_IF,
                 network: 1,
                 mac: B_MAC,
-                _pad: [0; 2],
+                host: 0,
             },
         ),
         MapOp::PutEndpoint(
@@ -100,7 +100,7 @@ fn fixture() -> Fixture {
                 ifindex: OTHER_NET_IF,
                 network: 2,
                 mac: C_MAC,
-                _pad: [0; 2],
+                host: 0,
             },
         ),
     ];

@@ -231,7 +231,7 @@ fn tc_path(repeat: u32) -> PathCost {
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
-                _reserved: 0,
+                vni: 0,
             },
         ),
         MapOp::PutLocal(
@@ -258,7 +258,7 @@ fn tc_path(repeat: u32) -> PathCost {
                 ifindex: 50,
                 network: 1,
                 mac: b_mac,
-                _pad: [0; 2],
+                host: 0,
             },
         ),
     ] {

@@ -36,7 +36,7 @@ pub fn compile(
             n.index,
             NetworkEntry {
                 gateway: n.gateway.octets(),
-                _reserved: 0,
+                vni: n.vni.unwrap_or(0),
             },
         );
     }
@@ -60,7 +60,7 @@ pub fn compile(
                 ifindex: link.ifindex,
                 network: *network,
                 mac: e.mac.0,
-                _pad: [0; 2],
+                host: 0,
             },
         );
     }
@@ -231,7 +231,7 @@ mod tests {
                 ifindex: 99,
                 network: 7,
                 mac: [2; 6],
-                _pad: [0; 2],
+                host: 0,
             },
         );
         let fewer = compile(&networks[..1], &endpoints[..1], &links);

@@ -1,0 +1,217 @@
+//! VXLAN between hosts: the decision to encapsulate (TC, packets from a
+//! container to an endpoint on another host), the checks of what arrives
+//! from the underlay (XDP), and the header writing, done last.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+    },
+    programs::TcContext,
+};
+use netd_common::{
+    counters::DropReason,
+    maps::{EndpointEntry, VXLAN_OVERHEAD, VXLAN_PORT},
+    parse::{Frame, Headers, L3, L4},
+};
+
+use crate::{
+    frame::PacketFrame,
+    maps::{
+        NETD_ENDPOINTS, NETD_HOSTS, NETD_HOST_BY_IP, NETD_LOCAL_EPS, NETD_NETWORKS, NETD_OVERLAY,
+        NETD_VNIS,
+    },
+    outcome::Outcome,
+};
+
+const VXLAN_FLAG_VNI: u8 = 0x08;
+const INNER_L2: u64 = 14;
+/// BPF_F_ADJ_ROOM_ENCAP_L2(len): the inner MAC header length, for GSO.
+const ENCAP_L2_FLAGS: u64 = (INNER_L2 & 0xff) << 56;
+
+/// Everything the encapsulation writes.
+#[derive(Clone, Copy)]
+pub struct Encap {
+    pub vni: u32,
+    pub local: [u8; 4],
+    pub remote: [u8; 4],
+    pub uplink: u32,
+    pub inner_dst: [u8; 6],
+    pub inner_src: [u8; 6],
+}
+
+/// A packet from `src_mac` to `peer`, an endpoint of the same network on
+/// another host.
+#[inline(always)]
+pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome {
+    // SAFETY: map values are copied out.
+    let (Some(network), Some(host), Some(config)) = (
+        unsafe { NETD_NETWORKS.get(&peer.network) }.copied(),
+        unsafe { NETD_HOSTS.get(&u32::from(peer.host)) }.copied(),
+        NETD_OVERLAY.get(0).copied(),
+    ) else {
+        return Outcome::Drop(DropReason::EncapFailed);
+    };
+    if network.vni == 0 || config.underlay == [0; 4] {
+        return Outcome::Drop(DropReason::EncapFailed);
+    }
+    Outcome::Encap(Encap {
+        vni: network.vni,
+        local: config.underlay,
+        remote: host.underlay,
+        uplink: config.uplink_ifindex,
+        inner_dst: peer.mac,
+        inner_src: src_mac,
+    })
+}
+
+/// What XDP does with a packet from the underlay: `None` when it is not
+/// VXLAN for this host (the host stack's business).
+#[inline(always)]
+pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome> {
+    let (L3::Ipv4(ip), L4::Udp { dst_port, .. }) = (h.l3, h.l4) else {
+        return None;
+    };
+    if u16::from_be_bytes(dst_port) != VXLAN_PORT {
+        return None;
+    }
+    let config = NETD_OVERLAY.get(0).copied()?;
+    if config.underlay == [0; 4] || ip.dst != config.underlay {
+        return None;
+    }
+    // SAFETY: map values are read, not kept.
+    if unsafe { NETD_HOST_BY_IP.get(&ip.src) }.is_none() {
+        return Some(Outcome::Drop(DropReason::UnknownHost));
+    }
+    let vxlan_at = h.l4_offset as usize + 8;
+    let Some(vxlan) = frame.read::<8>(vxlan_at) else {
+        return Some(Outcome::Drop(DropReason::Malformed));
+    };
+    if vxlan[0] & VXLAN_FLAG_VNI == 0 {
+        return Some(Outcome::Drop(DropReason::Malformed));
+    }
+    let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
+    // SAFETY: as above.
+    let Some(network) = (unsafe { NETD_VNIS.get(&vni) }).copied() else {
+        return Some(Outcome::Drop(DropReason::UnknownVni));
+    };
+    let inner = vxlan_at + 8;
+    let Some(ethertype) = frame.read::<2>(inner + 12) else {
+        return Some(Outcome::Drop(DropReason::Malformed));
+    };
+    if ethertype != [0x08, 0x00] {
+        return Some(Outcome::Drop(DropReason::UnknownL3));
+    }
+    let Some(inner_ip) = frame.read::<20>(inner + 14) else {
+        return Some(Outcome::Drop(DropReason::Malformed));
+    };
+    if inner_ip[0] >> 4 != 4 {
+        return Some(Outcome::Drop(DropReason::Malformed));
+    }
+    let dst = [inner_ip[16], inner_ip[17], inner_ip[18], inner_ip[19]];
+    // SAFETY: as above.
+    let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&dst) }).copied() else {
+        return Some(Outcome::Drop(DropReason::NotHere));
+    };
+    if peer.ifindex == 0 || peer.network != network {
+        return Some(Outcome::Drop(DropReason::NotHere));
+    }
+    // Its ingress: still the endpoint the address map says.
+    // SAFETY: as above.
+    match unsafe { NETD_LOCAL_EPS.get(&peer.ifindex) } {
+        Some(local) if local.network == network && local.mac == peer.mac => Some(Outcome::Decap {
+            strip: inner as u32,
+            ifindex: peer.ifindex,
+        }),
+        _ => Some(Outcome::Drop(DropReason::NotHere)),
+    }
+}
+
+/// One's-complement sum of an IPv4 header, folded.
+#[inline(always)]
+fn ipv4_checksum(h: &[u8; 20]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < 20 {
+        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Makes room for the outer headers after the Ethernet header and writes
+/// outer IPv4 / UDP / VXLAN and the inner Ethernet header. The outer
+/// Ethernet addresses are left to bpf_redirect_neigh.
+#[inline(always)]
+pub fn write_encap(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64> {
+    let inner_len = ctx.len();
+    ctx.adjust_room(
+        VXLAN_OVERHEAD as i32,
+        BPF_ADJ_ROOM_MAC,
+        (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) as u64 | ENCAP_L2_FLAGS,
+    )?;
+    // Outer IPv4 length: everything after the outer Ethernet header.
+    let ip_len = (inner_len - 14 + VXLAN_OVERHEAD) as u16;
+    let udp_len = ip_len - 20;
+    let src_port = netd_common::flow::vxlan_source_port(flow_hash);
+    let l = ip_len.to_be_bytes();
+    let mut ip: [u8; 20] = [
+        0x45,
+        0,
+        l[0],
+        l[1],
+        0,
+        0,
+        0,
+        0,
+        64,
+        17,
+        0,
+        0,
+        e.local[0],
+        e.local[1],
+        e.local[2],
+        e.local[3],
+        e.remote[0],
+        e.remote[1],
+        e.remote[2],
+        e.remote[3],
+    ];
+    let csum = ipv4_checksum(&ip).to_be_bytes();
+    ip[10] = csum[0];
+    ip[11] = csum[1];
+    let (sp, dp, ul) = (
+        src_port.to_be_bytes(),
+        VXLAN_PORT.to_be_bytes(),
+        udp_len.to_be_bytes(),
+    );
+    let v = e.vni.to_be_bytes();
+    let udp_vxlan: [u8; 16] = [
+        sp[0],
+        sp[1],
+        dp[0],
+        dp[1],
+        ul[0],
+        ul[1],
+        0,
+        0,
+        VXLAN_FLAG_VNI,
+        0,
+        0,
+        0,
+        v[1],
+        v[2],
+        v[3],
+        0,
+    ];
+    let mut inner_eth = [0u8; 14];
+    inner_eth[..6].copy_from_slice(&e.inner_dst);
+    inner_eth[6..12].copy_from_slice(&e.inner_src);
+    inner_eth[12] = 0x08;
+    ctx.store(14, &ip, 0)?;
+    ctx.store(34, &udp_vxlan, 0)?;
+    ctx.store(50, &inner_eth, 0)?;
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! VXLAN in netd's programs on crafted packets: the encapsulation written
+//! by the endpoint program (every header field checked), and what the
+//! uplink program does with VXLAN from the underlay (delivery and each
+//! drop reason).
+
+use aya::maps::{Array, HashMap};
+use netd::dataplane::maps::{MapOp, MapWriter};
+use netd_common::{
+    counters::{DropReason, Hook, Verdict},
+    maps::{EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig},
+    program_names::{TC_ENDPOINT, XDP_UPLINK},
+};
+use netd_tests::fixture::{assert_counted, Fixture, Slot};
+use testpkt::{ipv4_udp_between, vxlan, with_ethertype};
+
+const TC_ACT_REDIRECT: i64 = 7;
+const XDP_DROP: i64 = 1;
+const XDP_PASS: i64 = 2;
+const XDP_REDIRECT: i64 = 4;
+
+const VNI: u32 = 4096;
+const HERE_UNDERLAY: [u8; 4] = [192, 0, 2, 1];
+const PEER_UNDERLAY: [u8; 4] = [192, 0, 2, 7];
+const PEER_HOST: u16 = 7;
+const A_IP: [u8; 4] = [10, 1, 0, 2];
+const A_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 2];
+const B_IP: [u8; 4] = [10, 1, 0, 3];
+const B_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 3];
+const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
+
+fn set_overlay(f: &mut Fixture) {
+    let ebpf = f.datapath.ebpf_mut();
+    let mut hosts: HashMap<_, u32, HostEntry> =
+        HashMap::try_from(ebpf.map_mut("NETD_HOSTS").expect("map")).expect("hash");
+    hosts
+        .insert(
+            u32::from(PEER_HOST),
+            HostEntry {
+                underlay: PEER_UNDERLAY,
+                _reserved: 0,
+            },
+            0,
+        )
+        .expect("insert");
+    let mut by_ip: HashMap<_, [u8; 4], u32> =
+        HashMap::try_from(ebpf.map_mut("NETD_HOST_BY_IP").expect("map")).expect("hash");
+    by_ip
+        .insert(PEER_UNDERLAY, u32::from(PEER_HOST), 0)
+        .expect("insert");
+    let mut vnis: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut("NETD_VNIS").expect("map")).expect("hash");
+    vnis.insert(VNI, 1, 0).expect("insert");
+    let mut overlay: Array<_, OverlayConfig> =
+        Array::try_from(ebpf.map_mut("NETD_OVERLAY").expect("map")).expect("array");
+    overlay
+        .set(
+            0,
+            OverlayConfig {
+                underlay: HERE_UNDERLAY,
+                uplink_ifindex: 1,
+            },
+            0,
+        )
+        .expect("set");
+    f.maps
+        .apply(&MapOp::PutNetwork(
+            1,
+            NetworkEntry {
+                gateway: [10, 1, 0, 1],
+                vni: VNI,
+            },
+        ))
+        .expect("network");
+}
+
+/// Endpoint program side: A is here (ifindex 1, where test runs arrive),
+/// B lives on host 7.
+fn encap_fixture() -> Fixture {
+    let mut f = Fixture::load();
+    set_overlay(&mut f);
+    for op in [
+        MapOp::PutLocal(
+            1,
+            LocalEndpointEntry {
+                ipv4: A_IP,
+                network: 1,
+                mac: A_MAC,
+                host_mac: HOST_MAC,
+            },
+        ),
+        MapOp::PutEndpoint(
+            A_IP,
+            EndpointEntry {
+                ifindex: 1,
+                network: 1,
+                mac: A_MAC,
+                host: 0,
+            },
+        ),
+        MapOp::PutEndpoint(
+            B_IP,
+            EndpointEntry {
+                ifindex: 0,
+                network: 1,
+                mac: B_MAC,
+                host: PEER_HOST,
+            },
+        ),
+    ] {
+        f.maps.apply(&op).expect("map write");
+    }
+    f
+}
+
+fn checksum_ok(header: &[u8]) -> bool {
+    testpkt::internet_checksum(header) == 0
+}
+
+#[test]
+fn encapsulation_writes_every_header_field() {
+    let mut f = encap_fixture();
+    let inner = ipv4_udp_between(A_MAC, A_IP, HOST_MAC, B_IP);
+    let before = f.snapshot();
+    let run = f.run_tc(TC_ENDPOINT, &inner).expect("run");
+    let after = f.snapshot();
+    assert_eq!(run.verdict, TC_ACT_REDIRECT);
+    assert_counted(
+        &before,
+        &after,
+        &[Slot::Verdict(Hook::TcEndpoint, Verdict::Redirect)],
+        inner.len() as u64,
+        "encap",
+    );
+
+    let out = run.output;
+    assert_eq!(out.len(), inner.len() + 50, "50 bytes of outer headers");
+    assert_eq!(&out[12..14], &[0x08, 0x00], "outer EtherType");
+    let ip = &out[14..34];
+    assert_eq!(ip[0], 0x45, "IPv4, IHL 5");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        out.len() - 14,
+        "outer total length"
+    );
+    assert_eq!(ip[8], 64, "TTL");
+    assert_eq!(ip[9], 17, "UDP");
+    assert_eq!(&ip[12..16], &HERE_UNDERLAY, "outer source");
+    assert_eq!(&ip[16..20], &PEER_UNDERLAY, "outer destination");
+    assert!(checksum_ok(ip), "outer IPv4 checksum");
+    let udp = &out[34..42];
+    assert!(
+        u16::from_be_bytes([udp[0], udp[1]]) >= 0xc000,
+        "source port from the flow hash"
+    );
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789, "VXLAN port");
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        out.len() - 34,
+        "UDP length"
+    );
+    assert_eq!(&udp[6..8], &[0, 0], "no UDP checksum (allowed over IPv4)");
+    assert_eq!(
+        &out[42..50],
+        &[0x08, 0, 0, 0, 0x00, 0x10, 0x00, 0],
+        "VXLAN flags and VNI 4096"
+    );
+    let mut expected_inner = inner.clone();
+    expected_inner[..6].copy_from_slice(&B_MAC);
+    assert_eq!(
+        &out[50..],
+        &expected_inner[..],
+        "inner frame, addressed to B"
+    );
+    // etherparse decodes the whole thing, inner frame included.
+    let sliced = etherparse::SlicedPacket::from_ethernet(&out).expect("outer decodes");
+    let Some(etherparse::TransportSlice::Udp(udp)) = sliced.transport else {
+        panic!("outer UDP")
+    };
+    let inner_sliced =
+        etherparse::SlicedPacket::from_ethernet(&udp.payload()[8..]).expect("inner decodes");
+    assert!(matches!(
+        inner_sliced.transport,
+        Some(etherparse::TransportSlice::Udp(_))
+    ));
+}
+
+#[test]
+fn flows_get_different_source_ports_but_one_flow_keeps_its_port() {
+    let mut f = encap_fixture();
+    let port = |f: &mut Fixture, sport: u16| {
+        let mut pkt = ipv4_udp_between(A_MAC, A_IP, HOST_MAC, B_IP);
+        pkt[34..36].copy_from_slice(&sport.to_be_bytes());
+        let out = f.run_tc(TC_ENDPOINT, &pkt).expect("run").output;
+        u16::from_be_bytes([out[34], out[35]])
+    };
+    assert_eq!(port(&mut f, 1000), port(&mut f, 1000));
+    let ports: std::collections::BTreeSet<u16> = (0..16).map(|i| port(&mut f, 2000 + i)).collect();
+    assert!(
+        ports.len() > 8,
+        "16 flows share {} source ports",
+        ports.len()
+    );
+}
+
+#[test]
+fn a_remote_endpoint_without_a_known_host_is_an_encap_failure() {
+    let mut f = encap_fixture();
+    f.maps
+        .apply(&MapOp::PutEndpoint(
+            B_IP,
+            EndpointEntry {
+                ifindex: 0,
+                network: 1,
+                mac: B_MAC,
+                host: 99,
+            },
+        ))
+        .expect("map");
+    let pkt = ipv4_udp_between(A_MAC, A_IP, HOST_MAC, B_IP);
+    let before = f.snapshot();
+    let run = f.run_tc(TC_ENDPOINT, &pkt).expect("run");
+    assert_eq!(run.verdict, 2, "TC_ACT_SHOT");
+    assert_counted(
+        &before,
+        &f.snapshot(),
+        &[
+            Slot::Verdict(Hook::TcEndpoint, Verdict::Drop),
+            Slot::Drop(Hook::TcEndpoint, DropReason::EncapFailed),
+        ],
+        pkt.len() as u64,
+        "unknown host",
+    );
+}
+
+/// Uplink side: B lives here behind host veth 50; A is on host 7.
+fn decap_fixture() -> Fixture {
+    let mut f = Fixture::load();
+    set_overlay(&mut f);
+    for op in [
+        MapOp::PutLocal(
+            50,
+            LocalEndpointEntry {
+                ipv4: B_IP,
+                network: 1,
+                mac: B_MAC,
+                host_mac: HOST_MAC,
+            },
+        ),
+        MapOp::PutEndpoint(
+            B_IP,
+            EndpointEntry {
+                ifindex: 50,
+                network: 1,
+                mac: B_MAC,
+                host: 0,
+            },
+        ),
+    ] {
+        f.maps.apply(&op).expect("map write");
+    }
+    f
+}
+
+#[test]
+fn decapsulation_delivers_the_inner_frame() {
+    let mut f = decap_fixture();
+    let inner = ipv4_udp_between(A_MAC, A_IP, B_MAC, B_IP);
+    let packet = vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI, 0x08, &inner);
+    let before = f.snapshot();
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.output, inner, "outer headers stripped");
+    assert_counted(
+        &before,
+        &f.snapshot(),
+        &[Slot::Verdict(Hook::XdpUplink, Verdict::Redirect)],
+        packet.len() as u64,
+        "decap",
+    );
+}
+
+#[test]
+fn each_bad_vxlan_packet_is_dropped_for_its_reason() {
+    let mut f = decap_fixture();
+    let inner = ipv4_udp_between(A_MAC, A_IP, B_MAC, B_IP);
+    let cases = [
+        (
+            "unknown host",
+            vxlan([192, 0, 2, 99], HERE_UNDERLAY, VNI, 0x08, &inner),
+            DropReason::UnknownHost,
+        ),
+        (
+            "unknown VNI",
+            vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI + 1, 0x08, &inner),
+            DropReason::UnknownVni,
+        ),
+        (
+            "no VNI flag",
+            vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI, 0x00, &inner),
+            DropReason::Malformed,
+        ),
+        (
+            "inner destination not here",
+            vxlan(
+                PEER_UNDERLAY,
+                HERE_UNDERLAY,
+                VNI,
+                0x08,
+                &ipv4_udp_between(A_MAC, A_IP, B_MAC, [10, 1, 0, 77]),
+            ),
+            DropReason::NotHere,
+        ),
+        (
+            "inner not IPv4",
+            vxlan(
+                PEER_UNDERLAY,
+                HERE_UNDERLAY,
+                VNI,
+                0x08,
+                &with_ethertype(inner.clone(), 0x0806),
+            ),
+            DropReason::UnknownL3,
+        ),
+        (
+            "truncated inner frame",
+            vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI, 0x08, &inner[..20]),
+            DropReason::Malformed,
+        ),
+    ];
+    for (what, packet, reason) in cases {
+        let before = f.snapshot();
+        let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+        assert_eq!(run.verdict, XDP_DROP, "{what}");
+        assert_counted(
+            &before,
+            &f.snapshot(),
+            &[
+                Slot::Verdict(Hook::XdpUplink, Verdict::Drop),
+                Slot::Drop(Hook::XdpUplink, reason),
+            ],
+            packet.len() as u64,
+            what,
+        );
+    }
+}
+
+#[test]
+fn vxlan_not_for_this_host_or_port_is_the_hosts_business() {
+    let mut f = decap_fixture();
+    let inner = ipv4_udp_between(A_MAC, A_IP, B_MAC, B_IP);
+    let mut other_port = vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI, 0x08, &inner);
+    other_port[36..38].copy_from_slice(&4790u16.to_be_bytes());
+    for (what, packet) in [
+        (
+            "to another address",
+            vxlan(PEER_UNDERLAY, [192, 0, 2, 2], VNI, 0x08, &inner),
+        ),
+        ("to another port", other_port),
+    ] {
+        let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+        assert_eq!(run.verdict, XDP_PASS, "{what}");
+        assert_eq!(run.output, packet, "{what}");
+    }
+}
