@@ -16,7 +16,7 @@ use crate::{
     dataplane::{
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{ForwardingMaps, MapState, MapWriteError, MapWriter},
-        reconcile::{compile, reconcile, HostLink},
+        reconcile::{compile, reconcile, Cluster, HostLink},
         Datapath,
     },
     logging::chain,
@@ -61,6 +61,8 @@ pub struct Agent<S> {
     host: Netlink,
     metrics: Arc<Metrics>,
     pin_path: String,
+    /// This host's underlay side (all zero: no overlay here).
+    overlay: netd_common::maps::OverlayConfig,
     state: Mutex<State>,
 }
 
@@ -69,6 +71,7 @@ impl<S: Store> Agent<S> {
         control: Arc<Control<S>>,
         mut datapath: Datapath,
         metrics: Arc<Metrics>,
+        overlay: netd_common::maps::OverlayConfig,
     ) -> Result<Self, AgentError> {
         let maps = datapath.take_forwarding_maps()?;
         Ok(Self {
@@ -76,6 +79,7 @@ impl<S: Store> Agent<S> {
             host: Netlink::here()?,
             metrics,
             pin_path: datapath.layout().root().display().to_string(),
+            overlay,
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -115,7 +119,13 @@ impl<S: Store> Agent<S> {
         }
 
         // 2. Maps, including removal of whatever is stale.
-        let desired = compile(&networks, &endpoints, &links);
+        let hosts = self.control.hosts().await?;
+        let cluster = Cluster {
+            me: self.control.host(),
+            hosts: &hosts,
+            overlay: self.overlay,
+        };
+        let desired = compile(&networks, &endpoints, &links, &cluster);
         report.map_writes = reconcile(&mut state.maps, &desired)?;
 
         // 3. Links and TC pins nobody owns any more.

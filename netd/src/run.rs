@@ -92,10 +92,27 @@ async fn serve<S: Store>(
     let counters = datapath.take_counters()?;
     let metrics = Arc::new(Metrics::new()?);
 
+    let underlay_ip = match (config.underlay_ip, config.uplinks.first()) {
+        (Some(ip), _) => Some(ip),
+        (None, Some(uplink)) => crate::netlink::Netlink::here()?
+            .first_ipv4(uplink)
+            .await
+            .with_context(|| format!("reading the address of uplink {uplink}"))?,
+        (None, None) => None,
+    };
+    // VXLAN needs an address to send from and an uplink to send through.
+    let overlay = match (underlay_ip, config.uplinks.first()) {
+        (Some(ip), Some(uplink)) => netd_common::maps::OverlayConfig {
+            underlay: ip.octets(),
+            uplink_ifindex: system::ifindex(uplink)?,
+        },
+        _ => netd_common::maps::OverlayConfig::default(),
+    };
     let agent = Arc::new(Agent::new(
         Arc::new(Control::on_host(store, &config.host_name)),
         datapath,
         metrics.clone(),
+        overlay,
     )?);
     let report = agent.reconcile().await.context("first reconcile")?;
     info!(
@@ -106,14 +123,6 @@ async fn serve<S: Store>(
         "converged to the store"
     );
     let follower = tokio::spawn(follow_store(agent.clone()));
-    let underlay_ip = match (config.underlay_ip, config.uplinks.first()) {
-        (Some(ip), _) => Some(ip),
-        (None, Some(uplink)) => crate::netlink::Netlink::here()?
-            .first_ipv4(uplink)
-            .await
-            .with_context(|| format!("reading the address of uplink {uplink}"))?,
-        (None, None) => None,
-    };
     let me = crate::model::Host {
         name: config.host_name.clone(),
         underlay_ip,

@@ -3,7 +3,6 @@
 //! uplink program does with VXLAN from the underlay (delivery and each
 //! drop reason).
 
-use aya::maps::{Array, HashMap};
 use netd::dataplane::maps::{MapOp, MapWriter};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
@@ -29,48 +28,30 @@ const B_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 3];
 const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
 
 fn set_overlay(f: &mut Fixture) {
-    let ebpf = f.datapath.ebpf_mut();
-    let mut hosts: HashMap<_, u32, HostEntry> =
-        HashMap::try_from(ebpf.map_mut("NETD_HOSTS").expect("map")).expect("hash");
-    hosts
-        .insert(
+    for op in [
+        MapOp::PutHost(
             u32::from(PEER_HOST),
             HostEntry {
                 underlay: PEER_UNDERLAY,
                 _reserved: 0,
             },
-            0,
-        )
-        .expect("insert");
-    let mut by_ip: HashMap<_, [u8; 4], u32> =
-        HashMap::try_from(ebpf.map_mut("NETD_HOST_BY_IP").expect("map")).expect("hash");
-    by_ip
-        .insert(PEER_UNDERLAY, u32::from(PEER_HOST), 0)
-        .expect("insert");
-    let mut vnis: HashMap<_, u32, u32> =
-        HashMap::try_from(ebpf.map_mut("NETD_VNIS").expect("map")).expect("hash");
-    vnis.insert(VNI, 1, 0).expect("insert");
-    let mut overlay: Array<_, OverlayConfig> =
-        Array::try_from(ebpf.map_mut("NETD_OVERLAY").expect("map")).expect("array");
-    overlay
-        .set(
-            0,
-            OverlayConfig {
-                underlay: HERE_UNDERLAY,
-                uplink_ifindex: 1,
-            },
-            0,
-        )
-        .expect("set");
-    f.maps
-        .apply(&MapOp::PutNetwork(
+        ),
+        MapOp::PutHostIp(PEER_UNDERLAY, u32::from(PEER_HOST)),
+        MapOp::PutVni(VNI, 1),
+        MapOp::SetOverlay(OverlayConfig {
+            underlay: HERE_UNDERLAY,
+            uplink_ifindex: 1,
+        }),
+        MapOp::PutNetwork(
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
                 vni: VNI,
             },
-        ))
-        .expect("network");
+        ),
+    ] {
+        f.maps.apply(&op).expect("map write");
+    }
 }
 
 /// Endpoint program side: A is here (ifindex 1, where test runs arrive),

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, MapData, MapError};
 use netd_common::{
     map_names,
-    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    maps::{EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig},
 };
 
 /// Contents of the forwarding maps.
@@ -16,11 +16,25 @@ pub struct MapState {
     pub networks: BTreeMap<u32, NetworkEntry>,
     pub endpoints: BTreeMap<[u8; 4], EndpointEntry>,
     pub local: BTreeMap<u32, LocalEndpointEntry>,
+    /// Other hosts by local index.
+    pub hosts: BTreeMap<u32, HostEntry>,
+    /// Host index by underlay address.
+    pub host_by_ip: BTreeMap<[u8; 4], u32>,
+    /// Network index by VNI.
+    pub vnis: BTreeMap<u32, u32>,
+    /// This host's underlay side (all zero: no overlay).
+    pub overlay: OverlayConfig,
 }
 
 impl MapState {
+    /// Entries in the hash maps.
     pub fn len(&self) -> usize {
-        self.networks.len() + self.endpoints.len() + self.local.len()
+        self.networks.len()
+            + self.endpoints.len()
+            + self.local.len()
+            + self.hosts.len()
+            + self.host_by_ip.len()
+            + self.vnis.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -32,10 +46,17 @@ impl MapState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapOp {
     PutNetwork(u32, NetworkEntry),
+    PutVni(u32, u32),
+    PutHost(u32, HostEntry),
+    PutHostIp([u8; 4], u32),
+    SetOverlay(OverlayConfig),
     PutLocal(u32, LocalEndpointEntry),
     PutEndpoint([u8; 4], EndpointEntry),
     DeleteEndpoint([u8; 4]),
     DeleteLocal(u32),
+    DeleteHostIp([u8; 4]),
+    DeleteHost(u32),
+    DeleteVni(u32),
     DeleteNetwork(u32),
 }
 
@@ -61,6 +82,10 @@ pub struct ForwardingMaps {
     networks: HashMap<MapData, u32, NetworkEntry>,
     endpoints: HashMap<MapData, [u8; 4], EndpointEntry>,
     local: HashMap<MapData, u32, LocalEndpointEntry>,
+    hosts: HashMap<MapData, u32, HostEntry>,
+    host_by_ip: HashMap<MapData, [u8; 4], u32>,
+    vnis: HashMap<MapData, u32, u32>,
+    overlay: Array<MapData, OverlayConfig>,
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> MapWriteError {
@@ -90,6 +115,19 @@ impl ForwardingMaps {
             networks: take(ebpf, map_names::NETWORKS)?,
             endpoints: take(ebpf, map_names::ENDPOINTS)?,
             local: take(ebpf, map_names::LOCAL_ENDPOINTS)?,
+            hosts: take(ebpf, map_names::HOSTS)?,
+            host_by_ip: take(ebpf, map_names::HOST_BY_IP)?,
+            vnis: take(ebpf, map_names::VNIS)?,
+            overlay: {
+                let name = map_names::OVERLAY;
+                let map = ebpf.take_map(name).ok_or(MapWriteError::Map {
+                    map: name,
+                    source: MapError::InvalidName {
+                        name: name.to_string(),
+                    },
+                })?;
+                Array::try_from(map).map_err(map_err(name))?
+            },
         })
     }
 }
@@ -109,6 +147,22 @@ impl MapWriter for ForwardingMaps {
             let (k, v) = item.map_err(map_err(map_names::LOCAL_ENDPOINTS))?;
             state.local.insert(k, v);
         }
+        for item in self.hosts.iter() {
+            let (k, v) = item.map_err(map_err(map_names::HOSTS))?;
+            state.hosts.insert(k, v);
+        }
+        for item in self.host_by_ip.iter() {
+            let (k, v) = item.map_err(map_err(map_names::HOST_BY_IP))?;
+            state.host_by_ip.insert(k, v);
+        }
+        for item in self.vnis.iter() {
+            let (k, v) = item.map_err(map_err(map_names::VNIS))?;
+            state.vnis.insert(k, v);
+        }
+        state.overlay = self
+            .overlay
+            .get(&0, 0)
+            .map_err(map_err(map_names::OVERLAY))?;
         Ok(state)
     }
 
@@ -140,6 +194,24 @@ impl MapWriter for ForwardingMaps {
                 .insert(k, v, 0)
                 .map_err(map_err(map_names::ENDPOINTS))
                 .map_err(full(map_names::ENDPOINTS, MAX_ENDPOINTS)),
+            MapOp::PutVni(k, v) => self.vnis.insert(k, v, 0).map_err(map_err(map_names::VNIS)),
+            MapOp::PutHost(k, v) => self
+                .hosts
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::HOSTS)),
+            MapOp::PutHostIp(k, v) => self
+                .host_by_ip
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::HOST_BY_IP)),
+            MapOp::SetOverlay(v) => self
+                .overlay
+                .set(0, v, 0)
+                .map_err(map_err(map_names::OVERLAY)),
+            MapOp::DeleteHostIp(k) => {
+                ignore_missing(self.host_by_ip.remove(k), map_names::HOST_BY_IP)
+            }
+            MapOp::DeleteHost(k) => ignore_missing(self.hosts.remove(k), map_names::HOSTS),
+            MapOp::DeleteVni(k) => ignore_missing(self.vnis.remove(k), map_names::VNIS),
             MapOp::DeleteEndpoint(k) => {
                 ignore_missing(self.endpoints.remove(k), map_names::ENDPOINTS)
             }
@@ -178,6 +250,13 @@ impl MapWriter for FakeMaps {
             MapOp::PutNetwork(k, v) => drop(s.networks.insert(*k, *v)),
             MapOp::PutLocal(k, v) => drop(s.local.insert(*k, *v)),
             MapOp::PutEndpoint(k, v) => drop(s.endpoints.insert(*k, *v)),
+            MapOp::PutVni(k, v) => drop(s.vnis.insert(*k, *v)),
+            MapOp::PutHost(k, v) => drop(s.hosts.insert(*k, *v)),
+            MapOp::PutHostIp(k, v) => drop(s.host_by_ip.insert(*k, *v)),
+            MapOp::SetOverlay(v) => s.overlay = *v,
+            MapOp::DeleteHostIp(k) => drop(s.host_by_ip.remove(k)),
+            MapOp::DeleteHost(k) => drop(s.hosts.remove(k)),
+            MapOp::DeleteVni(k) => drop(s.vnis.remove(k)),
             MapOp::DeleteEndpoint(k) => drop(s.endpoints.remove(k)),
             MapOp::DeleteLocal(k) => drop(s.local.remove(k)),
             MapOp::DeleteNetwork(k) => drop(s.networks.remove(k)),
