@@ -63,6 +63,8 @@ pub struct Agent<S> {
     pin_path: String,
     /// This host's underlay side (all zero: no overlay here).
     overlay: netd_common::maps::OverlayConfig,
+    /// MTU of endpoints on overlay networks: the uplink's minus VXLAN's 50.
+    overlay_mtu: u32,
     state: Mutex<State>,
 }
 
@@ -72,6 +74,7 @@ impl<S: Store> Agent<S> {
         mut datapath: Datapath,
         metrics: Arc<Metrics>,
         overlay: netd_common::maps::OverlayConfig,
+        overlay_mtu: u32,
     ) -> Result<Self, AgentError> {
         let maps = datapath.take_forwarding_maps()?;
         Ok(Self {
@@ -80,6 +83,7 @@ impl<S: Store> Agent<S> {
             metrics,
             pin_path: datapath.layout().root().display().to_string(),
             overlay,
+            overlay_mtu,
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -201,7 +205,12 @@ impl<S: Store> Agent<S> {
                     ipv4: endpoint.ipv4,
                     prefix_len: network.subnet.prefix_len(),
                     gateway: network.gateway,
-                    mtu: ENDPOINT_MTU,
+                    mtu: if network.vni.is_some() {
+                        self.overlay_mtu
+                    } else {
+                        ENDPOINT_MTU
+                    },
+                    overlay: network.vni.is_some(),
                 };
                 let made = create_endpoint_link(&self.host, &spec)
                     .await

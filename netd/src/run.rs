@@ -100,7 +100,14 @@ async fn serve<S: Store>(
             .with_context(|| format!("reading the address of uplink {uplink}"))?,
         (None, None) => None,
     };
-    // VXLAN needs an address to send from and an uplink to send through.
+    // VXLAN needs an address to send from and an uplink to send through,
+    // and costs 50 bytes of every packet's room.
+    let overlay_mtu = match config.uplinks.first() {
+        Some(uplink) => {
+            crate::netlink::Netlink::here()?.mtu(uplink).await? - netd_common::maps::VXLAN_OVERHEAD
+        }
+        None => crate::agent::ENDPOINT_MTU - netd_common::maps::VXLAN_OVERHEAD,
+    };
     let overlay = match (underlay_ip, config.uplinks.first()) {
         (Some(ip), Some(uplink)) => netd_common::maps::OverlayConfig {
             underlay: ip.octets(),
@@ -113,6 +120,7 @@ async fn serve<S: Store>(
         datapath,
         metrics.clone(),
         overlay,
+        overlay_mtu,
     )?);
     let report = agent.reconcile().await.context("first reconcile")?;
     info!(

@@ -126,6 +126,22 @@ impl Netlink {
         }))
     }
 
+    /// The MTU of `name`.
+    pub async fn mtu(&self, name: &str) -> Result<u32, LinkError> {
+        let link = self
+            .link(name)
+            .await?
+            .ok_or_else(|| LinkError::NoLink(name.to_string()))?;
+        Ok(link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(mtu) => Some(*mtu),
+                _ => None,
+            })
+            .unwrap_or(1500))
+    }
+
     /// Names of the links whose name starts with `prefix`.
     pub async fn links_named(&self, prefix: &str) -> Result<Vec<String>, LinkError> {
         let mut links = self.handle.link().get().execute();
@@ -194,6 +210,89 @@ impl Netlink {
     }
 }
 
+/// Readies `ifname` (inside the namespace at `sandbox`) for the overlay:
+/// GRO on, because a veth receives XDP-redirected frames (netd's VXLAN
+/// decap on the uplink) only when its NAPI path is on; and transmit
+/// checksum offload off, because a frame encapsulated in BPF and
+/// decapsulated by XDP on another host loses the skb's "checksum still
+/// to be done" state, so the inner checksum must be complete when sent.
+pub fn tune_for_overlay(sandbox: &Path, ifname: &str) -> Result<(), LinkError> {
+    ethtool_set(sandbox, ifname, &[(ETHTOOL_SGRO, 1), (ETHTOOL_STXCSUM, 0)])
+}
+
+/// Turns GRO on for `ifname` inside the namespace at `sandbox` (see
+/// [`tune_for_overlay`]).
+pub fn enable_gro(sandbox: &Path, ifname: &str) -> Result<(), LinkError> {
+    ethtool_set(sandbox, ifname, &[(ETHTOOL_SGRO, 1)])
+}
+
+const ETHTOOL_SGRO: u32 = 0x2c;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// ethtool "set" commands (cmd, value) on `ifname` inside `sandbox`.
+fn ethtool_set(sandbox: &Path, ifname: &str, settings: &[(u32, u32)]) -> Result<(), LinkError> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut libc::c_void,
+        _rest: [u8; 16],
+    }
+    let io = |source: std::io::Error| LinkError::Sandbox {
+        path: sandbox.display().to_string(),
+        source,
+    };
+    let ns = File::open(sandbox).map_err(io)?;
+    let name = ifname.as_bytes();
+    if name.len() >= 16 {
+        return Err(LinkError::NoLink(ifname.to_string()));
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on a valid descriptor moves only this thread;
+                // the ioctl gets a zeroed ifreq naming the interface and a
+                // pointer to an ethtool_value that outlives the call.
+                unsafe {
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for (cmd, data) in settings {
+                        let mut value = EthtoolValue {
+                            cmd: *cmd,
+                            data: *data,
+                        };
+                        let mut req = IfReq {
+                            name: [0; 16],
+                            data: (&mut value as *mut EthtoolValue).cast(),
+                            _rest: [0; 16],
+                        };
+                        req.name[..name.len()].copy_from_slice(name);
+                        if libc::ioctl(fd, SIOCETHTOOL, &mut req) != 0 {
+                            let err = std::io::Error::last_os_error();
+                            libc::close(fd);
+                            return Err(err);
+                        }
+                    }
+                    libc::close(fd);
+                    Ok(())
+                }
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("ethtool thread panicked")))
+    })
+    .map_err(io)
+}
+
 /// Everything a new endpoint link needs.
 pub struct EndpointLinkSpec<'a> {
     pub host_ifname: &'a str,
@@ -204,6 +303,8 @@ pub struct EndpointLinkSpec<'a> {
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub mtu: u32,
+    /// On an overlay network (traffic may cross hosts in VXLAN).
+    pub overlay: bool,
 }
 
 /// Creates only the veth pair, both ends on the host (Docker moves the
@@ -315,6 +416,11 @@ async fn configure(
             spec.ifname,
             spec.sandbox.display()
         )))?;
+    if spec.overlay {
+        tune_for_overlay(spec.sandbox, spec.ifname)?;
+    } else {
+        enable_gro(spec.sandbox, spec.ifname)?;
+    }
     if let Ok(lo) = sandbox.index("lo").await {
         let _ = sandbox
             .handle
