@@ -76,7 +76,7 @@ fn watch_sees_changes_and_resumes_after_an_etcd_restart() {
     let mut events = s.watch();
     rt.block_on(async {
         s.commit(Txn::new().put("/netd/k", "v")).await.expect("put");
-        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
             .await
             .expect("event in time")
             .expect("event");
