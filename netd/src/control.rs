@@ -64,6 +64,19 @@ pub enum ControlError {
 /// need at most N attempts; 100 covers a burst of 100.
 const RETRIES: usize = 100;
 
+/// After a failed commit: a conflict within the retry budget waits (see
+/// [`back_off`]) and says "go again"; anything else is the answer.
+async fn retry_after(error: StoreError, attempt: &mut usize) -> Result<(), ControlError> {
+    match error {
+        StoreError::Conflict(_) if *attempt < RETRIES => {
+            *attempt += 1;
+            back_off(*attempt).await;
+            Ok(())
+        }
+        other => Err(other.into()),
+    }
+}
+
 /// Waits a random moment that grows with the attempt, so writers that
 /// collided do not collide again in lockstep.
 async fn back_off(attempt: usize) {
@@ -213,11 +226,7 @@ impl<S: Store> Control<S> {
                 .put(network_index_key(index), network.id.clone());
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(network),
-                Err(StoreError::Conflict(_)) if attempt < RETRIES => {
-                    attempt += 1;
-                    back_off(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => retry_after(e, &mut attempt).await?,
             }
         }
     }
@@ -267,11 +276,7 @@ impl<S: Store> Control<S> {
                 );
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(endpoint),
-                Err(StoreError::Conflict(_)) if attempt < RETRIES => {
-                    attempt += 1;
-                    back_off(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => retry_after(e, &mut attempt).await?,
             }
         }
     }

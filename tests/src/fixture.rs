@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use netd::dataplane::{maps::ForwardingMaps, CounterSnapshot, CountersReader, Datapath, PinLayout};
 use netd_common::counters::{
     drop_slot, verdict_slot, Counter, DropReason, Hook, Verdict, COUNTER_SLOTS,
@@ -98,77 +98,63 @@ impl Fixture {
     }
 
     /// Runs an XDP program once; `Err` is the kernel refusing the run.
-    pub fn run_xdp(
-        &mut self,
-        name: &str,
-        packet: &[u8],
-    ) -> Result<Run, aya::programs::ProgramError> {
-        let program = self.xdp(name);
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
+    pub fn run_xdp(&mut self, name: &str, packet: &[u8]) -> Result<Run, ProgramError> {
+        let (verdict, output) = run_once(self.xdp(name), packet)?;
         Ok(Run {
-            verdict: i64::from(result.return_value),
-            output: out,
+            verdict: i64::from(verdict),
+            output,
         })
     }
 
     /// Runs a TC program once; `Err` is the kernel refusing the run.
-    pub fn run_tc(
-        &mut self,
-        name: &str,
-        packet: &[u8],
-    ) -> Result<Run, aya::programs::ProgramError> {
-        let program = self.tc(name);
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
+    pub fn run_tc(&mut self, name: &str, packet: &[u8]) -> Result<Run, ProgramError> {
+        let (verdict, output) = run_once(self.tc(name), packet)?;
         // TC verdicts are signed (TC_ACT_SHOT is 2, TC_ACT_UNSPEC -1).
         Ok(Run {
-            verdict: i64::from(result.return_value as i32),
-            output: out,
+            verdict: i64::from(verdict as i32),
+            output,
         })
     }
 
     /// Repeats an XDP program `repeat` times in the kernel; mean ns per run.
     pub fn time_xdp(&mut self, name: &str, packet: &[u8], repeat: u32) -> f64 {
-        let program = self.xdp(name);
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .expect("timed run");
-        result.duration.as_nanos() as f64
+        mean_ns(self.xdp(name), packet, repeat)
     }
 
     /// Repeats a TC program `repeat` times in the kernel; mean ns per run.
     pub fn time_tc(&mut self, name: &str, packet: &[u8], repeat: u32) -> f64 {
-        let program: &mut SchedClassifier = self
-            .datapath
-            .ebpf_mut()
-            .program_mut(name)
-            .expect("program in object")
-            .try_into()
-            .expect("a TC program");
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .expect("timed run");
-        result.duration.as_nanos() as f64
+        mean_ns(self.tc(name), packet, repeat)
     }
+}
+
+/// One BPF_PROG_TEST_RUN: the raw return value and the packet as it left.
+fn run_once<P>(program: &P, packet: &[u8]) -> Result<(u32, Vec<u8>), ProgramError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let mut out = vec![0u8; packet.len() + 256];
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out))
+}
+
+/// `repeat` runs in the kernel; the kernel's mean ns per run.
+fn mean_ns<P>(program: &P, packet: &[u8], repeat: u32) -> f64
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("timed run");
+    result.duration.as_nanos() as f64
 }
 
 /// Slot that a counter expectation names.

@@ -4,6 +4,7 @@
 //!
 //! Traffic rule: tests only send packets between namespaces they created.
 
+pub mod cluster;
 pub mod docker;
 pub mod etcd;
 pub mod fixture;

@@ -6,18 +6,10 @@
 use std::time::{Duration, Instant};
 
 use netd_tests::{
-    etcd::Etcd,
-    fixture::TempPins,
-    netns::{veth_between, NetNs},
-    process::Netd,
+    cluster::{cluster, Host, UNDERLAY_PREFIX},
+    netns::NetNs,
     traffic::ping,
 };
-
-struct Host {
-    ns: NetNs,
-    netd: Netd,
-    _pins: TempPins,
-}
 
 fn host_veths(ns: &NetNs) -> usize {
     String::from_utf8_lossy(&ns.ip(&["-o", "link"]).stdout)
@@ -27,46 +19,12 @@ fn host_veths(ns: &NetNs) -> usize {
 
 #[test]
 fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
-    let underlay = NetNs::new("ndU");
-    underlay.ip(&["link", "add", "br0", "type", "bridge"]);
-    underlay.ip(&["addr", "add", "10.90.0.254/24", "dev", "br0"]);
-    underlay.ip(&["link", "set", "br0", "up"]);
-    let mut etcd = Etcd::start_in(&underlay, "10.90.0.254");
-    let store = format!("--store=etcd://{}", etcd.endpoint());
-
-    let mut hosts = Vec::new();
-    for (i, name) in ["host-a", "host-b"].iter().enumerate() {
-        let ns = NetNs::new("ndHc");
-        let (inner, outer) = (format!("up{i}"), netd_tests::unique_name("ul"));
-        veth_between(
-            &ns,
-            &inner,
-            &format!("10.90.0.{}/24", i + 1),
-            &underlay,
-            &outer,
-            "10.90.1.99/32",
-        );
-        underlay.ip(&["addr", "flush", "dev", &outer]);
-        underlay.ip(&["link", "set", &outer, "master", "br0"]);
-        let pins = TempPins::new();
-        let mut netd = Netd::start(
-            &ns,
-            pins.layout.root(),
-            19964,
-            &[
-                &store,
-                &format!("--host-name={name}"),
-                &format!("--underlay-ip=10.90.0.{}", i + 1),
-                "--host-lease-ttl=2",
-            ],
-        );
-        netd.wait_ready(&ns);
-        hosts.push(Host {
-            ns,
-            netd,
-            _pins: pins,
-        });
-    }
+    let (_underlay, mut etcd, mut hosts) = cluster(2, |i| {
+        vec![
+            format!("--underlay-ip={UNDERLAY_PREFIX}.{}", i + 1),
+            "--host-lease-ttl=2".into(),
+        ]
+    });
     let (a, b) = (&hosts[0], &hosts[1]);
     let hosts_seen = |h: &Host| {
         let list: serde_json::Value =
@@ -92,14 +50,14 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
     };
     wait_for("both hosts registered", &|| {
         let seen = hosts_seen(b);
-        seen == ["host-a=10.90.0.1", "host-b=10.90.0.2"]
+        seen == ["host-0=10.96.0.1", "host-1=10.96.0.2"]
     });
 
     a.netd
         .ok(&["network", "create", "n1", "--subnet", "10.91.0.0/24"]);
     assert!(
         b.netd.ok(&["network", "ls"]).contains("10.91.0.0/24"),
-        "host-b does not see n1"
+        "host-1 does not see n1"
     );
     // Names are cluster-wide.
     let (ok, _, err) = b
@@ -131,12 +89,12 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
     assert_ne!(ip_a1, ip_b);
     let listing = b.netd.ok(&["endpoint", "ls"]);
     assert!(
-        listing.contains("a1") && listing.contains("host-a") && listing.contains("host-b"),
+        listing.contains("a1") && listing.contains("host-0") && listing.contains("host-1"),
         "{listing}"
     );
     // Each netd made the links of its own host only.
     assert_eq!((host_veths(&a.ns), host_veths(&b.ns)), (2, 1));
-    assert!(ping(&sa2, &ip_a1, 2), "same-host forwarding on host-a");
+    assert!(ping(&sa2, &ip_a1, 2), "same-host forwarding on host-0");
 
     // etcd away: local forwarding goes on, changes are refused with the cause.
     etcd.stop();
@@ -161,7 +119,7 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
     }
     assert!(
         b.netd.ok(&["network", "ls"]).contains("10.93.0.0/24"),
-        "host-b does not see n2"
+        "host-1 does not see n2"
     );
     assert!(ping(&sa2, &ip_a1, 2), "forwarding after etcd returned");
 
@@ -169,18 +127,18 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
     // comes back with its netd.
     hosts[1].netd.kill();
     let t = Instant::now();
-    wait_for("host-b leaving", &|| {
-        hosts_seen(&hosts[0]) == ["host-a=10.90.0.1"]
+    wait_for("host-1 leaving", &|| {
+        hosts_seen(&hosts[0]) == ["host-0=10.96.0.1"]
     });
     let gone_after = t.elapsed();
     assert!(
         gone_after >= Duration::from_secs(1),
-        "host-b left before its lease could end: {gone_after:?}"
+        "host-1 left before its lease could end: {gone_after:?}"
     );
     let Host { ns, netd, .. } = &mut hosts[1];
     netd.restart(ns);
-    wait_for("host-b returning", &|| {
-        hosts_seen(&hosts[0]) == ["host-a=10.90.0.1", "host-b=10.90.0.2"]
+    wait_for("host-1 returning", &|| {
+        hosts_seen(&hosts[0]) == ["host-0=10.96.0.1", "host-1=10.96.0.2"]
     });
-    eprintln!("host-b left {gone_after:?} after its netd was killed (lease 2 s)");
+    eprintln!("host-1 left {gone_after:?} after its netd was killed (lease 2 s)");
 }

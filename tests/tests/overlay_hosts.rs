@@ -6,60 +6,17 @@
 use std::time::{Duration, Instant};
 
 use netd_tests::{
+    cluster::Host,
     etcd::Etcd,
-    fixture::TempPins,
-    netns::{veth_between, NetNs},
-    process::{metric, Netd},
+    netns::NetNs,
+    process::metric,
     traffic::{ping, tcp},
 };
 
-struct Host {
-    ns: NetNs,
-    netd: Netd,
-    _pins: TempPins,
-}
-
 fn cluster(n: usize) -> (NetNs, Etcd, Vec<Host>) {
-    let underlay = NetNs::new("ndU");
-    underlay.ip(&["link", "add", "br0", "type", "bridge"]);
-    underlay.ip(&["addr", "add", "10.96.0.254/24", "dev", "br0"]);
-    underlay.ip(&["link", "set", "br0", "up"]);
-    let etcd = Etcd::start_in(&underlay, "10.96.0.254");
-    let store = format!("--store=etcd://{}", etcd.endpoint());
-    let mut hosts = Vec::new();
-    for i in 0..n {
-        let ns = NetNs::new("ndHo");
-        let outer = netd_tests::unique_name("ul");
-        veth_between(
-            &ns,
-            "uplink0",
-            &format!("10.96.0.{}/24", i + 1),
-            &underlay,
-            &outer,
-            "10.96.1.99/32",
-        );
-        underlay.ip(&["addr", "flush", "dev", &outer]);
-        underlay.ip(&["link", "set", &outer, "master", "br0"]);
-        let pins = TempPins::new();
-        let mut netd = Netd::start(
-            &ns,
-            pins.layout.root(),
-            19964,
-            &[
-                &store,
-                &format!("--host-name=host-{i}"),
-                "--uplink=uplink0",
-                "--host-lease-ttl=3",
-            ],
-        );
-        netd.wait_ready(&ns);
-        hosts.push(Host {
-            ns,
-            netd,
-            _pins: pins,
-        });
-    }
-    (underlay, etcd, hosts)
+    netd_tests::cluster::cluster(n, |_| {
+        vec!["--uplink=uplink0".into(), "--host-lease-ttl=3".into()]
+    })
 }
 
 fn endpoint(h: &Host, name: &str, network: &str, sandbox: &NetNs) -> String {

@@ -6,7 +6,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{new_id, valid_name, Mac, ModelError, Network};
+use super::{check_name, new_id, Mac, ModelError, Network};
 use crate::{config::valid_ifname, ipam};
 
 pub const DEFAULT_IFNAME: &str = "eth0";
@@ -125,15 +125,7 @@ impl Endpoint {
         networks: &[Network],
         endpoints: &[Endpoint],
     ) -> Result<Self, ModelError> {
-        if !valid_name(&spec.name) {
-            return Err(ModelError::invalid(
-                "name",
-                format!(
-                    "{:?} is not a valid name (letters, digits, '_', '.', '-'; at most 64)",
-                    spec.name
-                ),
-            ));
-        }
+        check_name(&spec.name)?;
         if endpoints.iter().any(|e| e.name == spec.name) {
             return Err(ModelError::Exists {
                 kind: "endpoint",

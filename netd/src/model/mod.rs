@@ -30,6 +30,18 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// Refuses a name [`valid_name`] does not accept, saying what is allowed.
+pub fn check_name(name: &str) -> Result<(), ModelError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(ModelError::invalid(
+            "name",
+            format!("{name:?} is not a valid name (letters, digits, '_', '.', '-'; at most 64)"),
+        ))
+    }
+}
+
 /// A fresh random identifier (16 hex digits).
 pub fn new_id() -> String {
     let mut bytes = [0u8; 8];

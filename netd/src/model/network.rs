@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{new_id, valid_name, ModelError};
+use super::{check_name, new_id, ModelError};
 
 /// What a user asks for: `netd network create NAME --subnet ... [--gateway ...]
 /// [--ip-range ...] [--aux-address NAME=IP]...`. Text fields are parsed here,
@@ -76,15 +76,7 @@ impl Network {
         existing: &[Network],
         index: u32,
     ) -> Result<Self, ModelError> {
-        if !valid_name(&spec.name) {
-            return Err(ModelError::invalid(
-                "name",
-                format!(
-                    "{:?} is not a valid name (letters, digits, '_', '.', '-'; at most 64)",
-                    spec.name
-                ),
-            ));
-        }
+        check_name(&spec.name)?;
         if existing.iter().any(|n| n.name == spec.name) {
             return Err(ModelError::Exists {
                 kind: "network",

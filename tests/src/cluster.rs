@@ -1,0 +1,65 @@
+//! Simulated hosts for the multi-host tests: namespaces on an underlay
+//! namespace whose bridge stands for the physical network, one etcd
+//! serving inside the underlay, one netd per host.
+
+use crate::{
+    etcd::Etcd,
+    fixture::TempPins,
+    netns::{veth_between, NetNs},
+    process::Netd,
+};
+
+/// The underlay subnet; host `i` is `.{i + 1}` on its `uplink0`, etcd `.254`.
+pub const UNDERLAY_PREFIX: &str = "10.96.0";
+
+pub struct Host {
+    pub ns: NetNs,
+    pub netd: Netd,
+    _pins: TempPins,
+}
+
+/// `n` hosts named `host-0`.. with netd on the shared etcd; `extra(i)` adds
+/// arguments to host `i`'s `netd run`. The underlay is returned so it
+/// outlives the hosts.
+pub fn cluster(n: usize, extra: impl Fn(usize) -> Vec<String>) -> (NetNs, Etcd, Vec<Host>) {
+    let underlay = NetNs::new("ndU");
+    underlay.ip(&["link", "add", "br0", "type", "bridge"]);
+    underlay.ip(&[
+        "addr",
+        "add",
+        &format!("{UNDERLAY_PREFIX}.254/24"),
+        "dev",
+        "br0",
+    ]);
+    underlay.ip(&["link", "set", "br0", "up"]);
+    let etcd = Etcd::start_in(&underlay, &format!("{UNDERLAY_PREFIX}.254"));
+    let store = format!("--store=etcd://{}", etcd.endpoint());
+    let mut hosts = Vec::new();
+    for i in 0..n {
+        let ns = NetNs::new("ndHc");
+        let outer = crate::unique_name("ul");
+        veth_between(
+            &ns,
+            "uplink0",
+            &format!("{UNDERLAY_PREFIX}.{}/24", i + 1),
+            &underlay,
+            &outer,
+            "10.96.1.99/32",
+        );
+        // The underlay end is a bridge port, not an addressed interface.
+        underlay.ip(&["addr", "flush", "dev", &outer]);
+        underlay.ip(&["link", "set", &outer, "master", "br0"]);
+        let pins = TempPins::new();
+        let mut args = vec![store.clone(), format!("--host-name=host-{i}")];
+        args.extend(extra(i));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut netd = Netd::start(&ns, pins.layout.root(), 19964, &args);
+        netd.wait_ready(&ns);
+        hosts.push(Host {
+            ns,
+            netd,
+            _pins: pins,
+        });
+    }
+    (underlay, etcd, hosts)
+}
