@@ -269,3 +269,35 @@ fn a_stale_address_entry_is_not_delivered() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, packet);
 }
+
+#[test]
+fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
+    let mut f = Fixture::load();
+    let max = netd_common::maps::MAX_NETWORKS;
+    for i in 0..max {
+        f.maps
+            .apply(&MapOp::PutNetwork(
+                i,
+                NetworkEntry {
+                    gateway: [10, 0, 0, 1],
+                    vni: 0,
+                },
+            ))
+            .expect("room left");
+    }
+    let e = f
+        .maps
+        .apply(&MapOp::PutNetwork(
+            max,
+            NetworkEntry {
+                gateway: [10, 0, 0, 1],
+                vni: 0,
+            },
+        ))
+        .expect_err("one too many");
+    assert_eq!(
+        e.to_string(),
+        format!("map NETD_NETWORKS is full ({max} entries)")
+    );
+    assert_eq!(f.maps.read().expect("read").networks.len(), max as usize);
+}

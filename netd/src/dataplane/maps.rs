@@ -88,10 +88,24 @@ pub struct ForwardingMaps {
     overlay: Array<MapData, OverlayConfig>,
 }
 
+/// How many entries the map named `map` holds (netd-ebpf's declarations).
+fn capacity(map: &str) -> u32 {
+    use netd_common::maps::{MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS};
+    match map {
+        map_names::NETWORKS | map_names::VNIS => MAX_NETWORKS,
+        map_names::HOSTS | map_names::HOST_BY_IP => MAX_HOSTS,
+        map_names::OVERLAY => 1,
+        _ => MAX_ENDPOINTS,
+    }
+}
+
 fn map_err(map: &'static str) -> impl Fn(MapError) -> MapWriteError {
     move |source| match &source {
         MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
-            MapWriteError::Full { map, max: 0 }
+            MapWriteError::Full {
+                map,
+                max: capacity(map),
+            }
         }
         _ => MapWriteError::Map { map, source },
     }
@@ -167,13 +181,6 @@ impl MapWriter for ForwardingMaps {
     }
 
     fn apply(&mut self, op: &MapOp) -> Result<(), MapWriteError> {
-        use netd_common::maps::{MAX_ENDPOINTS, MAX_NETWORKS};
-        let full = |map: &'static str, max: u32| {
-            move |e: MapWriteError| match e {
-                MapWriteError::Full { .. } => MapWriteError::Full { map, max },
-                other => other,
-            }
-        };
         let ignore_missing = |r: Result<(), MapError>, map: &'static str| match r {
             Err(MapError::KeyNotFound) => Ok(()),
             other => other.map_err(map_err(map)),
@@ -182,18 +189,15 @@ impl MapWriter for ForwardingMaps {
             MapOp::PutNetwork(k, v) => self
                 .networks
                 .insert(k, v, 0)
-                .map_err(map_err(map_names::NETWORKS))
-                .map_err(full(map_names::NETWORKS, MAX_NETWORKS)),
+                .map_err(map_err(map_names::NETWORKS)),
             MapOp::PutLocal(k, v) => self
                 .local
                 .insert(k, v, 0)
-                .map_err(map_err(map_names::LOCAL_ENDPOINTS))
-                .map_err(full(map_names::LOCAL_ENDPOINTS, MAX_ENDPOINTS)),
+                .map_err(map_err(map_names::LOCAL_ENDPOINTS)),
             MapOp::PutEndpoint(k, v) => self
                 .endpoints
                 .insert(k, v, 0)
-                .map_err(map_err(map_names::ENDPOINTS))
-                .map_err(full(map_names::ENDPOINTS, MAX_ENDPOINTS)),
+                .map_err(map_err(map_names::ENDPOINTS)),
             MapOp::PutVni(k, v) => self.vnis.insert(k, v, 0).map_err(map_err(map_names::VNIS)),
             MapOp::PutHost(k, v) => self
                 .hosts
