@@ -8,7 +8,7 @@ use axum::{
     extract::{Path as UrlPath, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{delete, get},
     Json, Router,
 };
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,7 @@ async fn create_endpoint<S: Store>(
     State(agent): State<Shared<S>>,
     Json(spec): Json<EndpointSpec>,
 ) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
-    if !spec.netns.exists() {
+    if spec.external_host.is_none() && !spec.netns.exists() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("netns: {} does not exist", spec.netns.display()),
@@ -189,6 +189,35 @@ async fn list_hosts<S: Store>(
     Ok(Json(agent.control().hosts().await?))
 }
 
+/// `POST /hosts`: an external host (no netd there) by name and underlay address.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExternalHostSpec {
+    pub name: String,
+    pub underlay_ip: std::net::Ipv4Addr,
+}
+
+async fn add_external_host<S: Store>(
+    State(agent): State<Shared<S>>,
+    Json(spec): Json<ExternalHostSpec>,
+) -> Result<(StatusCode, Json<crate::model::Host>), ApiError> {
+    let host = agent
+        .control()
+        .add_external_host(&spec.name, spec.underlay_ip)
+        .await?;
+    agent.reconcile().await?;
+    Ok((StatusCode::CREATED, Json(host)))
+}
+
+async fn remove_external_host<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<crate::model::Host>, ApiError> {
+    let host = agent.control().remove_external_host(&name).await?;
+    agent.reconcile().await?;
+    Ok(Json(host))
+}
+
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
     let maps = agent.current_maps().await?;
     Ok(Json(Status {
@@ -219,7 +248,8 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
             get(get_endpoint::<S>).delete(delete_endpoint::<S>),
         )
         .route("/status", get(status::<S>))
-        .route("/hosts", get(list_hosts::<S>))
+        .route("/hosts", get(list_hosts::<S>).post(add_external_host::<S>))
+        .route("/hosts/{name}", delete(remove_external_host::<S>))
         .with_state(agent)
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    model::{Endpoint, EndpointSpec, ModelError, Network, NetworkSpec},
+    model::{check_name, Endpoint, EndpointSpec, Host, ModelError, Network, NetworkSpec},
     store::{Store, StoreError, Txn},
 };
 
@@ -242,7 +242,8 @@ impl<S: Store> Control<S> {
             .collect();
         if !users.is_empty() {
             return Err(ModelError::InUse {
-                network: network.name,
+                kind: "network",
+                name: network.name,
                 endpoints: users.join(", "),
             }
             .into());
@@ -263,9 +264,27 @@ impl<S: Store> Control<S> {
         loop {
             let networks = self.networks().await?;
             let endpoints = self.endpoints().await?;
-            let mut endpoint = Endpoint::from_spec(spec, &networks, &endpoints)?;
-            endpoint.host = self.host.clone();
-            let txn = Txn::new()
+            let (endpoint, external) = match &spec.external_host {
+                Some(name) => {
+                    let (host, revision) = self.external_host(name).await?;
+                    let e = Endpoint::external(spec, &host.name, &networks, &endpoints)?;
+                    (e, Some((host, revision)))
+                }
+                None => {
+                    let mut e = Endpoint::from_spec(spec, &networks, &endpoints)?;
+                    e.host = self.host.clone();
+                    (e, None)
+                }
+            };
+            let mut txn = Txn::new();
+            if let Some((host, revision)) = external {
+                // The host must still be there when the endpoint lands, and
+                // rewriting it makes a concurrent removal see the change.
+                txn = txn
+                    .unchanged(host_key(&host.name), revision)
+                    .put(host_key(&host.name), to_json(&host));
+            }
+            let txn = txn
                 .absent(endpoint_name_key(&endpoint.name))
                 .absent(address_key(&endpoint.network, endpoint.ipv4))
                 .put(endpoint_key(&endpoint.id), to_json(&endpoint))
@@ -292,6 +311,112 @@ impl<S: Store> Control<S> {
             )
             .await?;
         Ok(endpoint)
+    }
+}
+
+/// External hosts: hosts without netd that speak VXLAN, added by hand.
+impl<S: Store> Control<S> {
+    /// The external host `name` and the revision it was stored at.
+    async fn external_host(&self, name: &str) -> Result<(Host, u64), ControlError> {
+        let key = host_key(name);
+        let stored = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ModelError::NotFound {
+                kind: "host",
+                name: name.to_string(),
+            })?;
+        let host: Host = serde_json::from_str(&stored.value).map_err(|e| ControlError::Record {
+            key,
+            reason: e.to_string(),
+        })?;
+        if !host.external {
+            return Err(ModelError::invalid(
+                "host",
+                format!("{name:?} runs netd: create its endpoints through its own netd"),
+            )
+            .into());
+        }
+        Ok((host, stored.mod_revision))
+    }
+
+    /// Adds `name` at `underlay_ip` as an external host: it has no lease and
+    /// stays until [`Control::remove_external_host`].
+    pub async fn add_external_host(
+        &self,
+        name: &str,
+        underlay_ip: std::net::Ipv4Addr,
+    ) -> Result<Host, ControlError> {
+        check_name(name)?;
+        if underlay_ip.is_unspecified() || underlay_ip.is_broadcast() || underlay_ip.is_multicast()
+        {
+            return Err(ModelError::invalid(
+                "underlay-ip",
+                format!("{underlay_ip} is not a host address"),
+            )
+            .into());
+        }
+        if let Some(other) = self
+            .hosts()
+            .await?
+            .into_iter()
+            .find(|h| h.underlay_ip == Some(underlay_ip))
+        {
+            return Err(ModelError::invalid(
+                "underlay-ip",
+                format!("{underlay_ip} is already host {:?}'s", other.name),
+            )
+            .into());
+        }
+        let host = Host {
+            name: name.to_string(),
+            underlay_ip: Some(underlay_ip),
+            external: true,
+        };
+        let txn = Txn::new()
+            .absent(host_key(name))
+            .put(host_key(name), to_json(&host));
+        match self.store.commit(txn).await {
+            Ok(_) => Ok(host),
+            Err(StoreError::Conflict(_)) => Err(ModelError::Exists {
+                kind: "host",
+                name: name.to_string(),
+            }
+            .into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes an external host that has no endpoints left.
+    pub async fn remove_external_host(&self, name: &str) -> Result<Host, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let (host, revision) = self.external_host(name).await?;
+            let users: Vec<String> = self
+                .endpoints()
+                .await?
+                .into_iter()
+                .filter(|e| e.host == host.name)
+                .map(|e| e.name)
+                .collect();
+            if !users.is_empty() {
+                return Err(ModelError::InUse {
+                    kind: "host",
+                    name: host.name,
+                    endpoints: users.join(", "),
+                }
+                .into());
+            }
+            // An endpoint created meanwhile rewrites the host: then look again.
+            let txn = Txn::new()
+                .unchanged(host_key(&host.name), revision)
+                .delete(host_key(&host.name));
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(host),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
     }
 }
 
@@ -399,7 +524,7 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EmbeddedStore;
+    use crate::{model::Manager, store::EmbeddedStore};
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
@@ -505,6 +630,105 @@ mod tests {
                     .index,
                 1
             );
+        });
+    }
+
+    #[test]
+    fn external_hosts_hold_endpoints_of_overlay_networks_and_leave_only_when_empty() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::on_host(EmbeddedStore::open(dir.path()).expect("store"), "node-a");
+            let ip = std::net::Ipv4Addr::new(192, 0, 2, 9);
+            c.create_network(&NetworkSpec {
+                overlay: true,
+                ..net("o1", "10.7.0.0/24")
+            })
+            .await
+            .expect("o1");
+            c.create_network(&net("local", "10.8.0.0/24"))
+                .await
+                .expect("local");
+            let h = c.add_external_host("kernel-1", ip).await.expect("add");
+            assert!(h.external);
+            let spec = EndpointSpec {
+                name: "k1".into(),
+                network: "o1".into(),
+                external_host: Some("kernel-1".into()),
+                ip: Some("10.7.0.50".into()),
+                ..Default::default()
+            };
+            let k1 = c.create_endpoint(&spec).await.expect("k1");
+            assert_eq!(
+                (
+                    k1.host.as_str(),
+                    k1.managed_by,
+                    k1.joined(),
+                    c.is_local(&k1)
+                ),
+                ("kernel-1", Manager::External, true, false)
+            );
+            assert_eq!(k1.mac.to_string(), "02:6e:0a:07:00:32");
+            let before = c.store().list(PREFIX).await.expect("list");
+
+            let refusals = [
+                c.add_external_host("kernel-1", std::net::Ipv4Addr::new(192, 0, 2, 10))
+                    .await
+                    .err(),
+                c.add_external_host("kernel-2", ip).await.err(),
+                c.add_external_host("kernel-3", std::net::Ipv4Addr::UNSPECIFIED)
+                    .await
+                    .err(),
+                c.create_endpoint(&EndpointSpec {
+                    name: "k2".into(),
+                    network: "local".into(),
+                    ..spec.clone()
+                })
+                .await
+                .err(),
+                c.create_endpoint(&EndpointSpec {
+                    name: "k3".into(),
+                    external_host: Some("nope".into()),
+                    ip: None,
+                    ..spec.clone()
+                })
+                .await
+                .err(),
+                c.create_endpoint(&EndpointSpec {
+                    name: "k4".into(),
+                    netns: "/run/netns/x".into(),
+                    ip: None,
+                    ..spec.clone()
+                })
+                .await
+                .err(),
+                c.create_endpoint(&ep("e1", "o1", "")).await.err(),
+                c.remove_external_host("kernel-1").await.err(),
+            ];
+            let expected = [
+                "host \"kernel-1\" already exists",
+                "192.0.2.9 is already host \"kernel-1\"'s",
+                "0.0.0.0 is not a host address",
+                "\"local\" is not an overlay network",
+                "no host named \"nope\"",
+                "has no sandbox or interface here",
+                "needs a sandbox",
+                "host \"kernel-1\" still has endpoints: k1; remove them first",
+            ];
+            for (got, want) in refusals.iter().zip(expected) {
+                let got = got.as_ref().map(|e| e.to_string());
+                assert!(
+                    got.as_deref().is_some_and(|g| g.contains(want)),
+                    "{got:?} lacks {want:?}"
+                );
+            }
+            assert_eq!(
+                c.store().list(PREFIX).await.expect("list"),
+                before,
+                "a refusal changed the store"
+            );
+            c.delete_endpoint("k1").await.expect("delete k1");
+            c.remove_external_host("kernel-1").await.expect("remove");
+            assert!(c.hosts().await.expect("hosts").is_empty());
         });
     }
 }

@@ -1,4 +1,9 @@
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -8,7 +13,7 @@ use netd::{
     config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH, DEFAULT_SOCKET},
     dataplane::PinLayout,
     logging,
-    model::{Endpoint, EndpointSpec, Network, NetworkSpec},
+    model::{Endpoint, EndpointSpec, Host, Network, NetworkSpec},
     run,
 };
 use tracing::level_filters::LevelFilter;
@@ -130,6 +135,16 @@ enum HostCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Add an external host: one without netd that speaks VXLAN (a kernel
+    /// VXLAN device), so netd hosts accept its packets and reach its
+    /// endpoints (`endpoint create --external-host`).
+    Add {
+        name: String,
+        #[arg(long)]
+        underlay_ip: Ipv4Addr,
+    },
+    /// Remove an external host (it must have no endpoints).
+    Rm { name: String },
 }
 
 #[derive(Subcommand)]
@@ -140,8 +155,12 @@ enum EndpointCmd {
         #[arg(long)]
         network: String,
         /// The sandbox: /var/run/netns/NAME or /proc/PID/ns/net.
-        #[arg(long)]
-        netns: PathBuf,
+        #[arg(long, required_unless_present = "external_host")]
+        netns: Option<PathBuf>,
+        /// Instead of a sandbox here: the endpoint is on this external host
+        /// (see `host add`) and uses the MAC netd gives it.
+        #[arg(long, conflicts_with_all = ["netns", "ifname"])]
+        external_host: Option<String>,
         #[arg(long)]
         ip: Option<String>,
         /// Interface name inside the sandbox [default: eth0].
@@ -171,8 +190,8 @@ fn main() -> ExitCode {
         Command::Endpoint(cmd) => {
             client_runtime().and_then(|rt| rt.block_on(endpoint(&Client::new(&cli.socket), cmd)))
         }
-        Command::Host(HostCmd::Ls { json }) => {
-            client_runtime().and_then(|rt| rt.block_on(hosts(&Client::new(&cli.socket), json)))
+        Command::Host(cmd) => {
+            client_runtime().and_then(|rt| rt.block_on(hosts(&Client::new(&cli.socket), cmd)))
         }
         Command::Status { json } => {
             client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
@@ -306,18 +325,20 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             name,
             network,
             netns,
+            external_host,
             ip,
             ifname,
         } => {
             let spec = EndpointSpec {
                 name,
                 network,
-                netns,
+                netns: netns.unwrap_or_default(),
+                external_host,
                 ip,
                 ifname,
             };
             let e: Endpoint = client.post("/endpoints", &spec).await?;
-            println!("{} {}", e.id, e.ipv4);
+            println!("{} {} {}", e.id, e.ipv4, e.mac);
         }
         EndpointCmd::Ls { json } => {
             let list: Vec<Endpoint> = client.get("/endpoints").await?;
@@ -364,18 +385,33 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
-    let list: Vec<netd::model::Host> = client.get("/hosts").await?;
+async fn hosts(client: &Client, cmd: HostCmd) -> anyhow::Result<()> {
+    let json = match cmd {
+        HostCmd::Ls { json } => json,
+        HostCmd::Add { name, underlay_ip } => {
+            let body = serde_json::json!({ "name": name, "underlay-ip": underlay_ip });
+            let h: Host = client.post("/hosts", &body).await?;
+            println!("{}", h.name);
+            return Ok(());
+        }
+        HostCmd::Rm { name } => {
+            let h: Host = client.delete(&format!("/hosts/{name}")).await?;
+            println!("{}", h.name);
+            return Ok(());
+        }
+    };
+    let list: Vec<Host> = client.get("/hosts").await?;
     if json {
         return print_json(&list);
     }
-    println!("{:<24}  UNDERLAY", "NAME");
+    println!("{:<24}  {:<15}  KIND", "NAME", "UNDERLAY");
     for h in list {
         let ip = h
             .underlay_ip
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "-".into());
-        println!("{:<24}  {ip}", h.name);
+        let kind = if h.external { "external" } else { "netd" };
+        println!("{:<24}  {ip:<15}  {kind}", h.name);
     }
     Ok(())
 }

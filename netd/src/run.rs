@@ -134,6 +134,7 @@ async fn serve<S: Store>(
     let me = crate::model::Host {
         name: config.host_name.clone(),
         underlay_ip,
+        external: false,
     };
     let registration = tokio::spawn(agent.control().store().keep_registered(
         crate::control::host_key(&me.name),

@@ -384,14 +384,17 @@ mod tests {
             Host {
                 name: "host-a".into(),
                 underlay_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
+                external: false,
             },
             Host {
                 name: "host-b".into(),
                 underlay_ip: Some(Ipv4Addr::new(192, 0, 2, 2)),
+                external: false,
             },
             Host {
                 name: "host-c".into(),
                 underlay_ip: None,
+                external: false,
             },
         ];
         let overlay = OverlayConfig {

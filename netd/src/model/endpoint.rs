@@ -13,7 +13,8 @@ pub const DEFAULT_IFNAME: &str = "eth0";
 /// Host ends of endpoint veths are named this plus 12 hex digits of the id.
 pub const HOST_IFNAME_PREFIX: &str = "ndh";
 
-/// `netd endpoint create NAME --network NET --netns PATH [--ip IP] [--ifname IF]`.
+/// `netd endpoint create NAME --network NET --netns PATH [--ip IP] [--ifname IF]`,
+/// or `... --external-host HOST [--ip IP]` for an endpoint on a host without netd.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EndpointSpec {
@@ -21,8 +22,12 @@ pub struct EndpointSpec {
     /// Network name or id.
     pub network: String,
     /// The sandbox: a network namespace path such as /var/run/netns/NAME
-    /// or /proc/PID/ns/net.
+    /// or /proc/PID/ns/net. Empty for an endpoint on an external host.
+    #[serde(default)]
     pub netns: PathBuf,
+    /// An external host the endpoint lives on (see [`Endpoint::external`]).
+    #[serde(default)]
+    pub external_host: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
     #[serde(default)]
@@ -62,6 +67,9 @@ pub enum Manager {
     /// Docker does (libnetwork remote driver): netd only makes the veth
     /// pair, and the endpoint has no sandbox until Join.
     Docker,
+    /// Nobody here: the endpoint is on an external host (no netd there)
+    /// and is only published so that netd hosts reach it over VXLAN.
+    External,
 }
 
 impl Endpoint {
@@ -70,9 +78,51 @@ impl Endpoint {
         format!("ndp{}", &self.host_ifname[HOST_IFNAME_PREFIX.len()..])
     }
 
-    /// Whether the endpoint is in a sandbox yet (Docker endpoints join later).
+    /// Whether the endpoint is in a sandbox yet (Docker endpoints join
+    /// later; an external host's endpoints are in one we do not see).
     pub fn joined(&self) -> bool {
-        !self.sandbox.as_os_str().is_empty()
+        self.managed_by == Manager::External || !self.sandbox.as_os_str().is_empty()
+    }
+
+    /// An endpoint on `host`, an external host: a container behind a kernel
+    /// VXLAN device, say. It takes an address of the overlay network
+    /// `network` and the MAC netd derives from it, which that container
+    /// must use; netd makes no link for it.
+    pub fn external(
+        spec: &EndpointSpec,
+        host: &str,
+        networks: &[Network],
+        endpoints: &[Endpoint],
+    ) -> Result<Self, ModelError> {
+        let network = find_new(spec, networks, endpoints)?;
+        if network.vni.is_none() {
+            return Err(ModelError::invalid(
+                "network",
+                format!(
+                    "{:?} is not an overlay network; only overlay networks reach other hosts",
+                    network.name
+                ),
+            ));
+        }
+        if !spec.netns.as_os_str().is_empty() || spec.ifname.is_some() {
+            return Err(ModelError::invalid(
+                "netns",
+                "an endpoint on an external host has no sandbox or interface here",
+            ));
+        }
+        let ipv4 = allocate(network, endpoints, requested_ip(spec)?)?;
+        Ok(Endpoint {
+            id: new_id(),
+            name: spec.name.clone(),
+            network: network.id.clone(),
+            sandbox: PathBuf::new(),
+            ipv4,
+            mac: Mac::for_ipv4(ipv4),
+            ifname: String::new(),
+            host_ifname: String::new(),
+            managed_by: Manager::External,
+            host: host.to_string(),
+        })
     }
 
     /// An endpoint Docker asked for (CreateEndpoint): its id is Docker's,
@@ -97,12 +147,7 @@ impl Endpoint {
                 name: id.to_string(),
             });
         }
-        let taken: BTreeSet<Ipv4Addr> = endpoints
-            .iter()
-            .filter(|e| e.network == network.id)
-            .map(|e| e.ipv4)
-            .collect();
-        let ipv4 = ipam::allocate(network, &taken, ip)?;
+        let ipv4 = allocate(network, endpoints, ip)?;
         Ok(Endpoint {
             id: id.to_string(),
             name: format!("docker-{}", &id[..12]),
@@ -125,20 +170,13 @@ impl Endpoint {
         networks: &[Network],
         endpoints: &[Endpoint],
     ) -> Result<Self, ModelError> {
-        check_name(&spec.name)?;
-        if endpoints.iter().any(|e| e.name == spec.name) {
-            return Err(ModelError::Exists {
-                kind: "endpoint",
-                name: spec.name.clone(),
-            });
+        let network = find_new(spec, networks, endpoints)?;
+        if spec.netns.as_os_str().is_empty() {
+            return Err(ModelError::invalid(
+                "netns",
+                "the endpoint needs a sandbox (a network namespace path)",
+            ));
         }
-        let network = networks
-            .iter()
-            .find(|n| n.name == spec.network || n.id == spec.network)
-            .ok_or_else(|| ModelError::NotFound {
-                kind: "network",
-                name: spec.network.clone(),
-            })?;
         if !spec.netns.is_absolute() {
             return Err(ModelError::invalid(
                 "netns",
@@ -183,18 +221,7 @@ impl Endpoint {
                 ),
             ));
         }
-        let requested = match &spec.ip {
-            Some(text) => Some(text.parse::<Ipv4Addr>().map_err(|_| {
-                ModelError::invalid("ip", format!("{text:?} is not an IPv4 address"))
-            })?),
-            None => None,
-        };
-        let taken: BTreeSet<Ipv4Addr> = endpoints
-            .iter()
-            .filter(|e| e.network == network.id)
-            .map(|e| e.ipv4)
-            .collect();
-        let ipv4 = ipam::allocate(network, &taken, requested)?;
+        let ipv4 = allocate(network, endpoints, requested_ip(spec)?)?;
         let id = new_id();
         let host_ifname = format!("{HOST_IFNAME_PREFIX}{}", &id[..12]);
         Ok(Endpoint {
@@ -210,6 +237,53 @@ impl Endpoint {
             host: String::new(),
         })
     }
+}
+
+/// The network a new endpoint named `spec.name` joins, once the name is
+/// known to be valid and free.
+fn find_new<'n>(
+    spec: &EndpointSpec,
+    networks: &'n [Network],
+    endpoints: &[Endpoint],
+) -> Result<&'n Network, ModelError> {
+    check_name(&spec.name)?;
+    if endpoints.iter().any(|e| e.name == spec.name) {
+        return Err(ModelError::Exists {
+            kind: "endpoint",
+            name: spec.name.clone(),
+        });
+    }
+    networks
+        .iter()
+        .find(|n| n.name == spec.network || n.id == spec.network)
+        .ok_or_else(|| ModelError::NotFound {
+            kind: "network",
+            name: spec.network.clone(),
+        })
+}
+
+fn requested_ip(spec: &EndpointSpec) -> Result<Option<Ipv4Addr>, ModelError> {
+    spec.ip
+        .as_deref()
+        .map(|text| {
+            text.parse::<Ipv4Addr>()
+                .map_err(|_| ModelError::invalid("ip", format!("{text:?} is not an IPv4 address")))
+        })
+        .transpose()
+}
+
+/// The requested address if it is free in `network`, or the first free one.
+fn allocate(
+    network: &Network,
+    endpoints: &[Endpoint],
+    requested: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, ModelError> {
+    let taken: BTreeSet<Ipv4Addr> = endpoints
+        .iter()
+        .filter(|e| e.network == network.id)
+        .map(|e| e.ipv4)
+        .collect();
+    Ok(ipam::allocate(network, &taken, requested)?)
 }
 
 fn same_sandbox(a: &Path, b: &Path) -> bool {

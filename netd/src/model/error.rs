@@ -8,8 +8,12 @@ pub enum ModelError {
     Exists { kind: &'static str, name: String },
     #[error("no {kind} named {name:?}")]
     NotFound { kind: &'static str, name: String },
-    #[error("network {network:?} still has endpoints: {endpoints}; remove them first")]
-    InUse { network: String, endpoints: String },
+    #[error("{kind} {name:?} still has endpoints: {endpoints}; remove them first")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        endpoints: String,
+    },
     #[error(transparent)]
     Ipam(#[from] crate::ipam::IpamError),
 }

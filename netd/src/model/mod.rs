@@ -13,13 +13,17 @@ pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
 
 /// A host of the cluster, as its netd registers it (under a lease in
-/// etcd, so it disappears when that netd does).
+/// etcd, so it disappears when that netd does), or an external host added
+/// by hand: one without netd that speaks VXLAN (a kernel VXLAN device),
+/// kept until it is removed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Host {
     pub name: String,
     /// Address on the underlay that other hosts send VXLAN to.
     pub underlay_ip: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// Names of networks and endpoints: what Docker accepts for names.

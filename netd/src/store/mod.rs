@@ -45,6 +45,12 @@ impl Txn {
         self
     }
 
+    pub fn unchanged(mut self, key: impl Into<String>, mod_revision: u64) -> Self {
+        self.compares
+            .push(Compare::Revision(key.into(), mod_revision));
+        self
+    }
+
     pub fn put(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.puts.push((key.into(), value.into()));
         self
