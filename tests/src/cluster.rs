@@ -2,6 +2,8 @@
 //! namespace whose bridge stands for the physical network, one etcd
 //! serving inside the underlay, one netd per host.
 
+use std::time::{Duration, Instant};
+
 use crate::{
     etcd::Etcd,
     fixture::TempPins,
@@ -16,6 +18,52 @@ pub struct Host {
     pub ns: NetNs,
     pub netd: Netd,
     _pins: TempPins,
+}
+
+impl Host {
+    /// Creates endpoint `name` of `network` in `sandbox` on this host;
+    /// returns its address.
+    pub fn endpoint(&self, name: &str, network: &str, sandbox: &NetNs) -> String {
+        let out = self.netd.ok(&[
+            "endpoint",
+            "create",
+            name,
+            "--network",
+            network,
+            "--netns",
+            sandbox.path().to_str().unwrap_or_default(),
+        ]);
+        out.split_whitespace().nth(1).expect("address").to_string()
+    }
+}
+
+/// Waits up to 20 s for `check`; returns how long it took.
+pub fn eventually(what: &str, check: impl Fn() -> bool) -> Duration {
+    let t = Instant::now();
+    while !check() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{what} did not happen in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.elapsed()
+}
+
+/// Gives `host` an `uplink0` at `address` (/24) on the underlay's bridge.
+pub fn plug_into_underlay(underlay: &NetNs, host: &NetNs, address: &str) {
+    let outer = crate::unique_name("ul");
+    veth_between(
+        host,
+        "uplink0",
+        &format!("{address}/24"),
+        underlay,
+        &outer,
+        "10.96.1.99/32",
+    );
+    // The underlay end is a bridge port, not an addressed interface.
+    underlay.ip(&["addr", "flush", "dev", &outer]);
+    underlay.ip(&["link", "set", &outer, "master", "br0"]);
 }
 
 /// `n` hosts named `host-0`.. with netd on the shared etcd; `extra(i)` adds
@@ -37,18 +85,7 @@ pub fn cluster(n: usize, extra: impl Fn(usize) -> Vec<String>) -> (NetNs, Etcd, 
     let mut hosts = Vec::new();
     for i in 0..n {
         let ns = NetNs::new("ndHc");
-        let outer = crate::unique_name("ul");
-        veth_between(
-            &ns,
-            "uplink0",
-            &format!("{UNDERLAY_PREFIX}.{}/24", i + 1),
-            &underlay,
-            &outer,
-            "10.96.1.99/32",
-        );
-        // The underlay end is a bridge port, not an addressed interface.
-        underlay.ip(&["addr", "flush", "dev", &outer]);
-        underlay.ip(&["link", "set", &outer, "master", "br0"]);
+        plug_into_underlay(&underlay, &ns, &format!("{UNDERLAY_PREFIX}.{}", i + 1));
         let pins = TempPins::new();
         let mut args = vec![store.clone(), format!("--host-name=host-{i}")];
         args.extend(extra(i));

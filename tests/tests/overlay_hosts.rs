@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use netd_tests::{
-    cluster::Host,
+    cluster::{eventually, Host},
     etcd::Etcd,
     netns::NetNs,
     process::metric,
@@ -17,31 +17,6 @@ fn cluster(n: usize) -> (NetNs, Etcd, Vec<Host>) {
     netd_tests::cluster::cluster(n, |_| {
         vec!["--uplink=uplink0".into(), "--host-lease-ttl=3".into()]
     })
-}
-
-fn endpoint(h: &Host, name: &str, network: &str, sandbox: &NetNs) -> String {
-    let out = h.netd.ok(&[
-        "endpoint",
-        "create",
-        name,
-        "--network",
-        network,
-        "--netns",
-        sandbox.path().to_str().unwrap_or_default(),
-    ]);
-    out.split_whitespace().nth(1).expect("address").to_string()
-}
-
-fn eventually(what: &str, check: impl Fn() -> bool) -> Duration {
-    let t = Instant::now();
-    while !check() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{what} did not happen in 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t.elapsed()
 }
 
 #[test]
@@ -57,8 +32,8 @@ fn endpoints_on_two_hosts_talk_over_vxlan() {
     ]);
     let s0 = NetNs::new("ndSo");
     let s1 = NetNs::new("ndSo");
-    let ip0 = endpoint(&hosts[0], "e0", "o1", &s0);
-    let ip1 = endpoint(&hosts[1], "e1", "o1", &s1);
+    let ip0 = hosts[0].endpoint("e0", "o1", &s0);
+    let ip1 = hosts[1].endpoint("e1", "o1", &s1);
     let took = eventually("e1 reachable from host-0", || ping(&s0, &ip1, 1));
     eprintln!("e1 answered e0 {took:?} after it was created");
     assert!(ping(&s1, &ip0, 3), "host-1 -> host-0");
@@ -85,8 +60,8 @@ fn the_largest_packet_that_fits_crosses_and_one_byte_more_fails_cleanly() {
     ]);
     let s0 = NetNs::new("ndSm");
     let s1 = NetNs::new("ndSm");
-    endpoint(&hosts[0], "e0", "o1", &s0);
-    let ip1 = endpoint(&hosts[1], "e1", "o1", &s1);
+    hosts[0].endpoint("e0", "o1", &s0);
+    let ip1 = hosts[1].endpoint("e1", "o1", &s1);
     eventually("e1 reachable", || ping(&s0, &ip1, 1));
     // Uplink MTU 1500 - 50 of VXLAN = 1450 for the endpoint: 1422 bytes of
     // ICMP payload + 28 of headers fill it exactly.
@@ -134,8 +109,8 @@ fn cross_host_traffic_keeps_flowing_while_etcd_is_stopped_for_10_s() {
     ]);
     let s0 = NetNs::new("ndSe");
     let s1 = NetNs::new("ndSe");
-    endpoint(&hosts[0], "e0", "o1", &s0);
-    let ip1 = endpoint(&hosts[1], "e1", "o1", &s1);
+    hosts[0].endpoint("e0", "o1", &s0);
+    let ip1 = hosts[1].endpoint("e1", "o1", &s1);
     eventually("e1 reachable", || ping(&s0, &ip1, 1));
 
     etcd.stop();

@@ -20,8 +20,9 @@ const LLVM: &[&str] = &[
 const BUILD: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 /// What netd and its tests run: bpftool to inspect, iproute2 for
 /// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux,
-/// iperf3 for the bench, and a real Docker engine with a busybox to import
-/// for the plugin tests, and an etcd server for the cluster store tests.
+/// iperf3 for the bench, a real Docker engine with a busybox to import
+/// for the plugin tests, an etcd server for the cluster store tests, and
+/// tcpdump and ethtool for the kernel VXLAN interoperation test.
 const TOOLS: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -31,6 +32,8 @@ const TOOLS: &[&str] = &[
     "docker.io",
     "busybox-static",
     "etcd-server",
+    "tcpdump",
+    "ethtool",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
