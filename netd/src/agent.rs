@@ -210,7 +210,6 @@ impl<S: Store> Agent<S> {
                     } else {
                         ENDPOINT_MTU
                     },
-                    overlay: network.vni.is_some(),
                 };
                 let made = create_endpoint_link(&self.host, &spec)
                     .await

@@ -109,10 +109,18 @@ async fn serve<S: Store>(
         None => crate::agent::ENDPOINT_MTU - netd_common::maps::VXLAN_OVERHEAD,
     };
     let overlay = match (underlay_ip, config.uplinks.first()) {
-        (Some(ip), Some(uplink)) => netd_common::maps::OverlayConfig {
-            underlay: ip.octets(),
-            uplink_ifindex: system::ifindex(uplink)?,
-        },
+        (Some(ip), Some(uplink)) => {
+            if crate::netlink::Netlink::here()?.is_veth(uplink).await? {
+                crate::netlink::finish_checksums_on_transmit(uplink).with_context(|| {
+                    format!("turning transmit checksum offload off on {uplink}")
+                })?;
+                info!(%uplink, "a veth uplink: checksums are finished on transmit, as a NIC would");
+            }
+            netd_common::maps::OverlayConfig {
+                underlay: ip.octets(),
+                uplink_ifindex: system::ifindex(uplink)?,
+            }
+        }
         _ => netd_common::maps::OverlayConfig::default(),
     };
     let agent = Arc::new(Agent::new(

@@ -66,6 +66,19 @@ pub fn plug_into_underlay(underlay: &NetNs, host: &NetNs, address: &str) {
     underlay.ip(&["link", "set", &outer, "master", "br0"]);
 }
 
+/// For a host without netd: its `uplink0` finishes checksums on transmit,
+/// as a NIC does before the wire (netd does this to a veth uplink itself).
+/// A veth would hand the packet on with its checksum still to be done,
+/// which XDP on the receiving host cannot finish.
+pub fn uplink_acts_as_nic(host: &NetNs) {
+    crate::netns::sh(
+        "ip",
+        &[
+            "netns", "exec", &host.name, "ethtool", "-K", "uplink0", "tx", "off",
+        ],
+    );
+}
+
 /// `n` hosts named `host-0`.. with netd on the shared etcd; `extra(i)` adds
 /// arguments to host `i`'s `netd run`. The underlay is returned so it
 /// outlives the hosts.

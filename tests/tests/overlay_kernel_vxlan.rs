@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 
 use netd_tests::{
-    cluster::{cluster, eventually, plug_into_underlay, UNDERLAY_PREFIX},
+    cluster::{cluster, eventually, plug_into_underlay, uplink_acts_as_nic, UNDERLAY_PREFIX},
     netns::{sh, veth_between, NetNs},
     traffic::{ping, tcp},
 };
@@ -98,14 +98,7 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     // container on a bridge with it, as libnetwork's overlay driver does.
     let kh = NetNs::new("ndKh");
     plug_into_underlay(&underlay, &kh, &kernel_ip);
-    // A veth hands a packet to the next namespace with its checksum still
-    // to be done; a NIC finishes it before the wire. Make this uplink a NIC.
-    sh(
-        "ip",
-        &[
-            "netns", "exec", &kh.name, "ethtool", "-K", "uplink0", "tx", "off",
-        ],
-    );
+    uplink_acts_as_nic(&kh);
     let vni_text = vni.to_string();
     kh.ip(&[
         "link",

@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::TryStreamExt;
 use rtnetlink::{
-    packet_route::link::{LinkAttribute, LinkMessage},
+    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
     Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
@@ -98,6 +98,18 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
             Err(e) => Err(nl(format!("looking up {name}"))(e)),
         }
+    }
+
+    /// Whether `name` is one end of a veth pair.
+    pub async fn is_veth(&self, name: &str) -> Result<bool, LinkError> {
+        let link = self
+            .link(name)
+            .await?
+            .ok_or_else(|| LinkError::NoLink(name.to_string()))?;
+        Ok(link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+        }))
     }
 
     pub async fn index(&self, name: &str) -> Result<u32, LinkError> {
@@ -210,20 +222,23 @@ impl Netlink {
     }
 }
 
-/// Readies `ifname` (inside the namespace at `sandbox`) for the overlay:
-/// GRO on, because a veth receives XDP-redirected frames (netd's VXLAN
-/// decap on the uplink) only when its NAPI path is on; and transmit
-/// checksum offload off, because a frame encapsulated in BPF and
-/// decapsulated by XDP on another host loses the skb's "checksum still
-/// to be done" state, so the inner checksum must be complete when sent.
-pub fn tune_for_overlay(sandbox: &Path, ifname: &str) -> Result<(), LinkError> {
-    ethtool_set(sandbox, ifname, &[(ETHTOOL_SGRO, 1), (ETHTOOL_STXCSUM, 0)])
-}
-
-/// Turns GRO on for `ifname` inside the namespace at `sandbox` (see
-/// [`tune_for_overlay`]).
+/// Turns GRO on for `ifname` inside the namespace at `sandbox`: a veth
+/// receives XDP-redirected frames (netd's VXLAN decap on the uplink) only
+/// when its NAPI path is on, and GRO merges them again for the container.
 pub fn enable_gro(sandbox: &Path, ifname: &str) -> Result<(), LinkError> {
     ethtool_set(sandbox, ifname, &[(ETHTOOL_SGRO, 1)])
+}
+
+/// Makes a veth uplink finish checksums (and segment) on transmit, as a
+/// NIC does before the wire. A veth otherwise hands the packet on with
+/// its checksum still to be done, and XDP on the receiving host, which
+/// sees only bytes, would deliver it unfinished: the container drops it.
+pub fn finish_checksums_on_transmit(ifname: &str) -> Result<(), LinkError> {
+    ethtool_set(
+        Path::new("/proc/self/ns/net"),
+        ifname,
+        &[(ETHTOOL_STXCSUM, 0)],
+    )
 }
 
 const ETHTOOL_SGRO: u32 = 0x2c;
@@ -303,8 +318,6 @@ pub struct EndpointLinkSpec<'a> {
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub mtu: u32,
-    /// On an overlay network (traffic may cross hosts in VXLAN).
-    pub overlay: bool,
 }
 
 /// Creates only the veth pair, both ends on the host (Docker moves the
@@ -416,11 +429,7 @@ async fn configure(
             spec.ifname,
             spec.sandbox.display()
         )))?;
-    if spec.overlay {
-        tune_for_overlay(spec.sandbox, spec.ifname)?;
-    } else {
-        enable_gro(spec.sandbox, spec.ifname)?;
-    }
+    enable_gro(spec.sandbox, spec.ifname)?;
     if let Ok(lo) = sandbox.index("lo").await {
         let _ = sandbox
             .handle
