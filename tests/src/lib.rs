@@ -9,6 +9,7 @@ pub mod docker;
 pub mod etcd;
 pub mod fixture;
 pub mod netns;
+pub mod overlay_fixture;
 pub mod process;
 pub mod traffic;
 

@@ -6,92 +6,19 @@
 use netd::dataplane::maps::{MapOp, MapWriter};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::{EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig},
+    maps::EndpointEntry,
     program_names::{TC_ENDPOINT, XDP_UPLINK},
 };
-use netd_tests::fixture::{assert_counted, Fixture, Slot};
+use netd_tests::{
+    fixture::{assert_counted, Fixture, Slot},
+    overlay_fixture::*,
+};
 use testpkt::{ipv4_udp_between, vxlan, with_ethertype};
 
 const TC_ACT_REDIRECT: i64 = 7;
 const XDP_DROP: i64 = 1;
 const XDP_PASS: i64 = 2;
 const XDP_REDIRECT: i64 = 4;
-
-const VNI: u32 = 4096;
-const HERE_UNDERLAY: [u8; 4] = [192, 0, 2, 1];
-const PEER_UNDERLAY: [u8; 4] = [192, 0, 2, 7];
-const PEER_HOST: u16 = 7;
-const A_IP: [u8; 4] = [10, 1, 0, 2];
-const A_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 2];
-const B_IP: [u8; 4] = [10, 1, 0, 3];
-const B_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 3];
-const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
-
-fn set_overlay(f: &mut Fixture) {
-    for op in [
-        MapOp::PutHost(
-            u32::from(PEER_HOST),
-            HostEntry {
-                underlay: PEER_UNDERLAY,
-                _reserved: 0,
-            },
-        ),
-        MapOp::PutHostIp(PEER_UNDERLAY, u32::from(PEER_HOST)),
-        MapOp::PutVni(VNI, 1),
-        MapOp::SetOverlay(OverlayConfig {
-            underlay: HERE_UNDERLAY,
-            uplink_ifindex: 1,
-        }),
-        MapOp::PutNetwork(
-            1,
-            NetworkEntry {
-                gateway: [10, 1, 0, 1],
-                vni: VNI,
-            },
-        ),
-    ] {
-        f.maps.apply(&op).expect("map write");
-    }
-}
-
-/// Endpoint program side: A is here (ifindex 1, where test runs arrive),
-/// B lives on host 7.
-fn encap_fixture() -> Fixture {
-    let mut f = Fixture::load();
-    set_overlay(&mut f);
-    for op in [
-        MapOp::PutLocal(
-            1,
-            LocalEndpointEntry {
-                ipv4: A_IP,
-                network: 1,
-                mac: A_MAC,
-                host_mac: HOST_MAC,
-            },
-        ),
-        MapOp::PutEndpoint(
-            A_IP,
-            EndpointEntry {
-                ifindex: 1,
-                network: 1,
-                mac: A_MAC,
-                host: 0,
-            },
-        ),
-        MapOp::PutEndpoint(
-            B_IP,
-            EndpointEntry {
-                ifindex: 0,
-                network: 1,
-                mac: B_MAC,
-                host: PEER_HOST,
-            },
-        ),
-    ] {
-        f.maps.apply(&op).expect("map write");
-    }
-    f
-}
 
 fn checksum_ok(header: &[u8]) -> bool {
     testpkt::internet_checksum(header) == 0
@@ -211,35 +138,6 @@ fn a_remote_endpoint_without_a_known_host_is_an_encap_failure() {
         pkt.len() as u64,
         "unknown host",
     );
-}
-
-/// Uplink side: B lives here behind host veth 50; A is on host 7.
-fn decap_fixture() -> Fixture {
-    let mut f = Fixture::load();
-    set_overlay(&mut f);
-    for op in [
-        MapOp::PutLocal(
-            50,
-            LocalEndpointEntry {
-                ipv4: B_IP,
-                network: 1,
-                mac: B_MAC,
-                host_mac: HOST_MAC,
-            },
-        ),
-        MapOp::PutEndpoint(
-            B_IP,
-            EndpointEntry {
-                ifindex: 50,
-                network: 1,
-                mac: B_MAC,
-                host: 0,
-            },
-        ),
-    ] {
-        f.maps.apply(&op).expect("map write");
-    }
-    f
 }
 
 #[test]

@@ -131,6 +131,16 @@ fn run(cli: Cli) -> Result<()> {
             if !status.success() {
                 bail!("netd-bench-host failed ({status})");
             }
+            let overlay_json = json.with_file_name("overlay.json");
+            let status = Command::new(root.join("target/release/netd-bench-overlay"))
+                .arg("--json")
+                .arg(&overlay_json)
+                .env("NETD_BIN", root.join("target/release/netd"))
+                .status()
+                .context("running netd-bench-overlay")?;
+            if !status.success() {
+                bail!("netd-bench-overlay failed ({status})");
+            }
             Ok(())
         }
     }

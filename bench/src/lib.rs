@@ -1,0 +1,127 @@
+//! What the bench binaries share: a pair of sandboxes and the traffic
+//! measured between them (iperf3 throughput, request/response latency).
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use netd_tests::netns::NetNs;
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct Setup {
+    pub name: &'static str,
+    pub throughput_gbit_s: f64,
+    pub rr_mean_us: f64,
+    pub rr_p50_us: f64,
+    pub rr_p99_us: f64,
+}
+
+/// Two sandboxes that can reach each other, and the server's address.
+pub struct Pair {
+    pub client: NetNs,
+    pub server: NetNs,
+    pub server_ip: String,
+}
+
+pub fn iperf3(pair: &Pair, seconds: u32) -> anyhow::Result<f64> {
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.server.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &pair.server_ip,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("iperf3 server (is iperf3 installed? cargo xtask setup installs it)")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = pair.client.exec(
+        "iperf3",
+        &["-c", &pair.server_ip, "-t", &seconds.to_string(), "-J"],
+    );
+    let _ = server.wait();
+    if !out.status.success() {
+        bail!(
+            "iperf3 client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bps| bps / 1e9)
+        .context("iperf3 report has no sum_received")
+}
+
+/// 1-byte request, 1-byte response over one TCP connection; µs per round trip.
+pub fn request_response(pair: &Pair, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let addr: SocketAddr = format!("{}:5401", pair.server_ip).parse()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = pair.server.run(move || -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr)?;
+        let _ = tx.send(());
+        let (mut conn, _) = listener.accept()?;
+        conn.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while conn.read_exact(&mut b).is_ok() {
+            conn.write_all(&b)?;
+        }
+        Ok(())
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .context("rr server")?;
+    let samples = pair
+        .client
+        .run(move || -> std::io::Result<Vec<f64>> {
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            conn.set_nodelay(true)?;
+            let mut b = [0u8; 1];
+            let mut samples = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                conn.write_all(&[1])?;
+                conn.read_exact(&mut b)?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(samples)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("rr client panicked"))??;
+    let _ = server.join();
+    Ok(samples)
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// Throughput over `seconds` of iperf3, then `round_trips` request/response
+/// round trips.
+pub fn measure(
+    name: &'static str,
+    pair: &Pair,
+    seconds: u32,
+    round_trips: usize,
+) -> anyhow::Result<Setup> {
+    eprintln!("{name}: iperf3 {seconds} s");
+    let throughput = iperf3(pair, seconds)?;
+    eprintln!("{name}: {round_trips} request/response round trips");
+    let mut rr = request_response(pair, round_trips)?;
+    rr.sort_by(|a, b| a.total_cmp(b));
+    Ok(Setup {
+        name,
+        throughput_gbit_s: throughput,
+        rr_mean_us: rr.iter().sum::<f64>() / rr.len() as f64,
+        rr_p50_us: percentile(&rr, 0.5),
+        rr_p99_us: percentile(&rr, 0.99),
+    })
+}
