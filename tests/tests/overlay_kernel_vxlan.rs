@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use netd_tests::{
     cluster::{cluster, eventually, plug_into_underlay, uplink_acts_as_nic, UNDERLAY_PREFIX},
     netns::{sh, veth_between, NetNs},
+    process::metric,
     traffic::{ping, tcp},
 };
 
@@ -211,4 +212,27 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     for bad in ["bad cksum", "bad udp cksum", "incorrect", "malformed"] {
         assert!(!all.contains(bad), "{bad} in:\n{all}");
     }
+
+    // Removing the external host: refused while it has endpoints; once
+    // gone, its VXLAN is dropped on arrival and counted as from an unknown host.
+    let (ok, _, err) = netd.cli(&["host", "rm", "kernel-1"]);
+    assert!(
+        !ok && err.contains("host \"kernel-1\" still has endpoints: k1"),
+        "{err}"
+    );
+    netd.ok(&["endpoint", "rm", "k1"]);
+    netd.ok(&["host", "rm", "kernel-1"]);
+    assert!(!netd.ok(&["host", "ls"]).contains("kernel-1"));
+    let unknown = "netd_drops_total{hook=\"xdp_uplink\",reason=\"unknown_host\"}";
+    let before = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), unknown).unwrap_or(0);
+    assert!(
+        !ping(&kc, &e0_ip, 2),
+        "a removed host's VXLAN was delivered"
+    );
+    let after = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), unknown).unwrap_or(0);
+    assert!(
+        after >= before + 2,
+        "unknown_host drops moved by {}",
+        after - before
+    );
 }
