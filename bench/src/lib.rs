@@ -125,3 +125,25 @@ pub fn measure(
         rr_p99_us: percentile(&rr, 0.99),
     })
 }
+
+/// Prints `ours` beside `theirs` (throughput and latency) and their ratios.
+pub fn print_comparison(title: &str, theirs: &Setup, ours: &Setup) {
+    println!(
+        "{title:<22} {:>12} {:>10} {:>10} {:>10}",
+        "TCP Gbit/s", "RR mean", "RR p50", "RR p99"
+    );
+    for s in [theirs, ours] {
+        println!(
+            "{:<22} {:>12.2} {:>9.1}us {:>9.1}us {:>9.1}us",
+            s.name, s.throughput_gbit_s, s.rr_mean_us, s.rr_p50_us, s.rr_p99_us
+        );
+    }
+    println!(
+        "{} / {}: throughput {:.2}x, RR mean {:.2}x, p99 {:.2}x",
+        ours.name,
+        theirs.name,
+        ours.throughput_gbit_s / theirs.throughput_gbit_s,
+        ours.rr_mean_us / theirs.rr_mean_us,
+        ours.rr_p99_us / theirs.rr_p99_us
+    );
+}

@@ -137,7 +137,32 @@ impl<S: Store> Control<S> {
         Ok(out)
     }
 
-    /// The hosts whose netd is alive (registered).
+    /// Refuses to remove `kind` `name` while endpoints `of` it exist.
+    async fn refuse_if_used(
+        &self,
+        kind: &'static str,
+        name: &str,
+        of: impl Fn(&Endpoint) -> bool,
+    ) -> Result<(), ControlError> {
+        let users: Vec<String> = self
+            .endpoints()
+            .await?
+            .into_iter()
+            .filter(|e| of(e))
+            .map(|e| e.name)
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(ModelError::InUse {
+            kind,
+            name: name.to_string(),
+            endpoints: users.join(", "),
+        }
+        .into())
+    }
+
+    /// The hosts whose netd is alive (registered), and the external ones.
     pub async fn hosts(&self) -> Result<Vec<crate::model::Host>, ControlError> {
         let mut list: Vec<crate::model::Host> = self.load(HOSTS).await?;
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -233,21 +258,8 @@ impl<S: Store> Control<S> {
 
     pub async fn delete_network(&self, name_or_id: &str) -> Result<Network, ControlError> {
         let network = self.network(name_or_id).await?;
-        let users: Vec<String> = self
-            .endpoints()
-            .await?
-            .into_iter()
-            .filter(|e| e.network == network.id)
-            .map(|e| e.name)
-            .collect();
-        if !users.is_empty() {
-            return Err(ModelError::InUse {
-                kind: "network",
-                name: network.name,
-                endpoints: users.join(", "),
-            }
-            .into());
-        }
+        self.refuse_if_used("network", &network.name, |e| e.network == network.id)
+            .await?;
         let mut txn = Txn::new()
             .delete(network_key(&network.id))
             .delete(network_name_key(&network.name))
@@ -393,21 +405,8 @@ impl<S: Store> Control<S> {
         let mut attempt = 0;
         loop {
             let (host, revision) = self.external_host(name).await?;
-            let users: Vec<String> = self
-                .endpoints()
-                .await?
-                .into_iter()
-                .filter(|e| e.host == host.name)
-                .map(|e| e.name)
-                .collect();
-            if !users.is_empty() {
-                return Err(ModelError::InUse {
-                    kind: "host",
-                    name: host.name,
-                    endpoints: users.join(", "),
-                }
-                .into());
-            }
+            self.refuse_if_used("host", &host.name, |e| e.host == host.name)
+                .await?;
             // An endpoint created meanwhile rewrites the host: then look again.
             let txn = Txn::new()
                 .unchanged(host_key(&host.name), revision)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use netd::dataplane::maps::{MapOp, MapWriter};
-use netd_bench::{measure, Pair};
+use netd_bench::{measure, print_comparison, Pair};
 use netd_common::{
     maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
     program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE},
@@ -185,22 +185,7 @@ fn main() -> anyhow::Result<()> {
     let _ = netd.stop();
     let cost = tc_path(args.repeat);
 
-    println!(
-        "{:<14} {:>12} {:>10} {:>10} {:>10}",
-        "setup", "TCP Gbit/s", "RR mean", "RR p50", "RR p99"
-    );
-    for s in [&bridge, &netd_setup] {
-        println!(
-            "{:<14} {:>12.2} {:>9.1}us {:>9.1}us {:>9.1}us",
-            s.name, s.throughput_gbit_s, s.rr_mean_us, s.rr_p50_us, s.rr_p99_us
-        );
-    }
-    println!(
-        "netd / bridge: throughput {:.2}x, RR mean {:.2}x, p99 {:.2}x",
-        netd_setup.throughput_gbit_s / bridge.throughput_gbit_s,
-        netd_setup.rr_mean_us / bridge.rr_mean_us,
-        netd_setup.rr_p99_us / bridge.rr_p99_us
-    );
+    print_comparison("same host", &bridge, &netd_setup);
     println!(
         "TC local forward {:.0} ns/packet: {:.2}x the TC no-op ({:.0} ns), {:.2}x the XDP no-op ({:.0} ns)",
         cost.tc_local_forward_ns,

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use netd_bench::{measure, percentile, Pair, Setup};
+use netd_bench::{measure, percentile, print_comparison, Pair, Setup};
 use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE, XDP_UPLINK};
 use netd_tests::{
     cluster::{cluster, plug_into_underlay, uplink_acts_as_nic, Host},
@@ -343,22 +343,8 @@ fn main() -> anyhow::Result<()> {
     eprintln!("encap/decap: {} single runs per path", args.runs);
     let costs = program_costs(args.runs)?;
 
-    println!(
-        "{:<22} {:>12} {:>10} {:>10} {:>10}",
-        "cross-host", "TCP Gbit/s", "RR mean", "RR p50", "RR p99"
-    );
-    for s in [&kernel, &netd] {
-        println!(
-            "{:<22} {:>12.2} {:>9.1}us {:>9.1}us {:>9.1}us",
-            s.name, s.throughput_gbit_s, s.rr_mean_us, s.rr_p50_us, s.rr_p99_us
-        );
-    }
-    println!(
-        "netd / kernel vxlan: throughput {:.2}x, RR mean {:.2}x, p99 {:.2}x\n",
-        netd.throughput_gbit_s / kernel.throughput_gbit_s,
-        netd.rr_mean_us / kernel.rr_mean_us,
-        netd.rr_p99_us / kernel.rr_p99_us
-    );
+    print_comparison("cross-host", &kernel, &netd);
+    println!();
     println!(
         "{:<34} {:>10} {:>10} {:>9}",
         "program path (one run each)", "median ns", "p99 ns", "vs no-op"
