@@ -206,12 +206,14 @@ pub fn write_encap(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64
         v[3],
         0,
     ];
-    let mut inner_eth = [0u8; 14];
-    inner_eth[..6].copy_from_slice(&e.inner_dst);
-    inner_eth[6..12].copy_from_slice(&e.inner_src);
-    inner_eth[12] = 0x08;
-    ctx.store(14, &ip, 0)?;
-    ctx.store(34, &udp_vxlan, 0)?;
-    ctx.store(50, &inner_eth, 0)?;
+    // One write of all 50 bytes: each bpf_skb_store_bytes call has its own
+    // checks and may have to unclone the skb.
+    let mut headers = [0u8; VXLAN_OVERHEAD as usize];
+    headers[..20].copy_from_slice(&ip);
+    headers[20..36].copy_from_slice(&udp_vxlan);
+    headers[36..42].copy_from_slice(&e.inner_dst);
+    headers[42..48].copy_from_slice(&e.inner_src);
+    headers[48] = 0x08;
+    ctx.store(14, &headers, 0)?;
     Ok(())
 }
