@@ -166,6 +166,9 @@ enum EndpointCmd {
         /// Interface name inside the sandbox [default: eth0].
         #[arg(long)]
         ifname: Option<String>,
+        /// MAC address [default: 02:6e and the IPv4 address].
+        #[arg(long)]
+        mac: Option<String>,
     },
     /// List endpoints.
     Ls {
@@ -328,6 +331,7 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             external_host,
             ip,
             ifname,
+            mac,
         } => {
             let spec = EndpointSpec {
                 name,
@@ -336,6 +340,7 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
                 external_host,
                 ip,
                 ifname,
+                mac,
             };
             let e: Endpoint = client.post("/endpoints", &spec).await?;
             println!("{} {} {}", e.id, e.ipv4, e.mac);

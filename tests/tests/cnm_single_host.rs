@@ -174,6 +174,24 @@ fn spoofed_source_ip_and_mac_are_dropped_and_counted() {
 }
 
 #[test]
+fn an_endpoint_with_a_chosen_mac_has_it_in_its_sandbox_and_talks() {
+    let h = host();
+    h.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.14.0.0/24"]);
+    let s1 = NetNs::new("ndSm");
+    let s2 = NetNs::new("ndSm");
+    let ip1 = h.endpoint("m1", "n1", &s1, &["--mac", "52:54:00:12:34:56"]);
+    let ip2 = h.endpoint("m2", "n1", &s2, &[]);
+    let link = String::from_utf8_lossy(&s1.ip(&["link", "show", "eth0"]).stdout).into_owned();
+    assert!(link.contains("link/ether 52:54:00:12:34:56"), "{link}");
+    // Both ways: m2's ARP for m1 is answered with the chosen MAC.
+    assert!(ping(&s2, &ip1, 2), "m2 -> m1");
+    assert!(ping(&s1, &ip2, 2), "m1 -> m2");
+    let neigh = String::from_utf8_lossy(&s2.ip(&["neigh", "show", &ip1]).stdout).into_owned();
+    assert!(neigh.contains("52:54:00:12:34:56"), "{neigh}");
+}
+
+#[test]
 fn refused_requests_say_why_and_change_nothing() {
     let h = host();
     h.netd.ok(&[

@@ -122,21 +122,8 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     kh.ip(&["link", "set", "vx0", "up"]);
     kh.ip(&["link", "set", "br0", "up"]);
 
-    // netd learns of the kernel host and of its container's address, and
-    // gives that container the MAC its endpoints use.
-    netd.ok(&["host", "add", "kernel-1", "--underlay-ip", &kernel_ip]);
-    let out = netd.ok(&[
-        "endpoint",
-        "create",
-        "k1",
-        "--network",
-        "o1",
-        "--external-host",
-        "kernel-1",
-    ]);
-    let fields: Vec<&str> = out.split_whitespace().collect();
-    let (k1_ip, k1_mac) = (fields[1].to_string(), fields[2].to_string());
-
+    // A container already there, with the MAC the kernel gave it.
+    let k1_ip = "10.95.0.50".to_string();
     let kc = NetNs::new("ndKc");
     veth_between(
         &kc,
@@ -148,8 +135,30 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     );
     kh.ip(&["addr", "flush", "dev", "kc0"]);
     kh.ip(&["link", "set", "kc0", "master", "br0"]);
-    kc.ip(&["link", "set", "eth0", "address", &k1_mac]);
     kc.ip(&["link", "set", "eth0", "mtu", "1450"]);
+    let link: serde_json::Value =
+        serde_json::from_slice(&kc.ip(&["-j", "link", "show", "eth0"]).stdout).expect("json");
+    let k1_mac = link[0]["address"].as_str().expect("mac").to_string();
+
+    // netd learns of the kernel host and of its container, address and MAC.
+    netd.ok(&["host", "add", "kernel-1", "--underlay-ip", &kernel_ip]);
+    let out = netd.ok(&[
+        "endpoint",
+        "create",
+        "k1",
+        "--network",
+        "o1",
+        "--external-host",
+        "kernel-1",
+        "--ip",
+        &k1_ip,
+        "--mac",
+        &k1_mac,
+    ]);
+    assert!(
+        out.trim_end().ends_with(&format!("{k1_ip} {k1_mac}")),
+        "{out}"
+    );
 
     let s0 = NetNs::new("ndSk");
     let e0_ip = hosts[0].endpoint("e0", "o1", &s0);

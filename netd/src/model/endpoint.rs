@@ -32,6 +32,9 @@ pub struct EndpointSpec {
     pub ip: Option<String>,
     #[serde(default)]
     pub ifname: Option<String>,
+    /// The endpoint's MAC; by default 02:6e and the IPv4 address.
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 /// An endpoint: one interface of one sandbox on one network.
@@ -117,7 +120,7 @@ impl Endpoint {
             network: network.id.clone(),
             sandbox: PathBuf::new(),
             ipv4,
-            mac: Mac::for_ipv4(ipv4),
+            mac: chosen_mac(spec, ipv4, network, endpoints)?,
             ifname: String::new(),
             host_ifname: String::new(),
             managed_by: Manager::External,
@@ -230,7 +233,7 @@ impl Endpoint {
             network: network.id.clone(),
             sandbox: spec.netns.clone(),
             ipv4,
-            mac: Mac::for_ipv4(ipv4),
+            mac: chosen_mac(spec, ipv4, network, endpoints)?,
             ifname,
             host_ifname,
             managed_by: Manager::Netd,
@@ -260,6 +263,36 @@ fn find_new<'n>(
             kind: "network",
             name: spec.network.clone(),
         })
+}
+
+/// The requested MAC if it is a unicast address no other endpoint of the
+/// network has, or the one derived from the address.
+fn chosen_mac(
+    spec: &EndpointSpec,
+    ipv4: Ipv4Addr,
+    network: &Network,
+    endpoints: &[Endpoint],
+) -> Result<Mac, ModelError> {
+    let Some(text) = &spec.mac else {
+        return Ok(Mac::for_ipv4(ipv4));
+    };
+    let mac: Mac = text.parse().map_err(|e| ModelError::invalid("mac", e))?;
+    if !mac.is_unicast() {
+        return Err(ModelError::invalid(
+            "mac",
+            format!("{mac} is not a unicast address"),
+        ));
+    }
+    if let Some(other) = endpoints
+        .iter()
+        .find(|e| e.network == network.id && e.mac == mac)
+    {
+        return Err(ModelError::invalid(
+            "mac",
+            format!("{mac} is already endpoint {:?}'s", other.name),
+        ));
+    }
+    Ok(mac)
 }
 
 fn requested_ip(spec: &EndpointSpec) -> Result<Option<Ipv4Addr>, ModelError> {
@@ -330,6 +363,21 @@ mod tests {
     }
 
     #[test]
+    fn a_requested_mac_is_used() {
+        let n1 = net("n1", "10.1.0.0/24", &[]);
+        let e = Endpoint::from_spec(
+            &EndpointSpec {
+                mac: Some("52:54:00:12:34:56".into()),
+                ..spec("e1", "n1", "/run/netns/s")
+            },
+            std::slice::from_ref(&n1),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(e.mac.to_string(), "52:54:00:12:34:56");
+    }
+
+    #[test]
     fn a_sandbox_may_join_several_networks_once_each() {
         let n1 = net("n1", "10.1.0.0/24", &[]);
         let n2 = net("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
@@ -355,6 +403,9 @@ mod tests {
             (EndpointSpec { ip: Some("10.2.0.9".into()), ..spec("e3", "n1", "/run/netns/t") }, "outside the subnet 10.1.0.0/24"),
             (EndpointSpec { ip: Some("ten".into()), ..spec("e3", "n1", "/run/netns/t") }, "ip: \"ten\" is not an IPv4 address"),
             (EndpointSpec { ifname: Some("a/b".into()), ..spec("e3", "n1", "/run/netns/t") }, "ifname: \"a/b\" is not a valid interface name"),
+            (EndpointSpec { mac: Some("02:6e:0a:01:00:02".into()), ..spec("e3", "n1", "/run/netns/t") }, "mac: 02:6e:0a:01:00:02 is already endpoint \"e1\"'s"),
+            (EndpointSpec { mac: Some("01:00:5e:00:00:01".into()), ..spec("e3", "n1", "/run/netns/t") }, "mac: 01:00:5e:00:00:01 is not a unicast address"),
+            (EndpointSpec { mac: Some("02:6e".into()), ..spec("e3", "n1", "/run/netns/t") }, "is not a MAC address"),
         ];
         for (s, expected) in cases {
             let e = Endpoint::from_spec(&s, &nets, &existing)
