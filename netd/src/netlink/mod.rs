@@ -11,8 +11,8 @@ use std::{
 
 use futures_util::TryStreamExt;
 use rtnetlink::{
-    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
-    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
+    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 use crate::model::Mac;
@@ -356,25 +356,43 @@ pub async fn create_veth_pair(
     }
 }
 
-/// Creates the veth pair of an endpoint and returns the host end's
-/// (index, MAC). On failure the pair is removed again.
+/// Creates the veth pair of an endpoint, its peer born inside the sandbox
+/// with its name, MAC and MTU (moving a link between namespaces waits for
+/// an RCU grace period: ~25 ms per endpoint), configures both ends and
+/// returns the host end's (index, MAC). On failure the pair is removed again.
 pub async fn create_endpoint_link(
     host: &Netlink,
     spec: &EndpointLinkSpec<'_>,
 ) -> Result<(u32, Mac), LinkError> {
-    // The peer carries a temporary name until it is inside the sandbox.
-    let temp_peer = format!("ndp{}", &spec.host_ifname[3..]);
+    let ns: OwnedFd = File::open(spec.sandbox)
+        .map_err(|source| LinkError::Sandbox {
+            path: spec.sandbox.display().to_string(),
+            source,
+        })?
+        .into();
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(spec.ifname.to_string())
+        .address(spec.mac.0.to_vec())
+        .mtu(spec.mtu)
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
     host.handle
         .link()
         .add(
-            LinkVeth::new(spec.host_ifname, &temp_peer)
+            LinkVeth::new(spec.host_ifname, spec.ifname)
                 .mtu(spec.mtu)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .build(),
         )
         .execute()
         .await
-        .map_err(nl(format!("creating veth pair {}", spec.host_ifname)))?;
-    match configure(host, spec, &temp_peer).await {
+        .map_err(nl(format!(
+            "creating veth {} with {} in {}",
+            spec.host_ifname,
+            spec.ifname,
+            spec.sandbox.display()
+        )))?;
+    match configure(host, spec).await {
         Ok(done) => Ok(done),
         Err(e) => {
             let _ = host.delete(spec.host_ifname).await;
@@ -383,49 +401,17 @@ pub async fn create_endpoint_link(
     }
 }
 
-async fn configure(
-    host: &Netlink,
-    spec: &EndpointLinkSpec<'_>,
-    temp_peer: &str,
-) -> Result<(u32, Mac), LinkError> {
-    let ns: OwnedFd = File::open(spec.sandbox)
-        .map_err(|source| LinkError::Sandbox {
-            path: spec.sandbox.display().to_string(),
-            source,
-        })?
-        .into();
-    let peer_index = host.index(temp_peer).await?;
-    host.handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(peer_index)
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(nl(format!(
-            "moving {temp_peer} into {}",
-            spec.sandbox.display()
-        )))?;
-
+async fn configure(host: &Netlink, spec: &EndpointLinkSpec<'_>) -> Result<(u32, Mac), LinkError> {
     let sandbox = Netlink::in_netns(spec.sandbox)?;
-    let inner = sandbox.index(temp_peer).await?;
+    let inner = sandbox.index(spec.ifname).await?;
     sandbox
         .handle
         .link()
-        .set(
-            LinkUnspec::new_with_index(inner)
-                .name(spec.ifname.to_string())
-                .address(spec.mac.0.to_vec())
-                .mtu(spec.mtu)
-                .up()
-                .build(),
-        )
+        .set(LinkUnspec::new_with_index(inner).up().build())
         .execute()
         .await
         .map_err(nl(format!(
-            "setting up {} in {}",
+            "bringing {} up in {}",
             spec.ifname,
             spec.sandbox.display()
         )))?;
