@@ -5,7 +5,7 @@
 //! forwarding goes on while netd is down or restarting; `netd teardown`
 //! removes them.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::Ipv4Addr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -26,6 +26,7 @@ use crate::{
     store::{EmbeddedStore, EtcdStore, Store, WatchEvent},
     system,
 };
+use netd_common::maps::{OverlayConfig, VXLAN_OVERHEAD};
 
 /// A full pass even without changes: repairs what someone else broke
 /// (a deleted veth, a planted map entry).
@@ -92,43 +93,14 @@ async fn serve<S: Store>(
     let counters = datapath.take_counters()?;
     let metrics = Arc::new(Metrics::new()?);
 
-    let underlay_ip = match (config.underlay_ip, config.uplinks.first()) {
-        (Some(ip), _) => Some(ip),
-        (None, Some(uplink)) => crate::netlink::Netlink::here()?
-            .first_ipv4(uplink)
-            .await
-            .with_context(|| format!("reading the address of uplink {uplink}"))?,
-        (None, None) => None,
-    };
-    // VXLAN needs an address to send from and an uplink to send through,
-    // and costs 50 bytes of every packet's room.
-    let overlay_mtu = match config.uplinks.first() {
-        Some(uplink) => {
-            crate::netlink::Netlink::here()?.mtu(uplink).await? - netd_common::maps::VXLAN_OVERHEAD
-        }
-        None => crate::agent::ENDPOINT_MTU - netd_common::maps::VXLAN_OVERHEAD,
-    };
-    let overlay = match (underlay_ip, config.uplinks.first()) {
-        (Some(ip), Some(uplink)) => {
-            if crate::netlink::Netlink::here()?.is_veth(uplink).await? {
-                crate::netlink::finish_checksums_on_transmit(uplink).with_context(|| {
-                    format!("turning transmit checksum offload off on {uplink}")
-                })?;
-                info!(%uplink, "a veth uplink: checksums are finished on transmit, as a NIC would");
-            }
-            netd_common::maps::OverlayConfig {
-                underlay: ip.octets(),
-                uplink_ifindex: system::ifindex(uplink)?,
-            }
-        }
-        _ => netd_common::maps::OverlayConfig::default(),
-    };
+    // VXLAN needs an address to send from and an uplink to send through.
+    let underlay = underlay(&config).await?;
     let agent = Arc::new(Agent::new(
         Arc::new(Control::on_host(store, &config.host_name)),
         datapath,
         metrics.clone(),
-        overlay,
-        overlay_mtu,
+        underlay.overlay,
+        underlay.overlay_mtu,
     )?);
     let report = agent.reconcile().await.context("first reconcile")?;
     info!(
@@ -141,7 +113,7 @@ async fn serve<S: Store>(
     let follower = tokio::spawn(follow_store(agent.clone()));
     let me = crate::model::Host {
         name: config.host_name.clone(),
-        underlay_ip,
+        underlay_ip: underlay.ip,
         external: false,
     };
     let registration = tokio::spawn(agent.control().store().keep_registered(
@@ -212,6 +184,57 @@ async fn serve<S: Store>(
 
 /// Reconciles on every store change under netd's prefix and every
 /// RESYNC_EVERY; a lagging watch just triggers a full pass.
+/// This host's side of VXLAN.
+struct Underlay {
+    /// The address other hosts send VXLAN to: `--underlay-ip`, or the
+    /// first uplink's.
+    ip: Option<Ipv4Addr>,
+    /// What the programs need to encapsulate: all zero without an uplink
+    /// or an address.
+    overlay: OverlayConfig,
+    /// Endpoint MTU on overlay networks: 50 bytes under the uplink's.
+    overlay_mtu: u32,
+}
+
+async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
+    let Some(uplink) = config.uplinks.first() else {
+        return Ok(Underlay {
+            ip: config.underlay_ip,
+            overlay: OverlayConfig::default(),
+            overlay_mtu: crate::agent::ENDPOINT_MTU - VXLAN_OVERHEAD,
+        });
+    };
+    let links = crate::netlink::Netlink::here()?;
+    let overlay_mtu = links.mtu(uplink).await? - VXLAN_OVERHEAD;
+    let ip = match config.underlay_ip {
+        Some(ip) => Some(ip),
+        None => links
+            .first_ipv4(uplink)
+            .await
+            .with_context(|| format!("reading the address of uplink {uplink}"))?,
+    };
+    let Some(address) = ip else {
+        return Ok(Underlay {
+            ip,
+            overlay: OverlayConfig::default(),
+            overlay_mtu,
+        });
+    };
+    if links.is_veth(uplink).await? {
+        crate::netlink::finish_checksums_on_transmit(Path::new("/proc/self/ns/net"), uplink)
+            .with_context(|| format!("turning transmit checksum offload off on {uplink}"))?;
+        info!(%uplink, "a veth uplink: checksums are finished on transmit, as a NIC would");
+    }
+    Ok(Underlay {
+        ip,
+        overlay: OverlayConfig {
+            underlay: address.octets(),
+            uplink_ifindex: system::ifindex(uplink)?,
+        },
+        overlay_mtu,
+    })
+}
+
 async fn follow_store<S: Store>(agent: Arc<Agent<S>>) {
     let mut events = agent.control().store().watch();
     let mut tick = tokio::time::interval(RESYNC_EVERY);

@@ -67,16 +67,11 @@ pub fn plug_into_underlay(underlay: &NetNs, host: &NetNs, address: &str) {
 }
 
 /// For a host without netd: its `uplink0` finishes checksums on transmit,
-/// as a NIC does before the wire (netd does this to a veth uplink itself).
-/// A veth would hand the packet on with its checksum still to be done,
-/// which XDP on the receiving host cannot finish.
+/// as a NIC does before the wire; netd does the same to a veth uplink of
+/// its own, with this same call.
 pub fn uplink_acts_as_nic(host: &NetNs) {
-    crate::netns::sh(
-        "ip",
-        &[
-            "netns", "exec", &host.name, "ethtool", "-K", "uplink0", "tx", "off",
-        ],
-    );
+    netd::netlink::finish_checksums_on_transmit(&host.path(), "uplink0")
+        .expect("transmit checksum offload off on uplink0");
 }
 
 /// `n` hosts named `host-0`.. with netd on the shared etcd; `extra(i)` adds

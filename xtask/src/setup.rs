@@ -22,7 +22,7 @@ const BUILD: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 /// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux,
 /// iperf3 for the bench, a real Docker engine with a busybox to import
 /// for the plugin tests, an etcd server for the cluster store tests, and
-/// tcpdump and ethtool for the kernel VXLAN interoperation test.
+/// tcpdump for the kernel VXLAN interoperation test.
 const TOOLS: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -33,7 +33,6 @@ const TOOLS: &[&str] = &[
     "busybox-static",
     "etcd-server",
     "tcpdump",
-    "ethtool",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -229,16 +229,13 @@ pub fn enable_gro(sandbox: &Path, ifname: &str) -> Result<(), LinkError> {
     ethtool_set(sandbox, ifname, &[(ETHTOOL_SGRO, 1)])
 }
 
-/// Makes a veth uplink finish checksums (and segment) on transmit, as a
-/// NIC does before the wire. A veth otherwise hands the packet on with
-/// its checksum still to be done, and XDP on the receiving host, which
-/// sees only bytes, would deliver it unfinished: the container drops it.
-pub fn finish_checksums_on_transmit(ifname: &str) -> Result<(), LinkError> {
-    ethtool_set(
-        Path::new("/proc/self/ns/net"),
-        ifname,
-        &[(ETHTOOL_STXCSUM, 0)],
-    )
+/// Makes a veth uplink (`ifname` in the namespace at `netns`) finish
+/// checksums (and segment) on transmit, as a NIC does before the wire. A
+/// veth otherwise hands the packet on with its checksum still to be done,
+/// and XDP on the receiving host, which sees only bytes, would deliver it
+/// unfinished: the container drops it.
+pub fn finish_checksums_on_transmit(netns: &Path, ifname: &str) -> Result<(), LinkError> {
+    ethtool_set(netns, ifname, &[(ETHTOOL_STXCSUM, 0)])
 }
 
 const ETHTOOL_SGRO: u32 = 0x2c;
