@@ -94,7 +94,7 @@ async fn serve<S: Store>(
     let metrics = Arc::new(Metrics::new()?);
 
     // VXLAN needs an address to send from and an uplink to send through.
-    let underlay = underlay(&config).await?;
+    let underlay = underlay(config).await?;
     let agent = Arc::new(Agent::new(
         Arc::new(Control::on_host(store, &config.host_name)),
         datapath,

@@ -24,16 +24,7 @@ impl Host {
     /// Creates endpoint `name` of `network` in `sandbox` on this host;
     /// returns its address.
     pub fn endpoint(&self, name: &str, network: &str, sandbox: &NetNs) -> String {
-        let out = self.netd.ok(&[
-            "endpoint",
-            "create",
-            name,
-            "--network",
-            network,
-            "--netns",
-            sandbox.path().to_str().unwrap_or_default(),
-        ]);
-        out.split_whitespace().nth(1).expect("address").to_string()
+        self.netd.endpoint(name, network, sandbox, &[])
     }
 }
 

@@ -98,6 +98,27 @@ impl Netd {
         stdout
     }
 
+    /// `netd endpoint create NAME --network NETWORK --netns SANDBOX EXTRA..`;
+    /// returns the address it printed.
+    pub fn endpoint(&self, name: &str, network: &str, sandbox: &NetNs, extra: &[&str]) -> String {
+        let netns = sandbox.path();
+        let mut args = vec![
+            "endpoint",
+            "create",
+            name,
+            "--network",
+            network,
+            "--netns",
+            netns.to_str().expect("path"),
+        ];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        out.split_whitespace()
+            .nth(1)
+            .expect("address printed")
+            .to_string()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }

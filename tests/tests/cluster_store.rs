@@ -71,18 +71,7 @@ fn hosts_share_the_model_through_etcd_and_keep_forwarding_while_it_is_away() {
     let sa1 = NetNs::new("ndSc");
     let sa2 = NetNs::new("ndSc");
     let sb = NetNs::new("ndSc");
-    let create = |h: &Host, name: &str, s: &NetNs| {
-        let out = h.netd.ok(&[
-            "endpoint",
-            "create",
-            name,
-            "--network",
-            "n1",
-            "--netns",
-            s.path().to_str().unwrap_or_default(),
-        ]);
-        out.split_whitespace().nth(1).expect("address").to_string()
-    };
+    let create = |h: &Host, name: &str, s: &NetNs| h.netd.endpoint(name, "n1", s, &[]);
     let ip_a1 = create(a, "a1", &sa1);
     let _ip_a2 = create(a, "a2", &sa2);
     let ip_b = create(b, "b1", &sb);

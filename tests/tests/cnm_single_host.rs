@@ -34,22 +34,7 @@ fn host() -> Host {
 
 impl Host {
     fn endpoint(&self, name: &str, network: &str, sandbox: &NetNs, extra: &[&str]) -> String {
-        let netns = sandbox.path();
-        let mut args = vec![
-            "endpoint",
-            "create",
-            name,
-            "--network",
-            network,
-            "--netns",
-            netns.to_str().expect("path"),
-        ];
-        args.extend_from_slice(extra);
-        let out = self.netd.ok(&args);
-        out.split_whitespace()
-            .nth(1)
-            .expect("address printed")
-            .to_string()
+        self.netd.endpoint(name, network, sandbox, extra)
     }
 
     fn scrape(&self) -> String {

@@ -77,18 +77,8 @@ fn netd_pair() -> (Pair, NetNs, Netd, TempPins) {
     netd.ok(&["network", "create", "bench", "--subnet", "10.42.0.0/24"]);
     let client = NetNs::new("bnC");
     let server = NetNs::new("bnS");
-    for (name, ns) in [("client", &client), ("server", &server)] {
-        netd.ok(&[
-            "endpoint",
-            "create",
-            name,
-            "--network",
-            "bench",
-            "--netns",
-            ns.path().to_str().unwrap_or_default(),
-        ]);
-    }
-    let server_ip = "10.42.0.3".to_string();
+    netd.endpoint("client", "bench", &client, &[]);
+    let server_ip = netd.endpoint("server", "bench", &server, &[]);
     (
         Pair {
             client,

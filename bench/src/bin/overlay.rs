@@ -22,7 +22,7 @@ use netd_tests::{
     cluster::{cluster, plug_into_underlay, uplink_acts_as_nic, Host},
     etcd::Etcd,
     netns::{sh, veth_between, NetNs},
-    overlay_fixture::{decap_fixture, encap_fixture, *},
+    overlay_fixture::*,
 };
 use serde::Serialize;
 use testpkt::{ipv4_udp_between, vxlan};
@@ -284,18 +284,12 @@ fn convergence(o: &NetdOverlay, trials: usize) -> anyhow::Result<Convergence> {
             Ok(None)
         });
         let t = Instant::now();
-        let created = host0.netd.ok(&[
-            "endpoint",
-            "create",
+        host0.netd.endpoint(
             &format!("t{i}"),
-            "--network",
             "bench",
-            "--ip",
-            &ip.to_string(),
-            "--netns",
-            sandbox.path().to_str().unwrap_or_default(),
-        ]);
-        drop(created);
+            &sandbox,
+            &["--ip", &ip.to_string()],
+        );
         let returned = t.elapsed();
         let answered = probe
             .join()
