@@ -190,7 +190,7 @@ async fn list_hosts<S: Store>(
 }
 
 /// `POST /hosts`: an external host (no netd there) by name and underlay address.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ExternalHostSpec {
     pub name: String,

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use netd::{
-    api::Status,
+    api::{ExternalHostSpec, Status},
     client::Client,
     config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH, DEFAULT_SOCKET},
     dataplane::PinLayout,
@@ -391,20 +391,23 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
 }
 
 async fn hosts(client: &Client, cmd: HostCmd) -> anyhow::Result<()> {
-    let json = match cmd {
-        HostCmd::Ls { json } => json,
+    match cmd {
+        HostCmd::Ls { json } => list_hosts(client, json).await,
         HostCmd::Add { name, underlay_ip } => {
-            let body = serde_json::json!({ "name": name, "underlay-ip": underlay_ip });
-            let h: Host = client.post("/hosts", &body).await?;
+            let spec = ExternalHostSpec { name, underlay_ip };
+            let h: Host = client.post("/hosts", &spec).await?;
             println!("{}", h.name);
-            return Ok(());
+            Ok(())
         }
         HostCmd::Rm { name } => {
             let h: Host = client.delete(&format!("/hosts/{name}")).await?;
             println!("{}", h.name);
-            return Ok(());
+            Ok(())
         }
-    };
+    }
+}
+
+async fn list_hosts(client: &Client, json: bool) -> anyhow::Result<()> {
     let list: Vec<Host> = client.get("/hosts").await?;
     if json {
         return print_json(&list);
