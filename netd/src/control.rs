@@ -540,6 +540,17 @@ mod tests {
         }
     }
 
+    /// Each request was refused, saying its expected words.
+    fn assert_refused(refusals: &[Option<String>], expected: &[&str]) {
+        assert_eq!(refusals.len(), expected.len());
+        for (got, want) in refusals.iter().zip(expected) {
+            assert!(
+                got.as_deref().is_some_and(|g| g.contains(want)),
+                "{got:?} lacks {want:?}"
+            );
+        }
+    }
+
     fn ep(name: &str, network: &str, netns: &str) -> EndpointSpec {
         EndpointSpec {
             name: name.into(),
@@ -600,12 +611,7 @@ mod tests {
                 "network \"n1\" still has endpoints: e1; remove them first",
                 "no endpoint named \"nope\"",
             ];
-            for (got, want) in refusals.iter().zip(expected) {
-                assert!(
-                    got.as_deref().is_some_and(|g| g.contains(want)),
-                    "{got:?} lacks {want:?}"
-                );
-            }
+            assert_refused(&refusals, &expected);
             assert_eq!(
                 c.store().list(PREFIX).await.expect("list"),
                 before,
@@ -713,13 +719,8 @@ mod tests {
                 "needs a sandbox",
                 "host \"kernel-1\" still has endpoints: k1; remove them first",
             ];
-            for (got, want) in refusals.iter().zip(expected) {
-                let got = got.as_ref().map(|e| e.to_string());
-                assert!(
-                    got.as_deref().is_some_and(|g| g.contains(want)),
-                    "{got:?} lacks {want:?}"
-                );
-            }
+            let refusals = refusals.map(|r| r.map(|e| e.to_string()));
+            assert_refused(&refusals, &expected);
             assert_eq!(
                 c.store().list(PREFIX).await.expect("list"),
                 before,
