@@ -127,12 +127,7 @@ impl<S: Store> Control<S> {
     ) -> Result<Vec<T>, ControlError> {
         let mut out = Vec::new();
         for (key, v) in self.store.list(prefix).await? {
-            out.push(
-                serde_json::from_str(&v.value).map_err(|e| ControlError::Record {
-                    key,
-                    reason: e.to_string(),
-                })?,
-            );
+            out.push(decode(&key, &v.value)?);
         }
         Ok(out)
     }
@@ -163,8 +158,8 @@ impl<S: Store> Control<S> {
     }
 
     /// The hosts whose netd is alive (registered), and the external ones.
-    pub async fn hosts(&self) -> Result<Vec<crate::model::Host>, ControlError> {
-        let mut list: Vec<crate::model::Host> = self.load(HOSTS).await?;
+    pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
+        let mut list: Vec<Host> = self.load(HOSTS).await?;
         list.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(list)
     }
@@ -339,10 +334,7 @@ impl<S: Store> Control<S> {
                 kind: "host",
                 name: name.to_string(),
             })?;
-        let host: Host = serde_json::from_str(&stored.value).map_err(|e| ControlError::Record {
-            key,
-            reason: e.to_string(),
-        })?;
+        let host: Host = decode(&key, &stored.value)?;
         if !host.external {
             return Err(ModelError::invalid(
                 "host",
@@ -495,11 +487,7 @@ impl<S: Store> Control<S> {
                 kind: "endpoint",
                 name: endpoint_id.to_string(),
             })?;
-        let mut endpoint: Endpoint =
-            serde_json::from_str(&current.value).map_err(|e| ControlError::Record {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
+        let mut endpoint: Endpoint = decode(&key, &current.value)?;
         endpoint.sandbox = sandbox;
         self.store
             .commit(Txn {
@@ -513,6 +501,14 @@ impl<S: Store> Control<S> {
             .await?;
         Ok(endpoint)
     }
+}
+
+/// A stored record read back; the error names its key.
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> Result<T, ControlError> {
+    serde_json::from_str(value).map_err(|e| ControlError::Record {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
