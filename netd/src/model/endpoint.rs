@@ -13,8 +13,9 @@ pub const DEFAULT_IFNAME: &str = "eth0";
 /// Host ends of endpoint veths are named this plus 12 hex digits of the id.
 pub const HOST_IFNAME_PREFIX: &str = "ndh";
 
-/// `netd endpoint create NAME --network NET --netns PATH [--ip IP] [--ifname IF]`,
-/// or `... --external-host HOST [--ip IP]` for an endpoint on a host without netd.
+/// `netd endpoint create NAME --network NET --netns PATH [--ip IP] [--ifname IF]
+/// [--mac MAC]`, or `... --external-host HOST [--ip IP] [--mac MAC]` for an
+/// endpoint on a host without netd.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EndpointSpec {
@@ -88,9 +89,9 @@ impl Endpoint {
     }
 
     /// An endpoint on `host`, an external host: a container behind a kernel
-    /// VXLAN device, say. It takes an address of the overlay network
-    /// `network` and the MAC netd derives from it, which that container
-    /// must use; netd makes no link for it.
+    /// VXLAN device, say. It takes an address of the overlay network and
+    /// the container's MAC (`spec.mac`, or the one netd derives, which the
+    /// container must then use); netd makes no link for it.
     pub fn external(
         spec: &EndpointSpec,
         host: &str,
