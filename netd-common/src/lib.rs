@@ -28,6 +28,8 @@ pub mod map_names {
     pub const VNIS: &str = "NETD_VNIS";
     /// [`crate::maps::OverlayConfig`], one entry.
     pub const OVERLAY: &str = "NETD_OVERLAY";
+    /// [`crate::maps::PinMeta`], one entry: owner and layout of the pins.
+    pub const META: &str = "NETD_META";
 }
 
 /// Names of the programs in netd-ebpf, as aya sees them.

@@ -61,6 +61,28 @@ pub struct OverlayConfig {
     pub uplink_ifindex: u32,
 }
 
+/// `NETD_META` (one entry): whose pins these are and in which layout, so a
+/// netd never runs on another store's datapath or on maps it misreads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct PinMeta {
+    /// [`LAYOUT_VERSION`] of the netd that last loaded the pins.
+    pub layout: u32,
+    pub _reserved: u32,
+    /// The store's id (ASCII, zero-padded): links and pins of one store.
+    pub owner: [u8; 32],
+}
+
+impl Default for PinMeta {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// The layout of the pinned maps. 1: round one (no `NETD_META`, counters
+/// packed per hook); 2: `NETD_META`, counter slots fixed per hook.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer Ethernet + IPv4 + UDP + VXLAN.
@@ -75,6 +97,7 @@ mod user {
     unsafe impl aya::Pod for super::NetworkEntry {}
     unsafe impl aya::Pod for super::HostEntry {}
     unsafe impl aya::Pod for super::OverlayConfig {}
+    unsafe impl aya::Pod for super::PinMeta {}
 }
 
 #[cfg(test)]
@@ -89,5 +112,6 @@ mod tests {
         assert_eq!(size_of::<NetworkEntry>(), 8);
         assert_eq!(size_of::<HostEntry>(), 8);
         assert_eq!(size_of::<OverlayConfig>(), 8);
+        assert_eq!(size_of::<PinMeta>(), 40);
     }
 }

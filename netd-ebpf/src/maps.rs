@@ -9,8 +9,8 @@ use aya_ebpf::{
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
     maps::{
-        EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, MAX_ENDPOINTS,
-        MAX_HOSTS, MAX_NETWORKS,
+        EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
+        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
     },
 };
 
@@ -45,3 +45,7 @@ pub static NETD_VNIS: HashMap<u32, u32> = HashMap::pinned(MAX_NETWORKS, 0);
 /// This host's side of the underlay (one entry).
 #[map(name = "NETD_OVERLAY")]
 pub static NETD_OVERLAY: Array<OverlayConfig> = Array::pinned(1, 0);
+
+/// Whose pins these are and their layout version: read and written by netd only.
+#[map(name = "NETD_META")]
+pub static NETD_META: Array<PinMeta> = Array::pinned(1, 0);

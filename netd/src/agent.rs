@@ -61,6 +61,8 @@ pub struct Agent<S> {
     host: Netlink,
     metrics: Arc<Metrics>,
     pin_path: String,
+    /// The alias this netd puts on the links it makes: it removes no others.
+    owner: String,
     /// This host's underlay side (all zero: no overlay here).
     overlay: netd_common::maps::OverlayConfig,
     /// MTU of endpoints on overlay networks: the uplink's minus VXLAN's 50.
@@ -69,19 +71,24 @@ pub struct Agent<S> {
 }
 
 impl<S: Store> Agent<S> {
+    /// `cluster_id` is the store's ([`Control::cluster_id`]): with the pin
+    /// path it makes the mark on this netd's links.
     pub fn new(
         control: Arc<Control<S>>,
+        cluster_id: &str,
         mut datapath: Datapath,
         metrics: Arc<Metrics>,
         overlay: netd_common::maps::OverlayConfig,
         overlay_mtu: u32,
     ) -> Result<Self, AgentError> {
         let maps = datapath.take_forwarding_maps()?;
+        let pin_path = datapath.layout().root().display().to_string();
         Ok(Self {
             control,
             host: Netlink::here()?,
             metrics,
-            pin_path: datapath.layout().root().display().to_string(),
+            owner: owner_mark(cluster_id, &pin_path),
+            pin_path,
             overlay,
             overlay_mtu,
             state: Mutex::new(State {
@@ -132,15 +139,20 @@ impl<S: Store> Agent<S> {
         let desired = compile(&networks, &endpoints, &links, &cluster);
         report.map_writes = reconcile(&mut state.maps, &desired)?;
 
-        // 3. Links and TC pins nobody owns any more.
+        // 3. Links this netd made that its store has forgotten, and TC pins
+        //    nobody owns any more. Links of another netd (another pin path
+        //    or store), or of no netd, are not ours to remove.
         let wanted: BTreeSet<&str> = endpoints
             .iter()
             .filter(|e| e.joined())
             .map(|e| e.host_ifname.as_str())
             .collect();
-        for name in self.host.links_named(HOST_IFNAME_PREFIX).await? {
-            if !wanted.contains(name.as_str()) && is_host_ifname(&name) {
-                self.host.delete(&name).await?;
+        for link in self.host.links_named(HOST_IFNAME_PREFIX).await? {
+            if !wanted.contains(link.name.as_str())
+                && is_host_ifname(&link.name)
+                && link.alias.as_deref() == Some(self.owner.as_str())
+            {
+                self.host.delete(&link.name).await?;
                 report.links_removed += 1;
             }
         }
@@ -176,11 +188,15 @@ impl<S: Store> Agent<S> {
             .await
             .map_err(|e| chain(&e))?;
         let (ifindex, mac) = match existing {
-            Some(found) => found,
+            Some(found) => {
+                self.claim(&endpoint.host_ifname, found.0).await?;
+                found
+            }
             None if endpoint.managed_by == Manager::Docker => {
                 let made = create_veth_pair(
                     &self.host,
                     &endpoint.host_ifname,
+                    &self.owner,
                     &endpoint.peer_ifname(),
                     ENDPOINT_MTU,
                 )
@@ -199,6 +215,7 @@ impl<S: Store> Agent<S> {
                     })?;
                 let spec = EndpointLinkSpec {
                     host_ifname: &endpoint.host_ifname,
+                    owner: &self.owner,
                     sandbox: &endpoint.sandbox,
                     ifname: &endpoint.ifname,
                     mac: endpoint.mac,
@@ -228,6 +245,25 @@ impl<S: Store> Agent<S> {
         Ok(HostLink { ifindex, mac })
     }
 
+    /// Marks an existing link the store names as this netd's (links made
+    /// before links were marked), unless another netd's mark is on it.
+    async fn claim(&self, ifname: &str, index: u32) -> Result<(), String> {
+        match self.host.alias(ifname).await.map_err(|e| chain(&e))? {
+            Some(mark) if mark == self.owner => Ok(()),
+            Some(mark) if mark.starts_with(OWNER_PREFIX) => Err(format!(
+                "link {ifname} belongs to another netd ({mark:?}), not this one ({:?})",
+                self.owner
+            )),
+            _ => {
+                info!(link = ifname, mark = %self.owner, "marking an endpoint link as this netd's");
+                self.host
+                    .set_alias(index, &self.owner)
+                    .await
+                    .map_err(|e| chain(&e))
+            }
+        }
+    }
+
     pub fn pin_path(&self) -> String {
         self.pin_path.clone()
     }
@@ -251,6 +287,14 @@ impl<S: Store> Agent<S> {
     pub async fn current_maps(&self) -> Result<MapState, AgentError> {
         Ok(self.state.lock().await.maps.read()?)
     }
+}
+
+const OWNER_PREFIX: &str = "netd:";
+
+/// The alias on every link a netd makes: its store's id and its pin path.
+/// Two netds on one host differ in one or the other.
+pub fn owner_mark(cluster_id: &str, pin_path: &str) -> String {
+    format!("{OWNER_PREFIX}{cluster_id}:{pin_path}")
 }
 
 fn is_host_ifname(name: &str) -> bool {

@@ -255,8 +255,8 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
-    #[error("another netd already serves {0}; stop it or give this one its own --socket")]
-    InUse(String),
+    #[error("another netd already serves {path}; stop it, or {fix}")]
+    InUse { path: String, fix: &'static str },
     #[error("cannot listen on {path}")]
     Io {
         path: String,
@@ -265,8 +265,12 @@ pub enum SocketError {
     },
 }
 
-/// Binds the API socket, replacing a stale one but never a live one.
-pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+/// What a user changes when the API socket is taken.
+pub const SOCKET_FIX: &str = "give this one its own --socket";
+
+/// Binds a root-only socket, replacing a stale one but never a live one.
+/// `fix` names the flags that choose another one.
+pub async fn bind(path: &Path, fix: &'static str) -> Result<UnixListener, SocketError> {
     let io = |source| SocketError::Io {
         path: path.display().to_string(),
         source,
@@ -276,11 +280,38 @@ pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(SocketError::InUse(path.display().to_string()));
+            return Err(SocketError::InUse {
+                path: path.display().to_string(),
+                fix,
+            });
         }
         std::fs::remove_file(path).map_err(io)?;
     }
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_taken_socket_names_the_flags_that_fix_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("netd.sock");
+        let _live = super::bind(&path, super::SOCKET_FIX).await.expect("first");
+        let api = super::bind(&path, super::SOCKET_FIX)
+            .await
+            .expect_err("taken")
+            .to_string();
+        assert!(api.contains("--socket"), "{api}");
+        let plugin = crate::plugin::bind(&path)
+            .await
+            .expect_err("taken")
+            .to_string();
+        assert!(
+            plugin.contains("--docker-plugin-socket") && plugin.contains("--docker-plugin=false"),
+            "{plugin}"
+        );
+        assert!(!plugin.contains("own --socket"), "{plugin}");
+    }
 }

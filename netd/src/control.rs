@@ -21,6 +21,10 @@ pub fn host_key(name: &str) -> String {
     format!("{HOSTS}{name}")
 }
 
+/// One id per store, made by the first netd that opens it: what links and
+/// pins are marked with, so a netd never takes another store's for its own.
+const CLUSTER_ID: &str = "/netd/cluster-id";
+
 fn network_key(id: &str) -> String {
     format!("{NETWORKS}{id}")
 }
@@ -119,6 +123,23 @@ impl<S: Store> Control<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// This store's id, made on first use (one transaction, so two netds
+    /// opening a new etcd at once agree on it).
+    pub async fn cluster_id(&self) -> Result<String, ControlError> {
+        loop {
+            if let Some(found) = self.store.get(CLUSTER_ID).await? {
+                return Ok(found.value);
+            }
+            let txn = Txn::new()
+                .absent(CLUSTER_ID)
+                .put(CLUSTER_ID, crate::model::new_id());
+            match self.store.commit(txn).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn load<T: serde::de::DeserializeOwned>(

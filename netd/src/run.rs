@@ -19,7 +19,7 @@ use crate::{
     api,
     config::{RunConfig, StoreSpec},
     control::{Control, PREFIX},
-    dataplane::{loader, uplink, Datapath, PinLayout, PinLock},
+    dataplane::{loader, owner, uplink, Datapath, PinLayout, PinLock},
     logging::{self, chain},
     metrics::{self, Metrics},
     plugin,
@@ -72,7 +72,7 @@ async fn serve<S: Store>(
     let metrics_listener = metrics::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_addr))?;
-    let api_listener = api::bind(&config.socket).await?;
+    let api_listener = api::bind(&config.socket, api::SOCKET_FIX).await?;
     let plugin_listener = match &config.docker_plugin_socket {
         Some(path) => Some(plugin::bind(path).await?),
         None => None,
@@ -81,7 +81,14 @@ async fn serve<S: Store>(
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
+    let control = Arc::new(Control::on_host(store, &config.host_name));
+    let cluster_id = control
+        .cluster_id()
+        .await
+        .context("reading the store's id")?;
+    owner::check_owner(layout, &cluster_id)?;
     let mut datapath = Datapath::load(layout, logging::bpf_log_level(log_level))?;
+    datapath.write_meta(&owner::meta_for(&cluster_id))?;
     logging::forward_bpf_logs(datapath.ebpf_mut());
     let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
     if attached.is_empty() {
@@ -96,7 +103,8 @@ async fn serve<S: Store>(
     // VXLAN needs an address to send from and an uplink to send through.
     let underlay = underlay(config).await?;
     let agent = Arc::new(Agent::new(
-        Arc::new(Control::on_host(store, &config.host_name)),
+        control,
+        &cluster_id,
         datapath,
         metrics.clone(),
         underlay.overlay,

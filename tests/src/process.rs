@@ -36,6 +36,9 @@ pub struct Netd {
     pub state: tempfile::TempDir,
     /// netd and its arguments, for a restart.
     args: Vec<std::ffi::OsString>,
+    /// Whether dropping it tears its pin path down (not when the pins are
+    /// another netd's).
+    owns_pins: bool,
 }
 
 impl Netd {
@@ -68,7 +71,14 @@ impl Netd {
             log,
             state,
             args,
+            owns_pins: true,
         }
+    }
+
+    /// Drop will leave the pin path alone: it belongs to another netd.
+    pub fn borrowing_pins(mut self) -> Self {
+        self.owns_pins = false;
+        self
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -222,7 +232,9 @@ impl Drop for Netd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = self.teardown();
+        if self.owns_pins {
+            let _ = self.teardown();
+        }
     }
 }
 

@@ -41,6 +41,11 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Counters(#[from] CountersError),
+    #[error("writing the pins' owner and layout (NETD_META)")]
+    Meta {
+        #[source]
+        source: aya::maps::MapError,
+    },
 }
 
 /// The loaded datapath of this netd.
@@ -120,6 +125,17 @@ impl Datapath {
         &mut self,
     ) -> Result<super::maps::ForwardingMaps, super::maps::MapWriteError> {
         super::maps::ForwardingMaps::take(&mut self.ebpf)
+    }
+
+    /// Records `meta` (owner and layout) in the pinned `NETD_META`.
+    pub fn write_meta(&mut self, meta: &netd_common::maps::PinMeta) -> Result<(), LoadError> {
+        let name = map_names::META;
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::NoMap(name))?;
+        let mut array: aya::maps::Array<&mut aya::maps::MapData, netd_common::maps::PinMeta> =
+            aya::maps::Array::try_from(map).map_err(|source| LoadError::Meta { source })?;
+        array
+            .set(0, meta, 0)
+            .map_err(|source| LoadError::Meta { source })
     }
 
     /// Takes the counters map out of the object (call once).

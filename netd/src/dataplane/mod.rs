@@ -6,6 +6,7 @@ pub mod endpoint_attach;
 pub mod loader;
 pub mod maps;
 pub mod object;
+pub mod owner;
 pub mod pins;
 pub mod reconcile;
 pub mod uplink;

@@ -154,20 +154,36 @@ impl Netlink {
             .unwrap_or(1500))
     }
 
-    /// Names of the links whose name starts with `prefix`.
-    pub async fn links_named(&self, prefix: &str) -> Result<Vec<String>, LinkError> {
+    /// The links whose name starts with `prefix`, with their alias (the
+    /// mark of who made them).
+    pub async fn links_named(&self, prefix: &str) -> Result<Vec<NamedLink>, LinkError> {
         let mut links = self.handle.link().get().execute();
-        let mut names = Vec::new();
+        let mut found = Vec::new();
         while let Some(link) = links.try_next().await.map_err(nl("listing links"))? {
-            for attr in &link.attributes {
-                if let LinkAttribute::IfName(name) = attr {
-                    if name.starts_with(prefix) {
-                        names.push(name.clone());
-                    }
-                }
+            let named = NamedLink::of(&link);
+            if named.name.starts_with(prefix) {
+                found.push(named);
             }
         }
-        Ok(names)
+        Ok(found)
+    }
+
+    /// `name`'s alias, if it exists and has one.
+    pub async fn alias(&self, name: &str) -> Result<Option<String>, LinkError> {
+        Ok(self.link(name).await?.and_then(|l| NamedLink::of(&l).alias))
+    }
+
+    /// Sets the alias of link `index` (IFLA_IFALIAS).
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), LinkError> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("marking link {index} as netd's")))
     }
 
     /// The first IPv4 address on `name`, if any.
@@ -219,6 +235,32 @@ impl Netlink {
             }
         }
         Ok(false)
+    }
+}
+
+/// A link's name and alias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedLink {
+    pub name: String,
+    pub alias: Option<String>,
+}
+
+impl NamedLink {
+    fn of(link: &LinkMessage) -> Self {
+        let mut named = NamedLink {
+            name: String::new(),
+            alias: None,
+        };
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => named.name = name.clone(),
+                LinkAttribute::IfAlias(alias) if !alias.is_empty() => {
+                    named.alias = Some(alias.clone())
+                }
+                _ => {}
+            }
+        }
+        named
     }
 }
 
@@ -308,6 +350,8 @@ fn ethtool_set(sandbox: &Path, ifname: &str, settings: &[(u32, u32)]) -> Result<
 /// Everything a new endpoint link needs.
 pub struct EndpointLinkSpec<'a> {
     pub host_ifname: &'a str,
+    /// The host end's alias: which netd made it.
+    pub owner: &'a str,
     pub sandbox: &'a Path,
     pub ifname: &'a str,
     pub mac: Mac,
@@ -322,6 +366,7 @@ pub struct EndpointLinkSpec<'a> {
 pub async fn create_veth_pair(
     host: &Netlink,
     host_ifname: &str,
+    owner: &str,
     peer: &str,
     mtu: u32,
 ) -> Result<(u32, Mac), LinkError> {
@@ -338,7 +383,7 @@ pub async fn create_veth_pair(
             .ok_or_else(|| LinkError::NoLink(host_ifname.to_string()))?;
         host.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(owned_and_up(index, owner))
             .execute()
             .await
             .map_err(nl(format!("bringing {host_ifname} up")))?;
@@ -351,6 +396,14 @@ pub async fn create_veth_pair(
             Err(e)
         }
     }
+}
+
+/// Brings link `index` up with `owner` as its alias, in one message.
+fn owned_and_up(index: u32, owner: &str) -> LinkMessage {
+    let mut msg = LinkUnspec::new_with_index(index).up().build();
+    msg.attributes
+        .push(LinkAttribute::IfAlias(owner.to_string()));
+    msg
 }
 
 /// Creates the veth pair of an endpoint, its peer born inside the sandbox
@@ -453,7 +506,7 @@ async fn configure(host: &Netlink, spec: &EndpointLinkSpec<'_>) -> Result<(u32, 
         .ok_or_else(|| LinkError::NoLink(spec.host_ifname.to_string()))?;
     host.handle
         .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(owned_and_up(index, spec.owner))
         .execute()
         .await
         .map_err(nl(format!("bringing {} up", spec.host_ifname)))?;

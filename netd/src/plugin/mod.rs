@@ -116,7 +116,11 @@ pub fn router<S: Store>(agent: Arc<Agent<S>>) -> Router {
         .with_state(agent)
 }
 
+/// What a user changes when the plugin socket is taken.
+pub const SOCKET_FIX: &str =
+    "give this one its own --docker-plugin-socket PATH, or turn the plugin off with --docker-plugin=false";
+
 /// Binds the plugin socket (root only), replacing a stale one but never a live one.
 pub async fn bind(path: &Path) -> Result<UnixListener, crate::api::SocketError> {
-    crate::api::bind(path).await
+    crate::api::bind(path, SOCKET_FIX).await
 }
