@@ -130,11 +130,21 @@ impl DropReason {
     }
 }
 
-const VERDICT_SLOTS: u32 = Verdict::ALL.len() as u32;
-const SLOTS_PER_HOOK: u32 = VERDICT_SLOTS + DropReason::ALL.len() as u32;
+/// Slots each hook owns, whatever it uses of them: verdicts first, then
+/// drop reasons. Fixed, so a new drop reason, verdict or hook takes a slot
+/// that was free and moves no existing counter (the map outlives netd).
+pub const SLOTS_PER_HOOK: u32 = 64;
+/// Verdicts a hook can have; drop reasons start after them.
+pub const VERDICT_SLOTS: u32 = 8;
+/// Hooks the counters map has room for.
+pub const MAX_HOOKS: u32 = 8;
 
 /// Number of entries in the counters map.
-pub const COUNTER_SLOTS: u32 = Hook::ALL.len() as u32 * SLOTS_PER_HOOK;
+pub const COUNTER_SLOTS: u32 = MAX_HOOKS * SLOTS_PER_HOOK;
+
+const _: () = assert!(Verdict::ALL.len() as u32 <= VERDICT_SLOTS);
+const _: () = assert!(VERDICT_SLOTS + DropReason::ALL.len() as u32 <= SLOTS_PER_HOOK);
+const _: () = assert!(Hook::ALL.len() as u32 <= MAX_HOOKS);
 
 /// Index of the counter for packets that got `verdict` at `hook`.
 #[inline(always)]
@@ -146,6 +156,24 @@ pub const fn verdict_slot(hook: Hook, verdict: Verdict) -> u32 {
 #[inline(always)]
 pub const fn drop_slot(hook: Hook, reason: DropReason) -> u32 {
     hook as u32 * SLOTS_PER_HOOK + VERDICT_SLOTS + reason as u32
+}
+
+/// Layout 1 (round one) packed each hook's 4 verdicts and 9 drop reasons
+/// into 13 slots, 26 in all. Where each of them lives now.
+pub mod layout_v1 {
+    pub const SLOTS: u32 = 26;
+    const PER_HOOK: u32 = 13;
+    const VERDICTS: u32 = 4;
+
+    /// The slot in today's layout of layout 1's `slot`.
+    pub const fn slot_now(slot: u32) -> u32 {
+        let (hook, within) = (slot / PER_HOOK, slot % PER_HOOK);
+        if within < VERDICTS {
+            hook * super::SLOTS_PER_HOOK + within
+        } else {
+            hook * super::SLOTS_PER_HOOK + super::VERDICT_SLOTS + (within - VERDICTS)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -162,14 +190,42 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_distinct_and_fill_the_map() {
+    fn slots_are_distinct_and_within_the_map() {
         let mut seen = [false; COUNTER_SLOTS as usize];
         for slot in all_slots() {
             assert!(slot < COUNTER_SLOTS, "slot {slot} out of range");
             assert!(!seen[slot as usize], "slot {slot} used twice");
             seen[slot as usize] = true;
         }
-        assert!(seen.iter().all(|s| *s), "unused slots: {seen:?}");
+    }
+
+    #[test]
+    fn the_slots_of_layout_1_keep_their_meaning() {
+        // Layout 1's order: per hook, pass drop redirect tx, then the nine
+        // reasons in DropReason's order.
+        let mut v1 = 0;
+        for hook in [Hook::XdpUplink, Hook::TcEndpoint] {
+            for verdict in Verdict::ALL {
+                assert_eq!(layout_v1::slot_now(v1), verdict_slot(hook, verdict));
+                v1 += 1;
+            }
+            for reason in &DropReason::ALL[..9] {
+                assert_eq!(layout_v1::slot_now(v1), drop_slot(hook, *reason));
+                v1 += 1;
+            }
+        }
+        assert_eq!(v1, layout_v1::SLOTS);
+    }
+
+    #[test]
+    fn pinned_slots_do_not_move() {
+        // These numbers are in every pinned counters map of layout 2: a
+        // change here needs a layout version and a migration.
+        assert_eq!(verdict_slot(Hook::XdpUplink, Verdict::Pass), 0);
+        assert_eq!(drop_slot(Hook::XdpUplink, DropReason::Malformed), 8);
+        assert_eq!(verdict_slot(Hook::TcEndpoint, Verdict::Tx), 67);
+        assert_eq!(drop_slot(Hook::TcEndpoint, DropReason::EncapFailed), 80);
+        assert_eq!(COUNTER_SLOTS, 512);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
     control::{Control, ControlError},
     dataplane::{
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
-        maps::{ForwardingMaps, MapState, MapWriteError, MapWriter},
+        maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
         reconcile::{compile, reconcile, Cluster, HostLink},
         Datapath,
     },
@@ -45,13 +45,15 @@ pub struct Report {
     /// Endpoints whose link could not be made, with the reason.
     pub failures: BTreeMap<String, String>,
     pub map_writes: usize,
+    /// Map writes that failed (a full map, ...): the next pass retries them.
+    pub map_failures: usize,
     pub links_created: usize,
     pub links_removed: usize,
 }
 
 struct State {
     datapath: Datapath,
-    maps: ForwardingMaps,
+    maps: KernelMaps,
     /// Host veths whose TC link already runs this process's program.
     attached: BTreeSet<String>,
 }
@@ -137,7 +139,12 @@ impl<S: Store> Agent<S> {
             overlay: self.overlay,
         };
         let desired = compile(&networks, &endpoints, &links, &cluster);
-        report.map_writes = reconcile(&mut state.maps, &desired)?;
+        let applied = reconcile(&mut state.maps, &desired)?;
+        report.map_writes = applied.writes;
+        for (op, error) in applied.failed {
+            warn!(map = op.table(), put = op.is_put(), error = %chain(&error), "map write failed; retried next pass");
+            report.map_failures += 1;
+        }
 
         // 3. Links this netd made that its store has forgotten, and TC pins
         //    nobody owns any more. Links of another netd (another pin path
@@ -162,8 +169,11 @@ impl<S: Store> Agent<S> {
                 state.attached.remove(&name);
             }
         }
-        self.metrics
-            .update_model(networks.len(), endpoints.len(), &desired);
+        self.metrics.update_model(
+            networks.len(),
+            endpoints.len(),
+            &fill(&desired, &state.maps),
+        );
         if report.map_writes + report.links_created + report.links_removed > 0 {
             info!(
                 map_writes = report.map_writes,
@@ -286,6 +296,12 @@ impl<S: Store> Agent<S> {
     /// What the forwarding maps hold now.
     pub async fn current_maps(&self) -> Result<MapState, AgentError> {
         Ok(self.state.lock().await.maps.read()?)
+    }
+
+    /// How full each control map is now, against the kernel's capacities.
+    pub async fn map_fill(&self) -> Result<Vec<MapFill>, AgentError> {
+        let state = self.state.lock().await;
+        Ok(fill(&state.maps.read()?, &state.maps))
     }
 }
 

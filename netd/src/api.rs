@@ -18,7 +18,7 @@ use tracing::warn;
 use crate::{
     agent::{Agent, AgentError},
     control::ControlError,
-    dataplane::maps::MapState,
+    dataplane::maps::MapFill,
     model::{Endpoint, EndpointSpec, ModelError, Network, NetworkSpec},
     store::Store,
 };
@@ -70,37 +70,6 @@ pub struct Status {
     pub pin_path: String,
     /// Pinned attachments: `xdp-<uplink>` and `tc-<host veth>`.
     pub attachments: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct MapFill {
-    pub name: String,
-    pub entries: usize,
-    pub capacity: u32,
-}
-
-pub fn map_fill(maps: &MapState) -> Vec<MapFill> {
-    use netd_common::{
-        map_names,
-        maps::{MAX_ENDPOINTS, MAX_NETWORKS},
-    };
-    vec![
-        MapFill {
-            name: map_names::NETWORKS.into(),
-            entries: maps.networks.len(),
-            capacity: MAX_NETWORKS,
-        },
-        MapFill {
-            name: map_names::ENDPOINTS.into(),
-            entries: maps.endpoints.len(),
-            capacity: MAX_ENDPOINTS,
-        },
-        MapFill {
-            name: map_names::LOCAL_ENDPOINTS.into(),
-            entries: maps.local.len(),
-            capacity: MAX_ENDPOINTS,
-        },
-    ]
 }
 
 async fn list_networks<S: Store>(
@@ -219,11 +188,11 @@ async fn remove_external_host<S: Store>(
 }
 
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
-    let maps = agent.current_maps().await?;
+    let maps = agent.map_fill().await?;
     Ok(Json(Status {
         networks: agent.control().networks().await?.len(),
         endpoints: agent.control().endpoints().await?.len(),
-        maps: map_fill(&maps),
+        maps,
         attachments: agent.attachments(),
         pin_path: agent.pin_path(),
     }))

@@ -11,7 +11,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::dataplane::{maps::MapState, CounterSnapshot, CountersReader};
+use crate::dataplane::{maps::MapFill, CounterSnapshot, CountersReader};
 
 pub struct Metrics {
     registry: Registry,
@@ -81,22 +81,16 @@ impl Metrics {
     }
 
     /// Model sizes and map fill, after each reconcile.
-    pub fn update_model(&self, networks: usize, endpoints: usize, maps: &MapState) {
-        use netd_common::{
-            map_names,
-            maps::{MAX_ENDPOINTS, MAX_NETWORKS},
-        };
+    pub fn update_model(&self, networks: usize, endpoints: usize, fill: &[MapFill]) {
         self.networks.set(networks as i64);
         self.endpoints.set(endpoints as i64);
-        for (name, len, max) in [
-            (map_names::NETWORKS, maps.networks.len(), MAX_NETWORKS),
-            (map_names::ENDPOINTS, maps.endpoints.len(), MAX_ENDPOINTS),
-            (map_names::LOCAL_ENDPOINTS, maps.local.len(), MAX_ENDPOINTS),
-        ] {
-            self.map_entries.with_label_values(&[name]).set(len as i64);
+        for map in fill {
+            self.map_entries
+                .with_label_values(&[map.name.as_str()])
+                .set(map.entries as i64);
             self.map_fill
-                .with_label_values(&[name])
-                .set(len as f64 / f64::from(max));
+                .with_label_values(&[map.name.as_str()])
+                .set(map.entries as f64 / f64::from(map.capacity.max(1)));
         }
     }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
-use netd::dataplane::{maps::ForwardingMaps, CounterSnapshot, CountersReader, Datapath, PinLayout};
+use netd::dataplane::{maps::KernelMaps, CounterSnapshot, CountersReader, Datapath, PinLayout};
 use netd_common::counters::{
     drop_slot, verdict_slot, Counter, DropReason, Hook, Verdict, COUNTER_SLOTS,
 };
@@ -39,7 +39,7 @@ impl Drop for TempPins {
 pub struct Fixture {
     pub datapath: Datapath,
     pub counters: CountersReader,
-    pub maps: ForwardingMaps,
+    pub maps: KernelMaps,
     _pins: TempPins,
 }
 

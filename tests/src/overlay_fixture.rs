@@ -2,7 +2,10 @@
 //! (underlay 192.0.2.1) and host 7 (192.0.2.7) on network 1 with VNI 4096;
 //! endpoint A (10.1.0.2) and B (10.1.0.3).
 
-use netd::dataplane::maps::{MapOp, MapWriter};
+use netd::dataplane::{
+    maps::{MapOp, MapWriter},
+    tables,
+};
 use netd_common::maps::{
     EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig,
 };
@@ -23,20 +26,26 @@ pub const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
 /// and network 1.
 pub fn set_overlay(f: &mut Fixture) {
     for op in [
-        MapOp::PutHost(
+        MapOp::put(
+            tables::HOSTS,
             u32::from(PEER_HOST),
             HostEntry {
                 underlay: PEER_UNDERLAY,
                 _reserved: 0,
             },
         ),
-        MapOp::PutHostIp(PEER_UNDERLAY, u32::from(PEER_HOST)),
-        MapOp::PutVni(VNI, 1),
-        MapOp::SetOverlay(OverlayConfig {
-            underlay: HERE_UNDERLAY,
-            uplink_ifindex: 1,
-        }),
-        MapOp::PutNetwork(
+        MapOp::put(tables::HOST_BY_IP, PEER_UNDERLAY, u32::from(PEER_HOST)),
+        MapOp::put(tables::VNIS, VNI, 1),
+        MapOp::put(
+            tables::OVERLAY,
+            0,
+            OverlayConfig {
+                underlay: HERE_UNDERLAY,
+                uplink_ifindex: 1,
+            },
+        ),
+        MapOp::put(
+            tables::NETWORKS,
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
@@ -54,7 +63,8 @@ pub fn encap_fixture() -> Fixture {
     let mut f = Fixture::load();
     set_overlay(&mut f);
     for op in [
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             1,
             LocalEndpointEntry {
                 ipv4: A_IP,
@@ -63,7 +73,8 @@ pub fn encap_fixture() -> Fixture {
                 host_mac: HOST_MAC,
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             A_IP,
             EndpointEntry {
                 ifindex: 1,
@@ -72,7 +83,8 @@ pub fn encap_fixture() -> Fixture {
                 host: 0,
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             B_IP,
             EndpointEntry {
                 ifindex: 0,
@@ -92,7 +104,8 @@ pub fn decap_fixture() -> Fixture {
     let mut f = Fixture::load();
     set_overlay(&mut f);
     for op in [
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             50,
             LocalEndpointEntry {
                 ipv4: B_IP,
@@ -101,7 +114,8 @@ pub fn decap_fixture() -> Fixture {
                 host_mac: HOST_MAC,
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             B_IP,
             EndpointEntry {
                 ifindex: 50,

@@ -5,7 +5,10 @@
 //! BPF_PROG_TEST_RUN runs TC programs on an skb of the loopback device,
 //! so the sending endpoint's host veth is ifindex 1 here.
 
-use netd::dataplane::maps::{MapOp, MapWriter};
+use netd::dataplane::{
+    maps::{MapOp, MapWriter},
+    tables,
+};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
@@ -35,21 +38,24 @@ const GATEWAY: [u8; 4] = [10, 1, 0, 1];
 fn fixture() -> Fixture {
     let mut f = Fixture::load();
     let ops = [
-        MapOp::PutNetwork(
+        MapOp::put(
+            tables::NETWORKS,
             1,
             NetworkEntry {
                 gateway: GATEWAY,
                 vni: 0,
             },
         ),
-        MapOp::PutNetwork(
+        MapOp::put(
+            tables::NETWORKS,
             2,
             NetworkEntry {
                 gateway: [10, 2, 0, 1],
                 vni: 0,
             },
         ),
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             HERE,
             LocalEndpointEntry {
                 ipv4: A_IP,
@@ -58,7 +64,8 @@ fn fixture() -> Fixture {
                 host_mac: A_HOST_MAC,
             },
         ),
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             PEER_IF,
             LocalEndpointEntry {
                 ipv4: B_IP,
@@ -67,7 +74,8 @@ fn fixture() -> Fixture {
                 host_mac: [0x0a, 0, 0, 0, 0, 2],
             },
         ),
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             OTHER_NET_IF,
             LocalEndpointEntry {
                 ipv4: C_IP,
@@ -76,7 +84,8 @@ fn fixture() -> Fixture {
                 host_mac: [0x0a, 0, 0, 0, 0, 3],
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             A_IP,
             EndpointEntry {
                 ifindex: HERE,
@@ -85,7 +94,8 @@ fn fixture() -> Fixture {
                 host: 0,
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             B_IP,
             EndpointEntry {
                 ifindex: PEER_IF,
@@ -94,7 +104,8 @@ fn fixture() -> Fixture {
                 host: 0,
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             C_IP,
             EndpointEntry {
                 ifindex: OTHER_NET_IF,
@@ -263,7 +274,9 @@ fn other_destinations_go_to_the_host_untouched() {
 fn a_stale_address_entry_is_not_delivered() {
     let mut f = fixture();
     // B's veth is gone (its local entry removed) but the address entry lingers.
-    f.maps.apply(&MapOp::DeleteLocal(PEER_IF)).expect("delete");
+    f.maps
+        .apply(&MapOp::delete(tables::LOCAL_ENDPOINTS, PEER_IF))
+        .expect("delete");
     let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, B_IP);
     let (verdict, out, ..) = run(&mut f, &packet);
     assert_eq!(verdict, TC_ACT_OK);
@@ -276,7 +289,8 @@ fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
     let max = netd_common::maps::MAX_NETWORKS;
     for i in 0..max {
         f.maps
-            .apply(&MapOp::PutNetwork(
+            .apply(&MapOp::put(
+                tables::NETWORKS,
                 i,
                 NetworkEntry {
                     gateway: [10, 0, 0, 1],
@@ -287,7 +301,8 @@ fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
     }
     let e = f
         .maps
-        .apply(&MapOp::PutNetwork(
+        .apply(&MapOp::put(
+            tables::NETWORKS,
             max,
             NetworkEntry {
                 gateway: [10, 0, 0, 1],
@@ -299,5 +314,8 @@ fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
         e.to_string(),
         format!("map NETD_NETWORKS is full ({max} entries)")
     );
-    assert_eq!(f.maps.read().expect("read").networks.len(), max as usize);
+    assert_eq!(
+        f.maps.read().expect("read").count(tables::NETWORKS.name),
+        max as usize
+    );
 }

@@ -3,7 +3,10 @@
 //! uplink program does with VXLAN from the underlay (delivery and each
 //! drop reason).
 
-use netd::dataplane::maps::{MapOp, MapWriter};
+use netd::dataplane::{
+    maps::{MapOp, MapWriter},
+    tables,
+};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     maps::EndpointEntry,
@@ -114,7 +117,8 @@ fn flows_get_different_source_ports_but_one_flow_keeps_its_port() {
 fn a_remote_endpoint_without_a_known_host_is_an_encap_failure() {
     let mut f = encap_fixture();
     f.maps
-        .apply(&MapOp::PutEndpoint(
+        .apply(&MapOp::put(
+            tables::ENDPOINTS,
             B_IP,
             EndpointEntry {
                 ifindex: 0,

@@ -6,7 +6,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use netd::dataplane::maps::{MapOp, MapWriter};
+use netd::dataplane::{
+    maps::{MapOp, MapWriter},
+    tables,
+};
 use netd_bench::{measure, print_comparison, Pair};
 use netd_common::{
     maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
@@ -104,14 +107,16 @@ fn tc_path(repeat: u32) -> PathCost {
     let a_mac = [2, 0x6e, 10, 1, 0, 2];
     let b_mac = [2, 0x6e, 10, 1, 0, 3];
     for op in [
-        MapOp::PutNetwork(
+        MapOp::put(
+            tables::NETWORKS,
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
                 vni: 0,
             },
         ),
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             1,
             LocalEndpointEntry {
                 ipv4: [10, 1, 0, 2],
@@ -120,7 +125,8 @@ fn tc_path(repeat: u32) -> PathCost {
                 host_mac: [2; 6],
             },
         ),
-        MapOp::PutLocal(
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
             50,
             LocalEndpointEntry {
                 ipv4: [10, 1, 0, 3],
@@ -129,7 +135,8 @@ fn tc_path(repeat: u32) -> PathCost {
                 host_mac: [3; 6],
             },
         ),
-        MapOp::PutEndpoint(
+        MapOp::put(
+            tables::ENDPOINTS,
             [10, 1, 0, 3],
             EndpointEntry {
                 ifindex: 50,

@@ -123,8 +123,8 @@ impl Datapath {
     /// Takes the forwarding maps out of the object (call once).
     pub fn take_forwarding_maps(
         &mut self,
-    ) -> Result<super::maps::ForwardingMaps, super::maps::MapWriteError> {
-        super::maps::ForwardingMaps::take(&mut self.ebpf)
+    ) -> Result<super::maps::KernelMaps, super::maps::MapWriteError> {
+        super::maps::KernelMaps::take(&mut self.ebpf)
     }
 
     /// Records `meta` (owner and layout) in the pinned `NETD_META`.

@@ -1,40 +1,95 @@
-//! The forwarding maps as one value ([`MapState`]) and a [`MapWriter`]
-//! that reads and changes them: the aya-backed one for the kernel, an
-//! in-memory one for tests of the reconciler.
+//! The control maps as one value ([`MapState`]: table name → key bytes →
+//! value bytes, typed through [`Table`]), one change ([`MapOp`]), and a
+//! [`MapWriter`] that reads and changes them: [`KernelMaps`] for the
+//! kernel, [`FakeMaps`] (with capacities) for tests of the reconciler.
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, MapData, MapError};
-use netd_common::{
-    map_names,
-    maps::{EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig},
-};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 
-/// Contents of the forwarding maps.
+use super::tables::{self, MapKind, Table, TableDecl};
+
+/// What a map key or value is: plain bytes for aya and for bytemuck.
+pub trait Plain: aya::Pod + bytemuck::Pod + Send + Sync {}
+impl<T: aya::Pod + bytemuck::Pod + Send + Sync> Plain for T {}
+
+/// One table's entries: key bytes → value bytes.
+pub type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Contents of the control maps, by table name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapState {
-    pub networks: BTreeMap<u32, NetworkEntry>,
-    pub endpoints: BTreeMap<[u8; 4], EndpointEntry>,
-    pub local: BTreeMap<u32, LocalEndpointEntry>,
-    /// Other hosts by local index.
-    pub hosts: BTreeMap<u32, HostEntry>,
-    /// Host index by underlay address.
-    pub host_by_ip: BTreeMap<[u8; 4], u32>,
-    /// Network index by VNI.
-    pub vnis: BTreeMap<u32, u32>,
-    /// This host's underlay side (all zero: no overlay).
-    pub overlay: OverlayConfig,
+    tables: BTreeMap<String, Entries>,
 }
 
 impl MapState {
-    /// Entries in the hash maps.
+    pub fn put<K: bytemuck::Pod, V: bytemuck::Pod>(
+        &mut self,
+        table: Table<K, V>,
+        key: K,
+        value: V,
+    ) {
+        self.put_bytes(
+            table.name,
+            bytemuck::bytes_of(&key).to_vec(),
+            bytemuck::bytes_of(&value).to_vec(),
+        );
+    }
+
+    pub fn put_bytes(&mut self, table: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.tables
+            .entry(table.to_string())
+            .or_default()
+            .insert(key, value);
+    }
+
+    pub fn remove<K: bytemuck::Pod, V>(&mut self, table: Table<K, V>, key: &K) {
+        if let Some(entries) = self.tables.get_mut(table.name) {
+            entries.remove(bytemuck::bytes_of(key));
+        }
+    }
+
+    pub fn get<K: bytemuck::Pod, V: bytemuck::Pod>(
+        &self,
+        table: Table<K, V>,
+        key: &K,
+    ) -> Option<V> {
+        self.entries(table.name)?
+            .get(bytemuck::bytes_of(key))
+            .and_then(|v| bytemuck::try_pod_read_unaligned(v).ok())
+    }
+
+    /// A table's entries, typed (entries of the wrong size are skipped).
+    pub fn iter<K: bytemuck::Pod, V: bytemuck::Pod>(
+        &self,
+        table: Table<K, V>,
+    ) -> impl Iterator<Item = (K, V)> + '_ {
+        self.entries(table.name)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                Some((
+                    bytemuck::try_pod_read_unaligned(k).ok()?,
+                    bytemuck::try_pod_read_unaligned(v).ok()?,
+                ))
+            })
+    }
+
+    pub fn entries(&self, table: &str) -> Option<&Entries> {
+        self.tables.get(table)
+    }
+
+    pub fn count(&self, table: &str) -> usize {
+        self.entries(table).map_or(0, BTreeMap::len)
+    }
+
+    pub fn table_names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    /// Entries over every table.
     pub fn len(&self) -> usize {
-        self.networks.len()
-            + self.endpoints.len()
-            + self.local.len()
-            + self.hosts.len()
-            + self.host_by_ip.len()
-            + self.vnis.len()
+        self.tables.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -45,195 +100,309 @@ impl MapState {
 /// One change to one map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapOp {
-    PutNetwork(u32, NetworkEntry),
-    PutVni(u32, u32),
-    PutHost(u32, HostEntry),
-    PutHostIp([u8; 4], u32),
-    SetOverlay(OverlayConfig),
-    PutLocal(u32, LocalEndpointEntry),
-    PutEndpoint([u8; 4], EndpointEntry),
-    DeleteEndpoint([u8; 4]),
-    DeleteLocal(u32),
-    DeleteHostIp([u8; 4]),
-    DeleteHost(u32),
-    DeleteVni(u32),
-    DeleteNetwork(u32),
+    Put {
+        table: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: String,
+        key: Vec<u8>,
+    },
+}
+
+impl MapOp {
+    pub fn put<K: bytemuck::Pod, V: bytemuck::Pod>(table: Table<K, V>, key: K, value: V) -> Self {
+        MapOp::Put {
+            table: table.name.to_string(),
+            key: bytemuck::bytes_of(&key).to_vec(),
+            value: bytemuck::bytes_of(&value).to_vec(),
+        }
+    }
+
+    pub fn delete<K: bytemuck::Pod, V>(table: Table<K, V>, key: K) -> Self {
+        MapOp::Delete {
+            table: table.name.to_string(),
+            key: bytemuck::bytes_of(&key).to_vec(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        match self {
+            MapOp::Put { table, .. } | MapOp::Delete { table, .. } => table,
+        }
+    }
+
+    pub fn is_put(&self) -> bool {
+        matches!(self, MapOp::Put { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapWriteError {
     #[error("map {map}")]
     Map {
-        map: &'static str,
+        map: String,
         #[source]
         source: MapError,
     },
     #[error("map {map} is full ({max} entries)")]
-    Full { map: &'static str, max: u32 },
+    Full { map: String, max: u32 },
+    #[error("map {map}: no such map in this netd's tables")]
+    Unknown { map: String },
+    #[error("map {map}: an entry of {got} bytes where {want} are declared")]
+    Size { map: String, got: usize, want: u32 },
 }
 
 pub trait MapWriter {
     fn read(&self) -> Result<MapState, MapWriteError>;
     fn apply(&mut self, op: &MapOp) -> Result<(), MapWriteError>;
-}
-
-/// The kernel's maps, taken from the loaded (pinned) object.
-pub struct ForwardingMaps {
-    networks: HashMap<MapData, u32, NetworkEntry>,
-    endpoints: HashMap<MapData, [u8; 4], EndpointEntry>,
-    local: HashMap<MapData, u32, LocalEndpointEntry>,
-    hosts: HashMap<MapData, u32, HostEntry>,
-    host_by_ip: HashMap<MapData, [u8; 4], u32>,
-    vnis: HashMap<MapData, u32, u32>,
-    overlay: Array<MapData, OverlayConfig>,
-}
-
-/// How many entries the map named `map` holds (netd-ebpf's declarations).
-fn capacity(map: &str) -> u32 {
-    use netd_common::maps::{MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS};
-    match map {
-        map_names::NETWORKS | map_names::VNIS => MAX_NETWORKS,
-        map_names::HOSTS | map_names::HOST_BY_IP => MAX_HOSTS,
-        map_names::OVERLAY => 1,
-        _ => MAX_ENDPOINTS,
+    /// How many entries `table` holds at most (the kernel's max_entries).
+    fn capacity(&self, table: &str) -> Option<u32>;
+    /// The declarations this writer holds, for the write order.
+    fn tables(&self) -> &[TableDecl] {
+        tables::TABLES
     }
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> MapWriteError {
+/// A kernel map seen as bytes: what the reconciler needs of any map.
+pub trait KernelTable: Send + Sync {
+    fn read(&self) -> Result<Entries, MapError>;
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), MapError>;
+    fn delete(&mut self, key: &[u8]) -> Result<(), MapError>;
+    fn max_entries(&self) -> u32;
+}
+
+/// The kernel's max_entries of a map (0 when it cannot be read).
+fn max_entries_of(map: &Map) -> u32 {
+    let data = match map {
+        Map::HashMap(data) | Map::Array(data) | Map::PerCpuArray(data) | Map::LruHashMap(data) => {
+            data
+        }
+        _ => return 0,
+    };
+    data.info().map(|i| i.max_entries()).unwrap_or(0)
+}
+
+/// How full one control map is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapFill {
+    pub name: String,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+/// Fill of every control map in `state`, against `writer`'s capacities.
+pub fn fill(state: &MapState, writer: &impl MapWriter) -> Vec<MapFill> {
+    tables::control_tables()
+        .map(|t| MapFill {
+            name: t.name.to_string(),
+            entries: state.count(t.name),
+            capacity: writer.capacity(t.name).unwrap_or(t.max_entries),
+        })
+        .collect()
+}
+
+fn pod<T: bytemuck::Pod>(bytes: &[u8]) -> Result<T, MapError> {
+    bytemuck::try_pod_read_unaligned(bytes).map_err(|_| MapError::InvalidKeySize {
+        size: bytes.len(),
+        expected: core::mem::size_of::<T>(),
+    })
+}
+
+struct HashTable<K: aya::Pod, V: aya::Pod> {
+    map: HashMap<MapData, K, V>,
+    max_entries: u32,
+}
+
+pub fn open_hash<K, V>(map: Map) -> Result<Box<dyn KernelTable>, MapError>
+where
+    K: Plain,
+    V: Plain,
+{
+    let max_entries = max_entries_of(&map);
+    let map: HashMap<MapData, K, V> = HashMap::try_from(map)?;
+    Ok(Box::new(HashTable { map, max_entries }))
+}
+
+impl<K, V> KernelTable for HashTable<K, V>
+where
+    K: Plain,
+    V: Plain,
+{
+    fn read(&self) -> Result<Entries, MapError> {
+        let mut entries = Entries::new();
+        for item in self.map.iter() {
+            let (k, v) = item?;
+            entries.insert(
+                bytemuck::bytes_of(&k).to_vec(),
+                bytemuck::bytes_of(&v).to_vec(),
+            );
+        }
+        Ok(entries)
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), MapError> {
+        self.map.insert(pod::<K>(key)?, pod::<V>(value)?, 0)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), MapError> {
+        match self.map.remove(&pod::<K>(key)?) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+}
+
+/// An array seen as a table: an all-zero value is no entry, and deleting
+/// writes zeros.
+struct ArrayTable<V: aya::Pod> {
+    map: Array<MapData, V>,
+}
+
+pub fn open_array<V>(map: Map) -> Result<Box<dyn KernelTable>, MapError>
+where
+    V: Plain,
+{
+    let map: Array<MapData, V> = Array::try_from(map)?;
+    Ok(Box::new(ArrayTable { map }))
+}
+
+impl<V: Plain> KernelTable for ArrayTable<V> {
+    fn read(&self) -> Result<Entries, MapError> {
+        let mut entries = Entries::new();
+        for (index, value) in self.map.iter().enumerate() {
+            let value = value?;
+            let bytes = bytemuck::bytes_of(&value);
+            if bytes.iter().any(|b| *b != 0) {
+                entries.insert((index as u32).to_ne_bytes().to_vec(), bytes.to_vec());
+            }
+        }
+        Ok(entries)
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), MapError> {
+        self.map.set(pod::<u32>(key)?, pod::<V>(value)?, 0)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), MapError> {
+        self.map.set(pod::<u32>(key)?, V::zeroed(), 0)
+    }
+
+    fn max_entries(&self) -> u32 {
+        self.map.len()
+    }
+}
+
+fn map_err(map: &str, max: u32) -> impl Fn(MapError) -> MapWriteError + '_ {
     move |source| match &source {
         MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
             MapWriteError::Full {
-                map,
-                max: capacity(map),
+                map: map.to_string(),
+                max,
             }
         }
-        _ => MapWriteError::Map { map, source },
+        _ => MapWriteError::Map {
+            map: map.to_string(),
+            source,
+        },
     }
 }
 
-impl ForwardingMaps {
+/// The kernel's control maps, taken from the loaded (pinned) object.
+pub struct KernelMaps {
+    tables: BTreeMap<&'static str, Box<dyn KernelTable>>,
+}
+
+impl KernelMaps {
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, MapWriteError> {
-        fn take<K: aya::Pod, V: aya::Pod>(
-            ebpf: &mut aya::Ebpf,
-            name: &'static str,
-        ) -> Result<HashMap<MapData, K, V>, MapWriteError> {
-            let map = ebpf.take_map(name).ok_or(MapWriteError::Map {
-                map: name,
-                source: MapError::InvalidName {
-                    name: name.to_string(),
-                },
+        let mut tables = BTreeMap::new();
+        for decl in tables::control_tables() {
+            let Some(open) = decl.open else { continue };
+            let map = ebpf.take_map(decl.name).ok_or(MapWriteError::Unknown {
+                map: decl.name.to_string(),
             })?;
-            HashMap::try_from(map).map_err(map_err(name))
+            tables.insert(decl.name, open(map).map_err(map_err(decl.name, 0))?);
         }
-        Ok(Self {
-            networks: take(ebpf, map_names::NETWORKS)?,
-            endpoints: take(ebpf, map_names::ENDPOINTS)?,
-            local: take(ebpf, map_names::LOCAL_ENDPOINTS)?,
-            hosts: take(ebpf, map_names::HOSTS)?,
-            host_by_ip: take(ebpf, map_names::HOST_BY_IP)?,
-            vnis: take(ebpf, map_names::VNIS)?,
-            overlay: {
-                let name = map_names::OVERLAY;
-                let map = ebpf.take_map(name).ok_or(MapWriteError::Map {
-                    map: name,
-                    source: MapError::InvalidName {
-                        name: name.to_string(),
-                    },
-                })?;
-                Array::try_from(map).map_err(map_err(name))?
-            },
+        Ok(Self { tables })
+    }
+
+    fn table(&mut self, name: &str) -> Result<&mut Box<dyn KernelTable>, MapWriteError> {
+        self.tables.get_mut(name).ok_or(MapWriteError::Unknown {
+            map: name.to_string(),
         })
     }
 }
 
-impl MapWriter for ForwardingMaps {
+impl MapWriter for KernelMaps {
     fn read(&self) -> Result<MapState, MapWriteError> {
         let mut state = MapState::default();
-        for item in self.networks.iter() {
-            let (k, v) = item.map_err(map_err(map_names::NETWORKS))?;
-            state.networks.insert(k, v);
+        for (name, table) in &self.tables {
+            let entries = table.read().map_err(map_err(name, table.max_entries()))?;
+            for (k, v) in entries {
+                state.put_bytes(name, k, v);
+            }
         }
-        for item in self.endpoints.iter() {
-            let (k, v) = item.map_err(map_err(map_names::ENDPOINTS))?;
-            state.endpoints.insert(k, v);
-        }
-        for item in self.local.iter() {
-            let (k, v) = item.map_err(map_err(map_names::LOCAL_ENDPOINTS))?;
-            state.local.insert(k, v);
-        }
-        for item in self.hosts.iter() {
-            let (k, v) = item.map_err(map_err(map_names::HOSTS))?;
-            state.hosts.insert(k, v);
-        }
-        for item in self.host_by_ip.iter() {
-            let (k, v) = item.map_err(map_err(map_names::HOST_BY_IP))?;
-            state.host_by_ip.insert(k, v);
-        }
-        for item in self.vnis.iter() {
-            let (k, v) = item.map_err(map_err(map_names::VNIS))?;
-            state.vnis.insert(k, v);
-        }
-        state.overlay = self
-            .overlay
-            .get(&0, 0)
-            .map_err(map_err(map_names::OVERLAY))?;
         Ok(state)
     }
 
     fn apply(&mut self, op: &MapOp) -> Result<(), MapWriteError> {
-        let ignore_missing = |r: Result<(), MapError>, map: &'static str| match r {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_err(map)),
-        };
+        let name = op.table().to_string();
+        let table = self.table(&name)?;
+        let max = table.max_entries();
         match op {
-            MapOp::PutNetwork(k, v) => self
-                .networks
-                .insert(k, v, 0)
-                .map_err(map_err(map_names::NETWORKS)),
-            MapOp::PutLocal(k, v) => self
-                .local
-                .insert(k, v, 0)
-                .map_err(map_err(map_names::LOCAL_ENDPOINTS)),
-            MapOp::PutEndpoint(k, v) => self
-                .endpoints
-                .insert(k, v, 0)
-                .map_err(map_err(map_names::ENDPOINTS)),
-            MapOp::PutVni(k, v) => self.vnis.insert(k, v, 0).map_err(map_err(map_names::VNIS)),
-            MapOp::PutHost(k, v) => self
-                .hosts
-                .insert(k, v, 0)
-                .map_err(map_err(map_names::HOSTS)),
-            MapOp::PutHostIp(k, v) => self
-                .host_by_ip
-                .insert(k, v, 0)
-                .map_err(map_err(map_names::HOST_BY_IP)),
-            MapOp::SetOverlay(v) => self
-                .overlay
-                .set(0, v, 0)
-                .map_err(map_err(map_names::OVERLAY)),
-            MapOp::DeleteHostIp(k) => {
-                ignore_missing(self.host_by_ip.remove(k), map_names::HOST_BY_IP)
-            }
-            MapOp::DeleteHost(k) => ignore_missing(self.hosts.remove(k), map_names::HOSTS),
-            MapOp::DeleteVni(k) => ignore_missing(self.vnis.remove(k), map_names::VNIS),
-            MapOp::DeleteEndpoint(k) => {
-                ignore_missing(self.endpoints.remove(k), map_names::ENDPOINTS)
-            }
-            MapOp::DeleteLocal(k) => {
-                ignore_missing(self.local.remove(k), map_names::LOCAL_ENDPOINTS)
-            }
-            MapOp::DeleteNetwork(k) => ignore_missing(self.networks.remove(k), map_names::NETWORKS),
+            MapOp::Put { key, value, .. } => table.put(key, value),
+            MapOp::Delete { key, .. } => table.delete(key),
         }
+        .map_err(map_err(&name, max))
+    }
+
+    fn capacity(&self, table: &str) -> Option<u32> {
+        self.tables.get(table).map(|t| t.max_entries())
     }
 }
 
-/// An in-memory writer that records every op (tests of the reconciler),
-/// optionally failing from the n-th write on.
-#[derive(Debug, Default)]
+/// An in-memory writer with the declared capacities (or those a test
+/// sets), recording every op; it can fail from the n-th write on.
+#[derive(Debug)]
 pub struct FakeMaps {
     pub state: MapState,
     pub log: Vec<MapOp>,
     pub fail_after: Option<usize>,
+    pub capacities: BTreeMap<String, u32>,
+    pub tables: Vec<TableDecl>,
+}
+
+impl Default for FakeMaps {
+    fn default() -> Self {
+        Self::with_tables(tables::TABLES)
+    }
+}
+
+impl FakeMaps {
+    pub fn with_tables(tables: &[TableDecl]) -> Self {
+        Self {
+            state: MapState::default(),
+            log: Vec::new(),
+            fail_after: None,
+            capacities: tables
+                .iter()
+                .map(|t| (t.name.to_string(), t.max_entries))
+                .collect(),
+            tables: tables.to_vec(),
+        }
+    }
+
+    /// The declaration `table` falls under: its own, or its outer map's
+    /// for an inner table (`OUTER/<key>`).
+    fn decl_of(&self, table: &str) -> Option<&TableDecl> {
+        let outer = table.split('/').next().unwrap_or(table);
+        self.tables.iter().find(|t| t.name == outer)
+    }
 }
 
 impl MapWriter for FakeMaps {
@@ -244,27 +413,54 @@ impl MapWriter for FakeMaps {
     fn apply(&mut self, op: &MapOp) -> Result<(), MapWriteError> {
         if self.fail_after.is_some_and(|n| self.log.len() >= n) {
             return Err(MapWriteError::Full {
-                map: "fake",
+                map: op.table().to_string(),
                 max: 0,
             });
         }
-        self.log.push(op.clone());
-        let s = &mut self.state;
+        let name = op.table().to_string();
+        let decl = *self
+            .decl_of(&name)
+            .ok_or(MapWriteError::Unknown { map: name.clone() })?;
+        let sized = !name.contains('/') && decl.kind != MapKind::HashOfMaps;
         match op {
-            MapOp::PutNetwork(k, v) => drop(s.networks.insert(*k, *v)),
-            MapOp::PutLocal(k, v) => drop(s.local.insert(*k, *v)),
-            MapOp::PutEndpoint(k, v) => drop(s.endpoints.insert(*k, *v)),
-            MapOp::PutVni(k, v) => drop(s.vnis.insert(*k, *v)),
-            MapOp::PutHost(k, v) => drop(s.hosts.insert(*k, *v)),
-            MapOp::PutHostIp(k, v) => drop(s.host_by_ip.insert(*k, *v)),
-            MapOp::SetOverlay(v) => s.overlay = *v,
-            MapOp::DeleteHostIp(k) => drop(s.host_by_ip.remove(k)),
-            MapOp::DeleteHost(k) => drop(s.hosts.remove(k)),
-            MapOp::DeleteVni(k) => drop(s.vnis.remove(k)),
-            MapOp::DeleteEndpoint(k) => drop(s.endpoints.remove(k)),
-            MapOp::DeleteLocal(k) => drop(s.local.remove(k)),
-            MapOp::DeleteNetwork(k) => drop(s.networks.remove(k)),
+            MapOp::Put { key, value, .. } => {
+                if sized && value.len() as u32 != decl.value_size {
+                    return Err(MapWriteError::Size {
+                        map: name,
+                        got: value.len(),
+                        want: decl.value_size,
+                    });
+                }
+                let max = self.capacity(&name).unwrap_or(0);
+                let entries = self.state.entries(&name);
+                let present = entries.is_some_and(|e| e.contains_key(key));
+                if !present && self.state.count(&name) as u32 >= max {
+                    return Err(MapWriteError::Full { map: name, max });
+                }
+                self.state.put_bytes(&name, key.clone(), value.clone());
+            }
+            MapOp::Delete { key, .. } => {
+                if let Some(entries) = self.state.tables.get_mut(&name) {
+                    entries.remove(key);
+                    if entries.is_empty() {
+                        self.state.tables.remove(&name);
+                    }
+                }
+            }
         }
+        self.log.push(op.clone());
         Ok(())
+    }
+
+    fn capacity(&self, table: &str) -> Option<u32> {
+        self.capacities.get(table).copied().or_else(|| {
+            // Inner tables: the inner declaration's size, named OUTER/*.
+            let outer = table.split('/').next()?;
+            self.capacities.get(&format!("{outer}/*")).copied()
+        })
+    }
+
+    fn tables(&self) -> &[TableDecl] {
+        &self.tables
     }
 }

@@ -9,6 +9,7 @@ pub mod object;
 pub mod owner;
 pub mod pins;
 pub mod reconcile;
+pub mod tables;
 pub mod uplink;
 
 pub use counters::{CounterSnapshot, CountersReader};

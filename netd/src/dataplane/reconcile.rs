@@ -1,19 +1,23 @@
-//! The one path that writes the forwarding maps: desired state (compiled
+//! The one path that writes the control maps: desired state (compiled
 //! from the model) → diff against what the maps hold → ordered writes.
 //!
-//! Order is make-before-break: networks, then the entries a packet *from*
-//! an endpoint needs (local), then those a packet *to* it needs
-//! (endpoints, whose ingress check reads local); deletions go the other
-//! way round. Re-running after a failure converges, since every op is
-//! idempotent and the diff is taken from the maps themselves.
+//! A pass first deletes what is stale, map by map in reverse write order
+//! (an entry goes before what it points at), then puts what is new or
+//! changed in write order (what an entry points at goes first; see
+//! [`super::tables`]). Deleting first lets a full map converge as soon as
+//! its stale entries leave. A failed write is reported and the rest go on;
+//! the next pass retries it, since the diff is taken from the maps.
 
-use std::collections::BTreeMap;
+use std::{cmp::Reverse, collections::BTreeMap};
 
 use netd_common::maps::{
     EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig,
 };
 
-use super::maps::{MapOp, MapState, MapWriteError, MapWriter};
+use super::{
+    maps::{MapOp, MapState, MapWriteError, MapWriter},
+    tables::{self, TableDecl},
+};
 use crate::model::{Endpoint, Host, Mac, Network};
 
 /// What the kernel knows of an endpoint's host veth.
@@ -23,8 +27,6 @@ pub struct HostLink {
     pub mac: Mac,
 }
 
-/// The maps this host should hold. Endpoints whose veth does not exist
-/// (yet) are left out: there is nowhere to deliver to.
 /// What this host knows of the cluster.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cluster<'a> {
@@ -36,16 +38,18 @@ pub struct Cluster<'a> {
     pub overlay: OverlayConfig,
 }
 
+/// The maps this host should hold. Endpoints whose veth does not exist
+/// (yet) are left out: there is nowhere to deliver to.
 pub fn compile(
     networks: &[Network],
     endpoints: &[Endpoint],
     links: &BTreeMap<String, HostLink>,
     cluster: &Cluster<'_>,
 ) -> MapState {
-    let mut state = MapState {
-        overlay: cluster.overlay,
-        ..MapState::default()
-    };
+    let mut state = MapState::default();
+    if cluster.overlay != OverlayConfig::default() {
+        state.put(tables::OVERLAY, 0, cluster.overlay);
+    }
     // Other hosts get local indexes by name; a change of index is safe
     // because host entries are written before and removed after the
     // endpoint entries that point at them.
@@ -54,23 +58,25 @@ pub fn compile(
         let Some(ip) = host.underlay_ip else { continue };
         let index = host_index.len() as u32 + 1;
         host_index.insert(host.name.as_str(), index);
-        state.hosts.insert(
+        state.put(
+            tables::HOSTS,
             index,
             HostEntry {
                 underlay: ip.octets(),
                 _reserved: 0,
             },
         );
-        state.host_by_ip.insert(ip.octets(), index);
+        state.put(tables::HOST_BY_IP, ip.octets(), index);
     }
     let overlay_here = cluster.overlay.underlay != [0; 4];
     let mut index_of = BTreeMap::new();
     for n in networks {
         index_of.insert(n.id.as_str(), n.index);
         if let (Some(vni), true) = (n.vni, overlay_here) {
-            state.vnis.insert(vni, n.index);
+            state.put(tables::VNIS, vni, n.index);
         }
-        state.networks.insert(
+        state.put(
+            tables::NETWORKS,
             n.index,
             NetworkEntry {
                 gateway: n.gateway.octets(),
@@ -95,7 +101,8 @@ pub fn compile(
             };
             if overlay_here && e.joined() && overlay_networks.get(e.network.as_str()) == Some(&true)
             {
-                state.endpoints.insert(
+                state.put(
+                    tables::ENDPOINTS,
                     e.ipv4.octets(),
                     EndpointEntry {
                         ifindex: 0,
@@ -111,7 +118,8 @@ pub fn compile(
         else {
             continue;
         };
-        state.local.insert(
+        state.put(
+            tables::LOCAL_ENDPOINTS,
             link.ifindex,
             LocalEndpointEntry {
                 ipv4: e.ipv4.octets(),
@@ -120,7 +128,8 @@ pub fn compile(
                 host_mac: link.mac.0,
             },
         );
-        state.endpoints.insert(
+        state.put(
+            tables::ENDPOINTS,
             e.ipv4.octets(),
             EndpointEntry {
                 ifindex: link.ifindex,
@@ -133,103 +142,105 @@ pub fn compile(
     state
 }
 
-/// The ops that turn `current` into `desired`, in a safe order.
-pub fn diff(current: &MapState, desired: &MapState) -> Vec<MapOp> {
+/// Where `table` sits in the write order: its declaration's order, and
+/// for an inner table (`OUTER/<key>`) just before its outer map, which
+/// points at it. `None` for a table that is not declared.
+fn write_rank(tables: &[TableDecl], table: &str) -> Option<(u8, bool)> {
+    let (outer, inner) = match table.split_once('/') {
+        Some((outer, _)) => (outer, true),
+        None => (table, false),
+    };
+    let order = tables.iter().find(|t| t.name == outer)?.order()?;
+    Some((order, !inner))
+}
+
+/// The ops that turn `current` into `desired`: every delete, in reverse
+/// write order, then every put, in write order. Tables with no control
+/// declaration are left alone.
+pub fn diff(current: &MapState, desired: &MapState, tables: &[TableDecl]) -> Vec<MapOp> {
+    let mut names: Vec<(u8, bool, &str)> = current
+        .table_names()
+        .chain(desired.table_names())
+        .filter_map(|name| write_rank(tables, name).map(|(o, outer)| (o, outer, name)))
+        .collect();
+    names.sort();
+    names.dedup();
+    let empty = Default::default();
     let mut ops = Vec::new();
-    for (k, v) in &desired.networks {
-        if current.networks.get(k) != Some(v) {
-            ops.push(MapOp::PutNetwork(*k, *v));
+    let mut by_delete_order = names.clone();
+    by_delete_order.sort_by_key(|(o, outer, name)| (Reverse(*o), Reverse(*outer), *name));
+    for (_, _, name) in by_delete_order {
+        let want = desired.entries(name).unwrap_or(&empty);
+        for key in current.entries(name).unwrap_or(&empty).keys() {
+            if !want.contains_key(key) {
+                ops.push(MapOp::Delete {
+                    table: name.to_string(),
+                    key: key.clone(),
+                });
+            }
         }
     }
-    for (k, v) in &desired.vnis {
-        if current.vnis.get(k) != Some(v) {
-            ops.push(MapOp::PutVni(*k, *v));
+    for (_, _, name) in names {
+        let have = current.entries(name).unwrap_or(&empty);
+        for (key, value) in desired.entries(name).unwrap_or(&empty) {
+            if have.get(key) != Some(value) {
+                ops.push(MapOp::Put {
+                    table: name.to_string(),
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
         }
-    }
-    for (k, v) in &desired.hosts {
-        if current.hosts.get(k) != Some(v) {
-            ops.push(MapOp::PutHost(*k, *v));
-        }
-    }
-    for (k, v) in &desired.host_by_ip {
-        if current.host_by_ip.get(k) != Some(v) {
-            ops.push(MapOp::PutHostIp(*k, *v));
-        }
-    }
-    if current.overlay != desired.overlay {
-        ops.push(MapOp::SetOverlay(desired.overlay));
-    }
-    for (k, v) in &desired.local {
-        if current.local.get(k) != Some(v) {
-            ops.push(MapOp::PutLocal(*k, *v));
-        }
-    }
-    for (k, v) in &desired.endpoints {
-        if current.endpoints.get(k) != Some(v) {
-            ops.push(MapOp::PutEndpoint(*k, *v));
-        }
-    }
-    for k in current
-        .endpoints
-        .keys()
-        .filter(|k| !desired.endpoints.contains_key(*k))
-    {
-        ops.push(MapOp::DeleteEndpoint(*k));
-    }
-    for k in current
-        .local
-        .keys()
-        .filter(|k| !desired.local.contains_key(*k))
-    {
-        ops.push(MapOp::DeleteLocal(*k));
-    }
-    for k in current
-        .host_by_ip
-        .keys()
-        .filter(|k| !desired.host_by_ip.contains_key(*k))
-    {
-        ops.push(MapOp::DeleteHostIp(*k));
-    }
-    for k in current
-        .hosts
-        .keys()
-        .filter(|k| !desired.hosts.contains_key(*k))
-    {
-        ops.push(MapOp::DeleteHost(*k));
-    }
-    for k in current
-        .vnis
-        .keys()
-        .filter(|k| !desired.vnis.contains_key(*k))
-    {
-        ops.push(MapOp::DeleteVni(*k));
-    }
-    for k in current
-        .networks
-        .keys()
-        .filter(|k| !desired.networks.contains_key(*k))
-    {
-        ops.push(MapOp::DeleteNetwork(*k));
     }
     ops
 }
 
-/// Brings the maps to `desired`; returns how many writes it took.
-pub fn reconcile(writer: &mut impl MapWriter, desired: &MapState) -> Result<usize, MapWriteError> {
-    let ops = diff(&writer.read()?, desired);
-    for op in &ops {
-        writer.apply(op)?;
+/// What one pass wrote, and what it could not.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub writes: usize,
+    pub failed: Vec<(MapOp, MapWriteError)>,
+}
+
+/// Brings the maps towards `desired`. Only reading them is fatal; a write
+/// that fails is reported in [`Applied::failed`] and the others go on.
+pub fn reconcile(
+    writer: &mut impl MapWriter,
+    desired: &MapState,
+) -> Result<Applied, MapWriteError> {
+    let ops = diff(&writer.read()?, desired, writer.tables());
+    let mut applied = Applied::default();
+    for op in ops {
+        match writer.apply(&op) {
+            Ok(()) => applied.writes += 1,
+            Err(e) => applied.failed.push((op, e)),
+        }
     }
-    Ok(ops.len())
+    Ok(applied)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        dataplane::maps::FakeMaps,
+        dataplane::{
+            maps::FakeMaps,
+            tables::{MapKind, Owner, Table},
+        },
         model::{EndpointSpec, NetworkSpec},
     };
+
+    /// Index of the first put (or delete) on `table` in `ops`.
+    fn first(ops: &[MapOp], put: bool, table: &str) -> usize {
+        ops.iter()
+            .position(|o| o.is_put() == put && o.table() == table)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {} on {table} in {ops:?}",
+                    if put { "put" } else { "delete" }
+                )
+            })
+    }
 
     fn world() -> (Vec<Network>, Vec<Endpoint>, BTreeMap<String, HostLink>) {
         let n1 = Network::from_spec(
@@ -288,19 +299,18 @@ mod tests {
     fn compiles_every_endpoint_with_a_link() {
         let (networks, endpoints, mut links) = world();
         let state = compile(&networks, &endpoints, &links, &Cluster::default());
-        assert_eq!(state.networks.len(), 2);
-        assert_eq!(state.endpoints.len(), 3);
-        let a = &state.endpoints[&endpoints[0].ipv4.octets()];
+        assert_eq!(state.count(tables::NETWORKS.name), 2);
+        assert_eq!(state.count(tables::ENDPOINTS.name), 3);
+        let a = state
+            .get(tables::ENDPOINTS, &endpoints[0].ipv4.octets())
+            .expect("a");
         assert_eq!((a.ifindex, a.network, a.mac), (10, 1, endpoints[0].mac.0));
-        assert_eq!(state.local[&12].network, 2);
-        assert_eq!(state.local[&10].host_mac, [2, 0, 0, 0, 0, 0]);
+        let local = |i: u32| state.get(tables::LOCAL_ENDPOINTS, &i).expect("local");
+        assert_eq!(local(12).network, 2);
+        assert_eq!(local(10).host_mac, [2, 0, 0, 0, 0, 0]);
         links.remove(&endpoints[1].id);
-        assert_eq!(
-            compile(&networks, &endpoints, &links, &Cluster::default())
-                .endpoints
-                .len(),
-            2
-        );
+        let fewer = compile(&networks, &endpoints, &links, &Cluster::default());
+        assert_eq!(fewer.count(tables::ENDPOINTS.name), 2);
     }
 
     #[test]
@@ -308,26 +318,23 @@ mod tests {
         let (networks, endpoints, links) = world();
         let desired = compile(&networks, &endpoints, &links, &Cluster::default());
         let mut maps = FakeMaps::default();
-        let writes = reconcile(&mut maps, &desired).expect("reconcile");
-        assert_eq!(writes, desired.len());
+        let applied = reconcile(&mut maps, &desired).expect("reconcile");
+        assert_eq!((applied.writes, applied.failed.len()), (desired.len(), 0));
         assert_eq!(maps.state, desired);
         // Networks, then local, then endpoints.
-        let kinds: Vec<u8> = maps
-            .log
-            .iter()
-            .map(|op| match op {
-                MapOp::PutNetwork(..) => 0,
-                MapOp::PutLocal(..) => 1,
-                MapOp::PutEndpoint(..) => 2,
-                _ => 9,
-            })
-            .collect();
+        let rank = |op: &MapOp| match op.table() {
+            "NETD_NETWORKS" => 0,
+            "NETD_LOCAL_EPS" => 1,
+            "NETD_ENDPOINTS" => 2,
+            _ => 9,
+        };
+        let kinds: Vec<u8> = maps.log.iter().map(rank).collect();
         assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "{kinds:?}");
-        assert_eq!(reconcile(&mut maps, &desired).expect("again"), 0);
+        assert_eq!(reconcile(&mut maps, &desired).expect("again").writes, 0);
     }
 
     #[test]
-    fn removes_stale_entries_endpoints_before_what_they_point_at() {
+    fn removes_stale_entries_before_any_put_endpoints_before_what_they_point_at() {
         let (networks, endpoints, links) = world();
         let full = compile(&networks, &endpoints, &links, &Cluster::default());
         let mut maps = FakeMaps {
@@ -335,7 +342,8 @@ mod tests {
             ..Default::default()
         };
         // A stale entry planted by hand.
-        maps.state.endpoints.insert(
+        maps.state.put(
+            tables::ENDPOINTS,
             [10, 9, 9, 9],
             EndpointEntry {
                 ifindex: 99,
@@ -347,30 +355,138 @@ mod tests {
         let fewer = compile(&networks[..1], &endpoints[..1], &links, &Cluster::default());
         reconcile(&mut maps, &fewer).expect("reconcile");
         assert_eq!(maps.state, fewer);
-        let first_local_delete = maps
-            .log
-            .iter()
-            .position(|op| matches!(op, MapOp::DeleteLocal(_)));
+        let first_local_delete = first(&maps.log, false, tables::LOCAL_ENDPOINTS.name);
         let last_endpoint_delete = maps
             .log
             .iter()
-            .rposition(|op| matches!(op, MapOp::DeleteEndpoint(_)));
-        assert!(last_endpoint_delete < first_local_delete, "{:?}", maps.log);
-        assert!(maps.log.contains(&MapOp::DeleteEndpoint([10, 9, 9, 9])));
+            .rposition(|op| !op.is_put() && op.table() == tables::ENDPOINTS.name);
+        assert!(
+            last_endpoint_delete < Some(first_local_delete),
+            "{:?}",
+            maps.log
+        );
+        assert!(maps
+            .log
+            .contains(&MapOp::delete(tables::ENDPOINTS, [10, 9, 9, 9])));
+        let last_delete = maps.log.iter().rposition(|op| !op.is_put());
+        let first_put = maps.log.iter().position(MapOp::is_put);
+        assert!(
+            first_put.is_none() || last_delete < first_put,
+            "{:?}",
+            maps.log
+        );
     }
 
     #[test]
-    fn a_failed_write_is_finished_by_the_next_reconcile() {
+    fn a_full_map_holding_stale_entries_converges_in_one_pass() {
         let (networks, endpoints, links) = world();
         let desired = compile(&networks, &endpoints, &links, &Cluster::default());
-        let mut maps = FakeMaps {
-            fail_after: Some(3),
-            ..Default::default()
-        };
-        assert!(reconcile(&mut maps, &desired).is_err());
-        maps.fail_after = None;
-        reconcile(&mut maps, &desired).expect("second pass");
+        let mut maps = FakeMaps::default();
+        // Room for exactly the three endpoints, all taken by stale ones.
+        maps.capacities.insert(tables::ENDPOINTS.name.into(), 3);
+        for i in 0..3u8 {
+            maps.state
+                .put(tables::ENDPOINTS, [10, 9, 9, i], EndpointEntry::default());
+        }
+        let applied = reconcile(&mut maps, &desired).expect("reconcile");
+        assert!(applied.failed.is_empty(), "{:?}", applied.failed);
         assert_eq!(maps.state, desired);
+    }
+
+    #[test]
+    fn a_write_that_fails_is_reported_the_rest_land_and_the_next_pass_finishes() {
+        let (networks, endpoints, links) = world();
+        let desired = compile(&networks, &endpoints, &links, &Cluster::default());
+        let mut maps = FakeMaps::default();
+        // Room for two of three endpoints: one put fails, everything else lands.
+        maps.capacities.insert(tables::ENDPOINTS.name.into(), 2);
+        let applied = reconcile(&mut maps, &desired).expect("reconcile");
+        assert_eq!(applied.failed.len(), 1);
+        let (op, error) = &applied.failed[0];
+        assert_eq!(op.table(), tables::ENDPOINTS.name);
+        assert_eq!(error.to_string(), "map NETD_ENDPOINTS is full (2 entries)");
+        assert_eq!(applied.writes, desired.len() - 1);
+        assert_eq!(maps.state.count(tables::LOCAL_ENDPOINTS.name), 3);
+        // Room again (say an endpoint elsewhere left): the next pass finishes.
+        maps.capacities.insert(tables::ENDPOINTS.name.into(), 3);
+        let again = reconcile(&mut maps, &desired).expect("again");
+        assert_eq!((again.writes, again.failed.len()), (1, 0));
+        assert_eq!(maps.state, desired);
+    }
+
+    #[test]
+    fn a_map_of_maps_writes_each_inner_table_before_the_outer_entry_and_removes_it_after() {
+        // A Maglev-like table: service id -> an inner array of backend ids.
+        const SERVICES: Table<u32, u32> = Table::new("SVC_TABLES");
+        let outer = TableDecl {
+            kind: MapKind::HashOfMaps,
+            ..SERVICES.hash(16, Owner::Control { order: 5 })
+        };
+        let inner = TableDecl {
+            name: "SVC_TABLES/*",
+            ..SERVICES.hash(4, Owner::Control { order: 5 })
+        };
+        let decls = [tables::TABLES, &[outer, inner]].concat();
+        let inner_of = |service: u32| format!("SVC_TABLES/{service:08x}");
+        let mut desired = MapState::default();
+        for service in [1u32, 2] {
+            for slot in 0..4u32 {
+                desired.put_bytes(
+                    &inner_of(service),
+                    slot.to_ne_bytes().to_vec(),
+                    (service * 10 + slot % 2).to_ne_bytes().to_vec(),
+                );
+            }
+            desired.put_bytes(
+                "SVC_TABLES",
+                service.to_ne_bytes().to_vec(),
+                inner_of(service).into_bytes(),
+            );
+        }
+        let mut maps = FakeMaps::with_tables(&decls);
+        let applied = reconcile(&mut maps, &desired).expect("reconcile");
+        assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+        assert_eq!(maps.state, desired);
+        let inner_put = first(&maps.log, true, &inner_of(2));
+        let outer_put = first(&maps.log, true, "SVC_TABLES");
+        assert!(inner_put < outer_put, "{:?}", maps.log);
+
+        // Service 2 goes, service 1's table changes by one slot.
+        let mut fewer = MapState::default();
+        for (k, v) in desired.entries(&inner_of(1)).expect("inner") {
+            fewer.put_bytes(&inner_of(1), k.clone(), v.clone());
+        }
+        fewer.put_bytes(
+            &inner_of(1),
+            3u32.to_ne_bytes().to_vec(),
+            99u32.to_ne_bytes().to_vec(),
+        );
+        fewer.put_bytes(
+            "SVC_TABLES",
+            1u32.to_ne_bytes().to_vec(),
+            inner_of(1).into_bytes(),
+        );
+        maps.log.clear();
+        reconcile(&mut maps, &fewer).expect("reconcile");
+        assert_eq!(maps.state, fewer);
+        let outer_delete = first(&maps.log, false, "SVC_TABLES");
+        let inner_delete = first(&maps.log, false, &inner_of(2));
+        assert!(outer_delete < inner_delete, "{:?}", maps.log);
+        assert_eq!(
+            maps.log.iter().filter(|o| o.is_put()).count(),
+            1,
+            "{:?}",
+            maps.log
+        );
+        // An inner table holds only what its declaration allows.
+        let mut too_big = fewer.clone();
+        too_big.put_bytes(
+            &inner_of(1),
+            4u32.to_ne_bytes().to_vec(),
+            1u32.to_ne_bytes().to_vec(),
+        );
+        let applied = reconcile(&mut maps, &too_big).expect("reconcile");
+        assert_eq!(applied.failed.len(), 1, "{:?}", applied.failed);
     }
 
     #[test]
@@ -409,26 +525,37 @@ mod tests {
         let state = compile(&networks, &endpoints, &links, &cluster);
 
         assert_eq!(
-            state.hosts.len(),
+            state.count(tables::HOSTS.name),
             1,
             "host-a is this host, host-c has no underlay"
         );
-        assert_eq!(state.hosts[&1].underlay, [192, 0, 2, 2]);
-        assert_eq!(state.host_by_ip[&[192, 0, 2, 2]], 1);
-        assert_eq!(state.vnis[&4096], networks[0].index);
-        assert_eq!(state.networks[&networks[0].index].vni, 4096);
-        assert_eq!(state.overlay, overlay);
-        let b = state.endpoints[&endpoints[1].ipv4.octets()];
+        assert_eq!(
+            state.get(tables::HOSTS, &1).map(|h| h.underlay),
+            Some([192, 0, 2, 2])
+        );
+        assert_eq!(state.get(tables::HOST_BY_IP, &[192, 0, 2, 2]), Some(1));
+        assert_eq!(state.get(tables::VNIS, &4096), Some(networks[0].index));
+        assert_eq!(
+            state
+                .get(tables::NETWORKS, &networks[0].index)
+                .map(|n| n.vni),
+            Some(4096)
+        );
+        assert_eq!(state.get(tables::OVERLAY, &0), Some(overlay));
+        let b = state
+            .get(tables::ENDPOINTS, &endpoints[1].ipv4.octets())
+            .expect("b");
         assert_eq!((b.ifindex, b.host, b.mac), (0, 1, endpoints[1].mac.0));
         assert!(
-            !state.endpoints.contains_key(&endpoints[2].ipv4.octets()),
+            state
+                .get(tables::ENDPOINTS, &endpoints[2].ipv4.octets())
+                .is_none(),
             "remote on a local-only network"
         );
         assert!(
             !state
-                .local
-                .values()
-                .any(|l| l.ipv4 == endpoints[1].ipv4.octets()),
+                .iter(tables::LOCAL_ENDPOINTS)
+                .any(|(_, l)| l.ipv4 == endpoints[1].ipv4.octets()),
             "no local entry for a remote one"
         );
 
@@ -442,29 +569,19 @@ mod tests {
                 ..cluster
             },
         );
-        assert!(alone.vnis.is_empty());
-        assert!(!alone.endpoints.contains_key(&endpoints[1].ipv4.octets()));
+        assert_eq!(alone.count(tables::VNIS.name), 0);
+        assert!(alone
+            .get(tables::ENDPOINTS, &endpoints[1].ipv4.octets())
+            .is_none());
 
         // Hosts are written before the endpoints that point at them, and removed after.
-        let ops = diff(&MapState::default(), &state);
-        let put_host = ops
-            .iter()
-            .position(|o| matches!(o, MapOp::PutHost(..)))
-            .expect("host put");
-        let put_remote = ops
-            .iter()
-            .position(|o| matches!(o, MapOp::PutEndpoint(_, e) if e.ifindex == 0))
-            .expect("remote put");
+        let ops = diff(&MapState::default(), &state, tables::TABLES);
+        let put_host = first(&ops, true, tables::HOSTS.name);
+        let put_remote = first(&ops, true, tables::ENDPOINTS.name);
         assert!(put_host < put_remote, "{ops:?}");
-        let ops = diff(&state, &MapState::default());
-        let del_remote = ops
-            .iter()
-            .position(|o| matches!(o, MapOp::DeleteEndpoint(_)))
-            .expect("delete");
-        let del_host = ops
-            .iter()
-            .position(|o| matches!(o, MapOp::DeleteHost(_)))
-            .expect("host delete");
+        let ops = diff(&state, &MapState::default(), tables::TABLES);
+        let del_remote = first(&ops, false, tables::ENDPOINTS.name);
+        let del_host = first(&ops, false, tables::HOSTS.name);
         assert!(del_remote < del_host, "{ops:?}");
     }
 }

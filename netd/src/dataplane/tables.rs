@@ -1,0 +1,209 @@
+//! Every pinned map of the datapath, declared once: name, key and value
+//! types, kind, declared size, owner and place in the write order.
+//!
+//! - **Control** maps are desired state: `compile` fills them from the
+//!   model, the reconciler diffs them against the kernel and writes the
+//!   difference, deletes in reverse `order`, then puts in `order` (a map is
+//!   written after the maps its entries point at).
+//! - **Datapath** maps are written by the programs (counters; conntrack and
+//!   NAT to come): netd reads and sweeps them, never diffs them.
+//! - **Netd** maps are written by netd once at start (`NETD_META`).
+//!
+//! Adding a map: its `#[map]` in netd-ebpf, one `Table` const and its line
+//! in [`TABLES`] here, and its line in `compile`. The fixture test
+//! `tables_match_the_object` checks this list against the loaded object.
+
+use std::marker::PhantomData;
+
+use netd_common::{
+    counters::{Counter, COUNTER_SLOTS},
+    map_names,
+    maps::{
+        EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
+        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
+    },
+};
+
+use super::maps::{open_array, open_hash, KernelTable, Plain};
+
+/// The kernel's map types netd uses (`bpf_map_type` numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash = 1,
+    Array = 2,
+    PerCpuArray = 6,
+    /// An outer map whose values are inner maps (one per key), each a
+    /// table of its own named `OUTER/<key as hex>`.
+    HashOfMaps = 13,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Desired state, diffed; lower `order` is written first, deleted last.
+    Control { order: u8 },
+    /// Written by the programs; read and swept by netd.
+    Datapath,
+    /// Written by netd at start.
+    Netd,
+}
+
+pub type Opener = fn(aya::maps::Map) -> Result<Box<dyn KernelTable>, aya::maps::MapError>;
+
+/// One pinned map.
+#[derive(Clone, Copy, Debug)]
+pub struct TableDecl {
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// What netd-ebpf declares; the kernel's real max_entries is read from
+    /// the map itself (a migrated map may differ until the next upgrade).
+    pub max_entries: u32,
+    pub owner: Owner,
+    /// How the reconciler opens it (control maps only).
+    pub open: Option<Opener>,
+}
+
+impl TableDecl {
+    pub fn order(&self) -> Option<u8> {
+        match self.owner {
+            Owner::Control { order } => Some(order),
+            _ => None,
+        }
+    }
+}
+
+/// A typed handle on a table, for `compile` and the tests.
+pub struct Table<K, V> {
+    pub name: &'static str,
+    _kv: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for Table<K, V> {}
+
+const fn size<T>() -> u32 {
+    core::mem::size_of::<T>() as u32
+}
+
+impl<K: Plain, V: Plain> Table<K, V> {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _kv: PhantomData,
+        }
+    }
+
+    pub const fn hash(self, max_entries: u32, owner: Owner) -> TableDecl {
+        TableDecl {
+            name: self.name,
+            kind: MapKind::Hash,
+            key_size: size::<K>(),
+            value_size: size::<V>(),
+            max_entries,
+            owner,
+            open: Some(open_hash::<K, V>),
+        }
+    }
+}
+
+impl<V: Plain> Table<u32, V> {
+    pub const fn array(self, max_entries: u32, owner: Owner) -> TableDecl {
+        TableDecl {
+            name: self.name,
+            kind: MapKind::Array,
+            key_size: 4,
+            value_size: size::<V>(),
+            max_entries,
+            owner,
+            open: Some(open_array::<V>),
+        }
+    }
+
+    pub const fn per_cpu_array(self, max_entries: u32, owner: Owner) -> TableDecl {
+        TableDecl {
+            name: self.name,
+            kind: MapKind::PerCpuArray,
+            key_size: 4,
+            value_size: size::<V>(),
+            max_entries,
+            owner,
+            open: None,
+        }
+    }
+}
+
+/// Networks by index: gateway and VNI.
+pub const NETWORKS: Table<u32, NetworkEntry> = Table::new(map_names::NETWORKS);
+/// Network index by VNI.
+pub const VNIS: Table<u32, u32> = Table::new(map_names::VNIS);
+/// Other hosts by index: their underlay address.
+pub const HOSTS: Table<u32, HostEntry> = Table::new(map_names::HOSTS);
+/// Host index by underlay address: who may send VXLAN here.
+pub const HOST_BY_IP: Table<[u8; 4], u32> = Table::new(map_names::HOST_BY_IP);
+/// This host's underlay side (index 0).
+pub const OVERLAY: Table<u32, OverlayConfig> = Table::new(map_names::OVERLAY);
+/// Local endpoints by host veth ifindex: what a packet from them must carry.
+pub const LOCAL_ENDPOINTS: Table<u32, LocalEndpointEntry> = Table::new(map_names::LOCAL_ENDPOINTS);
+/// Endpoints by IPv4: where a packet to them goes.
+pub const ENDPOINTS: Table<[u8; 4], EndpointEntry> = Table::new(map_names::ENDPOINTS);
+/// Per-CPU packets and bytes per (hook, verdict or drop reason).
+pub const COUNTERS: Table<u32, Counter> = Table::new(map_names::COUNTERS);
+/// Owner and layout of the pins.
+pub const META: Table<u32, PinMeta> = Table::new(map_names::META);
+
+/// Every pinned map. Control maps in write order: what an entry points at
+/// comes before it (endpoints point at networks, hosts and local entries).
+pub const TABLES: &[TableDecl] = &[
+    NETWORKS.hash(MAX_NETWORKS, Owner::Control { order: 0 }),
+    VNIS.hash(MAX_NETWORKS, Owner::Control { order: 1 }),
+    HOSTS.hash(MAX_HOSTS, Owner::Control { order: 1 }),
+    HOST_BY_IP.hash(MAX_HOSTS, Owner::Control { order: 2 }),
+    OVERLAY.array(1, Owner::Control { order: 2 }),
+    LOCAL_ENDPOINTS.hash(MAX_ENDPOINTS, Owner::Control { order: 3 }),
+    ENDPOINTS.hash(MAX_ENDPOINTS, Owner::Control { order: 4 }),
+    COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
+    META.array(1, Owner::Netd),
+];
+
+pub fn decl(name: &str) -> Option<&'static TableDecl> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// The control maps in write order.
+pub fn control_tables() -> impl DoubleEndedIterator<Item = &'static TableDecl> {
+    let mut tables: Vec<&'static TableDecl> =
+        TABLES.iter().filter(|t| t.order().is_some()).collect();
+    tables.sort_by_key(|t| t.order());
+    tables.into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_control_maps_can_be_opened() {
+        for (i, t) in TABLES.iter().enumerate() {
+            assert!(
+                !TABLES[..i].iter().any(|o| o.name == t.name),
+                "{} twice",
+                t.name
+            );
+            assert!(t.order().is_none() || t.open.is_some(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn entries_come_after_what_they_point_at() {
+        let order = |name| decl(name).and_then(TableDecl::order).expect(name);
+        assert!(order(map_names::NETWORKS) < order(map_names::ENDPOINTS));
+        assert!(order(map_names::HOSTS) < order(map_names::ENDPOINTS));
+        assert!(order(map_names::LOCAL_ENDPOINTS) < order(map_names::ENDPOINTS));
+        assert!(order(map_names::NETWORKS) < order(map_names::VNIS));
+    }
+}
