@@ -19,14 +19,14 @@ use crate::{
     api,
     config::{RunConfig, StoreSpec},
     control::{Control, PREFIX},
-    dataplane::{loader, owner, uplink, Datapath, PinLayout, PinLock},
+    dataplane::{loader, owner, upgrade::Upgrade, uplink, Datapath, PinLayout, PinLock},
     logging::{self, chain},
     metrics::{self, Metrics},
     plugin,
     store::{EmbeddedStore, EtcdStore, Store, WatchEvent},
     system,
 };
-use netd_common::maps::{OverlayConfig, VXLAN_OVERHEAD};
+use netd_common::maps::{OverlayConfig, LAYOUT_VERSION, VXLAN_OVERHEAD};
 
 /// A full pass even without changes: repairs what someone else broke
 /// (a deleted veth, a planted map entry).
@@ -87,7 +87,7 @@ async fn serve<S: Store>(
         .await
         .context("reading the store's id")?;
     owner::check_owner(layout, &cluster_id)?;
-    let mut datapath = Datapath::load(layout, logging::bpf_log_level(log_level))?;
+    let mut datapath = load_keeping_state(layout, logging::bpf_log_level(log_level))?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
     logging::forward_bpf_logs(datapath.ebpf_mut());
     let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
@@ -188,6 +188,30 @@ async fn serve<S: Store>(
         "stopped; programs stay attached (netd teardown removes them)"
     );
     Ok(())
+}
+
+/// Loads the object over the pinned maps: checks them all first, carries
+/// over what has another shape, refuses what cannot be (nothing changed).
+fn load_keeping_state(layout: &PinLayout, bpf_log_level: u8) -> anyhow::Result<Datapath> {
+    let upgrade = Upgrade::check(layout)?;
+    if let Some(from) = upgrade.from_layout.filter(|l| *l != LAYOUT_VERSION) {
+        info!(
+            from,
+            to = LAYOUT_VERSION,
+            carried = upgrade.carried.len(),
+            "upgrading the pinned maps"
+        );
+    }
+    upgrade.set_aside(layout)?;
+    let datapath = match Datapath::load(layout, bpf_log_level) {
+        Ok(datapath) => datapath,
+        Err(e) => {
+            upgrade.restore(layout);
+            return Err(e.into());
+        }
+    };
+    upgrade.finish(layout)?;
+    Ok(datapath)
 }
 
 /// Reconciles on every store change under netd's prefix and every

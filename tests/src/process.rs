@@ -43,11 +43,22 @@ pub struct Netd {
 
 impl Netd {
     pub fn start(ns: &NetNs, pin_path: &Path, metrics_port: u16, extra: &[&str]) -> Self {
+        Self::start_bin(&netd_bin(), ns, pin_path, metrics_port, extra)
+    }
+
+    /// Like [`Netd::start`], running the netd binary at `bin` (an older
+    /// build, for upgrades).
+    pub fn start_bin(
+        bin: &Path,
+        ns: &NetNs,
+        pin_path: &Path,
+        metrics_port: u16,
+        extra: &[&str],
+    ) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let state = tempfile::tempdir().expect("state dir");
         let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
-        let mut args: Vec<std::ffi::OsString> =
-            vec![netd_bin().into(), "run".into(), "--pin-path".into()];
+        let mut args: Vec<std::ffi::OsString> = vec![bin.into(), "run".into(), "--pin-path".into()];
         args.push(pin_path.into());
         args.extend(["--metrics-addr".into(), metrics_addr.to_string().into()]);
         args.extend(["--state-dir".into(), state.path().join("store").into()]);
@@ -176,6 +187,18 @@ impl Netd {
 
     /// Starts netd again with the same settings (after stop or kill).
     pub fn restart(&mut self, ns: &NetNs) {
+        self.respawn();
+        self.wait_ready(ns);
+    }
+
+    /// The next [`Netd::restart`] runs the netd binary at `bin`, with the
+    /// same pins, store and settings: an upgrade.
+    pub fn switch_binary(&mut self, bin: &Path) {
+        self.args[0] = bin.into();
+    }
+
+    /// Starts netd again without waiting for it to serve (it may refuse).
+    pub fn respawn(&mut self) {
         assert!(self.child.is_none(), "netd still running");
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.ns_path.display()))
@@ -185,7 +208,6 @@ impl Netd {
             .spawn()
             .expect("spawn netd");
         self.child = Some(child);
-        self.wait_ready(ns);
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -55,3 +55,40 @@ pub fn tcp(from: &NetNs, to: &NetNs, to_ip: &str, len: usize) -> bool {
     let got = server.join().ok().flatten();
     sent && got.is_some_and(|g| g == pattern(len))
 }
+
+/// A ping running in the background (`count` echoes, one every 10 ms),
+/// for "no lost packet while ...".
+pub struct PingUnderway {
+    child: std::process::Child,
+}
+
+impl PingUnderway {
+    pub fn start(from: &NetNs, ip: &str, count: u32) -> Self {
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &from.name, "ping", "-c"])
+            .arg(count.to_string())
+            .args(["-i", "0.01", "-W", "1", "-q", ip])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ping");
+        Self { child }
+    }
+
+    /// Waits for the end; returns (sent, received).
+    pub fn finish(self) -> (u32, u32) {
+        let out = self.child.wait_with_output().expect("ping output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary in {text}"));
+        let number = |word: &str| -> u32 {
+            line.split(',')
+                .find(|p| p.contains(word))
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {word} in {line}"))
+        };
+        (number("transmitted"), number("received"))
+    }
+}

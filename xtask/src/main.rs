@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's own build steps.
 
 mod setup;
+mod upgrade_base;
 
 use std::{
     env,
@@ -180,11 +181,13 @@ fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
          (use --unprivileged for the rest)",
     )?;
     build_netd(false)?;
+    let old_netd = upgrade_base::ensure(root)?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     let mut child = Command::new(cargo_bin())
         .args(&args)
         .env("NETD_BIN", root.join("target/debug/netd"))
+        .env("NETD_UPGRADE_FROM_BIN", old_netd)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

@@ -174,7 +174,12 @@ fn pin_program(
 /// from every interface and frees its maps. The caller holds the lock.
 pub fn remove_pins(layout: &PinLayout) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for dir in [layout.links(), layout.progs(), layout.maps()] {
+    for dir in [
+        layout.links(),
+        layout.progs(),
+        layout.maps(),
+        layout.carry(),
+    ] {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

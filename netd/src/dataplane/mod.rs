@@ -10,6 +10,7 @@ pub mod owner;
 pub mod pins;
 pub mod reconcile;
 pub mod tables;
+pub mod upgrade;
 pub mod uplink;
 
 pub use counters::{CounterSnapshot, CountersReader};

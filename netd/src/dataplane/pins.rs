@@ -5,6 +5,7 @@
 //! <pin path>/maps/<MAP>        maps: reused across restarts, so state survives
 //! <pin path>/progs/<program>   the programs of the running netd (for bpftool)
 //! <pin path>/links/xdp-<if>    attachments: they keep forwarding while netd is down
+//! <pin path>/carry/<MAP>       old maps while an upgrade copies them over
 //! ```
 
 use std::{
@@ -42,6 +43,11 @@ impl PinLayout {
 
     pub fn links(&self) -> PathBuf {
         self.root.join("links")
+    }
+
+    /// Maps being carried over by an upgrade (see `upgrade`).
+    pub fn carry(&self) -> PathBuf {
+        self.root.join("carry")
     }
 
     pub fn xdp_link(&self, ifname: &str) -> PathBuf {

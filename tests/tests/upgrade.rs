@@ -1,0 +1,177 @@
+//! Upgrades keep pinned state: a netd of the previous layout (built by
+//! `cargo xtask test` from the commit named in xtask) is replaced under
+//! traffic, and maps that cannot be carried over stop the start, not the
+//! datapath.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use netd_tests::{
+    fixture::TempPins,
+    netns::NetNs,
+    process::{metric, netd_bin, Netd},
+    traffic::{ping, PingUnderway},
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn old_netd() -> PathBuf {
+    let bin = std::env::var_os("NETD_UPGRADE_FROM_BIN").map(PathBuf::from);
+    match bin {
+        Some(bin) if bin.exists() => bin,
+        _ => panic!(
+            "NETD_UPGRADE_FROM_BIN is not set or missing: run through `cargo xtask test`, \
+             which builds netd as of the last layout-1 commit"
+        ),
+    }
+}
+
+const REDIRECTED: &str = "netd_packets_total{hook=\"tc_endpoint\",verdict=\"redirect\"}";
+
+/// Packets the endpoint program has delivered so far.
+fn redirected(netd: &Netd, ns: &NetNs) -> u64 {
+    metric(&netd.scrape(ns).expect("metrics"), REDIRECTED).expect("redirect counter")
+}
+
+struct World {
+    host: NetNs,
+    s1: NetNs,
+    _s2: NetNs,
+    a2: String,
+    netd: Netd,
+    pins: TempPins,
+}
+
+fn world(bin: &std::path::Path) -> World {
+    let host = NetNs::new("ndHu");
+    let (s1, s2) = (NetNs::new("ndS1"), NetNs::new("ndS2"));
+    let pins = TempPins::new();
+    let mut netd = Netd::start_bin(bin, &host, pins.layout.root(), free_port(), &[]);
+    netd.wait_ready(&host);
+    netd.ok(&["network", "create", "n1", "--subnet", "10.41.0.0/24"]);
+    netd.endpoint("a1", "n1", &s1, &[]);
+    let a2 = netd.endpoint("a2", "n1", &s2, &[]);
+    assert!(ping(&s1, &a2, 3), "a1 -> a2");
+    World {
+        host,
+        s1,
+        _s2: s2,
+        a2,
+        netd,
+        pins,
+    }
+}
+
+#[test]
+fn an_upgrade_from_layout_1_under_traffic_loses_no_ping_and_keeps_the_counters() {
+    let mut w = world(&old_netd());
+    let before = redirected(&w.netd, &w.host);
+    assert!(before >= 6, "the old netd counted {before} redirects");
+
+    let traffic = PingUnderway::start(&w.s1, &w.a2, 400);
+    std::thread::sleep(Duration::from_millis(500));
+    w.netd.kill();
+    w.netd.switch_binary(&netd_bin());
+    w.netd.restart(&w.host);
+    let after_upgrade = redirected(&w.netd, &w.host);
+    let (sent, received) = traffic.finish();
+    assert_eq!(
+        received,
+        sent,
+        "pings lost across the upgrade:\n{}",
+        w.netd.log()
+    );
+    assert!(
+        w.netd.log().contains("upgrading the pinned maps"),
+        "{}",
+        w.netd.log()
+    );
+    assert!(
+        after_upgrade >= before,
+        "counters went back from {before} to {after_upgrade}: not carried over"
+    );
+    let after = redirected(&w.netd, &w.host);
+    assert!(
+        after >= before + u64::from(sent),
+        "{before} + {sent} > {after}"
+    );
+    assert!(
+        !w.pins.layout.carry().exists(),
+        "old maps left under {}",
+        w.pins.layout.carry().display()
+    );
+
+    // The new layout is kept by the next start: nothing more to carry.
+    w.netd.stop();
+    w.netd.restart(&w.host);
+    assert!(ping(&w.s1, &w.a2, 2));
+}
+
+fn bpftool(args: &[&str]) {
+    let out = Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_map_that_cannot_be_carried_over_or_a_newer_layout_refuses_the_start_and_changes_nothing() {
+    let mut w = world(&netd_bin());
+    w.netd.stop();
+    let hosts = w.pins.layout.map("NETD_HOSTS");
+    let hosts = hosts.to_str().expect("path");
+
+    // NETD_HOSTS with another key size, as some other build might leave it.
+    std::fs::remove_file(hosts).expect("unpin");
+    bpftool(&[
+        "map",
+        "create",
+        hosts,
+        "type",
+        "hash",
+        "key",
+        "8",
+        "value",
+        "8",
+        "entries",
+        "16",
+        "name",
+        "NETD_HOSTS",
+    ]);
+    w.netd.respawn();
+    assert!(!w.netd.wait_exit(Duration::from_secs(20)).success());
+    let log = w.netd.log();
+    assert!(
+        log.contains("NETD_HOSTS") && log.contains("cannot carry it over"),
+        "{log}"
+    );
+    assert!(ping(&w.s1, &w.a2, 2), "the running datapath was touched");
+    assert!(std::path::Path::new(hosts).exists());
+    std::fs::remove_file(hosts).expect("unpin");
+
+    // Pins of a newer layout.
+    let meta = w.pins.layout.map("NETD_META");
+    let mut value = vec!["99", "0", "0", "0"];
+    value.extend(std::iter::repeat_n("0", 36));
+    let mut args = vec!["map", "update", "pinned", meta.to_str().expect("path")];
+    args.extend(["key", "0", "0", "0", "0", "value"]);
+    args.extend(value);
+    bpftool(&args);
+    w.netd.respawn();
+    assert!(!w.netd.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        w.netd.log().contains("newer than this netd's"),
+        "{}",
+        w.netd.log()
+    );
+    assert!(ping(&w.s1, &w.a2, 2), "the running datapath was touched");
+}

@@ -1,0 +1,64 @@
+//! The netd an upgrade test starts from: the last commit of pin layout 1,
+//! built once from the repository's history into target/upgrade-from/.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The last commit whose pins are layout 1 (no NETD_META, 26 counters).
+pub const COMMIT: &str = "60c3a5f8585d345c95e2fc1e43058bb843560e3a";
+
+/// The old netd binary, built when missing.
+pub fn ensure(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target/upgrade-from").join(&COMMIT[..12]);
+    let bin = dir.join("netd");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: building netd as of {} for the upgrade test (once, a few minutes)",
+        &COMMIT[..12]
+    );
+    let src = dir.join("src");
+    let _ = fs::remove_dir_all(&src);
+    fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
+    let mut archive = Command::new("git")
+        .args(["archive", COMMIT])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running git archive (the upgrade test needs git)")?;
+    let stdout = archive.stdout.take().context("git archive output")?;
+    let untar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(&src)
+        .stdin(stdout)
+        .status()
+        .context("running tar")?;
+    if !archive.wait()?.success() || !untar.success() {
+        bail!(
+            "cannot extract commit {COMMIT}: the upgrade test needs the repository's history \
+             (run from a git clone, not an export)"
+        );
+    }
+    let target = dir.join("target");
+    let status = Command::new(crate::cargo_bin())
+        .args(["build", "-p", "netd"])
+        .current_dir(&src)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .context("building the old netd")?;
+    if !status.success() {
+        bail!("building netd as of {COMMIT} failed ({status})");
+    }
+    fs::copy(target.join("debug/netd"), &bin).context("keeping the old netd")?;
+    // Only the binary is needed; the build tree is a few hundred MB.
+    let _ = fs::remove_dir_all(&target);
+    let _ = fs::remove_dir_all(&src);
+    Ok(bin)
+}
