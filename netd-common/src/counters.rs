@@ -100,10 +100,13 @@ pub enum DropReason {
     NotHere = 7,
     /// Encapsulation failed (no room, no route to the remote host).
     EncapFailed = 8,
+    /// IPv6 from a container: netd does not forward it yet, and it must not
+    /// reach the host unchecked.
+    Ipv6 = 9,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -113,6 +116,7 @@ impl DropReason {
         DropReason::UnknownVni,
         DropReason::NotHere,
         DropReason::EncapFailed,
+        DropReason::Ipv6,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -126,6 +130,7 @@ impl DropReason {
             DropReason::UnknownVni => "unknown_vni",
             DropReason::NotHere => "not_here",
             DropReason::EncapFailed => "encap_failed",
+            DropReason::Ipv6 => "ipv6",
         }
     }
 }

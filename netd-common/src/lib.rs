@@ -4,10 +4,12 @@
 //! refuses to compile otherwise).
 #![cfg_attr(not(test), no_std)]
 
+pub mod checksum;
 pub mod counters;
 pub mod flow;
 pub mod maps;
 pub mod parse;
+pub mod vxlan;
 
 /// Names of the maps declared by netd-ebpf; the daemon opens them by name.
 pub mod map_names {

@@ -13,7 +13,6 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::LocalEndpointEntry,
     parse::{parse, Frame, Headers, L3},
 };
 
@@ -117,19 +116,12 @@ fn decide(frame: &PacketFrame, ifindex: u32) -> (Outcome, Option<Headers>) {
                 forward::ipv4(&me, ip.dst)
             }
         }
-        // IPv6 is not forwarded by netd yet: only the MAC is checked.
-        _ => spoof_check_mac(&me, src_mac),
+        // Not forwarded by netd yet, and it must not reach the host with
+        // nothing but a MAC check (policy would have a bypass).
+        L3::Ipv6(_) => Outcome::Drop(DropReason::Ipv6),
+        L3::Other(_) => Outcome::Drop(DropReason::UnknownL3),
     };
     (outcome, Some(headers))
-}
-
-#[inline(always)]
-fn spoof_check_mac(me: &LocalEndpointEntry, src_mac: [u8; 6]) -> Outcome {
-    if src_mac == me.mac {
-        Outcome::Pass
-    } else {
-        Outcome::Drop(DropReason::Spoofed)
-    }
 }
 
 #[inline(always)]

@@ -7,12 +7,14 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
     },
+    helpers::generated::bpf_get_prandom_u32,
     programs::TcContext,
 };
 use netd_common::{
     counters::DropReason,
     maps::{EndpointEntry, VXLAN_OVERHEAD, VXLAN_PORT},
     parse::{Frame, Headers, L3, L4},
+    vxlan,
 };
 
 use crate::{
@@ -24,7 +26,6 @@ use crate::{
     outcome::Outcome,
 };
 
-const VXLAN_FLAG_VNI: u8 = 0x08;
 const INNER_L2: u64 = 14;
 /// BPF_F_ADJ_ROOM_ENCAP_L2(len): the inner MAC header length, for GSO.
 const ENCAP_L2_FLAGS: u64 = (INNER_L2 & 0xff) << 56;
@@ -79,22 +80,21 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome> {
     if config.underlay == [0; 4] || ip.dst != config.underlay {
         return None;
     }
+    // VXLAN from a sender that is no host of the cluster, or (below) with
+    // a VNI of no network here, is not netd's: a kernel VXLAN device or
+    // another overlay on this host may own it.
     // SAFETY: map values are read, not kept.
-    if unsafe { NETD_HOST_BY_IP.get(&ip.src) }.is_none() {
-        return Some(Outcome::Drop(DropReason::UnknownHost));
-    }
+    let sender = unsafe { NETD_HOST_BY_IP.get(&ip.src) }.copied()?;
     let vxlan_at = h.l4_offset as usize + 8;
     let Some(vxlan) = frame.read::<8>(vxlan_at) else {
         return Some(Outcome::Drop(DropReason::Malformed));
     };
-    if vxlan[0] & VXLAN_FLAG_VNI == 0 {
+    if vxlan[0] & vxlan::FLAG_VNI == 0 {
         return Some(Outcome::Drop(DropReason::Malformed));
     }
     let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
     // SAFETY: as above.
-    let Some(network) = (unsafe { NETD_VNIS.get(&vni) }).copied() else {
-        return Some(Outcome::Drop(DropReason::UnknownVni));
-    };
+    let network = (unsafe { NETD_VNIS.get(&vni) }).copied()?;
     let inner = vxlan_at + 8;
     let Some(ethertype) = frame.read::<2>(inner + 12) else {
         return Some(Outcome::Drop(DropReason::Malformed));
@@ -107,6 +107,14 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome> {
     };
     if inner_ip[0] >> 4 != 4 {
         return Some(Outcome::Drop(DropReason::Malformed));
+    }
+    // The inner source must be an endpoint of that network on the host that
+    // sent it: a host can speak only for its own endpoints.
+    let src = [inner_ip[12], inner_ip[13], inner_ip[14], inner_ip[15]];
+    // SAFETY: as above.
+    match unsafe { NETD_ENDPOINTS.get(&src) } {
+        Some(e) if u32::from(e.host) == sender && e.ifindex == 0 && e.network == network => {}
+        _ => return Some(Outcome::Drop(DropReason::Spoofed)),
     }
     let dst = [inner_ip[16], inner_ip[17], inner_ip[18], inner_ip[19]];
     // SAFETY: as above.
@@ -127,20 +135,6 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome> {
     }
 }
 
-/// One's-complement sum of an IPv4 header, folded.
-#[inline(always)]
-fn ipv4_checksum(h: &[u8; 20]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < 20 {
-        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
-
 /// Makes room for the outer headers after the Ethernet header and writes
 /// outer IPv4 / UDP / VXLAN and the inner Ethernet header. The outer
 /// Ethernet addresses are left to bpf_redirect_neigh.
@@ -152,65 +146,21 @@ pub fn write_encap(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64
         BPF_ADJ_ROOM_MAC,
         (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) as u64 | ENCAP_L2_FLAGS,
     )?;
-    // Outer IPv4 length: everything after the outer Ethernet header.
-    let ip_len = (inner_len - 14 + VXLAN_OVERHEAD) as u16;
-    let udp_len = ip_len - 20;
-    let src_port = netd_common::flow::vxlan_source_port(flow_hash);
-    let l = ip_len.to_be_bytes();
-    let mut ip: [u8; 20] = [
-        0x45,
-        0,
-        l[0],
-        l[1],
-        0,
-        0,
-        0,
-        0,
-        64,
-        17,
-        0,
-        0,
-        e.local[0],
-        e.local[1],
-        e.local[2],
-        e.local[3],
-        e.remote[0],
-        e.remote[1],
-        e.remote[2],
-        e.remote[3],
-    ];
-    let csum = ipv4_checksum(&ip).to_be_bytes();
-    ip[10] = csum[0];
-    ip[11] = csum[1];
-    let (sp, dp, ul) = (
-        src_port.to_be_bytes(),
-        VXLAN_PORT.to_be_bytes(),
-        udp_len.to_be_bytes(),
+    let outer = vxlan::outer_headers(
+        &vxlan::Outer {
+            local: e.local,
+            remote: e.remote,
+            vni: e.vni,
+            src_port: netd_common::flow::vxlan_source_port(flow_hash),
+            // SAFETY: a plain helper call.
+            ip_id: unsafe { bpf_get_prandom_u32() } as u16,
+        },
+        inner_len,
     );
-    let v = e.vni.to_be_bytes();
-    let udp_vxlan: [u8; 16] = [
-        sp[0],
-        sp[1],
-        dp[0],
-        dp[1],
-        ul[0],
-        ul[1],
-        0,
-        0,
-        VXLAN_FLAG_VNI,
-        0,
-        0,
-        0,
-        v[1],
-        v[2],
-        v[3],
-        0,
-    ];
     // One write of all 50 bytes: each bpf_skb_store_bytes call has its own
     // checks and may have to unclone the skb.
     let mut headers = [0u8; VXLAN_OVERHEAD as usize];
-    headers[..20].copy_from_slice(&ip);
-    headers[20..36].copy_from_slice(&udp_vxlan);
+    headers[..vxlan::OUTER_LEN].copy_from_slice(&outer);
     headers[36..42].copy_from_slice(&e.inner_dst);
     headers[42..48].copy_from_slice(&e.inner_src);
     headers[48] = 0x08;

@@ -105,6 +105,16 @@ pub fn decap_fixture() -> Fixture {
     set_overlay(&mut f);
     for op in [
         MapOp::put(
+            tables::ENDPOINTS,
+            A_IP,
+            EndpointEntry {
+                ifindex: 0,
+                network: 1,
+                mac: A_MAC,
+                host: PEER_HOST,
+            },
+        ),
+        MapOp::put(
             tables::LOCAL_ENDPOINTS,
             50,
             LocalEndpointEntry {

@@ -176,6 +176,35 @@ fn another_network_is_dropped_as_isolation() {
 }
 
 #[test]
+fn ipv6_from_an_endpoint_is_dropped_and_counted_never_passed_to_the_host() {
+    let mut f = fixture();
+    for (what, mut packet) in [
+        ("IPv6 TCP", testpkt::ipv6_tcp()),
+        ("ICMPv6", testpkt::ipv6_icmp_echo()),
+        (
+            "IPv6 behind hop-by-hop options",
+            testpkt::ipv6_hopopts_udp(),
+        ),
+    ] {
+        // From A's own MAC: the MAC check alone used to let it through.
+        packet[6..12].copy_from_slice(&A_MAC);
+        let (verdict, out, before, after) = run(&mut f, &packet);
+        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+        assert_eq!(out, packet, "{what}");
+        assert_counted(
+            &before,
+            &after,
+            &[
+                Slot::Verdict(HOOK, Verdict::Drop),
+                Slot::Drop(HOOK, DropReason::Ipv6),
+            ],
+            packet.len() as u64,
+            what,
+        );
+    }
+}
+
+#[test]
 fn spoofed_source_ip_or_mac_is_dropped() {
     let mut f = fixture();
     let cases = [

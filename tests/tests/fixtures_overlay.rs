@@ -54,6 +54,8 @@ fn encapsulation_writes_every_header_field() {
         "outer total length"
     );
     assert_eq!(ip[8], 64, "TTL");
+    assert_eq!(ip[6] & 0x40, 0x40, "DF set");
+    assert_eq!(ip[6] & 0x1f | ip[7], 0, "not a fragment");
     assert_eq!(ip[9], 17, "UDP");
     assert_eq!(&ip[12..16], &HERE_UNDERLAY, "outer source");
     assert_eq!(&ip[16..20], &PEER_UNDERLAY, "outer destination");
@@ -93,6 +95,19 @@ fn encapsulation_writes_every_header_field() {
         inner_sliced.transport,
         Some(etherparse::TransportSlice::Udp(_))
     ));
+}
+
+#[test]
+fn each_encapsulated_packet_gets_its_own_ip_id() {
+    let mut f = encap_fixture();
+    let pkt = ipv4_udp_between(A_MAC, A_IP, HOST_MAC, B_IP);
+    let ids: std::collections::BTreeSet<u16> = (0..8)
+        .map(|_| {
+            let out = f.run_tc(TC_ENDPOINT, &pkt).expect("run").output;
+            u16::from_be_bytes([out[18], out[19]])
+        })
+        .collect();
+    assert!(ids.len() > 4, "8 packets share {} IDs: {ids:?}", ids.len());
 }
 
 #[test]
@@ -166,16 +181,43 @@ fn decapsulation_delivers_the_inner_frame() {
 fn each_bad_vxlan_packet_is_dropped_for_its_reason() {
     let mut f = decap_fixture();
     let inner = ipv4_udp_between(A_MAC, A_IP, B_MAC, B_IP);
+    // C: an endpoint of network 1 on host 8, not the sender (host 7).
+    f.maps
+        .apply(&MapOp::put(
+            tables::ENDPOINTS,
+            [10, 1, 0, 9],
+            EndpointEntry {
+                ifindex: 0,
+                network: 1,
+                mac: [2, 0x6e, 10, 1, 0, 9],
+                host: 8,
+            },
+        ))
+        .expect("map");
+    let from = |src: [u8; 4]| {
+        vxlan(
+            PEER_UNDERLAY,
+            HERE_UNDERLAY,
+            VNI,
+            0x08,
+            &ipv4_udp_between(A_MAC, src, B_MAC, B_IP),
+        )
+    };
     let cases = [
         (
-            "unknown host",
-            vxlan([192, 0, 2, 99], HERE_UNDERLAY, VNI, 0x08, &inner),
-            DropReason::UnknownHost,
+            "inner source of another host's endpoint",
+            from([10, 1, 0, 9]),
+            DropReason::Spoofed,
         ),
         (
-            "unknown VNI",
-            vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI + 1, 0x08, &inner),
-            DropReason::UnknownVni,
+            "inner source that is no endpoint",
+            from([10, 1, 0, 200]),
+            DropReason::Spoofed,
+        ),
+        (
+            "inner source of an endpoint of this host",
+            from(B_IP),
+            DropReason::Spoofed,
         ),
         (
             "no VNI flag",
@@ -239,6 +281,15 @@ fn vxlan_not_for_this_host_or_port_is_the_hosts_business() {
             vxlan(PEER_UNDERLAY, [192, 0, 2, 2], VNI, 0x08, &inner),
         ),
         ("to another port", other_port),
+        // A kernel VXLAN device or another overlay may own these.
+        (
+            "from a sender that is no host of the cluster",
+            vxlan([192, 0, 2, 99], HERE_UNDERLAY, VNI, 0x08, &inner),
+        ),
+        (
+            "with a VNI of no network here",
+            vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI + 1, 0x08, &inner),
+        ),
     ] {
         let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
         assert_eq!(run.verdict, XDP_PASS, "{what}");

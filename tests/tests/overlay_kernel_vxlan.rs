@@ -223,7 +223,8 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     }
 
     // Removing the external host: refused while it has endpoints; once
-    // gone, its VXLAN is dropped on arrival and counted as from an unknown host.
+    // gone, its VXLAN is not netd's any more: passed to the host stack
+    // (where no device takes it), never delivered to the endpoint.
     let (ok, _, err) = netd.cli(&["host", "rm", "kernel-1"]);
     assert!(
         !ok && err.contains("host \"kernel-1\" still has endpoints: k1"),
@@ -232,16 +233,62 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     netd.ok(&["endpoint", "rm", "k1"]);
     netd.ok(&["host", "rm", "kernel-1"]);
     assert!(!netd.ok(&["host", "ls"]).contains("kernel-1"));
-    let unknown = "netd_drops_total{hook=\"xdp_uplink\",reason=\"unknown_host\"}";
-    let before = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), unknown).unwrap_or(0);
+    let passed = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let before = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), passed).unwrap_or(0);
     assert!(
         !ping(&kc, &e0_ip, 2),
         "a removed host's VXLAN was delivered"
     );
-    let after = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), unknown).unwrap_or(0);
+    let after = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), passed).unwrap_or(0);
     assert!(
         after >= before + 2,
-        "unknown_host drops moved by {}",
+        "the uplink passed {} packets",
         after - before
     );
+}
+
+/// `ip link add NAME type vxlan id VNI ...` between two underlay addresses.
+fn kernel_vxlan(ns: &NetNs, name: &str, vni: &str, local: &str, remote: &str, address: &str) {
+    ns.ip(&[
+        "link", "add", name, "type", "vxlan", "id", vni, "dstport", "4789", "local", local,
+        "remote", remote, "dev", "uplink0",
+    ]);
+    ns.ip(&["addr", "add", address, "dev", name]);
+    ns.ip(&["link", "set", name, "up"]);
+}
+
+#[test]
+fn a_kernel_vxlan_device_beside_netd_on_its_uplink_keeps_working() {
+    let (underlay, _etcd, hosts) = cluster(1, |_| vec!["--uplink=uplink0".into()]);
+    let netd_ip = format!("{UNDERLAY_PREFIX}.1");
+    let other_ip = format!("{UNDERLAY_PREFIX}.9");
+    // Another VXLAN user on the netd host (say Docker's overlay), VNI 42,
+    // to a peer that is no netd host.
+    let peer = NetNs::new("ndKv");
+    plug_into_underlay(&underlay, &peer, &other_ip);
+    kernel_vxlan(
+        &hosts[0].ns,
+        "vx42",
+        "42",
+        &netd_ip,
+        &other_ip,
+        "10.242.0.1/24",
+    );
+    kernel_vxlan(&peer, "vx42", "42", &other_ip, &netd_ip, "10.242.0.2/24");
+
+    let pass = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let scrape = || hosts[0].netd.scrape(&hosts[0].ns).expect("metrics");
+    let before = metric(&scrape(), pass).expect("pass counter");
+    assert!(
+        ping(&hosts[0].ns, "10.242.0.2", 3) && ping(&peer, "10.242.0.1", 3),
+        "the kernel VXLAN device stopped working with netd on the uplink"
+    );
+    let after = metric(&scrape(), pass).expect("pass counter");
+    assert!(
+        after >= before + 6,
+        "netd's XDP saw {} of its packets",
+        after - before
+    );
+    let unknown = "netd_drops_total{hook=\"xdp_uplink\",reason=\"unknown_host\"}";
+    assert_eq!(metric(&scrape(), unknown), Some(0));
 }
