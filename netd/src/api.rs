@@ -38,9 +38,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
             ControlError::Model(ModelError::NotFound { .. }) => StatusCode::NOT_FOUND,
-            ControlError::Model(ModelError::Exists { .. } | ModelError::InUse { .. }) => {
-                StatusCode::CONFLICT
-            }
+            ControlError::Model(
+                ModelError::Exists { .. } | ModelError::InUse { .. } | ModelError::Full { .. },
+            ) => StatusCode::CONFLICT,
             ControlError::Model(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -93,10 +93,98 @@ async fn back_off(attempt: usize) {
     .await;
 }
 
+/// What every host's maps can hold: a request that would take one past
+/// its capacity is refused up front, naming the limit, and writes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// NETD_NETWORKS (and NETD_VNIS).
+    pub networks: u32,
+    /// NETD_ENDPOINTS: a host's own endpoints plus every overlay endpoint
+    /// of the other hosts.
+    pub endpoints: u32,
+    /// NETD_HOSTS: the other hosts.
+    pub hosts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use crate::dataplane::tables;
+        let max = |name| tables::decl(name).map_or(0, |t| t.max_entries);
+        Self {
+            networks: max(tables::NETWORKS.name),
+            endpoints: max(tables::ENDPOINTS.name),
+            hosts: max(tables::HOSTS.name),
+        }
+    }
+}
+
+impl Limits {
+    fn networks(&self, existing: &[Network]) -> Result<(), ModelError> {
+        if existing.len() < self.networks as usize {
+            return Ok(());
+        }
+        Err(ModelError::Full {
+            what: "network",
+            map: "NETD_NETWORKS",
+            host: "every host".into(),
+            limit: self.networks,
+            have: existing.len(),
+        })
+    }
+
+    /// Whether one more endpoint of `network` on `host` fits every host.
+    fn endpoint(
+        &self,
+        host: &str,
+        network: &str,
+        networks: &[Network],
+        existing: &[Endpoint],
+    ) -> Result<(), ModelError> {
+        let overlay = |id: &str| networks.iter().any(|n| n.id == id && n.vni.is_some());
+        let mut hosts: BTreeSet<&str> = existing.iter().map(|e| e.host.as_str()).collect();
+        hosts.insert(host);
+        // A host with no endpoint of its own still holds every overlay one.
+        hosts.insert("\0any other host");
+        for h in hosts {
+            let held = |e: &Endpoint| e.host == h || overlay(&e.network);
+            let have = existing.iter().filter(|e| held(e)).count();
+            let adds = h == host || overlay(network);
+            if adds && have >= self.endpoints as usize {
+                return Err(ModelError::Full {
+                    what: "endpoint",
+                    map: "NETD_ENDPOINTS",
+                    host: if h.starts_with('\0') {
+                        "every host".into()
+                    } else {
+                        format!("host {h:?}")
+                    },
+                    limit: self.endpoints,
+                    have,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn hosts(&self, existing: &[Host]) -> Result<(), ModelError> {
+        if existing.len() < self.hosts as usize {
+            return Ok(());
+        }
+        Err(ModelError::Full {
+            what: "host",
+            map: "NETD_HOSTS",
+            host: "every host".into(),
+            limit: self.hosts,
+            have: existing.len(),
+        })
+    }
+}
+
 pub struct Control<S> {
     store: S,
     /// This netd's host name: endpoints it creates live here.
     host: String,
+    limits: Limits,
 }
 
 impl<S: Store> Control<S> {
@@ -109,7 +197,14 @@ impl<S: Store> Control<S> {
         Self {
             store,
             host: host.to_string(),
+            limits: Limits::default(),
         }
+    }
+
+    /// The same with other capacities (tests of admission).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn host(&self) -> &str {
@@ -242,6 +337,7 @@ impl<S: Store> Control<S> {
         let mut attempt = 0;
         loop {
             let existing = self.networks().await?;
+            self.limits.networks(&existing)?;
             let used: BTreeSet<u32> = existing.iter().map(|n| n.index).collect();
             let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
             let mut network = build(&existing, index)?;
@@ -304,6 +400,8 @@ impl<S: Store> Control<S> {
                     (e, None)
                 }
             };
+            self.limits
+                .endpoint(&endpoint.host, &endpoint.network, &networks, &endpoints)?;
             let mut txn = Txn::new();
             if let Some((host, revision)) = external {
                 // The host must still be there when the endpoint lands, and
@@ -382,9 +480,9 @@ impl<S: Store> Control<S> {
             )
             .into());
         }
-        if let Some(other) = self
-            .hosts()
-            .await?
+        let hosts = self.hosts().await?;
+        self.limits.hosts(&hosts)?;
+        if let Some(other) = hosts
             .into_iter()
             .find(|h| h.underlay_ip == Some(underlay_ip))
         {
@@ -477,6 +575,12 @@ impl<S: Store> Control<S> {
         let endpoints = self.endpoints().await?;
         let mut endpoint = Endpoint::for_docker(endpoint_id, &network, &endpoints, ip, mac)?;
         endpoint.host = self.host.clone();
+        self.limits.endpoint(
+            &endpoint.host,
+            &endpoint.network,
+            &self.networks().await?,
+            &endpoints,
+        )?;
         self.store
             .commit(
                 Txn::new()
@@ -652,6 +756,71 @@ mod tests {
                     .index,
                 1
             );
+        });
+    }
+
+    #[test]
+    fn a_request_past_a_maps_capacity_is_refused_with_the_limit_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let limits = Limits {
+                networks: 2,
+                endpoints: 3,
+                hosts: 1,
+            };
+            let mut c = Control::on_host(EmbeddedStore::open(dir.path()).expect("store"), "a")
+                .with_limits(limits);
+            let a = &c;
+            a.create_network(&NetworkSpec {
+                overlay: true,
+                ..net("o1", "10.1.0.0/24")
+            })
+            .await
+            .expect("o1");
+            a.create_network(&net("l1", "10.2.0.0/24"))
+                .await
+                .expect("l1");
+            for (name, network) in [("o-a1", "o1"), ("l-a1", "l1")] {
+                a.create_endpoint(&ep(name, network, &format!("/run/netns/{name}")))
+                    .await
+                    .expect(name);
+            }
+            a.add_external_host("k1", std::net::Ipv4Addr::new(192, 0, 2, 9))
+                .await
+                .expect("k1");
+            // Host b's overlay endpoint lands in a's map too: a holds 3.
+            c.host = "b".into();
+            c.create_endpoint(&ep("o-b1", "o1", "/run/netns/y"))
+                .await
+                .expect("o-b1");
+            // b's local-only endpoints stay on b (b holds o-a1, o-b1 and these).
+            c.create_endpoint(&ep("l-b1", "l1", "/run/netns/z"))
+                .await
+                .expect("l-b1");
+            let before = c.store().list(PREFIX).await.expect("list");
+            let from_b = c
+                .create_endpoint(&ep("o-b2", "o1", "/run/netns/v"))
+                .await
+                .err();
+            c.host = "a".into();
+            let refusals = [
+                c.create_network(&net("n3", "10.3.0.0/24")).await.err(),
+                c.create_endpoint(&ep("l-a2", "l1", "/run/netns/w"))
+                    .await
+                    .err(),
+                from_b,
+                c.add_external_host("k2", std::net::Ipv4Addr::new(192, 0, 2, 10))
+                    .await
+                    .err(),
+            ];
+            let expected = [
+                "the NETD_NETWORKS map of every host holds at most 2 entries and 2 are already there",
+                "the NETD_ENDPOINTS map of host \"a\" holds at most 3 entries and 3",
+                "the NETD_ENDPOINTS map of host \"a\" holds at most 3 entries",
+                "the NETD_HOSTS map of every host holds at most 1 entries",
+            ];
+            assert_refused(&refusals.map(|r| r.map(|e| e.to_string())), &expected);
+            assert_eq!(c.store().list(PREFIX).await.expect("list"), before);
         });
     }
 

@@ -494,7 +494,10 @@ fn removing_endpoints_and_networks_leaves_nothing_behind() {
         .iter()
         .map(|m| m["entries"].as_u64().expect("n"))
         .collect();
-    assert_eq!(entries, vec![0, 0, 0], "{status}");
+    assert!(
+        entries.len() >= 7 && entries.iter().all(|n| *n == 0),
+        "{status}"
+    );
     assert!(
         !h._pins
             .layout

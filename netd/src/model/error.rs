@@ -14,6 +14,17 @@ pub enum ModelError {
         name: String,
         endpoints: String,
     },
+    #[error(
+        "{what}: the {map} map of {host} holds at most {limit} entries and {have} are \
+         already there; remove some first (nothing was written)"
+    )]
+    Full {
+        what: &'static str,
+        map: &'static str,
+        host: String,
+        limit: u32,
+        have: usize,
+    },
     #[error(transparent)]
     Ipam(#[from] crate::ipam::IpamError),
 }
