@@ -271,7 +271,10 @@ fn docker_networks_through_netd() {
         .iter()
         .map(|m| m["entries"].as_u64().expect("n"))
         .collect();
-    assert_eq!(entries, vec![0, 0, 0], "{status}");
+    assert!(
+        entries.len() >= 7 && entries.iter().all(|n| *n == 0),
+        "{status}"
+    );
     drop(docker);
     let _ = netd.stop();
 }
