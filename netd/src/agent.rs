@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::Mutex;
@@ -21,7 +22,7 @@ use crate::{
     },
     logging::chain,
     metrics::Metrics,
-    model::{Endpoint, Manager, Network, HOST_IFNAME_PREFIX},
+    model::{Endpoint, Host, Manager, Network, HOST_IFNAME_PREFIX},
     netlink::{create_endpoint_link, create_veth_pair, EndpointLinkSpec, Netlink},
     store::Store,
 };
@@ -49,6 +50,9 @@ pub struct Report {
     pub map_failures: usize,
     pub links_created: usize,
     pub links_removed: usize,
+    /// When the next host in its grace period runs out of it: a pass is
+    /// due then even if nothing changes.
+    pub next_expiry: Option<Instant>,
 }
 
 struct State {
@@ -56,6 +60,15 @@ struct State {
     maps: KernelMaps,
     /// Host veths whose TC link already runs this process's program.
     attached: BTreeSet<String>,
+    /// Hosts whose netd's registration ended, and since when (as seen by
+    /// this netd): they stay in the maps for the grace period.
+    departed: BTreeMap<String, Departure>,
+}
+
+struct Departure {
+    since: Instant,
+    /// Its grace period is over (and that was logged).
+    over: bool,
 }
 
 pub struct Agent<S> {
@@ -69,6 +82,8 @@ pub struct Agent<S> {
     overlay: netd_common::maps::OverlayConfig,
     /// MTU of endpoints on overlay networks: the uplink's minus VXLAN's 50.
     overlay_mtu: u32,
+    /// How long a host whose netd is gone stays in the maps.
+    host_grace: Duration,
     state: Mutex<State>,
 }
 
@@ -82,6 +97,7 @@ impl<S: Store> Agent<S> {
         metrics: Arc<Metrics>,
         overlay: netd_common::maps::OverlayConfig,
         overlay_mtu: u32,
+        host_grace: Duration,
     ) -> Result<Self, AgentError> {
         let maps = datapath.take_forwarding_maps()?;
         let pin_path = datapath.layout().root().display().to_string();
@@ -93,10 +109,12 @@ impl<S: Store> Agent<S> {
             pin_path,
             overlay,
             overlay_mtu,
+            host_grace,
             state: Mutex::new(State {
                 datapath,
                 maps,
                 attached: BTreeSet::new(),
+                departed: BTreeMap::new(),
             }),
         })
     }
@@ -132,7 +150,7 @@ impl<S: Store> Agent<S> {
         }
 
         // 2. Maps, including removal of whatever is stale.
-        let hosts = self.control.hosts().await?;
+        let hosts = self.hosts_to_forward_to(&mut state, &mut report).await?;
         let cluster = Cluster {
             me: self.control.host(),
             hosts: &hosts,
@@ -183,6 +201,48 @@ impl<S: Store> Agent<S> {
             );
         }
         Ok(report)
+    }
+
+    /// The hosts whose endpoints go into the maps: alive, external, or
+    /// gone for less than the grace period (their pinned datapath still
+    /// forwards while their netd restarts or is upgraded).
+    async fn hosts_to_forward_to(
+        &self,
+        state: &mut State,
+        report: &mut Report,
+    ) -> Result<Vec<Host>, AgentError> {
+        let members = self.control.hosts().await?;
+        let now = Instant::now();
+        state
+            .departed
+            .retain(|name, _| members.iter().any(|h| &h.name == name && !h.alive));
+        let mut kept = Vec::with_capacity(members.len());
+        for host in members {
+            if host.alive || host.name == self.control.host() {
+                kept.push(host);
+                continue;
+            }
+            let departure = state.departed.entry(host.name.clone()).or_insert_with(|| {
+                warn!(
+                    host = %host.name,
+                    grace_secs = self.host_grace.as_secs(),
+                    "the host's netd is gone; forwarding to it for the grace period"
+                );
+                Departure {
+                    since: now,
+                    over: false,
+                }
+            });
+            let until = departure.since + self.host_grace;
+            if now < until {
+                report.next_expiry = Some(report.next_expiry.map_or(until, |t| t.min(until)));
+                kept.push(host);
+            } else if !departure.over {
+                departure.over = true;
+                info!(host = %host.name, "grace period over: the host leaves the maps");
+            }
+        }
+        Ok(kept)
     }
 
     async fn ensure_link(

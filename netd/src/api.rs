@@ -178,11 +178,11 @@ async fn add_external_host<S: Store>(
     Ok((StatusCode::CREATED, Json(host)))
 }
 
-async fn remove_external_host<S: Store>(
+async fn remove_host<S: Store>(
     State(agent): State<Shared<S>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<crate::model::Host>, ApiError> {
-    let host = agent.control().remove_external_host(&name).await?;
+    let host = agent.control().remove_host(&name).await?;
     agent.reconcile().await?;
     Ok(Json(host))
 }
@@ -218,7 +218,7 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
         )
         .route("/status", get(status::<S>))
         .route("/hosts", get(list_hosts::<S>).post(add_external_host::<S>))
-        .route("/hosts/{name}", delete(remove_external_host::<S>))
+        .route("/hosts/{name}", delete(remove_host::<S>))
         .with_state(agent)
 }
 

@@ -88,6 +88,7 @@ pub struct FileConfig {
     pub host_name: Option<String>,
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     pub host_lease_ttl: Option<u64>,
+    pub host_grace: Option<u64>,
 }
 
 impl FileConfig {
@@ -128,6 +129,9 @@ pub struct RunConfig {
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     /// Seconds a host stays registered after its netd stops answering.
     pub host_lease_ttl: u64,
+    /// Seconds the other hosts keep forwarding to a host whose registration
+    /// ended: its pinned datapath still forwards while its netd is away.
+    pub host_grace: u64,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -144,7 +148,11 @@ pub struct Overrides {
     pub host_name: Option<String>,
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     pub host_lease_ttl: Option<u64>,
+    pub host_grace: Option<u64>,
 }
+
+/// Five minutes: an upgrade or a restart of netd is far shorter.
+pub const DEFAULT_HOST_GRACE: u64 = 300;
 
 impl RunConfig {
     pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Self, ConfigError> {
@@ -191,6 +199,10 @@ impl RunConfig {
                 .unwrap_or_else(system_host_name),
             underlay_ip: flags.underlay_ip.or(file.underlay_ip),
             host_lease_ttl: flags.host_lease_ttl.or(file.host_lease_ttl).unwrap_or(10),
+            host_grace: flags
+                .host_grace
+                .or(file.host_grace)
+                .unwrap_or(DEFAULT_HOST_GRACE),
         };
         config.validate()?;
         Ok(config)

@@ -15,10 +15,21 @@ pub const PREFIX: &str = "/netd/";
 const NETWORKS: &str = "/netd/networks/";
 const ENDPOINTS: &str = "/netd/endpoints/";
 
+/// Registrations of running netds, under a lease: a key per live host.
 pub const HOSTS: &str = "/netd/hosts/";
+/// Every host of the cluster, netd or external, with its index; kept
+/// until `netd host rm`.
+const MEMBERS: &str = "/netd/members/";
 
+/// The key a running netd keeps alive under its lease.
 pub fn host_key(name: &str) -> String {
     format!("{HOSTS}{name}")
+}
+fn member_key(name: &str) -> String {
+    format!("{MEMBERS}{name}")
+}
+fn host_index_key(index: u32) -> String {
+    format!("/netd/host-index/{index}")
 }
 
 /// One id per store, made by the first netd that opens it: what links and
@@ -273,11 +284,102 @@ impl<S: Store> Control<S> {
         .into())
     }
 
-    /// The hosts whose netd is alive (registered), and the external ones.
+    /// Every host of the cluster, each marked alive when its netd holds its
+    /// registration (external hosts always are).
     pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
-        let mut list: Vec<Host> = self.load(HOSTS).await?;
+        let registered: BTreeSet<String> = self
+            .store
+            .list(HOSTS)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key[HOSTS.len()..].to_string())
+            .collect();
+        let mut list: Vec<Host> = self.load(MEMBERS).await?;
+        for host in &mut list {
+            host.alive = host.external || registered.contains(&host.name);
+        }
         list.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(list)
+    }
+
+    /// Records this netd's host as a member of the cluster (once: its
+    /// index is kept across restarts), or updates its underlay address.
+    /// Also moves external hosts recorded by netd before members existed.
+    pub async fn join(&self, me: &Host) -> Result<Host, ControlError> {
+        self.adopt_legacy_external_hosts().await?;
+        let mut attempt = 0;
+        loop {
+            let key = member_key(&me.name);
+            let txn = match self.store.get(&key).await? {
+                Some(stored) => {
+                    let mut host: Host = decode(&key, &stored.value)?;
+                    if host.external {
+                        return Err(ModelError::invalid(
+                            "host-name",
+                            format!("{:?} is an external host: `netd host rm` it first", me.name),
+                        )
+                        .into());
+                    }
+                    if host.underlay_ip == me.underlay_ip {
+                        return Ok(host);
+                    }
+                    host.underlay_ip = me.underlay_ip;
+                    Txn::new()
+                        .unchanged(key.clone(), stored.mod_revision)
+                        .put(key, to_json(&host))
+                }
+                None => {
+                    let hosts = self.hosts().await?;
+                    self.limits.hosts(&hosts)?;
+                    let host = Host {
+                        index: free_host_index(&hosts),
+                        external: false,
+                        alive: false,
+                        ..me.clone()
+                    };
+                    self.new_member_txn(&host)
+                }
+            };
+            match self.store.commit(txn).await {
+                Ok(_) => {}
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
+    }
+
+    /// The transaction that records a new member under a free index.
+    fn new_member_txn(&self, host: &Host) -> Txn {
+        Txn::new()
+            .absent(member_key(&host.name))
+            .absent(host_index_key(host.index))
+            .put(member_key(&host.name), to_json(host))
+            .put(host_index_key(host.index), host.name.clone())
+    }
+
+    /// External hosts used to live beside the registrations; they become
+    /// members with an index of their own.
+    async fn adopt_legacy_external_hosts(&self) -> Result<(), ControlError> {
+        for (key, stored) in self.store.list(HOSTS).await? {
+            let Ok(host) = serde_json::from_str::<Host>(&stored.value) else {
+                continue;
+            };
+            if !host.external {
+                continue;
+            }
+            let hosts = self.hosts().await?;
+            let member = Host {
+                index: free_host_index(&hosts),
+                ..host
+            };
+            let txn = self
+                .new_member_txn(&member)
+                .unchanged(key.clone(), stored.mod_revision)
+                .delete(key);
+            if let Err(e) = self.store.commit(txn).await {
+                tracing::warn!(host = %member.name, error = %e, "external host not moved yet");
+            }
+        }
+        Ok(())
     }
 
     pub async fn networks(&self) -> Result<Vec<Network>, ControlError> {
@@ -407,8 +509,8 @@ impl<S: Store> Control<S> {
                 // The host must still be there when the endpoint lands, and
                 // rewriting it makes a concurrent removal see the change.
                 txn = txn
-                    .unchanged(host_key(&host.name), revision)
-                    .put(host_key(&host.name), to_json(&host));
+                    .unchanged(member_key(&host.name), revision)
+                    .put(member_key(&host.name), to_json(&host));
             }
             let txn = txn
                 .absent(endpoint_name_key(&endpoint.name))
@@ -444,7 +546,20 @@ impl<S: Store> Control<S> {
 impl<S: Store> Control<S> {
     /// The external host `name` and the revision it was stored at.
     async fn external_host(&self, name: &str) -> Result<(Host, u64), ControlError> {
-        let key = host_key(name);
+        let (host, revision) = self.member(name).await?;
+        if !host.external {
+            return Err(ModelError::invalid(
+                "host",
+                format!("{name:?} runs netd: create its endpoints through its own netd"),
+            )
+            .into());
+        }
+        Ok((host, revision))
+    }
+
+    /// The member `name` and the revision it was stored at.
+    async fn member(&self, name: &str) -> Result<(Host, u64), ControlError> {
+        let key = member_key(name);
         let stored = self
             .store
             .get(&key)
@@ -454,18 +569,11 @@ impl<S: Store> Control<S> {
                 name: name.to_string(),
             })?;
         let host: Host = decode(&key, &stored.value)?;
-        if !host.external {
-            return Err(ModelError::invalid(
-                "host",
-                format!("{name:?} runs netd: create its endpoints through its own netd"),
-            )
-            .into());
-        }
         Ok((host, stored.mod_revision))
     }
 
     /// Adds `name` at `underlay_ip` as an external host: it has no lease and
-    /// stays until [`Control::remove_external_host`].
+    /// stays until [`Control::remove_host`].
     pub async fn add_external_host(
         &self,
         name: &str,
@@ -482,10 +590,7 @@ impl<S: Store> Control<S> {
         }
         let hosts = self.hosts().await?;
         self.limits.hosts(&hosts)?;
-        if let Some(other) = hosts
-            .into_iter()
-            .find(|h| h.underlay_ip == Some(underlay_ip))
-        {
+        if let Some(other) = hosts.iter().find(|h| h.underlay_ip == Some(underlay_ip)) {
             return Err(ModelError::invalid(
                 "underlay-ip",
                 format!("{underlay_ip} is already host {:?}'s", other.name),
@@ -496,11 +601,10 @@ impl<S: Store> Control<S> {
             name: name.to_string(),
             underlay_ip: Some(underlay_ip),
             external: true,
+            index: free_host_index(&hosts),
+            alive: true,
         };
-        let txn = Txn::new()
-            .absent(host_key(name))
-            .put(host_key(name), to_json(&host));
-        match self.store.commit(txn).await {
+        match self.store.commit(self.new_member_txn(&host)).await {
             Ok(_) => Ok(host),
             Err(StoreError::Conflict(_)) => Err(ModelError::Exists {
                 kind: "host",
@@ -511,17 +615,29 @@ impl<S: Store> Control<S> {
         }
     }
 
-    /// Removes an external host that has no endpoints left.
-    pub async fn remove_external_host(&self, name: &str) -> Result<Host, ControlError> {
+    /// Removes a host that has no endpoints left: an external one, or one
+    /// whose netd has stopped (a planned exit: the other hosts drop it at
+    /// once instead of after the grace period). Its index is free again.
+    pub async fn remove_host(&self, name: &str) -> Result<Host, ControlError> {
         let mut attempt = 0;
         loop {
-            let (host, revision) = self.external_host(name).await?;
+            let (host, revision) = self.member(name).await?;
+            if !host.external && self.store.get(&host_key(name)).await?.is_some() {
+                return Err(ModelError::invalid(
+                    "host",
+                    format!("the netd of {name:?} is running: stop it first, then remove the host"),
+                )
+                .into());
+            }
             self.refuse_if_used("host", &host.name, |e| e.host == host.name)
                 .await?;
-            // An endpoint created meanwhile rewrites the host: then look again.
+            // An endpoint created meanwhile rewrites the host, and a netd
+            // starting meanwhile registers: then look again.
             let txn = Txn::new()
-                .unchanged(host_key(&host.name), revision)
-                .delete(host_key(&host.name));
+                .unchanged(member_key(&host.name), revision)
+                .absent(host_key(&host.name))
+                .delete(member_key(&host.name))
+                .delete(host_index_key(host.index));
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(host),
                 Err(e) => retry_after(e, &mut attempt).await?,
@@ -626,6 +742,12 @@ impl<S: Store> Control<S> {
             .await?;
         Ok(endpoint)
     }
+}
+
+/// The lowest index no host has (indexes start at 1).
+fn free_host_index(hosts: &[Host]) -> u32 {
+    let used: BTreeSet<u32> = hosts.iter().map(|h| h.index).collect();
+    (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX)
 }
 
 /// A stored record read back; the error names its key.
@@ -755,6 +877,55 @@ mod tests {
                     .expect("n4")
                     .index,
                 1
+            );
+        });
+    }
+
+    #[test]
+    fn a_host_keeps_the_index_it_joined_with_until_it_is_removed() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::on_host(EmbeddedStore::open(dir.path()).expect("store"), "b");
+            let host = |name: &str, last: u8| Host {
+                name: name.into(),
+                underlay_ip: Some(std::net::Ipv4Addr::new(192, 0, 2, last)),
+                external: false,
+                index: 0,
+                alive: true,
+            };
+            assert_eq!(c.join(&host("b", 2)).await.expect("b").index, 1);
+            assert_eq!(c.join(&host("a", 1)).await.expect("a").index, 2);
+            // Again, or with a new address: the same index.
+            assert_eq!(c.join(&host("b", 2)).await.expect("b").index, 1);
+            let moved = c.join(&host("b", 9)).await.expect("b moved");
+            assert_eq!(
+                (moved.index, moved.underlay_ip),
+                (1, host("b", 9).underlay_ip)
+            );
+            // a is running (registered): not removable; once down, it is.
+            c.store()
+                .commit(Txn::new().put(host_key("a"), "{}"))
+                .await
+                .expect("register");
+            let refused = c.remove_host("a").await.expect_err("running");
+            assert!(refused.to_string().contains("is running"), "{refused}");
+            let listed = c.hosts().await.expect("hosts");
+            assert_eq!(
+                listed
+                    .iter()
+                    .map(|h| (h.name.as_str(), h.alive))
+                    .collect::<Vec<_>>(),
+                [("a", true), ("b", false)]
+            );
+            c.store()
+                .commit(Txn::new().delete(host_key("a")))
+                .await
+                .expect("lease ends");
+            c.remove_host("a").await.expect("removed");
+            assert_eq!(
+                c.join(&host("c", 3)).await.expect("c").index,
+                2,
+                "a's index is free"
             );
         });
     }
@@ -893,7 +1064,7 @@ mod tests {
                 .await
                 .err(),
                 c.create_endpoint(&ep("e1", "o1", "")).await.err(),
-                c.remove_external_host("kernel-1").await.err(),
+                c.remove_host("kernel-1").await.err(),
             ];
             let expected = [
                 "host \"kernel-1\" already exists",
@@ -913,7 +1084,7 @@ mod tests {
                 "a refusal changed the store"
             );
             c.delete_endpoint("k1").await.expect("delete k1");
-            c.remove_external_host("kernel-1").await.expect("remove");
+            c.remove_host("kernel-1").await.expect("remove");
             assert!(c.hosts().await.expect("hosts").is_empty());
         });
     }

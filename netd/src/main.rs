@@ -94,6 +94,11 @@ struct RunArgs {
     /// Seconds this host stays registered in etcd after netd stops answering [default: 10].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
     host_lease_ttl: Option<u64>,
+    /// Seconds other hosts keep forwarding to this host after its
+    /// registration ends (its pinned datapath goes on without netd)
+    /// [default: 300]. `netd host rm` removes a stopped host at once.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86400))]
+    host_grace: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -143,7 +148,10 @@ enum HostCmd {
         #[arg(long)]
         underlay_ip: Ipv4Addr,
     },
-    /// Remove an external host (it must have no endpoints).
+    /// Remove a host at once: an external one, or one whose netd was
+    /// stopped for good (a planned exit; otherwise the other hosts keep it
+    /// for --host-grace). It must have no endpoints.
+    #[command(alias = "leave")]
     Rm { name: String },
 }
 
@@ -235,6 +243,7 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
             host_name: args.host_name,
             underlay_ip: args.underlay_ip,
             host_lease_ttl: args.host_lease_ttl,
+            host_grace: args.host_grace,
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -412,14 +421,21 @@ async fn list_hosts(client: &Client, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&list);
     }
-    println!("{:<24}  {:<15}  KIND", "NAME", "UNDERLAY");
+    println!(
+        "{:<24}  {:<15}  {:<5}  {:<8}  STATE",
+        "NAME", "UNDERLAY", "INDEX", "KIND"
+    );
     for h in list {
         let ip = h
             .underlay_ip
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "-".into());
         let kind = if h.external { "external" } else { "netd" };
-        println!("{:<24}  {ip:<15}  {kind}", h.name);
+        let state = if h.alive { "up" } else { "down" };
+        println!(
+            "{:<24}  {ip:<15}  {:<5}  {kind:<8}  {state}",
+            h.name, h.index
+        );
     }
     Ok(())
 }

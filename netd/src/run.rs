@@ -109,7 +109,23 @@ async fn serve<S: Store>(
         metrics.clone(),
         underlay.overlay,
         underlay.overlay_mtu,
+        Duration::from_secs(config.host_grace),
     )?);
+    // Watch before the first pass, so a change committed during it is seen.
+    let events = agent.control().store().watch();
+    let me = crate::model::Host {
+        name: config.host_name.clone(),
+        underlay_ip: underlay.ip,
+        external: false,
+        index: 0,
+        alive: true,
+    };
+    let me = agent
+        .control()
+        .join(&me)
+        .await
+        .context("joining the cluster")?;
+    info!(host = %me.name, index = me.index, "member of the cluster");
     let report = agent.reconcile().await.context("first reconcile")?;
     info!(
         map_writes = report.map_writes,
@@ -118,12 +134,7 @@ async fn serve<S: Store>(
         failures = report.failures.len(),
         "converged to the store"
     );
-    let follower = tokio::spawn(follow_store(agent.clone()));
-    let me = crate::model::Host {
-        name: config.host_name.clone(),
-        underlay_ip: underlay.ip,
-        external: false,
-    };
+    let follower = tokio::spawn(follow_store(agent.clone(), events, report.next_expiry));
     let registration = tokio::spawn(agent.control().store().keep_registered(
         crate::control::host_key(&me.name),
         crate::control::to_json(&me),
@@ -267,11 +278,21 @@ async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
     })
 }
 
-async fn follow_store<S: Store>(agent: Arc<Agent<S>>) {
-    let mut events = agent.control().store().watch();
+async fn follow_store<S: Store>(
+    agent: Arc<Agent<S>>,
+    mut events: tokio::sync::broadcast::Receiver<WatchEvent>,
+    mut next_expiry: Option<std::time::Instant>,
+) {
     let mut tick = tokio::time::interval(RESYNC_EVERY);
     tick.tick().await;
     loop {
+        // A host's grace period ending is a change nobody writes.
+        let expiry = async {
+            match next_expiry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let changed = tokio::select! {
             event = events.recv() => match event {
                 Ok(WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. }) => key.starts_with(PREFIX),
@@ -279,14 +300,18 @@ async fn follow_store<S: Store>(agent: Arc<Agent<S>>) {
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => true,
+            () = expiry => true,
         };
         if changed {
             // One transaction is several events: take them all, then one pass.
             while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
                 events.try_recv()
             {}
-            if let Err(e) = agent.reconcile().await {
-                warn!(error = %chain(&e), "reconcile failed; retrying at the next change or resync");
+            match agent.reconcile().await {
+                Ok(report) => next_expiry = report.next_expiry,
+                Err(e) => {
+                    warn!(error = %chain(&e), "reconcile failed; retrying at the next change or resync")
+                }
             }
         }
     }

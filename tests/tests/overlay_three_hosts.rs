@@ -9,7 +9,7 @@ use netd_tests::{
     cluster::{cluster, eventually, Host},
     netns::NetNs,
     process::metric,
-    traffic::{ping, tcp},
+    traffic::{ping, tcp, PingUnderway},
 };
 
 struct Member {
@@ -50,21 +50,30 @@ fn isolation_drops(h: &Host) -> u64 {
 
 /// Entries of NETD_ENDPOINTS on `h`, from `netd status`.
 fn endpoint_entries(h: &Host) -> u64 {
+    map_entries(h, "NETD_ENDPOINTS")
+}
+
+/// Entries of `map` on `h`, from `netd status`.
+fn map_entries(h: &Host, map: &str) -> u64 {
     let status: serde_json::Value =
         serde_json::from_str(&h.netd.ok(&["status", "--json"])).expect("json");
     status["maps"]
         .as_array()
         .expect("maps")
         .iter()
-        .find(|m| m["name"] == "NETD_ENDPOINTS")
+        .find(|m| m["name"] == map)
         .and_then(|m| m["entries"].as_u64())
-        .expect("NETD_ENDPOINTS in status")
+        .unwrap_or_else(|| panic!("{map} in status"))
 }
 
 #[test]
 fn two_overlay_networks_over_three_hosts() {
     let (_underlay, _etcd, mut hosts) = cluster(3, |_| {
-        vec!["--uplink=uplink0".into(), "--host-lease-ttl=2".into()]
+        vec![
+            "--uplink=uplink0".into(),
+            "--host-lease-ttl=2".into(),
+            format!("--host-grace={GRACE_SECS}"),
+        ]
     });
     for (name, subnet) in [("o1", "10.93.0.0/24"), ("o2", "10.94.0.0/24")] {
         hosts[0]
@@ -148,17 +157,40 @@ fn two_overlay_networks_over_three_hosts() {
     eprintln!("an endpoint on host-0 answered host-2 {took:?} after it was created");
     assert!(took < Duration::from_secs(5), "{took:?}");
 
-    // host-2's netd dies: when its lease ends, the others drop its endpoints
-    // (a2 and b2) from their maps; its own datapath keeps its pins.
+    // host-2's netd is away for longer than its lease (an upgrade, a crash
+    // and restart) but less than the grace period: its pinned datapath goes
+    // on forwarding, the others keep its entries, and no ping is lost.
     let full = endpoint_entries(&hosts[0]);
+    let traffic = PingUnderway::start(&o1[0].sandbox, &o1[3].ip, 400);
+    hosts[2].netd.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        endpoint_entries(&hosts[0]),
+        full,
+        "host-2 left within its grace"
+    );
+    let Host { ns, netd, .. } = &mut hosts[2];
+    netd.restart(ns);
+    let (sent, received) = traffic.finish();
+    assert_eq!(
+        received, sent,
+        "a0 -> a2 lost pings while host-2's netd was away 3 s"
+    );
+
+    // Away for good: when its lease and grace are over, the others drop its
+    // endpoints (a2 and b2) from their maps; its own datapath keeps its pins.
     hosts[2].netd.kill();
     let t = Instant::now();
     eventually("host-2's endpoints leaving host-0's map", || {
         endpoint_entries(&hosts[0]) == full - 2
     });
+    let gone = t.elapsed();
     eprintln!(
-        "host-2 left host-0's maps {:?} after its netd died",
-        t.elapsed()
+        "host-2 left host-0's maps {gone:?} after its netd died (lease 2 s, grace {GRACE_SECS} s)"
+    );
+    assert!(
+        gone >= Duration::from_secs(GRACE_SECS),
+        "{gone:?}: before its grace was over"
     );
     eventually("host-2's endpoints leaving host-1's map", || {
         endpoint_entries(&hosts[1]) == full - 2
@@ -181,4 +213,35 @@ fn two_overlay_networks_over_three_hosts() {
         tcp(&o2[2].sandbox, &o2[0].sandbox, &o2[0].ip, 64 << 10),
         "TCP b2 -> b0"
     );
+
+    // A planned exit: host-2's netd stops, its endpoints go, and `host rm`
+    // takes it out of every map at once, with no grace.
+    let (ok, _, err) = hosts[0].netd.cli(&["host", "rm", "host-2"]);
+    assert!(!ok && err.contains("is running: stop it first"), "{err}");
+    hosts[2].netd.stop();
+    eventually("host-2 down (its lease ended)", || {
+        hosts[0]
+            .netd
+            .ok(&["host", "ls"])
+            .lines()
+            .any(|l| l.starts_with("host-2") && l.ends_with("down"))
+    });
+    let (ok, _, err) = hosts[0].netd.cli(&["host", "rm", "host-2"]);
+    assert!(!ok && err.contains("still has endpoints: a2, b2"), "{err}");
+    hosts[0].netd.ok(&["endpoint", "rm", "a2"]);
+    hosts[0].netd.ok(&["endpoint", "rm", "b2"]);
+    assert_eq!(map_entries(&hosts[1], "NETD_HOSTS"), 2);
+    hosts[0].netd.ok(&["host", "leave", "host-2"]);
+    let t = Instant::now();
+    eventually("host-2 leaving host-1's NETD_HOSTS", || {
+        map_entries(&hosts[1], "NETD_HOSTS") == 1
+    });
+    assert!(
+        t.elapsed() < Duration::from_secs(GRACE_SECS),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!hosts[1].netd.ok(&["host", "ls"]).contains("host-2"));
 }
+
+const GRACE_SECS: u64 = 6;

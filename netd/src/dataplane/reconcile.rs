@@ -32,7 +32,8 @@ pub struct HostLink {
 pub struct Cluster<'a> {
     /// This host's name (endpoints of other hosts are remote).
     pub me: &'a str,
-    /// Registered hosts (this one included or not).
+    /// The hosts to forward to (this one included or not), each with its
+    /// index from the store: alive, external, or still in their grace.
     pub hosts: &'a [Host],
     /// This host's underlay side; all zero when there is no overlay here.
     pub overlay: OverlayConfig,
@@ -50,13 +51,14 @@ pub fn compile(
     if cluster.overlay != OverlayConfig::default() {
         state.put(tables::OVERLAY, 0, cluster.overlay);
     }
-    // Other hosts get local indexes by name; a change of index is safe
-    // because host entries are written before and removed after the
-    // endpoint entries that point at them.
+    // Each host's index is the store's, the same on every host and kept
+    // while the host is a member: one joining or leaving rewrites no other
+    // host's entries.
     let mut host_index = BTreeMap::new();
     for host in cluster.hosts.iter().filter(|h| h.name != cluster.me) {
-        let Some(ip) = host.underlay_ip else { continue };
-        let index = host_index.len() as u32 + 1;
+        let (Some(ip), index @ 1..) = (host.underlay_ip, host.index) else {
+            continue;
+        };
         host_index.insert(host.name.as_str(), index);
         state.put(
             tables::HOSTS,
@@ -496,22 +498,17 @@ mod tests {
         networks[0].vni = Some(4096); // n1 is an overlay network, n2 is not
         endpoints[1].host = "host-b".into(); // b (n1) lives on host-b
         endpoints[2].host = "host-b".into(); // c (n2) too, on a local-only network
+        let host = |name: &str, ip: Option<Ipv4Addr>, index| Host {
+            name: name.into(),
+            underlay_ip: ip,
+            external: false,
+            index,
+            alive: true,
+        };
         let hosts = [
-            Host {
-                name: "host-a".into(),
-                underlay_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
-                external: false,
-            },
-            Host {
-                name: "host-b".into(),
-                underlay_ip: Some(Ipv4Addr::new(192, 0, 2, 2)),
-                external: false,
-            },
-            Host {
-                name: "host-c".into(),
-                underlay_ip: None,
-                external: false,
-            },
+            host("host-a", Some(Ipv4Addr::new(192, 0, 2, 1)), 1),
+            host("host-b", Some(Ipv4Addr::new(192, 0, 2, 2)), 5),
+            host("host-c", None, 3),
         ];
         let overlay = OverlayConfig {
             underlay: [192, 0, 2, 1],
@@ -530,10 +527,11 @@ mod tests {
             "host-a is this host, host-c has no underlay"
         );
         assert_eq!(
-            state.get(tables::HOSTS, &1).map(|h| h.underlay),
-            Some([192, 0, 2, 2])
+            state.get(tables::HOSTS, &5).map(|h| h.underlay),
+            Some([192, 0, 2, 2]),
+            "the store's index"
         );
-        assert_eq!(state.get(tables::HOST_BY_IP, &[192, 0, 2, 2]), Some(1));
+        assert_eq!(state.get(tables::HOST_BY_IP, &[192, 0, 2, 2]), Some(5));
         assert_eq!(state.get(tables::VNIS, &4096), Some(networks[0].index));
         assert_eq!(
             state
@@ -545,7 +543,7 @@ mod tests {
         let b = state
             .get(tables::ENDPOINTS, &endpoints[1].ipv4.octets())
             .expect("b");
-        assert_eq!((b.ifindex, b.host, b.mac), (0, 1, endpoints[1].mac.0));
+        assert_eq!((b.ifindex, b.host, b.mac), (0, 5, endpoints[1].mac.0));
         assert!(
             state
                 .get(tables::ENDPOINTS, &endpoints[2].ipv4.octets())
@@ -558,6 +556,31 @@ mod tests {
                 .any(|(_, l)| l.ipv4 == endpoints[1].ipv4.octets()),
             "no local entry for a remote one"
         );
+
+        // A host joining (whatever its name sorts as) only adds its own
+        // entries: nobody else's index moves.
+        let mut more = hosts.to_vec();
+        more.push(host("host-0", Some(Ipv4Addr::new(192, 0, 2, 7)), 2));
+        let joined = compile(
+            &networks,
+            &endpoints,
+            &links,
+            &Cluster {
+                hosts: &more,
+                ..cluster
+            },
+        );
+        let ops = diff(&state, &joined, tables::TABLES);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(ops.contains(&MapOp::put(
+            tables::HOSTS,
+            2,
+            HostEntry {
+                underlay: [192, 0, 2, 7],
+                _reserved: 0
+            }
+        )));
+        assert!(ops.contains(&MapOp::put(tables::HOST_BY_IP, [192, 0, 2, 7], 2)));
 
         // Without an overlay here, nothing remote is reachable.
         let alone = compile(

@@ -12,10 +12,10 @@ pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
 
-/// A host of the cluster, as its netd registers it (under a lease in
-/// etcd, so it disappears when that netd does), or an external host added
-/// by hand: one without netd that speaks VXLAN (a kernel VXLAN device),
-/// kept until it is removed.
+/// A host of the cluster: one whose netd joined it, or an external host
+/// added by hand (no netd; it speaks VXLAN, e.g. a kernel VXLAN device).
+/// Its record stays until `netd host rm`; whether its netd is running is
+/// a separate registration under a lease.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Host {
@@ -24,6 +24,14 @@ pub struct Host {
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub external: bool,
+    /// Its index in every host's NETD_HOSTS, allocated once in the store
+    /// and kept until the host is removed (0: none yet).
+    #[serde(default)]
+    pub index: u32,
+    /// Filled in when listed: its netd holds its registration (external
+    /// hosts: always). What is stored here is never read.
+    #[serde(default)]
+    pub alive: bool,
 }
 
 /// Names of networks and endpoints: what Docker accepts for names.
