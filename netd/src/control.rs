@@ -291,8 +291,8 @@ impl<S: Store> Control<S> {
             .store
             .list(HOSTS)
             .await?
-            .into_iter()
-            .map(|(key, _)| key[HOSTS.len()..].to_string())
+            .into_keys()
+            .map(|key| key[HOSTS.len()..].to_string())
             .collect();
         let mut list: Vec<Host> = self.load(MEMBERS).await?;
         for host in &mut list {
