@@ -38,6 +38,22 @@ pub enum AgentError {
     Maps(#[from] MapWriteError),
     #[error(transparent)]
     Link(#[from] crate::netlink::LinkError),
+    #[error(
+        "the change was committed (store revision {revision}) but this host's datapath has not \
+         applied it within {seconds} s; it will, at the next pass (see netd's log)"
+    )]
+    NotApplied { revision: u64, seconds: u64 },
+}
+
+/// How long an API call waits for its change to reach this host's datapath.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the latest pass applied: the store revision it read, and the
+/// endpoints whose link it could not make (with the reason).
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub revision: u64,
+    pub failures: BTreeMap<String, String>,
 }
 
 /// What one pass did.
@@ -84,6 +100,8 @@ pub struct Agent<S> {
     overlay_mtu: u32,
     /// How long a host whose netd is gone stays in the maps.
     host_grace: Duration,
+    /// The latest pass's outcome, for callers waiting on their change.
+    applied: tokio::sync::watch::Sender<Applied>,
     state: Mutex<State>,
 }
 
@@ -110,6 +128,7 @@ impl<S: Store> Agent<S> {
             overlay,
             overlay_mtu,
             host_grace,
+            applied: tokio::sync::watch::Sender::new(Applied::default()),
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -123,12 +142,32 @@ impl<S: Store> Agent<S> {
         &self.control
     }
 
-    /// One full pass. Per-endpoint link failures are reported, not fatal:
-    /// the rest of the host still converges.
+    /// Waits until this host's datapath has applied the latest commit made
+    /// through this netd's Control (or a later revision), and returns what
+    /// that pass reported. The follower does the pass: a change is applied
+    /// once, by the one path every change takes.
+    pub async fn settle(&self) -> Result<Applied, AgentError> {
+        let revision = self.control.last_commit();
+        let mut applied = self.applied.subscribe();
+        let waited =
+            tokio::time::timeout(SETTLE_TIMEOUT, applied.wait_for(|a| a.revision >= revision))
+                .await
+                .map(|done| done.map(|a| a.clone()));
+        match waited {
+            Ok(Ok(done)) => Ok(done),
+            _ => Err(AgentError::NotApplied {
+                revision,
+                seconds: SETTLE_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    /// One full pass over one snapshot of the model. Per-endpoint link
+    /// failures are reported, not fatal: the rest of the host converges.
     pub async fn reconcile(&self) -> Result<Report, AgentError> {
         let mut state = self.state.lock().await;
-        let networks = self.control.networks().await?;
-        let endpoints = self.control.endpoints().await?;
+        let model = self.control.model().await?;
+        let (networks, endpoints) = (&model.networks, &model.endpoints);
         let mut report = Report::default();
 
         // 1. Links for every endpoint (make before the maps point at them).
@@ -136,7 +175,7 @@ impl<S: Store> Agent<S> {
         let here = |e: &&Endpoint| e.joined() && self.control.is_local(e);
         for endpoint in endpoints.iter().filter(here) {
             match self
-                .ensure_link(&mut state, &networks, endpoint, &mut report)
+                .ensure_link(&mut state, networks, endpoint, &mut report)
                 .await
             {
                 Ok(link) => {
@@ -150,19 +189,21 @@ impl<S: Store> Agent<S> {
         }
 
         // 2. Maps, including removal of whatever is stale.
-        let hosts = self.hosts_to_forward_to(&mut state, &mut report).await?;
+        let hosts = self.hosts_to_forward_to(&mut state, model.hosts.clone(), &mut report);
         let cluster = Cluster {
             me: self.control.host(),
             hosts: &hosts,
             overlay: self.overlay,
         };
-        let desired = compile(&networks, &endpoints, &links, &cluster);
+        let desired = compile(networks, endpoints, &links, &cluster);
         let applied = reconcile(&mut state.maps, &desired)?;
         report.map_writes = applied.writes;
         for (op, error) in applied.failed {
             warn!(map = op.table(), put = op.is_put(), error = %chain(&error), "map write failed; retried next pass");
             report.map_failures += 1;
         }
+        self.metrics
+            .update_pass(self.control.bad_records(), report.map_failures);
 
         // 3. Links this netd made that its store has forgotten, and TC pins
         //    nobody owns any more. Links of another netd (another pin path
@@ -200,18 +241,22 @@ impl<S: Store> Agent<S> {
                 "reconciled"
             );
         }
+        self.applied.send_replace(Applied {
+            revision: model.revision,
+            failures: report.failures.clone(),
+        });
         Ok(report)
     }
 
     /// The hosts whose endpoints go into the maps: alive, external, or
     /// gone for less than the grace period (their pinned datapath still
     /// forwards while their netd restarts or is upgraded).
-    async fn hosts_to_forward_to(
+    fn hosts_to_forward_to(
         &self,
         state: &mut State,
+        members: Vec<Host>,
         report: &mut Report,
-    ) -> Result<Vec<Host>, AgentError> {
-        let members = self.control.hosts().await?;
+    ) -> Vec<Host> {
         let now = Instant::now();
         state
             .departed
@@ -242,7 +287,7 @@ impl<S: Store> Agent<S> {
                 info!(host = %host.name, "grace period over: the host leaves the maps");
             }
         }
-        Ok(kept)
+        kept
     }
 
     async fn ensure_link(

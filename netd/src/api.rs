@@ -1,5 +1,6 @@
 //! The local control API: HTTP/JSON on a unix socket (root only, mode
-//! 0600). Every call is a model operation followed by a reconcile pass,
+//! 0600). Every call is a model operation, answered once this host's
+//! datapath has applied it (the follower's pass, not one of its own),
 //! so when it answers, the kernel matches (or the change was undone).
 
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
@@ -83,7 +84,7 @@ async fn create_network<S: Store>(
     Json(spec): Json<NetworkSpec>,
 ) -> Result<(StatusCode, Json<Network>), ApiError> {
     let network = agent.control().create_network(&spec).await?;
-    agent.reconcile().await?;
+    agent.settle().await?;
     Ok((StatusCode::CREATED, Json(network)))
 }
 
@@ -99,7 +100,7 @@ async fn delete_network<S: Store>(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Network>, ApiError> {
     let network = agent.control().delete_network(&name).await?;
-    agent.reconcile().await?;
+    agent.settle().await?;
     Ok(Json(network))
 }
 
@@ -122,12 +123,12 @@ async fn create_endpoint<S: Store>(
         ));
     }
     let endpoint = agent.control().create_endpoint(&spec).await?;
-    let report = agent.reconcile().await?;
-    if let Some(reason) = report.failures.get(&endpoint.id) {
+    let applied = agent.settle().await?;
+    if let Some(reason) = applied.failures.get(&endpoint.id) {
         if let Err(e) = agent.control().delete_endpoint(&endpoint.id).await {
             warn!(error = %crate::logging::chain(&e), "rolling back a failed endpoint");
         }
-        agent.reconcile().await?;
+        agent.settle().await?;
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("endpoint {}: {reason}; nothing was kept", endpoint.name),
@@ -148,7 +149,7 @@ async fn delete_endpoint<S: Store>(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Endpoint>, ApiError> {
     let endpoint = agent.control().delete_endpoint(&name).await?;
-    agent.reconcile().await?;
+    agent.settle().await?;
     Ok(Json(endpoint))
 }
 
@@ -174,7 +175,7 @@ async fn add_external_host<S: Store>(
         .control()
         .add_external_host(&spec.name, spec.underlay_ip)
         .await?;
-    agent.reconcile().await?;
+    agent.settle().await?;
     Ok((StatusCode::CREATED, Json(host)))
 }
 
@@ -183,7 +184,7 @@ async fn remove_host<S: Store>(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<crate::model::Host>, ApiError> {
     let host = agent.control().remove_host(&name).await?;
-    agent.reconcile().await?;
+    agent.settle().await?;
     Ok(Json(host))
 }
 

@@ -4,7 +4,13 @@
 //! map indexes unique even with several writers. Nothing here touches the
 //! kernel: the reconciler follows the store.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use ipnet::Ipv4Net;
 
 use crate::{
     model::{check_name, Endpoint, EndpointSpec, Host, ModelError, Network, NetworkSpec},
@@ -60,8 +66,12 @@ fn endpoint_key(id: &str) -> String {
 fn endpoint_name_key(name: &str) -> String {
     format!("/netd/names/endpoint/{name}")
 }
+/// The one address registry: who holds each address of a network.
+fn addresses_of(network_id: &str) -> String {
+    format!("/netd/addresses/{network_id}/")
+}
 fn address_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
-    format!("/netd/addresses/{network_id}/{ip}")
+    format!("{}{ip}", addresses_of(network_id))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +206,21 @@ pub struct Control<S> {
     /// This netd's host name: endpoints it creates live here.
     host: String,
     limits: Limits,
+    /// The revision of the latest commit made here: a caller waits for the
+    /// datapath to apply at least this one.
+    last_commit: AtomicU64,
+    /// Stored records that could not be read, skipped (a metric).
+    bad_records: AtomicU64,
+}
+
+/// The whole model as of one store revision: what one reconcile pass reads.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub revision: u64,
+    pub networks: Vec<Network>,
+    pub endpoints: Vec<Endpoint>,
+    /// Every member, marked alive or not.
+    pub hosts: Vec<Host>,
 }
 
 impl<S: Store> Control<S> {
@@ -209,6 +234,8 @@ impl<S: Store> Control<S> {
             store,
             host: host.to_string(),
             limits: Limits::default(),
+            last_commit: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
         }
     }
 
@@ -227,8 +254,26 @@ impl<S: Store> Control<S> {
         endpoint.host.is_empty() || endpoint.host == self.host
     }
 
+    /// The store itself, for tests only: every change goes through the
+    /// operations here.
+    #[cfg(test)]
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Changes to the model from now on.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<crate::store::WatchEvent> {
+        self.store.watch()
+    }
+
+    /// Keeps this host registered (alive) for as long as the future runs.
+    pub fn keep_registered(
+        &self,
+        me: &Host,
+        ttl_secs: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<'_, S> {
+        self.store
+            .keep_registered(host_key(&me.name), to_json(me), ttl_secs)
     }
 
     /// This store's id, made on first use (one transaction, so two netds
@@ -241,22 +286,77 @@ impl<S: Store> Control<S> {
             let txn = Txn::new()
                 .absent(CLUSTER_ID)
                 .put(CLUSTER_ID, crate::model::new_id());
-            match self.store.commit(txn).await {
+            match self.commit(txn).await {
                 Ok(_) | Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
+    /// Commits `txn` and remembers its revision.
+    async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
+        let revision = self.store.commit(txn).await?;
+        self.last_commit.fetch_max(revision, Ordering::SeqCst);
+        Ok(revision)
+    }
+
+    /// The revision of the latest commit this Control made.
+    pub fn last_commit(&self) -> u64 {
+        self.last_commit.load(Ordering::SeqCst)
+    }
+
+    /// Stored records skipped so far because they could not be read.
+    pub fn bad_records(&self) -> u64 {
+        self.bad_records.load(Ordering::Relaxed)
+    }
+
     async fn load<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,
     ) -> Result<Vec<T>, ControlError> {
-        let mut out = Vec::new();
-        for (key, v) in self.store.list(prefix).await? {
-            out.push(decode(&key, &v.value)?);
+        Ok(self.decode_all(prefix, &self.store.list(prefix).await?))
+    }
+
+    /// Every record under `prefix` in `entries`. One that cannot be read is
+    /// logged, counted and skipped: it must not take the rest with it.
+    fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        entries: &std::collections::BTreeMap<String, crate::store::Versioned>,
+    ) -> Vec<T> {
+        entries
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(key, v)| match decode(key, &v.value) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    self.bad_records.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "skipping a stored record");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The model as of one revision.
+    pub async fn model(&self) -> Result<Model, ControlError> {
+        let snapshot = self.store.snapshot(PREFIX).await?;
+        let entries = &snapshot.entries;
+        let mut networks: Vec<Network> = self.decode_all(NETWORKS, entries);
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut endpoints: Vec<Endpoint> = self.decode_all(ENDPOINTS, entries);
+        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut hosts: Vec<Host> = self.decode_all(MEMBERS, entries);
+        for host in &mut hosts {
+            host.alive = host.external || entries.contains_key(&host_key(&host.name));
         }
-        Ok(out)
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Model {
+            revision: snapshot.revision,
+            networks,
+            endpoints,
+            hosts,
+        })
     }
 
     /// Refuses to remove `kind` `name` while endpoints `of` it exist.
@@ -340,7 +440,7 @@ impl<S: Store> Control<S> {
                     self.new_member_txn(&host)
                 }
             };
-            match self.store.commit(txn).await {
+            match self.commit(txn).await {
                 Ok(_) => {}
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
@@ -375,7 +475,7 @@ impl<S: Store> Control<S> {
                 .new_member_txn(&member)
                 .unchanged(key.clone(), stored.mod_revision)
                 .delete(key);
-            if let Err(e) = self.store.commit(txn).await {
+            if let Err(e) = self.commit(txn).await {
                 tracing::warn!(host = %member.name, error = %e, "external host not moved yet");
             }
         }
@@ -463,26 +563,67 @@ impl<S: Store> Control<S> {
                 .put(network_key(&network.id), to_json(&network))
                 .put(network_name_key(&network.name), network.id.clone())
                 .put(network_index_key(index), network.id.clone());
-            match self.store.commit(txn).await {
+            match self.commit(txn).await {
                 Ok(_) => return Ok(network),
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
         }
     }
 
+    /// Removes a network that has no endpoints. Every endpoint creation
+    /// rewrites its network's record, so one landing meanwhile fails this
+    /// compare and the check runs again.
     pub async fn delete_network(&self, name_or_id: &str) -> Result<Network, ControlError> {
-        let network = self.network(name_or_id).await?;
-        self.refuse_if_used("network", &network.name, |e| e.network == network.id)
-            .await?;
-        let mut txn = Txn::new()
-            .delete(network_key(&network.id))
-            .delete(network_name_key(&network.name))
-            .delete(network_index_key(network.index));
-        if let Some(vni) = network.vni {
-            txn = txn.delete(vni_key(vni));
+        let mut attempt = 0;
+        loop {
+            let network = self.network(name_or_id).await?;
+            let revision = self.network_revision(&network.id).await?;
+            self.refuse_if_used("network", &network.name, |e| e.network == network.id)
+                .await?;
+            let mut txn = Txn::new()
+                .unchanged(network_key(&network.id), revision)
+                .delete(network_key(&network.id))
+                .delete(network_name_key(&network.name))
+                .delete(network_index_key(network.index));
+            if let Some(vni) = network.vni {
+                txn = txn.delete(vni_key(vni));
+            }
+            match self.commit(txn).await {
+                Ok(_) => return Ok(network),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
         }
-        self.store.commit(txn).await?;
-        Ok(network)
+    }
+
+    /// The revision network `id` was last written at.
+    async fn network_revision(&self, id: &str) -> Result<u64, ControlError> {
+        let key = network_key(id);
+        match self.store.get(&key).await? {
+            Some(stored) => Ok(stored.mod_revision),
+            None => Err(ModelError::NotFound {
+                kind: "network",
+                name: id.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    /// Adds to `txn` the guard every endpoint creation carries: its
+    /// network is still there, unchanged, and is rewritten so that a
+    /// concurrent deletion of it fails its own compare.
+    async fn guard_network(&self, txn: Txn, network_id: &str) -> Result<Txn, ControlError> {
+        let key = network_key(network_id);
+        let stored = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ModelError::NotFound {
+                kind: "network",
+                name: network_id.to_string(),
+            })?;
+        Ok(txn
+            .unchanged(key.clone(), stored.mod_revision)
+            .put(key, stored.value))
     }
 
     pub async fn create_endpoint(&self, spec: &EndpointSpec) -> Result<Endpoint, ControlError> {
@@ -512,16 +653,16 @@ impl<S: Store> Control<S> {
                     .unchanged(member_key(&host.name), revision)
                     .put(member_key(&host.name), to_json(&host));
             }
-            let txn = txn
+            let address = address_key(registry_of(&networks, &endpoint.network), endpoint.ipv4);
+            let txn = self
+                .guard_network(txn, &endpoint.network)
+                .await?
                 .absent(endpoint_name_key(&endpoint.name))
-                .absent(address_key(&endpoint.network, endpoint.ipv4))
+                .absent(address.clone())
                 .put(endpoint_key(&endpoint.id), to_json(&endpoint))
                 .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
-                .put(
-                    address_key(&endpoint.network, endpoint.ipv4),
-                    endpoint.id.clone(),
-                );
-            match self.store.commit(txn).await {
+                .put(address, endpoint.id.clone());
+            match self.commit(txn).await {
                 Ok(_) => return Ok(endpoint),
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
@@ -530,14 +671,15 @@ impl<S: Store> Control<S> {
 
     pub async fn delete_endpoint(&self, name_or_id: &str) -> Result<Endpoint, ControlError> {
         let endpoint = self.endpoint(name_or_id).await?;
-        self.store
-            .commit(
-                Txn::new()
-                    .delete(endpoint_key(&endpoint.id))
-                    .delete(endpoint_name_key(&endpoint.name))
-                    .delete(address_key(&endpoint.network, endpoint.ipv4)),
-            )
-            .await?;
+        let networks = self.networks().await?;
+        let registry = registry_of(&networks, &endpoint.network);
+        self.commit(
+            Txn::new()
+                .delete(endpoint_key(&endpoint.id))
+                .delete(endpoint_name_key(&endpoint.name))
+                .delete(address_key(registry, endpoint.ipv4)),
+        )
+        .await?;
         Ok(endpoint)
     }
 }
@@ -604,7 +746,7 @@ impl<S: Store> Control<S> {
             index: free_host_index(&hosts),
             alive: true,
         };
-        match self.store.commit(self.new_member_txn(&host)).await {
+        match self.commit(self.new_member_txn(&host)).await {
             Ok(_) => Ok(host),
             Err(StoreError::Conflict(_)) => Err(ModelError::Exists {
                 kind: "host",
@@ -638,7 +780,7 @@ impl<S: Store> Control<S> {
                 .absent(host_key(&host.name))
                 .delete(member_key(&host.name))
                 .delete(host_index_key(host.index));
-            match self.store.commit(txn).await {
+            match self.commit(txn).await {
                 Ok(_) => return Ok(host),
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
@@ -666,9 +808,15 @@ impl<S: Store> Control<S> {
             return Ok(existing);
         }
         spec.name = format!("docker-{}", &docker_id[..12]);
+        // Made from a pool of netd's IPAM: it shares that pool's registry.
+        let pool = match spec.subnet.parse::<Ipv4Net>() {
+            Ok(subnet) => self.pool(&pool_id(&subnet)).await.ok().map(|p| p.id),
+            Err(_) => None,
+        };
         self.insert_network(false, |existing, index| {
             let mut network = Network::from_spec(&spec, existing, index)?;
             network.id = docker_id.to_string();
+            network.ipam_pool = pool.clone();
             Ok(network)
         })
         .await
@@ -697,19 +845,18 @@ impl<S: Store> Control<S> {
             &self.networks().await?,
             &endpoints,
         )?;
-        self.store
-            .commit(
-                Txn::new()
-                    .absent(endpoint_key(&endpoint.id))
-                    .absent(address_key(&endpoint.network, endpoint.ipv4))
-                    .put(endpoint_key(&endpoint.id), to_json(&endpoint))
-                    .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
-                    .put(
-                        address_key(&endpoint.network, endpoint.ipv4),
-                        endpoint.id.clone(),
-                    ),
-            )
-            .await?;
+        let txn = self
+            .guard_network(Txn::new(), &endpoint.network)
+            .await?
+            .absent(endpoint_key(&endpoint.id));
+        let registry = network.address_registry();
+        let txn = self
+            .claim_address(txn, registry, endpoint.ipv4)
+            .await?
+            .put(endpoint_key(&endpoint.id), to_json(&endpoint))
+            .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
+            .put(address_key(registry, endpoint.ipv4), endpoint.id.clone());
+        self.commit(txn).await?;
         Ok(endpoint)
     }
 
@@ -730,18 +877,241 @@ impl<S: Store> Control<S> {
             })?;
         let mut endpoint: Endpoint = decode(&key, &current.value)?;
         endpoint.sandbox = sandbox;
-        self.store
-            .commit(Txn {
-                compares: vec![crate::store::Compare::Revision(
-                    key.clone(),
-                    current.mod_revision,
-                )],
-                puts: vec![(key, to_json(&endpoint))],
-                deletes: vec![],
-            })
-            .await?;
+        self.commit(Txn {
+            compares: vec![crate::store::Compare::Revision(
+                key.clone(),
+                current.mod_revision,
+            )],
+            puts: vec![(key, to_json(&endpoint))],
+            deletes: vec![],
+        })
+        .await?;
         Ok(endpoint)
     }
+}
+
+/// Docker's IPAM driver: address pools, and addresses of the one
+/// registry netd's own endpoints use (`/netd/addresses/<network>/<ip>`).
+/// An address Docker asks for is claimed there until its endpoint takes
+/// it over (CreateEndpoint) or Docker releases it.
+impl<S: Store> Control<S> {
+    /// A pool for `subnet` (idempotent: Docker replays requests).
+    pub async fn request_pool(
+        &self,
+        subnet: Ipv4Net,
+        sub_pool: Option<Ipv4Net>,
+    ) -> Result<Pool, ControlError> {
+        if let Some(range) = sub_pool {
+            if !subnet.contains(&range) {
+                return Err(ModelError::invalid(
+                    "ip-range",
+                    format!("{range} is not inside the subnet {subnet}"),
+                )
+                .into());
+            }
+        }
+        let id = pool_id(&subnet);
+        let overlaps = |other: &Ipv4Net| {
+            other.contains(&subnet.network()) || subnet.contains(&other.network())
+        };
+        let pools: Vec<Pool> = self.load(POOLS).await?;
+        if let Some(other) = pools.iter().find(|p| p.id != id && overlaps(&p.subnet)) {
+            return Err(ModelError::invalid(
+                "subnet",
+                format!("{subnet} overlaps pool {}", other.subnet),
+            )
+            .into());
+        }
+        // A replayed request finds its pool, and the network made from it.
+        let known = pools.iter().any(|p| p.id == id);
+        if let Some(n) = self.networks().await?.iter().find(|n| overlaps(&n.subnet)) {
+            if !known {
+                return Err(ModelError::invalid(
+                    "subnet",
+                    format!("{subnet} overlaps network {:?} ({})", n.name, n.subnet),
+                )
+                .into());
+            }
+        }
+        let pool = Pool {
+            id: id.clone(),
+            subnet,
+            sub_pool,
+        };
+        self.commit(Txn::new().put(pool_key(&id), to_json(&pool)))
+            .await?;
+        Ok(pool)
+    }
+
+    pub async fn pool(&self, id: &str) -> Result<Pool, ControlError> {
+        let key = pool_key(id);
+        let stored = self.store.get(&key).await?.ok_or_else(|| {
+            ModelError::invalid(
+                "PoolID",
+                format!("no address pool {id:?} (was it released?)"),
+            )
+        })?;
+        decode(&key, &stored.value)
+    }
+
+    /// The ip-range Docker gave for `subnet` (`--ip-range`), if netd's IPAM holds it.
+    pub async fn sub_pool_of(&self, subnet: &Ipv4Net) -> Option<Ipv4Net> {
+        self.pool(&pool_id(subnet)).await.ok()?.sub_pool
+    }
+
+    /// Drops the pool and the claims no endpoint took over.
+    pub async fn release_pool(&self, id: &str) -> Result<(), ControlError> {
+        let mut txn = Txn::new().delete(pool_key(id));
+        for (key, held) in self.store.list(&addresses_of(id)).await? {
+            if held.value == IPAM_CLAIM {
+                txn = txn.unchanged(key.clone(), held.mod_revision).delete(key);
+            }
+        }
+        self.commit(txn).await?;
+        Ok(())
+    }
+
+    /// An address of pool `id`, claimed in the pool's registry, which the
+    /// network made from the pool shares: a container's address until its
+    /// endpoint takes it over, the gateway and auxiliary addresses Docker
+    /// asks for before it creates the network (replays allowed).
+    pub async fn request_address(
+        &self,
+        id: &str,
+        requested: Option<Ipv4Addr>,
+        gateway: bool,
+    ) -> Result<Ipv4Addr, ControlError> {
+        let pool = self.pool(id).await?;
+        let key_of = |ip| address_key(&pool.id, ip);
+        if gateway {
+            let gw = requested
+                .or_else(|| pool.subnet.hosts().next())
+                .ok_or_else(|| ModelError::invalid("gateway", "the subnet has no host address"))?;
+            if !pool.subnet.contains(&gw) {
+                return Err(ModelError::invalid(
+                    "gateway",
+                    format!("{gw} is outside the subnet {}", pool.subnet),
+                )
+                .into());
+            }
+            self.commit(Txn::new().put(key_of(gw), IPAM_CLAIM)).await?;
+            return Ok(gw);
+        }
+        let mut attempt = 0;
+        loop {
+            // The network made from the pool, or the pool seen as one whose
+            // reserved addresses are the ones handed out.
+            let network = match self
+                .networks()
+                .await?
+                .into_iter()
+                .find(|n| n.ipam_pool.as_deref() == Some(&pool.id))
+            {
+                Some(network) => network,
+                None => Network {
+                    id: pool.id.clone(),
+                    name: pool.subnet.to_string(),
+                    index: 0,
+                    subnet: pool.subnet,
+                    gateway: pool.subnet.network(),
+                    ip_range: pool.sub_pool,
+                    aux_addresses: Default::default(),
+                    labels: Default::default(),
+                    vni: None,
+                    ipam_pool: Some(pool.id.clone()),
+                },
+            };
+            let taken = self.addresses_taken(&pool.id).await?;
+            let ip =
+                crate::ipam::allocate(&network, &taken, requested).map_err(ModelError::from)?;
+            let txn = Txn::new().absent(key_of(ip)).put(key_of(ip), IPAM_CLAIM);
+            match self.commit(txn).await {
+                Ok(_) => return Ok(ip),
+                Err(StoreError::Conflict(_)) if requested.is_some() => {
+                    return Err(ModelError::from(crate::ipam::IpamError::Taken {
+                        ip,
+                        network: network.name.clone(),
+                    })
+                    .into())
+                }
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
+    }
+
+    /// Gives back an address Docker claimed and no endpoint holds.
+    pub async fn release_address(&self, id: &str, ip: Ipv4Addr) -> Result<(), ControlError> {
+        let key = address_key(id, ip);
+        match self.store.get(&key).await? {
+            Some(claim) if claim.value == IPAM_CLAIM => {
+                let txn = Txn::new()
+                    .unchanged(key.clone(), claim.mod_revision)
+                    .delete(key);
+                match self.commit(txn).await {
+                    Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Addresses held in `registry`: endpoints' and claims.
+    async fn addresses_taken(&self, registry: &str) -> Result<BTreeSet<Ipv4Addr>, ControlError> {
+        let prefix = addresses_of(registry);
+        let prefix = prefix.as_str();
+        Ok(self
+            .store
+            .list(prefix)
+            .await?
+            .keys()
+            .filter_map(|k| k[prefix.len()..].parse().ok())
+            .collect())
+    }
+
+    /// The compare an endpoint's address needs: free, or claimed by Docker's
+    /// IPAM for it (then the endpoint takes the claim over).
+    async fn claim_address(
+        &self,
+        txn: Txn,
+        network: &str,
+        ip: Ipv4Addr,
+    ) -> Result<Txn, ControlError> {
+        let key = address_key(network, ip);
+        Ok(match self.store.get(&key).await? {
+            Some(claim) if claim.value == IPAM_CLAIM => txn.unchanged(key, claim.mod_revision),
+            _ => txn.absent(key),
+        })
+    }
+}
+
+/// What Docker's IPAM leaves in the address registry until an endpoint
+/// takes the address.
+const IPAM_CLAIM: &str = "ipam";
+const POOLS: &str = "/netd/ipam/pools/";
+
+/// An address pool of Docker's IPAM driver.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pool {
+    pub id: String,
+    pub subnet: Ipv4Net,
+    pub sub_pool: Option<Ipv4Net>,
+}
+
+pub fn pool_id(subnet: &Ipv4Net) -> String {
+    format!("netd-{}", subnet.to_string().replace('/', "-"))
+}
+
+fn pool_key(id: &str) -> String {
+    format!("{POOLS}{id}")
+}
+
+/// The address registry of network `id` (its own id if it is not known).
+fn registry_of<'a>(networks: &'a [Network], id: &'a str) -> &'a str {
+    networks
+        .iter()
+        .find(|n| n.id == id)
+        .map_or(id, Network::address_registry)
 }
 
 /// The lowest index no host has (indexes start at 1).
@@ -878,6 +1248,145 @@ mod tests {
                     .index,
                 1
             );
+        });
+    }
+
+    #[test]
+    fn an_endpoint_landing_while_its_network_is_deleted_makes_the_delete_look_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::new(EmbeddedStore::open(dir.path()).expect("store"));
+            let n1 = c
+                .create_network(&net("n1", "10.1.0.0/24"))
+                .await
+                .expect("n1");
+            // The delete read the network (no endpoints yet) at this revision...
+            let seen = c.network_revision(&n1.id).await.expect("revision");
+            // ...then an endpoint lands: it rewrites the network record.
+            c.create_endpoint(&ep("e1", "n1", "/run/netns/a"))
+                .await
+                .expect("e1");
+            assert_ne!(c.network_revision(&n1.id).await.expect("revision"), seen);
+            let stale = Txn::new()
+                .unchanged(network_key(&n1.id), seen)
+                .delete(network_key(&n1.id));
+            assert!(matches!(
+                c.commit(stale).await,
+                Err(StoreError::Conflict(_))
+            ));
+            // Looking again, the delete sees the endpoint.
+            let refused = c.delete_network("n1").await.expect_err("in use");
+            assert!(
+                refused.to_string().contains("still has endpoints: e1"),
+                "{refused}"
+            );
+            // And an endpoint on a network deleted meanwhile is refused.
+            c.delete_endpoint("e1").await.expect("e1 gone");
+            let guard = c.guard_network(Txn::new(), &n1.id).await.expect("guard");
+            c.delete_network("n1").await.expect("n1 gone");
+            assert!(matches!(
+                c.commit(guard).await,
+                Err(StoreError::Conflict(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_read_is_counted_and_skipped_not_fatal() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::new(EmbeddedStore::open(dir.path()).expect("store"));
+            c.create_network(&net("n1", "10.1.0.0/24"))
+                .await
+                .expect("n1");
+            c.commit(Txn::new().put(format!("{NETWORKS}garbage"), "{not json"))
+                .await
+                .expect("plant");
+            let model = c.model().await.expect("model");
+            assert_eq!(model.networks.len(), 1);
+            assert_eq!(c.networks().await.expect("list").len(), 1);
+            assert_eq!(c.bad_records(), 2);
+            assert!(model.revision >= c.last_commit());
+            c.create_network(&net("n2", "10.2.0.0/24"))
+                .await
+                .expect("n2 still works");
+        });
+    }
+
+    #[test]
+    fn docker_ipam_claims_live_in_the_networks_one_address_registry() {
+        const E1: &str = "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1";
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::new(EmbeddedStore::open(dir.path()).expect("store"));
+            let subnet: Ipv4Net = "10.5.0.0/24".parse().expect("subnet");
+            let pool = c.request_pool(subnet, None).await.expect("pool");
+            let gw = c
+                .request_address(&pool.id, None, true)
+                .await
+                .expect("gateway");
+            let network = c
+                .create_docker_network(
+                    "0123456789abcdef",
+                    NetworkSpec {
+                        subnet: subnet.to_string(),
+                        gateway: Some(gw.to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("network");
+            assert_eq!(network.address_registry(), pool.id);
+            let ip = c.request_address(&pool.id, None, false).await.expect("ip");
+            let e = c
+                .create_docker_endpoint(&network.id, E1, Some(ip), None)
+                .await
+                .expect("the endpoint takes the claim over");
+            assert_eq!(e.ipv4, ip);
+            let stored = c
+                .store()
+                .get(&address_key(&pool.id, ip))
+                .await
+                .expect("get")
+                .expect("held");
+            assert_eq!(stored.value, E1, "one record, now the endpoint's");
+            // Held by the endpoint: neither handed out again nor released.
+            let next = c
+                .request_address(&pool.id, None, false)
+                .await
+                .expect("next");
+            assert_ne!(next, ip);
+            let again = c.request_address(&pool.id, Some(ip), false).await;
+            assert!(again.is_err_and(|e| e.to_string().contains("already in use")));
+            c.release_address(&pool.id, ip).await.expect("release");
+            assert!(c
+                .store()
+                .get(&address_key(&pool.id, ip))
+                .await
+                .expect("get")
+                .is_some());
+            // An endpoint cannot take an address another one holds.
+            let taken = c
+                .create_docker_endpoint(&network.id, "e2", Some(ip), None)
+                .await;
+            assert!(taken.is_err(), "{taken:?}");
+            // Released claims and the pool's leftovers go.
+            c.release_address(&pool.id, next).await.expect("release");
+            assert!(c
+                .store()
+                .get(&address_key(&pool.id, next))
+                .await
+                .expect("get")
+                .is_none());
+            c.delete_endpoint(E1).await.expect("e1 gone");
+            c.delete_network(&network.id).await.expect("network gone");
+            c.release_pool(&pool.id).await.expect("pool gone");
+            assert!(c
+                .store()
+                .list(&addresses_of(&pool.id))
+                .await
+                .expect("list")
+                .is_empty());
         });
     }
 

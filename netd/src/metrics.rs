@@ -22,6 +22,8 @@ pub struct Metrics {
     endpoints: IntGauge,
     map_entries: IntGaugeVec,
     map_fill: GaugeVec,
+    bad_records: IntCounter,
+    map_write_failures: IntCounter,
 }
 
 impl Metrics {
@@ -67,7 +69,17 @@ impl Metrics {
         registry.register(Box::new(networks.clone()))?;
         registry.register(Box::new(endpoints.clone()))?;
         registry.register(Box::new(map_entries.clone()))?;
+        let bad_records = IntCounter::new(
+            "netd_store_bad_records_total",
+            "Stored records a reconcile pass could not read and skipped.",
+        )?;
+        let map_write_failures = IntCounter::new(
+            "netd_map_write_failures_total",
+            "Map writes that failed (a full map, ...); the next pass retries them.",
+        )?;
         registry.register(Box::new(map_fill.clone()))?;
+        registry.register(Box::new(bad_records.clone()))?;
+        registry.register(Box::new(map_write_failures.clone()))?;
         Ok(Self {
             registry,
             packets,
@@ -77,7 +89,16 @@ impl Metrics {
             endpoints,
             map_entries,
             map_fill,
+            bad_records,
+            map_write_failures,
         })
+    }
+
+    /// After each pass: records skipped so far (a total kept by Control)
+    /// and the map writes this pass could not make.
+    pub fn update_pass(&self, bad_records_total: u64, map_write_failures: usize) {
+        set_total(&self.bad_records, bad_records_total);
+        self.map_write_failures.inc_by(map_write_failures as u64);
     }
 
     /// Model sizes and map fill, after each reconcile.

@@ -112,7 +112,7 @@ async fn serve<S: Store>(
         Duration::from_secs(config.host_grace),
     )?);
     // Watch before the first pass, so a change committed during it is seen.
-    let events = agent.control().store().watch();
+    let events = agent.control().watch();
     let me = crate::model::Host {
         name: config.host_name.clone(),
         underlay_ip: underlay.ip,
@@ -135,11 +135,7 @@ async fn serve<S: Store>(
         "converged to the store"
     );
     let follower = tokio::spawn(follow_store(agent.clone(), events, report.next_expiry));
-    let registration = tokio::spawn(agent.control().store().keep_registered(
-        crate::control::host_key(&me.name),
-        crate::control::to_json(&me),
-        config.host_lease_ttl,
-    ));
+    let registration = tokio::spawn(agent.control().keep_registered(&me, config.host_lease_ttl));
 
     info!(
         pin_path = %config.pin_path.display(),

@@ -45,6 +45,17 @@ pub struct Network {
     /// VXLAN network identifier of an overlay network (allocated cluster-wide).
     #[serde(default)]
     pub vni: Option<u32>,
+    /// The netd IPAM pool Docker made it from: its addresses are kept in
+    /// that pool's registry, where Docker's IPAM calls claim them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_pool: Option<String>,
+}
+
+impl Network {
+    /// Whose address registry this network's addresses are in.
+    pub fn address_registry(&self) -> &str {
+        self.ipam_pool.as_deref().unwrap_or(&self.id)
+    }
 }
 
 fn parse_net(field: &'static str, text: &str) -> Result<Ipv4Net, ModelError> {
@@ -164,6 +175,7 @@ impl Network {
             aux_addresses,
             labels: spec.labels.clone(),
             vni: None,
+            ipam_pool: None,
         })
     }
 }

@@ -148,19 +148,22 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                     } else {
                         Some(address("gateway", &ip.gateway)?.to_string())
                     },
-                    ip_range: super::ipam::sub_pool_of(control, &ip.pool).await?,
+                    ip_range: match ip.pool.parse::<ipnet::Ipv4Net>() {
+                        Ok(subnet) => control.sub_pool_of(&subnet).await.map(|r| r.to_string()),
+                        Err(_) => None,
+                    },
                     aux_addresses,
                     labels: generic_options(&req.options)?,
                     overlay: false,
                 };
                 control.create_docker_network(&req.network_id, spec).await?;
-                agent.reconcile().await?;
+                agent.settle().await?;
                 Ok(json!({}))
             }
             "DeleteNetwork" => {
                 let req: NetworkOnly = parse(method, body)?;
                 control.delete_network(&req.network_id).await?;
-                agent.reconcile().await?;
+                agent.settle().await?;
                 Ok(json!({}))
             }
             "AllocateNetwork" => Ok(json!({ "Options": {} })),
@@ -209,7 +212,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                 // Idempotent: Docker may retry a delete that already happened.
                 if control.endpoint(&req.endpoint_id).await.is_ok() {
                     control.delete_endpoint(&req.endpoint_id).await?;
-                    agent.reconcile().await?;
+                    agent.settle().await?;
                 }
                 Ok(json!({}))
             }
@@ -221,12 +224,12 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                 let endpoint = control
                     .set_sandbox(&req.endpoint_id, PathBuf::from(&req.sandbox_key))
                     .await?;
-                let report = agent.reconcile().await?;
-                if let Some(reason) = report.failures.get(&endpoint.id) {
+                let applied = agent.settle().await?;
+                if let Some(reason) = applied.failures.get(&endpoint.id) {
                     control
                         .set_sandbox(&req.endpoint_id, PathBuf::new())
                         .await?;
-                    agent.reconcile().await?;
+                    agent.settle().await?;
                     return Err(PluginError(format!("Join: {reason}")));
                 }
                 let network = control.network(&req.network_id).await?;
@@ -242,7 +245,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                 control
                     .set_sandbox(&req.endpoint_id, PathBuf::new())
                     .await?;
-                agent.reconcile().await?;
+                agent.settle().await?;
                 Ok(json!({}))
             }
             "DiscoverNew"

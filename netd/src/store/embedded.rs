@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{Compare, Store, StoreError, Txn, Versioned, WatchEvent};
+use super::{Compare, Snapshot, Store, StoreError, Txn, Versioned, WatchEvent};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Contents {
@@ -147,12 +147,18 @@ impl Store for EmbeddedStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<BTreeMap<String, Versioned>, StoreError> {
-        Ok(self.read(|c| {
-            c.entries
+        Ok(self.snapshot(prefix).await?.entries)
+    }
+
+    async fn snapshot(&self, prefix: &str) -> Result<Snapshot, StoreError> {
+        Ok(self.read(|c| Snapshot {
+            revision: c.revision,
+            entries: c
+                .entries
                 .range(prefix.to_string()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+                .collect(),
         }))
     }
 

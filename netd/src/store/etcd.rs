@@ -13,7 +13,7 @@ use etcd_client::{
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::{Compare, Store, StoreError, Txn, Versioned, WatchEvent};
+use super::{Compare, Snapshot, Store, StoreError, Txn, Versioned, WatchEvent};
 
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -125,24 +125,31 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<BTreeMap<String, Versioned>, StoreError> {
+        Ok(self.snapshot(prefix).await?.entries)
+    }
+
+    async fn snapshot(&self, prefix: &str) -> Result<Snapshot, StoreError> {
         let mut client = self.client.clone();
         let resp = client
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
             .map_err(err(&self.endpoints))?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    Versioned {
-                        value: String::from_utf8_lossy(kv.value()).into_owned(),
-                        mod_revision: kv.mod_revision() as u64,
-                    },
-                )
-            })
-            .collect())
+        Ok(Snapshot {
+            revision: resp.header().map(|h| h.revision() as u64).unwrap_or(0),
+            entries: resp
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        Versioned {
+                            value: String::from_utf8_lossy(kv.value()).into_owned(),
+                            mod_revision: kv.mod_revision() as u64,
+                        },
+                    )
+                })
+                .collect(),
+        })
     }
 
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {

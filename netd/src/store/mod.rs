@@ -62,6 +62,13 @@ impl Txn {
     }
 }
 
+/// Keys under a prefix, all read at `revision`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub entries: BTreeMap<String, Versioned>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
     Put { key: String, revision: u64 },
@@ -91,6 +98,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         prefix: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, Versioned>, StoreError>> + Send;
+    /// Every key under `prefix` as of one revision, and that revision: what
+    /// one reconcile pass reads, so it never mixes two states of the model.
+    fn snapshot(&self, prefix: &str) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
     /// Applies `txn` atomically; returns the new revision.
     fn commit(&self, txn: Txn) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Changes from now on (all keys; callers filter by prefix).
