@@ -45,10 +45,23 @@ struct Row {
     ratio_to_hook_baseline: f64,
 }
 
+/// How big each program is, so growth is visible from one run to the next.
+#[derive(Serialize)]
+struct ProgramSize {
+    program: &'static str,
+    /// Instructions after the verifier's rewrites (xlated), in 8-byte units.
+    instructions: Option<u32>,
+    /// Instructions the verifier processed to accept it (all paths explored).
+    verified_instructions: Option<u32>,
+    /// Bytes of JITed machine code.
+    jited_bytes: u32,
+}
+
 #[derive(Serialize)]
 struct Report {
     repeat: u32,
     rounds: usize,
+    programs: Vec<ProgramSize>,
     baseline_ns_per_packet: f64,
     tc_baseline_ns_per_packet: f64,
     rows: Vec<Row>,
@@ -63,6 +76,36 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut f = Fixture::load();
     f.load_baselines();
+    let mut programs = Vec::new();
+    println!(
+        "{:<20} {:>12} {:>22} {:>12}",
+        "program", "instructions", "verifier processed", "JIT bytes"
+    );
+    for name in [XDP_UPLINK, TC_ENDPOINT, XDP_BASELINE, TC_BASELINE] {
+        let info = f
+            .datapath
+            .ebpf_mut()
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .info()
+            .with_context(|| format!("info of {name}"))?;
+        let size = ProgramSize {
+            program: name,
+            instructions: info.size_translated().map(|bytes| bytes / 8),
+            verified_instructions: info.verified_instruction_count(),
+            jited_bytes: info.size_jitted(),
+        };
+        let show = |n: Option<u32>| n.map_or("-".to_string(), |n| n.to_string());
+        println!(
+            "{:<20} {:>12} {:>22} {:>12}",
+            name,
+            show(size.instructions),
+            show(size.verified_instructions),
+            size.jited_bytes
+        );
+        programs.push(size);
+    }
+    println!();
 
     let mut paths: Vec<(String, Program, Vec<u8>)> = vec![
         (
@@ -152,6 +195,7 @@ fn main() -> anyhow::Result<()> {
     let report = Report {
         repeat: args.repeat,
         rounds: args.rounds,
+        programs,
         baseline_ns_per_packet: baseline,
         tc_baseline_ns_per_packet: tc_baseline,
         rows,
