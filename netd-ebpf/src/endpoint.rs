@@ -17,7 +17,12 @@ use netd_common::{
 };
 
 use crate::{
-    arp, forward, frame::PacketFrame, maps::NETD_LOCAL_EPS, metrics, outcome::Outcome, overlay,
+    arp, forward,
+    frame::PacketFrame,
+    maps::NETD_LOCAL_EPS,
+    metrics,
+    outcome::{Delivery, EndpointAction, Outcome},
+    overlay,
 };
 
 const HOOK: Hook = Hook::TcEndpoint;
@@ -37,7 +42,7 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
             TC_ACT_OK
         }
         Outcome::Drop(reason) => drop(&ctx, reason, bytes),
-        Outcome::Deliver { ifindex, mac } => {
+        Outcome::Act(EndpointAction::Deliver(Delivery { ifindex, mac })) => {
             // Usually the sender already addressed the peer (its ARP answer):
             // only a frame sent to the gateway's MAC needs the rewrite.
             let addressed = frame.read::<6>(ETH_DST) == Some(mac);
@@ -48,7 +53,7 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
             // SAFETY: plain helper call; the kernel checks the ifindex.
             unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
         }
-        Outcome::Encap(e) => {
+        Outcome::Act(EndpointAction::Encap(e)) => {
             let hash = headers
                 .as_ref()
                 .map(netd_common::flow::headers_hash)
@@ -61,8 +66,7 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
             // SAFETY: plain helper call; the kernel checks the ifindex.
             unsafe { bpf_redirect_neigh(e.uplink, core::ptr::null_mut(), 0, 0) as i32 }
         }
-        Outcome::Decap { .. } => drop(&ctx, DropReason::Malformed, bytes),
-        Outcome::ArpReply { ip, mac } => match headers {
+        Outcome::Act(EndpointAction::ArpReply { ip, mac }) => match headers {
             Some(h) if write_arp_reply(&ctx, &h, ip, mac).is_ok() => {
                 metrics::count_verdict(HOOK, Verdict::Tx, bytes);
                 // Back out of the host veth, to the container that asked.
@@ -82,7 +86,7 @@ fn drop(ctx: &TcContext, reason: DropReason, bytes: u64) -> i32 {
 }
 
 #[inline(always)]
-fn decide(frame: &PacketFrame, ifindex: u32) -> (Outcome, Option<Headers>) {
+fn decide(frame: &PacketFrame, ifindex: u32) -> (Outcome<EndpointAction>, Option<Headers>) {
     let headers = match parse(frame) {
         Ok(headers) => headers,
         Err(error) => return (Outcome::Drop(error.drop_reason()), None),

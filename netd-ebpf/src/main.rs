@@ -7,6 +7,7 @@
 
 mod arp;
 mod baseline;
+mod deliver;
 mod endpoint;
 mod forward;
 mod frame;

@@ -1,19 +1,32 @@
 //! What the pipeline decided for a packet. Decision stages only look; the
 //! entry points alone rewrite the packet and turn this into an action.
+//!
+//! `Outcome<A>` is generic over the actions of one hook, so a stage can only
+//! produce what the hook that runs it can carry out: the endpoint program
+//! has [`EndpointAction`], the uplink program [`UplinkAction`].
 
 use netd_common::counters::DropReason;
 
 #[derive(Clone, Copy)]
-pub enum Outcome {
+pub enum Outcome<A> {
     /// Not netd's business, or nothing to change: hand it on untouched.
     Pass,
     Drop(DropReason),
-    /// Deliver into the endpoint behind host veth `ifindex` (its peer),
-    /// addressed to `mac`.
-    Deliver {
-        ifindex: u32,
-        mac: [u8; 6],
-    },
+    Act(A),
+}
+
+/// Into the endpoint behind host veth `ifindex` (its peer), addressed to
+/// `mac`: what the local-delivery stage hands every path that ends here.
+#[derive(Clone, Copy)]
+pub struct Delivery {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// What the TC program on an endpoint's host veth can do.
+#[derive(Clone, Copy)]
+pub enum EndpointAction {
+    Deliver(Delivery),
     /// Answer an ARP request: `ip` is at `mac`.
     ArpReply {
         ip: [u8; 4],
@@ -21,10 +34,11 @@ pub enum Outcome {
     },
     /// Wrap in VXLAN to another host and send it out of the uplink.
     Encap(crate::overlay::Encap),
-    /// Strip `strip` bytes of outer headers and deliver into the endpoint
-    /// behind host veth `ifindex`.
-    Decap {
-        strip: u32,
-        ifindex: u32,
-    },
+}
+
+/// What the XDP program on an uplink can do.
+#[derive(Clone, Copy)]
+pub enum UplinkAction {
+    /// Strip `strip` bytes of outer headers and deliver.
+    Decap { strip: u32, into: Delivery },
 }

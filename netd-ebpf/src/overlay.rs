@@ -18,12 +18,10 @@ use netd_common::{
 };
 
 use crate::{
+    deliver,
     frame::PacketFrame,
-    maps::{
-        NETD_ENDPOINTS, NETD_HOSTS, NETD_HOST_BY_IP, NETD_LOCAL_EPS, NETD_NETWORKS, NETD_OVERLAY,
-        NETD_VNIS,
-    },
-    outcome::Outcome,
+    maps::{NETD_ENDPOINTS, NETD_HOSTS, NETD_HOST_BY_IP, NETD_NETWORKS, NETD_OVERLAY, NETD_VNIS},
+    outcome::{EndpointAction, Outcome, UplinkAction},
 };
 
 const INNER_L2: u64 = 14;
@@ -44,7 +42,7 @@ pub struct Encap {
 /// A packet from `src_mac` to `peer`, an endpoint of the same network on
 /// another host.
 #[inline(always)]
-pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome {
+pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome<EndpointAction> {
     // SAFETY: map values are copied out.
     let (Some(network), Some(host), Some(config)) = (
         unsafe { NETD_NETWORKS.get(&peer.network) }.copied(),
@@ -56,20 +54,20 @@ pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome {
     if network.vni == 0 || config.underlay == [0; 4] {
         return Outcome::Drop(DropReason::EncapFailed);
     }
-    Outcome::Encap(Encap {
+    Outcome::Act(EndpointAction::Encap(Encap {
         vni: network.vni,
         local: config.underlay,
         remote: host.underlay,
         uplink: config.uplink_ifindex,
         inner_dst: peer.mac,
         inner_src: src_mac,
-    })
+    }))
 }
 
 /// What XDP does with a packet from the underlay: `None` when it is not
 /// VXLAN for this host (the host stack's business).
 #[inline(always)]
-pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome> {
+pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome<UplinkAction>> {
     let (L3::Ipv4(ip), L4::Udp { dst_port, .. }) = (h.l3, h.l4) else {
         return None;
     };
@@ -124,14 +122,12 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome> {
     if peer.ifindex == 0 || peer.network != network {
         return Some(Outcome::Drop(DropReason::NotHere));
     }
-    // Its ingress: still the endpoint the address map says.
-    // SAFETY: as above.
-    match unsafe { NETD_LOCAL_EPS.get(&peer.ifindex) } {
-        Some(local) if local.network == network && local.mac == peer.mac => Some(Outcome::Decap {
+    match deliver::to_local(&peer) {
+        Some(into) => Some(Outcome::Act(UplinkAction::Decap {
             strip: inner as u32,
-            ifindex: peer.ifindex,
-        }),
-        _ => Some(Outcome::Drop(DropReason::NotHere)),
+            into,
+        })),
+        None => Some(Outcome::Drop(DropReason::NotHere)),
     }
 }
 

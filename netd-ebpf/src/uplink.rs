@@ -18,7 +18,12 @@ use netd_common::{
     parse::{parse, Frame},
 };
 
-use crate::{frame::PacketFrame, metrics, outcome::Outcome, overlay};
+use crate::{
+    frame::PacketFrame,
+    metrics,
+    outcome::{Outcome, UplinkAction},
+    overlay,
+};
 
 const HOOK: Hook = Hook::XdpUplink;
 
@@ -27,7 +32,7 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
     match decide(&frame) {
-        Outcome::Decap { strip, ifindex } => {
+        Outcome::Act(UplinkAction::Decap { strip, into }) => {
             // SAFETY: plain helper calls on our own packet; the kernel checks bounds.
             if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
                 metrics::count_drop(HOOK, DropReason::Malformed, bytes);
@@ -35,14 +40,13 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
             }
             metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
             // SAFETY: as above.
-            unsafe { bpf_redirect(ifindex, 0) as u32 }
+            unsafe { bpf_redirect(into.ifindex, 0) as u32 }
         }
         Outcome::Drop(reason) => {
             metrics::count_drop(HOOK, reason, bytes);
             xdp_action::XDP_DROP
         }
-        // The uplink stages only decapsulate, drop or pass.
-        Outcome::Pass | Outcome::Deliver { .. } | Outcome::ArpReply { .. } | Outcome::Encap(_) => {
+        Outcome::Pass => {
             metrics::count_verdict(HOOK, Verdict::Pass, bytes);
             xdp_action::XDP_PASS
         }
@@ -50,7 +54,7 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn decide(frame: &PacketFrame) -> Outcome {
+fn decide(frame: &PacketFrame) -> Outcome<UplinkAction> {
     let headers = match parse(frame) {
         Ok(headers) => headers,
         Err(error) if error.invalid_for_every_receiver() => {
