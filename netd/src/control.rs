@@ -597,15 +597,24 @@ impl<S: Store> Control<S> {
 
     /// The revision network `id` was last written at.
     async fn network_revision(&self, id: &str) -> Result<u64, ControlError> {
-        let key = network_key(id);
-        match self.store.get(&key).await? {
-            Some(stored) => Ok(stored.mod_revision),
-            None => Err(ModelError::NotFound {
-                kind: "network",
-                name: id.to_string(),
+        let stored = self.stored(&network_key(id), "network", id).await?;
+        Ok(stored.mod_revision)
+    }
+
+    /// The record at `key`, or "no `kind` named `name`".
+    async fn stored(
+        &self,
+        key: &str,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<crate::store::Versioned, ControlError> {
+        self.store.get(key).await?.ok_or_else(|| {
+            ModelError::NotFound {
+                kind,
+                name: name.to_string(),
             }
-            .into()),
-        }
+            .into()
+        })
     }
 
     /// Adds to `txn` the guard every endpoint creation carries: its
@@ -613,14 +622,7 @@ impl<S: Store> Control<S> {
     /// concurrent deletion of it fails its own compare.
     async fn guard_network(&self, txn: Txn, network_id: &str) -> Result<Txn, ControlError> {
         let key = network_key(network_id);
-        let stored = self
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| ModelError::NotFound {
-                kind: "network",
-                name: network_id.to_string(),
-            })?;
+        let stored = self.stored(&key, "network", network_id).await?;
         Ok(txn
             .unchanged(key.clone(), stored.mod_revision)
             .put(key, stored.value))
@@ -702,14 +704,7 @@ impl<S: Store> Control<S> {
     /// The member `name` and the revision it was stored at.
     async fn member(&self, name: &str) -> Result<(Host, u64), ControlError> {
         let key = member_key(name);
-        let stored = self
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| ModelError::NotFound {
-                kind: "host",
-                name: name.to_string(),
-            })?;
+        let stored = self.stored(&key, "host", name).await?;
         let host: Host = decode(&key, &stored.value)?;
         Ok((host, stored.mod_revision))
     }

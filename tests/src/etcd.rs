@@ -3,7 +3,6 @@
 //! to test what netd does while etcd is away.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -16,13 +15,6 @@ pub struct Etcd {
     /// Namespace and address it serves in (loopback of the test's own by default).
     netns: Option<String>,
     ip: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 impl Etcd {
@@ -43,8 +35,8 @@ impl Etcd {
             .expect("dir");
         let mut etcd = Self {
             dir,
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port: crate::free_port(),
+            peer_port: crate::free_port(),
             child: None,
             netns,
             ip: ip.to_string(),

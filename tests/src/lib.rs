@@ -23,6 +23,14 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{:x}{n:x}", std::process::id() % 0xfffff)
 }
 
+/// A TCP port on loopback that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
 /// Fails the test with a clear message when not root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -19,11 +19,7 @@ struct Host {
 fn host() -> Host {
     let ns = NetNs::new("ndH");
     let pins = TempPins::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let mut netd = Netd::start(&ns, pins.layout.root(), port, &[]);
+    let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), &[]);
     netd.wait_ready(&ns);
     Host {
         ns,

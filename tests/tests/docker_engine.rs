@@ -42,10 +42,7 @@ fn host_veths() -> usize {
 fn docker_networks_through_netd() {
     let host = NetNs::host();
     let pins = TempPins::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = netd_tests::free_port();
     let mut netd = Netd::start(&host, pins.layout.root(), port, &[PLUGIN_FLAG]);
     netd.wait_ready(&host);
     let veths_before = host_veths();

@@ -23,10 +23,7 @@ fn plugin() -> Plugin {
     let dir = tempfile::tempdir().expect("dir");
     let socket = dir.path().join("netd.sock");
     let flag = format!("--docker-plugin-socket={}", socket.display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = netd_tests::free_port();
     let mut netd = Netd::start(&ns, pins.layout.root(), port, &[&flag]);
     netd.wait_ready(&ns);
     Plugin {

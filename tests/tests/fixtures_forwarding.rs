@@ -160,18 +160,20 @@ fn same_network_is_delivered_into_the_peer_addressed_to_its_mac() {
 fn another_network_is_dropped_as_isolation() {
     let mut f = fixture();
     let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, C_IP);
-    let (verdict, out, before, after) = run(&mut f, &packet);
-    assert_eq!(verdict, TC_ACT_SHOT);
-    assert_eq!(out, packet);
+    assert_dropped(&mut f, "isolation", &packet, DropReason::Isolation);
+}
+
+/// `packet` is dropped untouched, counted as a drop for `reason`.
+fn assert_dropped(f: &mut Fixture, what: &str, packet: &[u8], reason: DropReason) {
+    let (verdict, out, before, after) = run(f, packet);
+    assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+    assert_eq!(out, packet, "{what}");
     assert_counted(
         &before,
         &after,
-        &[
-            Slot::Verdict(HOOK, Verdict::Drop),
-            Slot::Drop(HOOK, DropReason::Isolation),
-        ],
+        &[Slot::Verdict(HOOK, Verdict::Drop), Slot::Drop(HOOK, reason)],
         packet.len() as u64,
-        "isolation",
+        what,
     );
 }
 
@@ -188,19 +190,7 @@ fn ipv6_from_an_endpoint_is_dropped_and_counted_never_passed_to_the_host() {
     ] {
         // From A's own MAC: the MAC check alone used to let it through.
         packet[6..12].copy_from_slice(&A_MAC);
-        let (verdict, out, before, after) = run(&mut f, &packet);
-        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
-        assert_eq!(out, packet, "{what}");
-        assert_counted(
-            &before,
-            &after,
-            &[
-                Slot::Verdict(HOOK, Verdict::Drop),
-                Slot::Drop(HOOK, DropReason::Ipv6),
-            ],
-            packet.len() as u64,
-            what,
-        );
+        assert_dropped(&mut f, what, &packet, DropReason::Ipv6);
     }
 }
 
@@ -230,19 +220,7 @@ fn spoofed_source_ip_or_mac_is_dropped() {
         ),
     ];
     for (what, packet) in cases {
-        let (verdict, out, before, after) = run(&mut f, &packet);
-        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
-        assert_eq!(out, packet, "{what}");
-        assert_counted(
-            &before,
-            &after,
-            &[
-                Slot::Verdict(HOOK, Verdict::Drop),
-                Slot::Drop(HOOK, DropReason::Spoofed),
-            ],
-            packet.len() as u64,
-            what,
-        );
+        assert_dropped(&mut f, what, &packet, DropReason::Spoofed);
     }
 }
 

@@ -4,14 +4,7 @@
 
 use std::time::Duration;
 
-use netd_tests::{fixture::TempPins, netns::NetNs, process::Netd, traffic::ping};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+use netd_tests::{fixture::TempPins, free_port, netns::NetNs, process::Netd, traffic::ping};
 
 /// Names of the links in `ns` whose name starts with `ndh`, sorted.
 fn endpoint_links(ns: &NetNs) -> Vec<String> {

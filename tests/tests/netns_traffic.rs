@@ -11,6 +11,7 @@ use std::{
 
 use netd_tests::{
     fixture::TempPins,
+    free_port,
     netns::{veth_between, NetNs},
     process::{metric, netd_bin, Netd},
     unique_name,
@@ -40,13 +41,6 @@ fn world() -> World {
         &format!("{B_ADDR}/24"),
     );
     World { a, b, a_if, b_if }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 /// Sends `len` bytes from B to A over TCP; returns what A received.

@@ -7,17 +7,11 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use netd_tests::{
     fixture::TempPins,
+    free_port,
     netns::NetNs,
     process::{metric, netd_bin, Netd},
     traffic::{ping, PingUnderway},
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn old_netd() -> PathBuf {
     let bin = std::env::var_os("NETD_UPGRADE_FROM_BIN").map(PathBuf::from);
