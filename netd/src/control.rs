@@ -266,6 +266,13 @@ impl<S: Store> Control<S> {
         self.store.watch()
     }
 
+    /// Ends this host's registration at once (a clean stop): the other
+    /// hosts start its grace period now, and `host rm` can follow.
+    pub async fn unregister(&self, name: &str) -> Result<(), ControlError> {
+        self.commit(Txn::new().delete(host_key(name))).await?;
+        Ok(())
+    }
+
     /// Keeps this host registered (alive) for as long as the future runs.
     pub fn keep_registered(
         &self,

@@ -183,6 +183,14 @@ async fn serve<S: Store>(
         tokio::join!(api_server, plugin_server, metrics_server, signals);
     follower.abort();
     registration.abort();
+    // A clean stop says so at once instead of leaving the lease to run out.
+    match tokio::time::timeout(Duration::from_secs(2), agent.control().unregister(&me.name)).await {
+        Ok(Ok(())) => info!(host = %me.name, "registration ended"),
+        Ok(Err(e)) => {
+            warn!(error = %chain(&e), "cannot end the registration; it ends with its lease")
+        }
+        Err(_) => warn!("the store did not answer; the registration ends with its lease"),
+    }
     api_result.context("control API")?;
     plugin_result.context("Docker plugin")?;
     metrics_result.context("metrics")?;
