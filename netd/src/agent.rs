@@ -23,7 +23,7 @@ use crate::{
     logging::chain,
     metrics::Metrics,
     model::{Endpoint, Host, Manager, Network, HOST_IFNAME_PREFIX},
-    netlink::{create_endpoint_link, create_veth_pair, EndpointLinkSpec, Netlink},
+    netlink::{create_endpoint_link, create_veth_pair, EndpointLinkSpec, LinkFacts, Netlink},
     store::Store,
 };
 
@@ -299,13 +299,13 @@ impl<S: Store> Agent<S> {
     ) -> Result<HostLink, String> {
         let existing = self
             .host
-            .index_and_mac(&endpoint.host_ifname)
+            .link_facts(&endpoint.host_ifname)
             .await
             .map_err(|e| chain(&e))?;
         let (ifindex, mac) = match existing {
             Some(found) => {
-                self.claim(&endpoint.host_ifname, found.0).await?;
-                found
+                self.claim(&endpoint.host_ifname, &found).await?;
+                (found.index, found.mac)
             }
             None if endpoint.managed_by == Manager::Docker => {
                 let made = create_veth_pair(
@@ -362,9 +362,9 @@ impl<S: Store> Agent<S> {
 
     /// Marks an existing link the store names as this netd's (links made
     /// before links were marked), unless another netd's mark is on it.
-    async fn claim(&self, ifname: &str, index: u32) -> Result<(), String> {
-        match self.host.alias(ifname).await.map_err(|e| chain(&e))? {
-            Some(mark) if mark == self.owner => Ok(()),
+    async fn claim(&self, ifname: &str, link: &LinkFacts) -> Result<(), String> {
+        match &link.alias {
+            Some(mark) if *mark == self.owner => Ok(()),
             Some(mark) if mark.starts_with(OWNER_PREFIX) => Err(format!(
                 "link {ifname} belongs to another netd ({mark:?}), not this one ({:?})",
                 self.owner
@@ -372,7 +372,7 @@ impl<S: Store> Agent<S> {
             _ => {
                 info!(link = ifname, mark = %self.owner, "marking an endpoint link as this netd's");
                 self.host
-                    .set_alias(index, &self.owner)
+                    .set_alias(link.index, &self.owner)
                     .await
                     .map_err(|e| chain(&e))
             }

@@ -93,6 +93,13 @@ fn an_upgrade_from_layout_1_under_traffic_loses_no_ping_and_keeps_the_counters()
         after >= before + u64::from(sent),
         "{before} + {sent} > {after}"
     );
+    // The old netd's links (no mark) are marked as the new netd's.
+    let links = String::from_utf8_lossy(&w.host.ip(&["-o", "link", "show"]).stdout).into_owned();
+    let marked = links
+        .lines()
+        .filter(|l| l.contains(": ndh") && l.contains("alias netd:"))
+        .count();
+    assert_eq!(marked, 2, "{links}");
     assert!(
         !w.pins.layout.carry().exists(),
         "old maps left under {}",

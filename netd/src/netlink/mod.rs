@@ -121,6 +121,11 @@ impl Netlink {
 
     /// Index and MAC of `name`, if it exists.
     pub async fn index_and_mac(&self, name: &str) -> Result<Option<(u32, Mac)>, LinkError> {
+        Ok(self.link_facts(name).await?.map(|f| (f.index, f.mac)))
+    }
+
+    /// Index, MAC and alias of `name`, in one query, if it exists.
+    pub async fn link_facts(&self, name: &str) -> Result<Option<LinkFacts>, LinkError> {
         Ok(self.link(name).await?.map(|l| {
             let mac = l
                 .attributes
@@ -134,7 +139,11 @@ impl Netlink {
                     _ => None,
                 })
                 .unwrap_or(Mac([0; 6]));
-            (l.header.index, mac)
+            LinkFacts {
+                index: l.header.index,
+                mac,
+                alias: NamedLink::of(&l).alias,
+            }
         }))
     }
 
@@ -236,6 +245,14 @@ impl Netlink {
         }
         Ok(false)
     }
+}
+
+/// What netd reads of an endpoint's host link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub index: u32,
+    pub mac: Mac,
+    pub alias: Option<String>,
 }
 
 /// A link's name and alias.
