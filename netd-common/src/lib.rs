@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod counters;
 pub mod flow;
+pub mod maglev;
 pub mod maps;
 pub mod parse;
 pub mod vxlan;
