@@ -640,6 +640,7 @@ impl<S: Store> Control<S> {
         loop {
             let networks = self.networks().await?;
             let endpoints = self.endpoints().await?;
+            let spec = &self.skip_claimed(spec, &networks, &endpoints).await?;
             let (endpoint, external) = match &spec.external_host {
                 Some(name) => {
                     let (host, revision) = self.external_host(name).await?;
@@ -676,6 +677,38 @@ impl<S: Store> Control<S> {
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
         }
+    }
+
+    /// On a network whose addresses Docker's IPAM also hands out, an
+    /// endpoint with no address asked for gets one that neither an endpoint
+    /// nor a claim holds (endpoints alone do not show the claims).
+    async fn skip_claimed(
+        &self,
+        spec: &EndpointSpec,
+        networks: &[Network],
+        endpoints: &[Endpoint],
+    ) -> Result<EndpointSpec, ControlError> {
+        let network = networks
+            .iter()
+            .find(|n| n.name == spec.network || n.id == spec.network);
+        let (Some(network), None, None) = (network, &spec.ip, &spec.external_host) else {
+            return Ok(spec.clone());
+        };
+        if network.ipam_pool.is_none() {
+            return Ok(spec.clone());
+        }
+        let mut taken = self.addresses_taken(network.address_registry()).await?;
+        taken.extend(
+            endpoints
+                .iter()
+                .filter(|e| e.network == network.id)
+                .map(|e| e.ipv4),
+        );
+        let ip = crate::ipam::allocate(network, &taken, None).map_err(ModelError::from)?;
+        Ok(EndpointSpec {
+            ip: Some(ip.to_string()),
+            ..spec.clone()
+        })
     }
 
     pub async fn delete_endpoint(&self, name_or_id: &str) -> Result<Endpoint, ControlError> {
@@ -1372,6 +1405,17 @@ mod tests {
                 .create_docker_endpoint(&network.id, "e2", Some(ip), None)
                 .await;
             assert!(taken.is_err(), "{taken:?}");
+            // A netd endpoint on that network skips the claimed address.
+            let cli = c
+                .create_endpoint(&ep("cli", &network.id, "/run/netns/cli"))
+                .await
+                .expect("cli endpoint");
+            assert!(
+                cli.ipv4 != ip && cli.ipv4 != next && cli.ipv4 != gw,
+                "{}",
+                cli.ipv4
+            );
+            c.delete_endpoint("cli").await.expect("cli gone");
             // Released claims and the pool's leftovers go.
             c.release_address(&pool.id, next).await.expect("release");
             assert!(c
