@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod report;
+
 use anyhow::{bail, Context};
 use netd_tests::netns::NetNs;
 use serde::Serialize;

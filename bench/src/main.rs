@@ -206,5 +206,38 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", args.json.display()))?;
     println!("\nwritten to {}", args.json.display());
+    netd_bench::report::write_html(
+        &args.json.with_extension("html"),
+        "netd datapath: every program path beside the do-nothing programs",
+        &[format!(
+            "BPF_PROG_TEST_RUN, repeat {}, median of {} rounds; XDP no-op {:.1} ns, TC no-op {:.1} ns.",
+            report.repeat, report.rounds, report.baseline_ns_per_packet, report.tc_baseline_ns_per_packet
+        )],
+        &[
+            netd_bench::report::Bars {
+                title: "ns per packet".into(),
+                unit: "ns/packet",
+                bars: report
+                    .rows
+                    .iter()
+                    .map(|r| (r.path.clone(), r.ns_per_packet))
+                    .collect(),
+            },
+            netd_bench::report::Bars {
+                title: "instructions the verifier processed, per program".into(),
+                unit: "instructions",
+                bars: report
+                    .programs
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.program.to_string(),
+                            f64::from(p.verified_instructions.unwrap_or(0)),
+                        )
+                    })
+                    .collect(),
+            },
+        ],
+    )?;
     Ok(())
 }

@@ -194,8 +194,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let report = serde_json::json!({ "setups": [bridge, netd_setup], "tc_path": cost });
+    let report = serde_json::json!({ "setups": [&bridge, &netd_setup], "tc_path": cost });
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
     println!("written to {}", args.json.display());
+    netd_bench::report::write_html(
+        &args.json.with_extension("html"),
+        "netd on one host against a Linux bridge",
+        &[
+            "Two sandboxes, built in the same run: through netd, and through a bridge with veths."
+                .into(),
+        ],
+        &netd_bench::report::setup_charts(
+            "same host",
+            &[&bridge, &netd_setup],
+            &[
+                ("TC local forward".into(), cost.tc_local_forward_ns),
+                ("TC no-op".into(), cost.tc_baseline_ns),
+                ("XDP no-op".into(), cost.xdp_baseline_ns),
+            ],
+        ),
+    )?;
     Ok(())
 }

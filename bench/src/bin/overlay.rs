@@ -357,11 +357,35 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let report = serde_json::json!({
-        "cross_host": [kernel, netd],
-        "programs": costs,
-        "convergence": converged,
+        "cross_host": [&kernel, &netd],
+        "programs": &costs,
+        "convergence": &converged,
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
     println!("written to {}", args.json.display());
+    let mut charts = netd_bench::report::setup_charts(
+        "cross-host",
+        &[&kernel, &netd],
+        &costs
+            .iter()
+            .map(|c| (c.path.to_string(), c.median_ns))
+            .collect::<Vec<_>>(),
+    );
+    charts.push(netd_bench::report::Bars {
+        title: format!("convergence over {} trials", converged.trials),
+        unit: "ms",
+        bars: vec![
+            ("p50".into(), converged.p50_ms),
+            ("p99".into(), converged.p99_ms),
+            ("max".into(), converged.max_ms),
+            ("create call p50".into(), converged.create_call_p50_ms),
+        ],
+    });
+    netd_bench::report::write_html(
+        &args.json.with_extension("html"),
+        "netd overlay against kernel VXLAN and bridges",
+        &["Two hosts as namespaces on one underlay bridge, built in the same run.".into()],
+        &charts,
+    )?;
     Ok(())
 }
