@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::{
-    control::{Control, ControlError},
+    control::{Control, ControlError, Model},
     dataplane::{
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
@@ -166,8 +166,13 @@ impl<S: Store> Agent<S> {
     /// failures are reported, not fatal: the rest of the host converges.
     pub async fn reconcile(&self) -> Result<Report, AgentError> {
         let mut state = self.state.lock().await;
-        let model = self.control.model().await?;
-        let (networks, endpoints) = (&model.networks, &model.endpoints);
+        let Model {
+            revision,
+            networks,
+            endpoints,
+            hosts: members,
+        } = self.control.model().await?;
+        let (networks, endpoints) = (&networks, &endpoints);
         let mut report = Report::default();
 
         // 1. Links for every endpoint (make before the maps point at them).
@@ -189,7 +194,7 @@ impl<S: Store> Agent<S> {
         }
 
         // 2. Maps, including removal of whatever is stale.
-        let hosts = self.hosts_to_forward_to(&mut state, model.hosts.clone(), &mut report);
+        let hosts = self.hosts_to_forward_to(&mut state, members, &mut report);
         let cluster = Cluster {
             me: self.control.host(),
             hosts: &hosts,
@@ -242,7 +247,7 @@ impl<S: Store> Agent<S> {
             );
         }
         self.applied.send_replace(Applied {
-            revision: model.revision,
+            revision,
             failures: report.failures.clone(),
         });
         Ok(report)

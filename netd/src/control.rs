@@ -353,16 +353,11 @@ impl<S: Store> Control<S> {
         networks.sort_by(|a, b| a.name.cmp(&b.name));
         let mut endpoints: Vec<Endpoint> = self.decode_all(ENDPOINTS, entries);
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut hosts: Vec<Host> = self.decode_all(MEMBERS, entries);
-        for host in &mut hosts {
-            host.alive = host.external || entries.contains_key(&host_key(&host.name));
-        }
-        hosts.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Model {
             revision: snapshot.revision,
             networks,
             endpoints,
-            hosts,
+            hosts: self.members_in(entries),
         })
     }
 
@@ -394,19 +389,23 @@ impl<S: Store> Control<S> {
     /// Every host of the cluster, each marked alive when its netd holds its
     /// registration (external hosts always are).
     pub async fn hosts(&self) -> Result<Vec<Host>, ControlError> {
-        let registered: BTreeSet<String> = self
-            .store
-            .list(HOSTS)
-            .await?
-            .into_keys()
-            .map(|key| key[HOSTS.len()..].to_string())
-            .collect();
-        let mut list: Vec<Host> = self.load(MEMBERS).await?;
-        for host in &mut list {
-            host.alive = host.external || registered.contains(&host.name);
+        let mut entries = self.store.list(MEMBERS).await?;
+        entries.extend(self.store.list(HOSTS).await?);
+        Ok(self.members_in(&entries))
+    }
+
+    /// The members in `entries`, sorted by name, each marked alive when
+    /// `entries` also holds its registration (external hosts always are).
+    fn members_in(
+        &self,
+        entries: &std::collections::BTreeMap<String, crate::store::Versioned>,
+    ) -> Vec<Host> {
+        let mut hosts: Vec<Host> = self.decode_all(MEMBERS, entries);
+        for host in &mut hosts {
+            host.alive = host.external || entries.contains_key(&host_key(&host.name));
         }
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(list)
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        hosts
     }
 
     /// Records this netd's host as a member of the cluster (once: its
