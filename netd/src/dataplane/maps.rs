@@ -400,7 +400,7 @@ impl FakeMaps {
     /// The declaration `table` falls under: its own, or its outer map's
     /// for an inner table (`OUTER/<key>`).
     fn decl_of(&self, table: &str) -> Option<&TableDecl> {
-        let outer = table.split('/').next().unwrap_or(table);
+        let (outer, _) = tables::outer_of(table);
         self.tables.iter().find(|t| t.name == outer)
     }
 }
@@ -421,7 +421,7 @@ impl MapWriter for FakeMaps {
         let decl = *self
             .decl_of(&name)
             .ok_or(MapWriteError::Unknown { map: name.clone() })?;
-        let sized = !name.contains('/') && decl.kind != MapKind::HashOfMaps;
+        let sized = !tables::outer_of(&name).1 && decl.kind != MapKind::HashOfMaps;
         match op {
             MapOp::Put { key, value, .. } => {
                 if sized && value.len() as u32 != decl.value_size {
@@ -455,8 +455,10 @@ impl MapWriter for FakeMaps {
     fn capacity(&self, table: &str) -> Option<u32> {
         self.capacities.get(table).copied().or_else(|| {
             // Inner tables: the inner declaration's size, named OUTER/*.
-            let outer = table.split('/').next()?;
-            self.capacities.get(&format!("{outer}/*")).copied()
+            match tables::outer_of(table) {
+                (outer, true) => self.capacities.get(&format!("{outer}/*")).copied(),
+                _ => None,
+            }
         })
     }
 

@@ -148,10 +148,7 @@ pub fn compile(
 /// for an inner table (`OUTER/<key>`) just before its outer map, which
 /// points at it. `None` for a table that is not declared.
 fn write_rank(tables: &[TableDecl], table: &str) -> Option<(u8, bool)> {
-    let (outer, inner) = match table.split_once('/') {
-        Some((outer, _)) => (outer, true),
-        None => (table, false),
-    };
+    let (outer, inner) = tables::outer_of(table);
     let order = tables.iter().find(|t| t.name == outer)?.order()?;
     Some((order, !inner))
 }

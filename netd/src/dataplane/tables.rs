@@ -170,6 +170,16 @@ pub const TABLES: &[TableDecl] = &[
     META.array(1, Owner::Netd),
 ];
 
+/// An inner table of a map of maps is named `OUTER/<key as hex>`, and its
+/// declaration `OUTER/*`. The outer map's name, and whether `table` is an
+/// inner table.
+pub fn outer_of(table: &str) -> (&str, bool) {
+    match table.split_once('/') {
+        Some((outer, _)) => (outer, true),
+        None => (table, false),
+    }
+}
+
 pub fn decl(name: &str) -> Option<&'static TableDecl> {
     TABLES.iter().find(|t| t.name == name)
 }
