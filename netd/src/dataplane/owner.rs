@@ -3,7 +3,7 @@
 //! would compile an empty model into them and cut every container off, so
 //! it refuses to start instead, before it touches a map or a link.
 
-use aya::maps::{Array, Map, MapData, MapError};
+use aya::maps::{Array, MapData, MapError};
 use netd_common::{
     map_names,
     maps::{PinMeta, LAYOUT_VERSION},
@@ -41,8 +41,7 @@ pub fn read_meta(layout: &PinLayout) -> Result<Option<PinMeta>, OwnerError> {
         path: path.display().to_string(),
         source,
     };
-    let data = MapData::from_pin(&path).map_err(err)?;
-    let map = Map::from_map_data(data).map_err(err)?;
+    let map = super::pins::open_pinned_map(&path).map_err(err)?;
     let meta: Array<MapData, PinMeta> = Array::try_from(map).map_err(err)?;
     meta.get(&0, 0).map(Some).map_err(err)
 }

@@ -84,6 +84,12 @@ impl PinLayout {
 
 const XDP_LINK_PREFIX: &str = "xdp-";
 
+/// The map pinned at `path`, whatever its type (checked by the caller's
+/// `try_from`).
+pub fn open_pinned_map(path: &Path) -> Result<aya::maps::Map, aya::maps::MapError> {
+    aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(path)?)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(

@@ -13,9 +13,12 @@
 //! A netd killed half way finds the pin under `carry/` at its next start
 //! and copies again.
 
-use std::{fs, io, path::PathBuf};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
 
-use aya::maps::{Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues};
+use aya::maps::{MapData, MapError, MapInfo, PerCpuArray, PerCpuValues};
 use netd_common::{
     counters::{layout_v1, Counter},
     map_names,
@@ -25,6 +28,7 @@ use tracing::{info, warn};
 
 use super::{
     owner,
+    pins::open_pinned_map,
     tables::{MapKind, TableDecl, TABLES},
     PinLayout,
 };
@@ -221,18 +225,14 @@ impl Upgrade {
     }
 }
 
-fn open(path: &PathBuf) -> Result<Map, MapError> {
-    Map::from_map_data(MapData::from_pin(path)?)
-}
-
 /// Every entry of `old` into `new` (which may be smaller: what does not
 /// fit is left to the reconciler, which reports it).
-fn copy_entries(decl: &TableDecl, old: &PathBuf, new: &PathBuf) -> Result<usize, MapError> {
+fn copy_entries(decl: &TableDecl, old: &Path, new: &Path) -> Result<usize, MapError> {
     let Some(opener) = decl.open else {
         return Ok(0);
     };
-    let from = opener(open(old)?)?;
-    let mut to = opener(open(new)?)?;
+    let from = opener(open_pinned_map(old)?)?;
+    let mut to = opener(open_pinned_map(new)?)?;
     let mut copied = 0;
     for (k, v) in from.read()? {
         match to.put(&k, &v) {
@@ -243,9 +243,9 @@ fn copy_entries(decl: &TableDecl, old: &PathBuf, new: &PathBuf) -> Result<usize,
     Ok(copied)
 }
 
-fn copy_counters_v1(old: &PathBuf, new: &PathBuf) -> Result<usize, MapError> {
-    let from: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(old)?)?;
-    let mut to: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(new)?)?;
+fn copy_counters_v1(old: &Path, new: &Path) -> Result<usize, MapError> {
+    let from: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open_pinned_map(old)?)?;
+    let mut to: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open_pinned_map(new)?)?;
     for slot in 0..layout_v1::SLOTS {
         let values = from.get(&slot, 0)?;
         let per_cpu: Vec<Counter> = values.iter().copied().collect();
