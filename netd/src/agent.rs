@@ -16,7 +16,7 @@ use crate::{
     control::{Control, ControlError, Model},
     dataplane::{
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
-        maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
+        maps::{fill, KernelMaps, MapFill, MapWriteError, MapWriter},
         reconcile::{compile, reconcile, Cluster, HostLink},
         Datapath,
     },
@@ -401,11 +401,6 @@ impl<S: Store> Agent<S> {
             .unwrap_or_default();
         names.sort();
         names
-    }
-
-    /// What the forwarding maps hold now.
-    pub async fn current_maps(&self) -> Result<MapState, AgentError> {
-        Ok(self.state.lock().await.maps.read()?)
     }
 
     /// How full each control map is now, against the kernel's capacities.
