@@ -86,8 +86,7 @@ async fn serve<S: Store>(
         .cluster_id()
         .await
         .context("reading the store's id")?;
-    owner::check_owner(layout, &cluster_id)?;
-    let mut datapath = load_keeping_state(layout, logging::bpf_log_level(log_level))?;
+    let mut datapath = load_keeping_state(layout, &cluster_id, logging::bpf_log_level(log_level))?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
     logging::forward_bpf_logs(datapath.ebpf_mut());
     let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
@@ -205,10 +204,15 @@ async fn serve<S: Store>(
     Ok(())
 }
 
-/// Loads the object over the pinned maps: checks them all first, carries
-/// over what has another shape, refuses what cannot be (nothing changed).
-fn load_keeping_state(layout: &PinLayout, bpf_log_level: u8) -> anyhow::Result<Datapath> {
-    let upgrade = Upgrade::check(layout)?;
+/// Loads the object over the pinned maps: checks first that they are this
+/// store's and what each holds, carries over what has another shape,
+/// refuses what cannot be (nothing changed).
+fn load_keeping_state(
+    layout: &PinLayout,
+    cluster_id: &str,
+    bpf_log_level: u8,
+) -> anyhow::Result<Datapath> {
+    let upgrade = Upgrade::check(layout, cluster_id)?;
     if let Some(from) = upgrade.from_layout.filter(|l| *l != LAYOUT_VERSION) {
         info!(
             from,

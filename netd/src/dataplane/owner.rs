@@ -48,11 +48,15 @@ pub fn read_meta(layout: &PinLayout) -> Result<Option<PinMeta>, OwnerError> {
 
 /// Refuses a pin path whose datapath another store made. Pins that name no
 /// owner (new, or made before owners were recorded) are anyone's.
-pub fn check_owner(layout: &PinLayout, cluster_id: &str) -> Result<(), OwnerError> {
-    let Some(meta) = read_meta(layout)? else {
+pub fn check_owner(
+    layout: &PinLayout,
+    meta: Option<&PinMeta>,
+    cluster_id: &str,
+) -> Result<(), OwnerError> {
+    let Some(meta) = meta else {
         return Ok(());
     };
-    let theirs = owner_id(&meta);
+    let theirs = owner_id(meta);
     if theirs.is_empty() || theirs == cluster_id {
         return Ok(());
     }

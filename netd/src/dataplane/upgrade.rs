@@ -111,9 +111,11 @@ fn carry_for(decl: &TableDecl, info: &MapInfo) -> Option<Option<Carry>> {
 }
 
 impl Upgrade {
-    /// Checks every pinned map; refuses before anything is changed.
-    pub fn check(layout: &PinLayout) -> Result<Self, UpgradeError> {
+    /// Checks that the pins are this store's (`cluster_id`) and every
+    /// pinned map; refuses before anything is changed.
+    pub fn check(layout: &PinLayout, cluster_id: &str) -> Result<Self, UpgradeError> {
         let meta = owner::read_meta(layout)?;
+        owner::check_owner(layout, meta.as_ref(), cluster_id)?;
         let mut upgrade = Upgrade::default();
         if let Some(meta) = meta {
             if meta.layout > LAYOUT_VERSION {
