@@ -103,10 +103,16 @@ pub enum DropReason {
     /// IPv6 from a container: netd does not forward it yet, and it must not
     /// reach the host unchecked.
     Ipv6 = 9,
+    /// To a service port whose service has no backend taking new flows.
+    NoBackend = 10,
+    /// To a VIP on a port (or protocol) the service does not have.
+    NoServicePort = 11,
+    /// A translation could not be written (a helper refused it).
+    NatFailed = 12,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -117,6 +123,9 @@ impl DropReason {
         DropReason::NotHere,
         DropReason::EncapFailed,
         DropReason::Ipv6,
+        DropReason::NoBackend,
+        DropReason::NoServicePort,
+        DropReason::NatFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -131,6 +140,9 @@ impl DropReason {
             DropReason::NotHere => "not_here",
             DropReason::EncapFailed => "encap_failed",
             DropReason::Ipv6 => "ipv6",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NoServicePort => "no_service_port",
+            DropReason::NatFailed => "nat_failed",
         }
     }
 }

@@ -9,7 +9,9 @@ pub mod counters;
 pub mod flow;
 pub mod maglev;
 pub mod maps;
+pub mod nat;
 pub mod parse;
+pub mod service;
 pub mod vxlan;
 
 /// Names of the maps declared by netd-ebpf; the daemon opens them by name.
@@ -33,6 +35,18 @@ pub mod map_names {
     pub const OVERLAY: &str = "NETD_OVERLAY";
     /// [`crate::maps::PinMeta`], one entry: owner and layout of the pins.
     pub const META: &str = "NETD_META";
+    /// [`crate::service::ServiceEntry`] by [`crate::service::ServiceKey`].
+    pub const SERVICES: &str = "NETD_SERVICES";
+    /// [`crate::service::VipEntry`] by VIP.
+    pub const VIPS: &str = "NETD_VIPS";
+    /// [`crate::service::BackendEntry`] by backend id.
+    pub const BACKENDS: &str = "NETD_BACKENDS";
+    /// [`crate::service::MaglevTable`] by service index.
+    pub const MAGLEV: &str = "NETD_MAGLEV";
+    /// [`crate::service::CtEntry`] by the client's [`crate::service::CtTuple`] (LRU).
+    pub const CT: &str = "NETD_CT";
+    /// [`crate::service::RevNatEntry`] by the reply's tuple (LRU).
+    pub const REV_NAT: &str = "NETD_REV_NAT";
 }
 
 /// Names of the programs in netd-ebpf, as aya sees them.

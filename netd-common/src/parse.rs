@@ -202,6 +202,22 @@ fn be16(b: [u8; 2]) -> u16 {
 /// transport header.
 #[inline(always)]
 pub fn parse<F: Frame + ?Sized>(frame: &F) -> Result<Headers, ParseError> {
+    parse_with::<F, true>(frame)
+}
+
+/// As [`parse`], for a hook that never looks at IPv6 addresses: they come
+/// back as zeros (the packet is still checked whole). In BPF this keeps
+/// the IPv6 variant's bytes constant, so LLVM never merges them with the
+/// undefined bytes of the smaller variants (see `netd-ebpf`'s outcome).
+#[inline(always)]
+pub fn parse_without_ipv6_addresses<F: Frame + ?Sized>(frame: &F) -> Result<Headers, ParseError> {
+    parse_with::<F, false>(frame)
+}
+
+#[inline(always)]
+fn parse_with<F: Frame + ?Sized, const IPV6_ADDRESSES: bool>(
+    frame: &F,
+) -> Result<Headers, ParseError> {
     let mut ethertype = be16(read(frame, 12)?);
     let mut offset = ETH_HLEN;
     let mut vlan_tags = 0u8;
@@ -221,7 +237,7 @@ pub fn parse<F: Frame + ?Sized>(frame: &F) -> Result<Headers, ParseError> {
     let (l3, l4_offset, l4) = match ethertype {
         ETH_P_ARP => (parse_arp(frame, offset)?, 0, L4::None),
         ETH_P_IPV4 => parse_ipv4(frame, offset)?,
-        ETH_P_IPV6 => parse_ipv6(frame, offset)?,
+        ETH_P_IPV6 => parse_ipv6::<F, IPV6_ADDRESSES>(frame, offset)?,
         other => (L3::Other(other), 0, L4::None),
     };
     Ok(Headers {
@@ -303,7 +319,10 @@ fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize) -> Result<(L3, u16, L
 }
 
 #[inline(always)]
-fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Result<(L3, u16, L4), ParseError> {
+fn parse_ipv6<F: Frame + ?Sized, const ADDRESSES: bool>(
+    frame: &F,
+    offset: usize,
+) -> Result<(L3, u16, L4), ParseError> {
     let hdr: [u8; IPV6_HLEN] = read(frame, offset)?;
     if hdr[0] >> 4 != 6 {
         return Err(ParseError::BadIpVersion);
@@ -322,9 +341,11 @@ fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize) -> Result<(L3, u16, L
     let l4_end = offset + IPV6_HLEN + payload_len;
 
     let mut src = [0u8; 16];
-    src.copy_from_slice(&hdr[8..24]);
     let mut dst = [0u8; 16];
-    dst.copy_from_slice(&hdr[24..40]);
+    if ADDRESSES {
+        src.copy_from_slice(&hdr[8..24]);
+        dst.copy_from_slice(&hdr[24..40]);
+    }
 
     let mut next_header = hdr[6];
     let mut l4_offset = offset + IPV6_HLEN;

@@ -13,7 +13,9 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    parse::{parse, Frame, Headers, L3},
+    maps::LocalEndpointEntry,
+    nat::Nat,
+    parse::{parse_without_ipv6_addresses, Frame, Headers, Ipv4, L3},
 };
 
 use crate::{
@@ -21,8 +23,10 @@ use crate::{
     frame::PacketFrame,
     maps::NETD_LOCAL_EPS,
     metrics,
-    outcome::{Delivery, EndpointAction, Outcome},
+    nat::{self, Target},
+    outcome::{ArpAnswer, Delivery, EndpointAction, EndpointStep, Outcome, Plan, Step},
     overlay,
+    service::{self, ToService},
 };
 
 const HOOK: Hook = Hook::TcEndpoint;
@@ -35,45 +39,52 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
     // SAFETY: reading a field of the skb the program was given.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let frame = PacketFrame::tc(&ctx);
-    let (outcome, headers) = decide(&frame, ifindex);
-    match outcome {
-        Outcome::Pass => {
+    let plan = decide(&frame, ifindex, bytes);
+    // Usually the sender already addressed the peer (its ARP answer): only
+    // a frame sent to the gateway's MAC needs the rewrite. Read before the
+    // writer's helpers invalidate the packet pointers.
+    let (outcome, action) = (plan.outcome, plan.outcome.action);
+    let addressed = outcome.step == Step::Act
+        && action.step == EndpointStep::Deliver
+        && frame.read::<6>(ETH_DST) == Some(action.deliver.mac);
+    if nat::apply(&ctx, 0, &plan.at, &plan.nat).is_err() {
+        return drop(&ctx, DropReason::NatFailed, bytes);
+    }
+    match outcome.step {
+        Step::Pass => {
             metrics::count_verdict(HOOK, Verdict::Pass, bytes);
             TC_ACT_OK
         }
-        Outcome::Drop(reason) => drop(&ctx, reason, bytes),
-        Outcome::Act(EndpointAction::Deliver(Delivery { ifindex, mac })) => {
-            // Usually the sender already addressed the peer (its ARP answer):
-            // only a frame sent to the gateway's MAC needs the rewrite.
-            let addressed = frame.read::<6>(ETH_DST) == Some(mac);
-            if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
-                return drop(&ctx, DropReason::Malformed, bytes);
+        Step::Drop => drop(&ctx, outcome.reason, bytes),
+        Step::Act => match action.step {
+            EndpointStep::Deliver => {
+                let Delivery { ifindex, mac } = action.deliver;
+                if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
+                    return drop(&ctx, DropReason::Malformed, bytes);
+                }
+                metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+                // SAFETY: plain helper call; the kernel checks the ifindex.
+                unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
             }
-            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
-            // SAFETY: plain helper call; the kernel checks the ifindex.
-            unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
-        }
-        Outcome::Act(EndpointAction::Encap(e)) => {
-            let hash = headers
-                .as_ref()
-                .map(netd_common::flow::headers_hash)
-                .unwrap_or(0);
-            if overlay::write_encap(&ctx, &e, hash).is_err() {
-                return drop(&ctx, DropReason::EncapFailed, bytes);
+            EndpointStep::Encap => {
+                let e = action.encap;
+                if overlay::write_encap(&ctx, &e, plan.at.flow_hash()).is_err() {
+                    return drop(&ctx, DropReason::EncapFailed, bytes);
+                }
+                metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+                // The kernel picks the next hop and its MAC for the outer header.
+                // SAFETY: plain helper call; the kernel checks the ifindex.
+                unsafe { bpf_redirect_neigh(e.uplink, core::ptr::null_mut(), 0, 0) as i32 }
             }
-            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
-            // The kernel picks the next hop and its MAC for the outer header.
-            // SAFETY: plain helper call; the kernel checks the ifindex.
-            unsafe { bpf_redirect_neigh(e.uplink, core::ptr::null_mut(), 0, 0) as i32 }
-        }
-        Outcome::Act(EndpointAction::ArpReply { ip, mac }) => match headers {
-            Some(h) if write_arp_reply(&ctx, &h, ip, mac).is_ok() => {
+            EndpointStep::ArpReply => {
+                if write_arp_reply(&ctx, &action.arp).is_err() {
+                    return drop(&ctx, DropReason::Malformed, bytes);
+                }
                 metrics::count_verdict(HOOK, Verdict::Tx, bytes);
                 // Back out of the host veth, to the container that asked.
                 // SAFETY: plain helper call.
                 unsafe { bpf_redirect(ifindex, 0) as i32 }
             }
-            _ => drop(&ctx, DropReason::Malformed, bytes),
         },
     }
 }
@@ -86,46 +97,74 @@ fn drop(ctx: &TcContext, reason: DropReason, bytes: u64) -> i32 {
 }
 
 #[inline(always)]
-fn decide(frame: &PacketFrame, ifindex: u32) -> (Outcome<EndpointAction>, Option<Headers>) {
-    let headers = match parse(frame) {
+fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction> {
+    let headers = match parse_without_ipv6_addresses(frame) {
         Ok(headers) => headers,
-        Err(error) => return (Outcome::Drop(error.drop_reason()), None),
+        Err(error) => return Outcome::drop(error.drop_reason()).into(),
     };
     if let L3::Other(_) = headers.l3 {
-        return (Outcome::Drop(DropReason::UnknownL3), Some(headers));
+        return Outcome::drop(DropReason::UnknownL3).into();
     }
     // SAFETY: the value is copied out at once.
     let Some(me) = (unsafe { NETD_LOCAL_EPS.get(&ifindex) }).copied() else {
-        return (Outcome::Pass, Some(headers));
+        return Outcome::pass().into();
     };
     let Some(src_mac) = frame_src_mac(frame) else {
-        return (Outcome::Drop(DropReason::Malformed), Some(headers));
+        return Outcome::drop(DropReason::Malformed).into();
     };
-    let outcome = match headers.l3 {
-        L3::Arp(arp) => {
+    let plan = match headers.l3 {
+        L3::Arp(arp) => Plan::from({
             // 0.0.0.0 is a duplicate-address probe (RFC 5227).
             if src_mac != me.mac
                 || arp.sender_mac != me.mac
                 || (arp.sender_ip != me.ipv4 && arp.sender_ip != [0; 4])
             {
-                Outcome::Drop(DropReason::Spoofed)
+                Outcome::drop(DropReason::Spoofed)
             } else {
-                arp::answer(&me, &arp)
+                arp::answer(&me, &arp, headers.l3_offset)
             }
-        }
+        }),
         L3::Ipv4(ip) => {
             if src_mac != me.mac || ip.src != me.ipv4 {
-                Outcome::Drop(DropReason::Spoofed)
+                Outcome::drop(DropReason::Spoofed).into()
             } else {
-                forward::ipv4(&me, ip.dst)
+                ipv4(&me, &ip, &headers, bytes)
             }
         }
         // Not forwarded by netd yet, and it must not reach the host with
         // nothing but a MAC check (policy would have a bypass).
-        L3::Ipv6(_) => Outcome::Drop(DropReason::Ipv6),
-        L3::Other(_) => Outcome::Drop(DropReason::UnknownL3),
+        L3::Ipv6(_) => Outcome::drop(DropReason::Ipv6).into(),
+        L3::Other(_) => Outcome::drop(DropReason::UnknownL3).into(),
     };
-    (outcome, Some(headers))
+    plan
+}
+
+/// Stages for IPv4 from a container, in order: a reply from a backend
+/// (reverse NAT), a packet to a VIP (service), plain forwarding.
+#[inline(always)]
+fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<EndpointAction> {
+    let at = Target::of(h);
+    if let Some((nat, client)) = service::reply(ip, &h.l4) {
+        return Plan {
+            nat,
+            at,
+            outcome: forward::ipv4(me, client),
+        };
+    }
+    match service::from_client(me, ip, &h.l4, bytes) {
+        // Not a VIP: `at` still gives the encap its flow hash.
+        ToService::No => Plan {
+            nat: Nat::NONE,
+            at,
+            outcome: forward::ipv4(me, ip.dst),
+        },
+        ToService::Drop(reason) => Outcome::drop(reason).into(),
+        ToService::Nat { nat, route_to } => Plan {
+            nat,
+            at,
+            outcome: forward::ipv4(me, route_to),
+        },
+    }
 }
 
 #[inline(always)]
@@ -133,18 +172,24 @@ fn frame_src_mac(frame: &PacketFrame) -> Option<[u8; 6]> {
     frame.read::<6>(ETH_SRC)
 }
 
-/// Turns the request in place into the reply "`ip` is at `mac`".
+/// Turns the request in place into the reply `answer`.
 #[inline(always)]
-fn write_arp_reply(ctx: &TcContext, h: &Headers, ip: [u8; 4], mac: [u8; 6]) -> Result<(), i64> {
-    let L3::Arp(req) = h.l3 else { return Err(-1) };
-    let arp = h.l3_offset as usize;
-    ctx.store(ETH_DST, &req.sender_mac, 0)?;
+fn write_arp_reply(ctx: &TcContext, answer: &ArpAnswer) -> Result<(), i64> {
+    let ArpAnswer {
+        ip,
+        mac,
+        asker_ip,
+        asker_mac,
+        at,
+    } = *answer;
+    let arp = at as usize;
+    ctx.store(ETH_DST, &asker_mac, 0)?;
     ctx.store(ETH_SRC, &mac, 0)?;
     ctx.store(arp + 6, &[0u8, 2], 0)?; // op: reply
     ctx.store(arp + 8, &mac, 0)?; // sender hardware address
     ctx.store(arp + 14, &ip, 0)?; // sender protocol address
-    ctx.store(arp + 18, &req.sender_mac, 0)?; // target hardware address
-    ctx.store(arp + 24, &req.sender_ip, 0)?; // target protocol address
+    ctx.store(arp + 18, &asker_mac, 0)?; // target hardware address
+    ctx.store(arp + 24, &asker_ip, 0)?; // target protocol address
     Ok(())
 }
 

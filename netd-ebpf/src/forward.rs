@@ -14,17 +14,17 @@ use crate::{
 pub fn ipv4(me: &LocalEndpointEntry, dst: [u8; 4]) -> Outcome<EndpointAction> {
     // SAFETY: map values are read, not kept.
     let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&dst) }).copied() else {
-        return Outcome::Pass;
+        return Outcome::pass();
     };
     if peer.network != me.network {
-        return Outcome::Drop(DropReason::Isolation);
+        return Outcome::drop(DropReason::Isolation);
     }
     if peer.ifindex == 0 {
         return crate::overlay::encap_to(&peer, me.mac);
     }
     // A stale entry: the host stack has the last word, as before netd.
     match deliver::to_local(&peer) {
-        Some(delivery) => Outcome::Act(EndpointAction::Deliver(delivery)),
-        None => Outcome::Pass,
+        Some(delivery) => Outcome::act(EndpointAction::deliver(delivery)),
+        None => Outcome::pass(),
     }
 }

@@ -13,8 +13,10 @@ mod forward;
 mod frame;
 mod maps;
 mod metrics;
+mod nat;
 mod outcome;
 mod overlay;
+mod service;
 mod uplink;
 
 #[cfg(not(test))]

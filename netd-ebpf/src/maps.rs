@@ -3,14 +3,19 @@
 //! forwarding with the state they have.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
+    },
+    service::{
+        BackendEntry, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry, ServiceKey,
+        VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS, MAX_VIPS,
     },
 };
 
@@ -49,3 +54,31 @@ pub static NETD_OVERLAY: Array<OverlayConfig> = Array::pinned(1, 0);
 /// Whose pins these are and their layout version: read and written by netd only.
 #[map(name = "NETD_META")]
 pub static NETD_META: Array<PinMeta> = Array::pinned(1, 0);
+
+/// Service ports by (VIP, port, protocol): the service's table and target port.
+#[map(name = "NETD_SERVICES")]
+pub static NETD_SERVICES: HashMap<ServiceKey, ServiceEntry> = HashMap::pinned(MAX_SERVICE_PORTS, 0);
+
+/// VIPs: their network (isolation, ARP).
+#[map(name = "NETD_VIPS")]
+pub static NETD_VIPS: HashMap<[u8; 4], VipEntry> = HashMap::pinned(MAX_VIPS, 0);
+
+/// Backends by id: address, service and state.
+#[map(name = "NETD_BACKENDS")]
+pub static NETD_BACKENDS: HashMap<u32, BackendEntry> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Each service's Maglev table, by service index. Not preallocated: a
+/// table costs memory only while its service exists.
+#[map(name = "NETD_MAGLEV")]
+pub static NETD_MAGLEV: HashMap<u32, MaglevTable> =
+    HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
+
+/// Conntrack: the backend each client flow to a VIP was given. Written
+/// here, swept by netd.
+#[map(name = "NETD_CT")]
+pub static NETD_CT: LruHashMap<CtTuple, CtEntry> = LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// Reverse NAT: what a reply from a backend is rewritten to.
+#[map(name = "NETD_REV_NAT")]
+pub static NETD_REV_NAT: LruHashMap<CtTuple, RevNatEntry> =
+    LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);

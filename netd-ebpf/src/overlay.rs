@@ -13,7 +13,8 @@ use aya_ebpf::{
 use netd_common::{
     counters::DropReason,
     maps::{EndpointEntry, VXLAN_OVERHEAD, VXLAN_PORT},
-    parse::{Frame, Headers, L3, L4},
+    nat::Nat,
+    parse::{parse, Frame, Headers, L3, L4},
     vxlan,
 };
 
@@ -21,7 +22,9 @@ use crate::{
     deliver,
     frame::PacketFrame,
     maps::{NETD_ENDPOINTS, NETD_HOSTS, NETD_HOST_BY_IP, NETD_NETWORKS, NETD_OVERLAY, NETD_VNIS},
+    nat::Target,
     outcome::{EndpointAction, Outcome, UplinkAction},
+    service,
 };
 
 const INNER_L2: u64 = 14;
@@ -29,7 +32,7 @@ const INNER_L2: u64 = 14;
 const ENCAP_L2_FLAGS: u64 = (INNER_L2 & 0xff) << 56;
 
 /// Everything the encapsulation writes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Encap {
     pub vni: u32,
     pub local: [u8; 4],
@@ -49,12 +52,12 @@ pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome<EndpointActio
         unsafe { NETD_HOSTS.get(&u32::from(peer.host)) }.copied(),
         NETD_OVERLAY.get(0).copied(),
     ) else {
-        return Outcome::Drop(DropReason::EncapFailed);
+        return Outcome::drop(DropReason::EncapFailed);
     };
     if network.vni == 0 || config.underlay == [0; 4] {
-        return Outcome::Drop(DropReason::EncapFailed);
+        return Outcome::drop(DropReason::EncapFailed);
     }
-    Outcome::Act(EndpointAction::Encap(Encap {
+    Outcome::act(EndpointAction::encap(Encap {
         vni: network.vni,
         local: config.underlay,
         remote: host.underlay,
@@ -64,70 +67,79 @@ pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome<EndpointActio
     }))
 }
 
-/// What XDP does with a packet from the underlay: `None` when it is not
+/// What XDP does with a packet from the underlay: pass when it is not
 /// VXLAN for this host (the host stack's business).
 #[inline(always)]
-pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Option<Outcome<UplinkAction>> {
+pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction> {
     let (L3::Ipv4(ip), L4::Udp { dst_port, .. }) = (h.l3, h.l4) else {
-        return None;
+        return Outcome::pass();
     };
     if u16::from_be_bytes(dst_port) != VXLAN_PORT {
-        return None;
+        return Outcome::pass();
     }
-    let config = NETD_OVERLAY.get(0).copied()?;
+    let Some(config) = NETD_OVERLAY.get(0).copied() else {
+        return Outcome::pass();
+    };
     if config.underlay == [0; 4] || ip.dst != config.underlay {
-        return None;
+        return Outcome::pass();
     }
     // VXLAN from a sender that is no host of the cluster, or (below) with
     // a VNI of no network here, is not netd's: a kernel VXLAN device or
     // another overlay on this host may own it.
     // SAFETY: map values are read, not kept.
-    let sender = unsafe { NETD_HOST_BY_IP.get(&ip.src) }.copied()?;
+    let Some(sender) = unsafe { NETD_HOST_BY_IP.get(&ip.src) }.copied() else {
+        return Outcome::pass();
+    };
     let vxlan_at = h.l4_offset as usize + 8;
     let Some(vxlan) = frame.read::<8>(vxlan_at) else {
-        return Some(Outcome::Drop(DropReason::Malformed));
+        return Outcome::drop(DropReason::Malformed);
     };
     if vxlan[0] & vxlan::FLAG_VNI == 0 {
-        return Some(Outcome::Drop(DropReason::Malformed));
+        return Outcome::drop(DropReason::Malformed);
     }
     let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
     // SAFETY: as above.
-    let network = (unsafe { NETD_VNIS.get(&vni) }).copied()?;
+    let Some(network) = (unsafe { NETD_VNIS.get(&vni) }).copied() else {
+        return Outcome::pass();
+    };
     let inner = vxlan_at + 8;
-    let Some(ethertype) = frame.read::<2>(inner + 12) else {
-        return Some(Outcome::Drop(DropReason::Malformed));
+    let Some(inner_frame) = frame.from(inner) else {
+        return Outcome::drop(DropReason::Malformed);
     };
-    if ethertype != [0x08, 0x00] {
-        return Some(Outcome::Drop(DropReason::UnknownL3));
-    }
-    let Some(inner_ip) = frame.read::<20>(inner + 14) else {
-        return Some(Outcome::Drop(DropReason::Malformed));
+    let inner_headers = match parse(&inner_frame) {
+        Ok(h) => h,
+        Err(e) => return Outcome::drop(e.drop_reason()),
     };
-    if inner_ip[0] >> 4 != 4 {
-        return Some(Outcome::Drop(DropReason::Malformed));
-    }
+    let L3::Ipv4(inner_ip) = inner_headers.l3 else {
+        return Outcome::drop(DropReason::UnknownL3);
+    };
     // The inner source must be an endpoint of that network on the host that
     // sent it: a host can speak only for its own endpoints.
-    let src = [inner_ip[12], inner_ip[13], inner_ip[14], inner_ip[15]];
     // SAFETY: as above.
-    match unsafe { NETD_ENDPOINTS.get(&src) } {
+    match unsafe { NETD_ENDPOINTS.get(&inner_ip.src) } {
         Some(e) if u32::from(e.host) == sender && e.ifindex == 0 && e.network == network => {}
-        _ => return Some(Outcome::Drop(DropReason::Spoofed)),
+        _ => return Outcome::drop(DropReason::Spoofed),
     }
-    let dst = [inner_ip[16], inner_ip[17], inner_ip[18], inner_ip[19]];
+    // A backend's reply to a client of this host: back to VIP:port.
+    let nat = match service::reply(&inner_ip, &inner_headers.l4) {
+        Some((nat, _)) => nat,
+        None => Nat::NONE,
+    };
     // SAFETY: as above.
-    let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&dst) }).copied() else {
-        return Some(Outcome::Drop(DropReason::NotHere));
+    let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&inner_ip.dst) }).copied() else {
+        return Outcome::drop(DropReason::NotHere);
     };
     if peer.ifindex == 0 || peer.network != network {
-        return Some(Outcome::Drop(DropReason::NotHere));
+        return Outcome::drop(DropReason::NotHere);
     }
     match deliver::to_local(&peer) {
-        Some(into) => Some(Outcome::Act(UplinkAction::Decap {
+        Some(into) => Outcome::act(UplinkAction {
             strip: inner as u32,
             into,
-        })),
-        None => Some(Outcome::Drop(DropReason::NotHere)),
+            nat,
+            inner: Target::of(&inner_headers),
+        }),
+        None => Outcome::drop(DropReason::NotHere),
     }
 }
 

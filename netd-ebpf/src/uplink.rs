@@ -20,8 +20,8 @@ use netd_common::{
 
 use crate::{
     frame::PacketFrame,
-    metrics,
-    outcome::{Outcome, UplinkAction},
+    metrics, nat,
+    outcome::{Outcome, Step, UplinkAction},
     overlay,
 };
 
@@ -31,22 +31,28 @@ const HOOK: Hook = Hook::XdpUplink;
 pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
-    match decide(&frame) {
-        Outcome::Act(UplinkAction::Decap { strip, into }) => {
+    let outcome = decide(&frame);
+    match outcome.step {
+        Step::Act => {
+            let decap = outcome.action;
+            if nat::apply(&frame, decap.strip as usize, &decap.inner, &decap.nat).is_err() {
+                metrics::count_drop(HOOK, DropReason::NatFailed, bytes);
+                return xdp_action::XDP_DROP;
+            }
             // SAFETY: plain helper calls on our own packet; the kernel checks bounds.
-            if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
+            if unsafe { bpf_xdp_adjust_head(ctx.ctx, decap.strip as i32) } != 0 {
                 metrics::count_drop(HOOK, DropReason::Malformed, bytes);
                 return xdp_action::XDP_DROP;
             }
             metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
             // SAFETY: as above.
-            unsafe { bpf_redirect(into.ifindex, 0) as u32 }
+            unsafe { bpf_redirect(decap.into.ifindex, 0) as u32 }
         }
-        Outcome::Drop(reason) => {
-            metrics::count_drop(HOOK, reason, bytes);
+        Step::Drop => {
+            metrics::count_drop(HOOK, outcome.reason, bytes);
             xdp_action::XDP_DROP
         }
-        Outcome::Pass => {
+        Step::Pass => {
             metrics::count_verdict(HOOK, Verdict::Pass, bytes);
             xdp_action::XDP_PASS
         }
@@ -58,10 +64,10 @@ fn decide(frame: &PacketFrame) -> Outcome<UplinkAction> {
     let headers = match parse(frame) {
         Ok(headers) => headers,
         Err(error) if error.invalid_for_every_receiver() => {
-            return Outcome::Drop(error.drop_reason());
+            return Outcome::drop(error.drop_reason());
         }
-        Err(_) => return Outcome::Pass,
+        Err(_) => return Outcome::pass(),
     };
     // Stages in order: VXLAN decap (overlay); published ports (service) to come.
-    overlay::decap_decision(frame, &headers).unwrap_or(Outcome::Pass)
+    overlay::decap_decision(frame, &headers)
 }

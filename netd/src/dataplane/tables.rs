@@ -22,6 +22,10 @@ use netd_common::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
     },
+    service::{
+        BackendEntry, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry, ServiceKey,
+        VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS, MAX_VIPS,
+    },
 };
 
 use super::maps::{open_array, open_hash, KernelTable, Plain};
@@ -32,6 +36,7 @@ pub enum MapKind {
     Hash = 1,
     Array = 2,
     PerCpuArray = 6,
+    LruHash = 9,
     /// An outer map whose values are inner maps (one per key), each a
     /// table of its own named `OUTER/<key as hex>`.
     HashOfMaps = 13,
@@ -109,6 +114,20 @@ impl<K: Plain, V: Plain> Table<K, V> {
             open: Some(open_hash::<K, V>),
         }
     }
+
+    /// Written by the programs (conntrack): evicts the least recently used
+    /// entry when full.
+    pub const fn lru_hash(self, max_entries: u32) -> TableDecl {
+        TableDecl {
+            name: self.name,
+            kind: MapKind::LruHash,
+            key_size: size::<K>(),
+            value_size: size::<V>(),
+            max_entries,
+            owner: Owner::Datapath,
+            open: Some(open_hash::<K, V>),
+        }
+    }
 }
 
 impl<V: Plain> Table<u32, V> {
@@ -156,8 +175,23 @@ pub const COUNTERS: Table<u32, Counter> = Table::new(map_names::COUNTERS);
 /// Owner and layout of the pins.
 pub const META: Table<u32, PinMeta> = Table::new(map_names::META);
 
+/// Service ports by (VIP, port, protocol).
+pub const SERVICES: Table<ServiceKey, ServiceEntry> = Table::new(map_names::SERVICES);
+/// VIPs: their network.
+pub const VIPS: Table<[u8; 4], VipEntry> = Table::new(map_names::VIPS);
+/// Backends by id.
+pub const BACKENDS: Table<u32, BackendEntry> = Table::new(map_names::BACKENDS);
+/// Maglev tables by service index.
+pub const MAGLEV: Table<u32, MaglevTable> = Table::new(map_names::MAGLEV);
+/// Conntrack: the backend of each client flow.
+pub const CT: Table<CtTuple, CtEntry> = Table::new(map_names::CT);
+/// Reverse NAT, by the reply's tuple.
+pub const REV_NAT: Table<CtTuple, RevNatEntry> = Table::new(map_names::REV_NAT);
+
 /// Every pinned map. Control maps in write order: what an entry points at
-/// comes before it (endpoints point at networks, hosts and local entries).
+/// comes before it (endpoints point at networks, hosts and local entries;
+/// a service port at its table, whose slots point at backends; a VIP is
+/// written last, once its ports lead somewhere).
 pub const TABLES: &[TableDecl] = &[
     NETWORKS.hash(MAX_NETWORKS, Owner::Control { order: 0 }),
     VNIS.hash(MAX_NETWORKS, Owner::Control { order: 1 }),
@@ -166,6 +200,12 @@ pub const TABLES: &[TableDecl] = &[
     OVERLAY.array(1, Owner::Control { order: 2 }),
     LOCAL_ENDPOINTS.hash(MAX_ENDPOINTS, Owner::Control { order: 3 }),
     ENDPOINTS.hash(MAX_ENDPOINTS, Owner::Control { order: 4 }),
+    BACKENDS.hash(MAX_BACKENDS, Owner::Control { order: 5 }),
+    MAGLEV.hash(MAX_SERVICES, Owner::Control { order: 6 }),
+    SERVICES.hash(MAX_SERVICE_PORTS, Owner::Control { order: 7 }),
+    VIPS.hash(MAX_VIPS, Owner::Control { order: 8 }),
+    CT.lru_hash(DEFAULT_CT_ENTRIES),
+    REV_NAT.lru_hash(DEFAULT_CT_ENTRIES),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
 ];

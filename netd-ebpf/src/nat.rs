@@ -1,0 +1,203 @@
+//! The one writer of address translations. [`apply`] decides which fields
+//! change (from the plan and the parsed headers); a [`Rewriter`] per hook
+//! does the writing and the checksums:
+//! - TC through the kernel's csum helpers, which also keep an offloaded
+//!   (CHECKSUM_PARTIAL) checksum right: a container's veth leaves the
+//!   transport checksum to be finished later, and only the pseudo-header
+//!   part may then be updated;
+//! - XDP by direct writes and the incremental arithmetic of
+//!   `netd_common::nat`, on frames whose checksums are complete.
+
+use aya_ebpf::programs::TcContext;
+use netd_common::{
+    nat::{self, Nat, IP_CHECK, IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT},
+    parse::{Headers, L3, L4},
+};
+
+use crate::frame::PacketFrame;
+
+/// Where the transport checksum is, and for which protocol.
+#[derive(Clone, Copy)]
+pub struct L4Check {
+    pub at: usize,
+    pub proto: u8,
+}
+
+pub trait Rewriter {
+    /// Writes `new` over the address `old` at `at`, updating the IPv4
+    /// header checksum at `l3_check` and the transport's (pseudo-header).
+    fn address(
+        &self,
+        at: usize,
+        l3_check: usize,
+        l4: L4Check,
+        old: [u8; 4],
+        new: [u8; 4],
+    ) -> Result<(), ()>;
+    /// Writes port `new` over `old` at `at`, updating the transport checksum.
+    fn port(&self, at: usize, l4: L4Check, old: [u8; 2], new: [u8; 2]) -> Result<(), ()>;
+}
+
+/// The fields of an IPv4 TCP/UDP packet a translation touches, as they
+/// were before it, and where they are. Every byte defined (see
+/// `netd_common::nat::Nat` for why).
+#[derive(Clone, Copy, Default)]
+pub struct Target {
+    pub l3: u16,
+    pub l4: u16,
+    pub proto: u8,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    /// TCP or UDP: the ports are real and can be translated.
+    pub ports: bool,
+}
+
+impl Target {
+    /// An IPv4 packet's; ports are 0 for other transports.
+    #[inline(always)]
+    pub fn of(h: &Headers) -> Self {
+        let L3::Ipv4(ip) = h.l3 else {
+            return Target::default();
+        };
+        let (src_port, dst_port, ports) = match h.l4 {
+            L4::Tcp {
+                src_port, dst_port, ..
+            }
+            | L4::Udp { src_port, dst_port } => (src_port, dst_port, true),
+            _ => ([0; 2], [0; 2], false),
+        };
+        Target {
+            l3: h.l3_offset,
+            l4: h.l4_offset,
+            proto: ip.protocol,
+            src: ip.src,
+            dst: ip.dst,
+            src_port,
+            dst_port,
+            ports,
+        }
+    }
+
+    /// The flow's hash (`netd_common::flow::headers_hash`'s).
+    #[inline(always)]
+    pub fn flow_hash(&self) -> u32 {
+        netd_common::flow::flow_hash(self.src, self.dst, self.proto, self.src_port, self.dst_port)
+    }
+}
+
+/// Applies `plan` to the packet `t`, found `base` bytes into what `w`
+/// writes (the inner packet of a VXLAN frame not yet stripped, say).
+#[inline(always)]
+pub fn apply<W: Rewriter>(w: &W, base: usize, t: &Target, plan: &Nat) -> Result<(), ()> {
+    if plan.is_none() {
+        return Ok(());
+    }
+    if !t.ports {
+        return Err(());
+    }
+    let l3 = base + t.l3 as usize;
+    let l4 = base + t.l4 as usize;
+    let check = L4Check {
+        at: l4 + nat::l4_check_offset(t.proto).ok_or(())?,
+        proto: t.proto,
+    };
+    if let Some(src) = plan.new_src() {
+        if src.ip != t.src {
+            w.address(l3 + IP_SRC, l3 + IP_CHECK, check, t.src, src.ip)?;
+        }
+        if src.port != t.src_port {
+            w.port(l4 + L4_SRC_PORT, check, t.src_port, src.port)?;
+        }
+    }
+    if let Some(dst) = plan.new_dst() {
+        if dst.ip != t.dst {
+            w.address(l3 + IP_DST, l3 + IP_CHECK, check, t.dst, dst.ip)?;
+        }
+        if dst.port != t.dst_port {
+            w.port(l4 + L4_DST_PORT, check, t.dst_port, dst.port)?;
+        }
+    }
+    Ok(())
+}
+
+const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
+/// A UDP checksum of 0 (none) stays 0, a computed 0 becomes 0xffff.
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+
+#[inline(always)]
+fn l4_flags(proto: u8, size: u64) -> u64 {
+    if proto == netd_common::service::PROTO_UDP {
+        size | BPF_F_MARK_MANGLED_0
+    } else {
+        size
+    }
+}
+
+impl Rewriter for TcContext {
+    #[inline(always)]
+    fn address(
+        &self,
+        at: usize,
+        l3_check: usize,
+        l4: L4Check,
+        old: [u8; 4],
+        new: [u8; 4],
+    ) -> Result<(), ()> {
+        let (from, to) = (
+            u64::from(u32::from_ne_bytes(old)),
+            u64::from(u32::from_ne_bytes(new)),
+        );
+        self.l4_csum_replace(l4.at, from, to, l4_flags(l4.proto, 4) | BPF_F_PSEUDO_HDR)
+            .map_err(|_| ())?;
+        self.l3_csum_replace(l3_check, from, to, 4)
+            .map_err(|_| ())?;
+        self.store(at, &new, 0).map_err(|_| ())
+    }
+
+    #[inline(always)]
+    fn port(&self, at: usize, l4: L4Check, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
+        let (from, to) = (
+            u64::from(u16::from_ne_bytes(old)),
+            u64::from(u16::from_ne_bytes(new)),
+        );
+        self.l4_csum_replace(l4.at, from, to, l4_flags(l4.proto, 2))
+            .map_err(|_| ())?;
+        self.store(at, &new, 0).map_err(|_| ())
+    }
+}
+
+impl Rewriter for PacketFrame {
+    #[inline(always)]
+    fn address(
+        &self,
+        at: usize,
+        l3_check: usize,
+        l4: L4Check,
+        old: [u8; 4],
+        new: [u8; 4],
+    ) -> Result<(), ()> {
+        let c3 = u16::from_be_bytes(self.load::<2>(l3_check)?);
+        let c4 = u16::from_be_bytes(self.load::<2>(l4.at)?);
+        self.put(
+            l3_check,
+            netd_common::checksum::replace_u32(c3, old, new).to_be_bytes(),
+        )?;
+        self.put(
+            l4.at,
+            nat::l4_check_after(l4.proto, c4, old, new).to_be_bytes(),
+        )?;
+        self.put(at, new)
+    }
+
+    #[inline(always)]
+    fn port(&self, at: usize, l4: L4Check, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
+        let c4 = u16::from_be_bytes(self.load::<2>(l4.at)?);
+        self.put(
+            l4.at,
+            nat::l4_check_after_port(l4.proto, c4, old, new).to_be_bytes(),
+        )?;
+        self.put(at, new)
+    }
+}

@@ -1,0 +1,230 @@
+//! Services, on the client's side: a packet to `VIP:port` gets a backend
+//! (conntrack first, Maglev for a new flow) and a DNAT to it; a reply from
+//! a backend gets its source turned back into `VIP:port`. This stage only
+//! decides; the entry point's writer rewrites.
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use netd_common::{
+    counters::DropReason,
+    flow::flow_hash,
+    maps::LocalEndpointEntry,
+    nat::{Addr, Nat},
+    parse::{Ipv4, L4},
+    service::{
+        maglev_slot, CtEntry, CtTuple, RevNatEntry, ServiceKey, CT_HAIRPIN, CT_SEEN_FIN,
+        CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
+    },
+};
+
+use crate::maps::{NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// What the service stage decided.
+pub enum ToService {
+    /// Not a VIP: the packet goes on as it is.
+    No,
+    Drop(DropReason),
+    /// Translate, then forward to `route_to` (the backend or the client).
+    Nat {
+        nat: Nat,
+        route_to: [u8; 4],
+    },
+}
+
+/// The flow's tuple, for TCP and UDP.
+#[inline(always)]
+pub fn tuple(ip: &Ipv4, l4: &L4) -> Option<(CtTuple, u8)> {
+    let (src_port, dst_port, flags) = match *l4 {
+        L4::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } => (src_port, dst_port, flags),
+        L4::Udp { src_port, dst_port } => (src_port, dst_port, 0),
+        _ => return None,
+    };
+    Some((
+        CtTuple {
+            src: ip.src,
+            dst: ip.dst,
+            src_port,
+            dst_port,
+            proto: ip.protocol,
+            _pad: [0; 3],
+        },
+        flags,
+    ))
+}
+
+/// A packet from local endpoint `me` to a VIP.
+#[inline(always)]
+pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> ToService {
+    // SAFETY: map values are copied out at once.
+    let Some(vip) = (unsafe { NETD_VIPS.get(&ip.dst) }).copied() else {
+        return ToService::No;
+    };
+    if vip.network != me.network {
+        return ToService::Drop(DropReason::Isolation);
+    }
+    let Some((flow, tcp_flags)) = tuple(ip, l4) else {
+        return ToService::Drop(DropReason::NoServicePort);
+    };
+    let key = ServiceKey {
+        vip: ip.dst,
+        port: flow.dst_port,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: as above.
+    let Some(service) = (unsafe { NETD_SERVICES.get(&key) }).copied() else {
+        return ToService::Drop(DropReason::NoServicePort);
+    };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let closing = closing_flags(tcp_flags);
+    if let Some(ct) = NETD_CT.get_ptr_mut(&flow) {
+        // SAFETY: the entry is this flow's; concurrent updates of the
+        // counters may race, which only costs a count.
+        let entry = unsafe { &mut *ct };
+        // SAFETY: as above.
+        let backend = unsafe { NETD_BACKENDS.get(&entry.backend) };
+        let still_there =
+            matches!(backend, Some(b) if b.table == service.table && b.ip == entry.backend_ip);
+        if still_there && entry.backend_port == service.target_port {
+            entry.last_seen = now;
+            entry.flags |= closing;
+            entry.packets += 1;
+            entry.bytes += bytes;
+            return translate(&flow, entry.backend_ip, service.target_port, entry.flags);
+        }
+        // The backend left (or the service's port moved): the flow is
+        // balanced again below, as if new (see conntrack in the docs).
+    }
+    if service.active == 0 {
+        return ToService::Drop(DropReason::NoBackend);
+    }
+    let slot = maglev_slot(flow_hash(
+        flow.src,
+        flow.dst,
+        flow.proto,
+        flow.src_port,
+        flow.dst_port,
+    ));
+    // Opaque, so the bounds check below stays for the verifier to see.
+    let slot = core::hint::black_box(slot);
+    let Some(table) = NETD_MAGLEV.get_ptr(&service.table) else {
+        return ToService::Drop(DropReason::NoBackend);
+    };
+    // SAFETY: the pointer is the map value's; `slot` is below its length.
+    let Some(&backend_id) = (unsafe { (*table).slots.get(slot) }) else {
+        return ToService::Drop(DropReason::NoBackend);
+    };
+    // SAFETY: as above.
+    let Some(backend) = (unsafe { NETD_BACKENDS.get(&backend_id) }).copied() else {
+        return ToService::Drop(DropReason::NoBackend);
+    };
+    let hairpin = backend.ip == flow.src;
+    let flags = closing | if hairpin { CT_HAIRPIN } else { 0 };
+    let entry = CtEntry {
+        backend: backend_id,
+        backend_ip: backend.ip,
+        backend_port: service.target_port,
+        flags,
+        table: service.table,
+        last_seen: now,
+        created: now,
+        packets: 1,
+        bytes,
+    };
+    let reply_to = if hairpin { HAIRPIN_IP } else { flow.src };
+    let rev = RevNatEntry {
+        vip: flow.dst,
+        vip_port: flow.dst_port,
+        _pad: [0; 2],
+        client: flow.src,
+        _pad2: 0,
+        last_seen: now,
+    };
+    // The reverse entry first: a reply must never find a flow it cannot
+    // translate back. A failed insert (a full LRU evicts, so only an
+    // allocation failure) still forwards: Maglev gives the same backend to
+    // the next packet, and the flow is tracked then.
+    let _ = NETD_REV_NAT.insert(
+        &flow.reply(backend.ip, service.target_port, reply_to),
+        &rev,
+        0,
+    );
+    let _ = NETD_CT.insert(&flow, &entry, 0);
+    translate(&flow, backend.ip, service.target_port, flags)
+}
+
+#[inline(always)]
+fn translate(flow: &CtTuple, backend: [u8; 4], port: [u8; 2], flags: u16) -> ToService {
+    let mut nat = Nat::NONE.dst(Addr { ip: backend, port });
+    if flags & CT_HAIRPIN != 0 {
+        nat = nat.src(Addr {
+            ip: HAIRPIN_IP,
+            port: flow.src_port,
+        });
+    }
+    ToService::Nat {
+        nat,
+        route_to: backend,
+    }
+}
+
+/// A reply from a backend to a client whose flow was translated on this
+/// host: its source becomes `VIP:port` again (and, for hairpin, its
+/// destination the client).
+#[inline(always)]
+pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
+    if ip.protocol != PROTO_TCP && ip.protocol != PROTO_UDP {
+        return None;
+    }
+    let (reply, tcp_flags) = tuple(ip, l4)?;
+    let rev = NETD_REV_NAT.get_ptr_mut(&reply)?;
+    // SAFETY: the entry is this flow's; see `from_client`.
+    let rev = unsafe { &mut *rev };
+    // SAFETY: a plain helper call.
+    rev.last_seen = unsafe { bpf_ktime_get_ns() };
+    let closing = closing_flags(tcp_flags);
+    let original = CtTuple {
+        src: rev.client,
+        dst: rev.vip,
+        src_port: reply.dst_port,
+        dst_port: rev.vip_port,
+        proto: reply.proto,
+        _pad: [0; 3],
+    };
+    if let Some(ct) = NETD_CT.get_ptr_mut(&original) {
+        // SAFETY: as above.
+        let ct = unsafe { &mut *ct };
+        ct.flags |= closing | CT_SEEN_REPLY;
+        ct.last_seen = rev.last_seen;
+    }
+    let mut nat = Nat::NONE.src(Addr {
+        ip: rev.vip,
+        port: rev.vip_port,
+    });
+    if reply.dst != rev.client {
+        nat = nat.dst(Addr {
+            ip: rev.client,
+            port: reply.dst_port,
+        });
+    }
+    Some((nat, rev.client))
+}
+
+#[inline(always)]
+fn closing_flags(tcp_flags: u8) -> u16 {
+    let mut f = 0;
+    if tcp_flags & TCP_FIN != 0 {
+        f |= CT_SEEN_FIN;
+    }
+    if tcp_flags & TCP_RST != 0 {
+        f |= CT_SEEN_RST;
+    }
+    f
+}
