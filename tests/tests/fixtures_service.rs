@@ -1,0 +1,474 @@
+//! The service path of the endpoint program on crafted packets: DNAT of a
+//! packet to a VIP, reverse NAT of the reply, conntrack keeping a flow on
+//! its backend, hairpin, and the counted drops (no backend, unknown port).
+//! Checksums of the output are checked by etherparse, not by netd's code.
+//!
+//! BPF_PROG_TEST_RUN runs TC programs on an skb of the loopback device, so
+//! the sending endpoint's host veth is ifindex 1 here.
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use netd::dataplane::{
+    maps::{MapOp, MapWriter},
+    tables,
+};
+use netd_common::{
+    counters::{DropReason, Hook, Verdict},
+    map_names,
+    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    program_names::TC_ENDPOINT,
+    service::{
+        BackendEntry, CtEntry, CtTuple, MaglevTable, ServiceEntry, ServiceKey, VipEntry,
+        BACKEND_ACTIVE, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
+    },
+};
+use netd_tests::fixture::{assert_counted, Fixture, Slot};
+
+const TC_ACT_SHOT: i64 = 2;
+const TC_ACT_REDIRECT: i64 = 7;
+const HOOK: Hook = Hook::TcEndpoint;
+
+const HERE: u32 = 1;
+const B_IF: u32 = 50;
+const D_IF: u32 = 70;
+
+const A_IP: [u8; 4] = [10, 1, 0, 2];
+const A_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 2];
+const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
+const B_IP: [u8; 4] = [10, 1, 0, 3];
+const B_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 3];
+const D_IP: [u8; 4] = [10, 1, 0, 4];
+const D_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 4];
+const VIP: [u8; 4] = [10, 1, 0, 100];
+
+const TABLE: u32 = 1;
+const B_ID: u32 = 7;
+const D_ID: u32 = 8;
+const A_ID: u32 = 9;
+const TARGET: u16 = 8080;
+
+struct World {
+    f: Fixture,
+}
+
+/// Network 1: A (the client, here), B and D (backends); a service at
+/// VIP:80/tcp and VIP:53/udp, both to port 8080 of its backends.
+fn world(backend: u32) -> World {
+    let mut f = Fixture::load();
+    let mut ops = vec![MapOp::put(
+        tables::NETWORKS,
+        1,
+        NetworkEntry {
+            gateway: [10, 1, 0, 1],
+            vni: 0,
+        },
+    )];
+    for (ifindex, ip, mac) in [
+        (HERE, A_IP, A_MAC),
+        (B_IF, B_IP, B_MAC),
+        (D_IF, D_IP, D_MAC),
+    ] {
+        ops.push(MapOp::put(
+            tables::LOCAL_ENDPOINTS,
+            ifindex,
+            LocalEndpointEntry {
+                ipv4: ip,
+                network: 1,
+                mac,
+                host_mac: HOST_MAC,
+            },
+        ));
+        ops.push(MapOp::put(
+            tables::ENDPOINTS,
+            ip,
+            EndpointEntry {
+                ifindex,
+                network: 1,
+                mac,
+                host: 0,
+            },
+        ));
+    }
+    for (id, ip) in [(B_ID, B_IP), (D_ID, D_IP), (A_ID, A_IP)] {
+        ops.push(MapOp::put(
+            tables::BACKENDS,
+            id,
+            BackendEntry {
+                ip,
+                table: TABLE,
+                state: BACKEND_ACTIVE,
+                _pad: 0,
+            },
+        ));
+    }
+    ops.push(MapOp::put(tables::MAGLEV, TABLE, all_to(backend)));
+    for (port, proto) in [(80u16, PROTO_TCP), (53, PROTO_UDP)] {
+        ops.push(MapOp::put(
+            tables::SERVICES,
+            ServiceKey {
+                vip: VIP,
+                port: port.to_be_bytes(),
+                proto,
+                _pad: 0,
+            },
+            ServiceEntry {
+                table: TABLE,
+                active: 1,
+                target_port: TARGET.to_be_bytes(),
+                _pad: [0; 2],
+            },
+        ));
+    }
+    ops.push(MapOp::put(
+        tables::VIPS,
+        VIP,
+        VipEntry {
+            network: 1,
+            table: TABLE,
+        },
+    ));
+    for op in &ops {
+        f.maps.apply(op).expect("map write");
+    }
+    World { f }
+}
+
+fn all_to(backend: u32) -> MaglevTable {
+    let mut t = MaglevTable::default();
+    t.slots.iter_mut().for_each(|s| *s = backend);
+    t
+}
+
+fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), src_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src_mac, HOST_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240)
+        .syn()
+        .write(&mut out, b"hello")
+        .expect("tcp");
+    out
+}
+
+fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16), src_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src_mac, HOST_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut out, b"query")
+        .expect("udp");
+    out
+}
+
+/// An IPv4 address and a port.
+type Endpoint = ([u8; 4], u16);
+
+/// What the output carries: (dst MAC, src, dst), once its checksums are
+/// found valid, recomputed by etherparse from the output's bytes.
+fn addresses(out: &[u8]) -> ([u8; 6], Endpoint, Endpoint) {
+    let p = SlicedPacket::from_ethernet(out).expect("the output parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let header = ip.header().to_header();
+    assert_eq!(
+        header.header_checksum,
+        header.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let (src, dst) = (ip.header().source(), ip.header().destination());
+    let payload = ip.payload().payload;
+    let ports = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t
+                .to_header()
+                .calc_checksum_ipv4(&header, payload_after(payload, t.header_len()))
+                .expect("tcp checksum");
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            (t.source_port(), t.destination_port())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let want = u
+                .to_header()
+                .calc_checksum_ipv4(&header, &payload[8..])
+                .expect("udp checksum");
+            assert_eq!(u.checksum(), want, "UDP checksum");
+            (u.source_port(), u.destination_port())
+        }
+        _ => panic!("neither TCP nor UDP"),
+    };
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&out[..6]);
+    (mac, (src, ports.0), (dst, ports.1))
+}
+
+fn payload_after(segment: &[u8], header_len: usize) -> &[u8] {
+    &segment[header_len..]
+}
+
+fn run(w: &mut World, packet: &[u8]) -> (i64, Vec<u8>) {
+    let run = w.f.run_tc(TC_ENDPOINT, packet).expect("test run");
+    (run.verdict, run.output)
+}
+
+fn conntrack(w: &mut World) -> Vec<(CtTuple, CtEntry)> {
+    let map =
+        w.f.datapath
+            .ebpf_mut()
+            .map(map_names::CT)
+            .expect("NETD_CT in the object");
+    let ct: aya::maps::HashMap<_, CtTuple, CtEntry> =
+        aya::maps::HashMap::try_from(map).expect("a hash map");
+    ct.iter().map(|e| e.expect("read NETD_CT")).collect()
+}
+
+/// Makes the endpoint behind the test runs' interface (ifindex 1) the one
+/// at `ip`/`mac` (a backend answering, say), and A's veth another one.
+fn sending_as(w: &mut World, ip: [u8; 4], mac: [u8; 6], a_if: u32) {
+    for op in [
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
+            HERE,
+            LocalEndpointEntry {
+                ipv4: ip,
+                network: 1,
+                mac,
+                host_mac: HOST_MAC,
+            },
+        ),
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
+            a_if,
+            LocalEndpointEntry {
+                ipv4: A_IP,
+                network: 1,
+                mac: A_MAC,
+                host_mac: HOST_MAC,
+            },
+        ),
+        MapOp::put(
+            tables::ENDPOINTS,
+            A_IP,
+            EndpointEntry {
+                ifindex: a_if,
+                network: 1,
+                mac: A_MAC,
+                host: 0,
+            },
+        ),
+        MapOp::put(
+            tables::ENDPOINTS,
+            ip,
+            EndpointEntry {
+                ifindex: HERE,
+                network: 1,
+                mac,
+                host: 0,
+            },
+        ),
+    ] {
+        w.f.maps.apply(&op).expect("map write");
+    }
+}
+
+#[test]
+fn a_packet_to_the_vip_is_dnated_to_the_backend_with_valid_checksums() {
+    let mut w = world(B_ID);
+    for (what, packet) in [
+        ("tcp", tcp((A_IP, 40000), (VIP, 80), A_MAC)),
+        ("udp", udp((A_IP, 40001), (VIP, 53), A_MAC)),
+    ] {
+        let before = w.f.snapshot();
+        let (verdict, out) = run(&mut w, &packet);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+        let (mac, src, dst) = addresses(&out);
+        assert_eq!(mac, B_MAC, "{what}: addressed to the backend");
+        assert_eq!(src, (A_IP, if what == "tcp" { 40000 } else { 40001 }));
+        assert_eq!(dst, (B_IP, TARGET), "{what}: DNATed");
+        assert_eq!(out.len(), packet.len());
+        assert_counted(
+            &before,
+            &w.f.snapshot(),
+            &[Slot::Verdict(HOOK, Verdict::Redirect)],
+            packet.len() as u64,
+            what,
+        );
+    }
+    let flows = conntrack(&mut w);
+    assert_eq!(flows.len(), 2, "one conntrack entry per flow: {flows:?}");
+    assert!(flows
+        .iter()
+        .all(|(t, e)| t.src == A_IP && t.dst == VIP && e.backend == B_ID && e.packets == 1));
+}
+
+#[test]
+fn the_reply_is_reverse_natted_to_the_vip() {
+    let mut w = world(B_ID);
+    let (verdict, _) = run(&mut w, &tcp((A_IP, 40000), (VIP, 80), A_MAC));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    // B answers, from its own veth, straight to A's MAC.
+    sending_as(&mut w, B_IP, B_MAC, 80);
+    let mut reply = tcp((B_IP, TARGET), (A_IP, 40000), B_MAC);
+    reply[..6].copy_from_slice(&A_MAC);
+    let (verdict, out) = run(&mut w, &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (mac, src, dst) = addresses(&out);
+    assert_eq!((mac, src, dst), (A_MAC, (VIP, 80), (A_IP, 40000)));
+    // Another of B's flows, that no client opened through the VIP, is
+    // left alone.
+    let mut other = tcp((B_IP, TARGET), (A_IP, 40999), B_MAC);
+    other[..6].copy_from_slice(&A_MAC);
+    let (_, out) = run(&mut w, &other);
+    assert_eq!(addresses(&out).1, (B_IP, TARGET));
+}
+
+#[test]
+fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
+    let mut w = world(B_ID);
+    let flow = tcp((A_IP, 40000), (VIP, 80), A_MAC);
+    run(&mut w, &flow);
+    // The table now sends everything to D: the flow stays on B...
+    w.f.maps
+        .apply(&MapOp::put(tables::MAGLEV, TABLE, all_to(D_ID)))
+        .expect("map write");
+    let (_, out) = run(&mut w, &flow);
+    assert_eq!(addresses(&out).2, (B_IP, TARGET), "an established flow");
+    // ...and a new one goes to D.
+    let (_, out) = run(&mut w, &tcp((A_IP, 40002), (VIP, 80), A_MAC));
+    assert_eq!(addresses(&out).2, (D_IP, TARGET), "a new flow");
+    // Once B is gone, its flow is balanced again.
+    w.f.maps
+        .apply(&MapOp::delete(tables::BACKENDS, B_ID))
+        .expect("map write");
+    let (_, out) = run(&mut w, &flow);
+    assert_eq!(
+        addresses(&out).2,
+        (D_IP, TARGET),
+        "a removed backend's flow"
+    );
+}
+
+#[test]
+fn a_client_that_is_its_own_backend_is_snatted_to_the_hairpin_address() {
+    let mut w = world(A_ID);
+    let (verdict, out) = run(&mut w, &tcp((A_IP, 40000), (VIP, 80), A_MAC));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (mac, src, dst) = addresses(&out);
+    assert_eq!(
+        (mac, src, dst),
+        (A_MAC, (HAIRPIN_IP, 40000), (A_IP, TARGET))
+    );
+    // A's answer to the hairpin address comes back as from the VIP.
+    let reply = tcp((A_IP, TARGET), (HAIRPIN_IP, 40000), A_MAC);
+    let (verdict, out) = run(&mut w, &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (_, src, dst) = addresses(&out);
+    assert_eq!((src, dst), ((VIP, 80), (A_IP, 40000)));
+}
+
+fn assert_dropped(w: &mut World, what: &str, packet: &[u8], reason: DropReason) {
+    let before = w.f.snapshot();
+    let (verdict, out) = run(w, packet);
+    assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+    assert_eq!(out, packet, "{what}: untouched");
+    assert_counted(
+        &before,
+        &w.f.snapshot(),
+        &[Slot::Verdict(HOOK, Verdict::Drop), Slot::Drop(HOOK, reason)],
+        packet.len() as u64,
+        what,
+    );
+}
+
+#[test]
+fn a_port_the_service_lacks_and_a_service_without_backends_are_counted_drops() {
+    let mut w = world(B_ID);
+    assert_dropped(
+        &mut w,
+        "unknown port",
+        &tcp((A_IP, 40000), (VIP, 81), A_MAC),
+        DropReason::NoServicePort,
+    );
+    assert_dropped(
+        &mut w,
+        "udp to the tcp port",
+        &udp((A_IP, 40000), (VIP, 80), A_MAC),
+        DropReason::NoServicePort,
+    );
+    w.f.maps
+        .apply(&MapOp::put(
+            tables::SERVICES,
+            ServiceKey {
+                vip: VIP,
+                port: 80u16.to_be_bytes(),
+                proto: PROTO_TCP,
+                _pad: 0,
+            },
+            ServiceEntry {
+                table: TABLE,
+                active: 0,
+                target_port: TARGET.to_be_bytes(),
+                _pad: [0; 2],
+            },
+        ))
+        .expect("map write");
+    assert_dropped(
+        &mut w,
+        "no backend",
+        &tcp((A_IP, 40000), (VIP, 80), A_MAC),
+        DropReason::NoBackend,
+    );
+    assert!(conntrack(&mut w).is_empty(), "nothing tracked for drops");
+}
+
+/// A backend on another host answers a client here: the uplink program
+/// decapsulates the reply and turns its source back into the VIP, with the
+/// inner checksums updated (XDP writes them itself).
+#[test]
+fn a_reply_decapsulated_at_xdp_is_reverse_natted_to_the_vip() {
+    use netd_common::{program_names::XDP_UPLINK, service::RevNatEntry};
+    use netd_tests::overlay_fixture as o;
+    const XDP_REDIRECT: i64 = 4;
+    let mut f = o::decap_fixture();
+    // What the client's TC program recorded when it sent B:40000 → VIP:53
+    // to backend A (on host 7).
+    let reply_key = CtTuple {
+        src: o::A_IP,
+        dst: o::B_IP,
+        src_port: TARGET.to_be_bytes(),
+        dst_port: 40000u16.to_be_bytes(),
+        proto: PROTO_UDP,
+        _pad: [0; 3],
+    };
+    {
+        let map = f
+            .datapath
+            .ebpf_mut()
+            .map_mut(map_names::REV_NAT)
+            .expect("NETD_REV_NAT in the object");
+        let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
+            aya::maps::HashMap::try_from(map).expect("a hash map");
+        rev.insert(
+            reply_key,
+            RevNatEntry {
+                vip: VIP,
+                vip_port: 53u16.to_be_bytes(),
+                client: o::B_IP,
+                ..Default::default()
+            },
+            0,
+        )
+        .expect("insert");
+    }
+    let mut inner = Vec::new();
+    etherparse::PacketBuilder::ethernet2(o::A_MAC, o::B_MAC)
+        .ipv4(o::A_IP, o::B_IP, 64)
+        .udp(TARGET, 40000)
+        .write(&mut inner, b"answer")
+        .expect("udp");
+    let packet = testpkt::vxlan(o::PEER_UNDERLAY, o::HERE_UNDERLAY, o::VNI, 0x08, &inner);
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.output.len(), inner.len(), "outer headers stripped");
+    let (mac, src, dst) = addresses(&run.output);
+    assert_eq!((mac, src, dst), (o::B_MAC, (VIP, 53), (o::B_IP, 40000)));
+}
