@@ -219,3 +219,39 @@ fn value(snapshot: &CounterSnapshot, slot: Slot) -> Counter {
         Slot::Drop(h, r) => snapshot.drops(h, r),
     }
 }
+
+/// The two entries the reconciler writes for an endpoint on this host:
+/// what a packet from its veth (`ifindex`) must carry, and where a packet
+/// to its address goes.
+pub fn local_endpoint(
+    ifindex: u32,
+    network: u32,
+    ip: [u8; 4],
+    mac: [u8; 6],
+    host_mac: [u8; 6],
+) -> [netd::dataplane::maps::MapOp; 2] {
+    use netd::dataplane::{maps::MapOp, tables};
+    use netd_common::maps::{EndpointEntry, LocalEndpointEntry};
+    [
+        MapOp::put(
+            tables::LOCAL_ENDPOINTS,
+            ifindex,
+            LocalEndpointEntry {
+                ipv4: ip,
+                network,
+                mac,
+                host_mac,
+            },
+        ),
+        MapOp::put(
+            tables::ENDPOINTS,
+            ip,
+            EndpointEntry {
+                ifindex,
+                network,
+                mac,
+                host: 0,
+            },
+        ),
+    ]
+}

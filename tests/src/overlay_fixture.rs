@@ -6,11 +6,9 @@ use netd::dataplane::{
     maps::{MapOp, MapWriter},
     tables,
 };
-use netd_common::maps::{
-    EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig,
-};
+use netd_common::maps::{EndpointEntry, HostEntry, NetworkEntry, OverlayConfig};
 
-use crate::fixture::Fixture;
+use crate::fixture::{local_endpoint, Fixture};
 
 pub const VNI: u32 = 4096;
 pub const HERE_UNDERLAY: [u8; 4] = [192, 0, 2, 1];
@@ -62,38 +60,19 @@ pub fn set_overlay(f: &mut Fixture) {
 pub fn encap_fixture() -> Fixture {
     let mut f = Fixture::load();
     set_overlay(&mut f);
-    for op in [
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            1,
-            LocalEndpointEntry {
-                ipv4: A_IP,
-                network: 1,
-                mac: A_MAC,
-                host_mac: HOST_MAC,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            A_IP,
-            EndpointEntry {
-                ifindex: 1,
-                network: 1,
-                mac: A_MAC,
-                host: 0,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            B_IP,
-            EndpointEntry {
-                ifindex: 0,
-                network: 1,
-                mac: B_MAC,
-                host: PEER_HOST,
-            },
-        ),
-    ] {
+    for op in [MapOp::put(
+        tables::ENDPOINTS,
+        B_IP,
+        EndpointEntry {
+            ifindex: 0,
+            network: 1,
+            mac: B_MAC,
+            host: PEER_HOST,
+        },
+    )]
+    .into_iter()
+    .chain(local_endpoint(1, 1, A_IP, A_MAC, HOST_MAC))
+    {
         f.maps.apply(&op).expect("map write");
     }
     f
@@ -103,38 +82,19 @@ pub fn encap_fixture() -> Fixture {
 pub fn decap_fixture() -> Fixture {
     let mut f = Fixture::load();
     set_overlay(&mut f);
-    for op in [
-        MapOp::put(
-            tables::ENDPOINTS,
-            A_IP,
-            EndpointEntry {
-                ifindex: 0,
-                network: 1,
-                mac: A_MAC,
-                host: PEER_HOST,
-            },
-        ),
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            50,
-            LocalEndpointEntry {
-                ipv4: B_IP,
-                network: 1,
-                mac: B_MAC,
-                host_mac: HOST_MAC,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            B_IP,
-            EndpointEntry {
-                ifindex: 50,
-                network: 1,
-                mac: B_MAC,
-                host: 0,
-            },
-        ),
-    ] {
+    for op in [MapOp::put(
+        tables::ENDPOINTS,
+        A_IP,
+        EndpointEntry {
+            ifindex: 0,
+            network: 1,
+            mac: A_MAC,
+            host: PEER_HOST,
+        },
+    )]
+    .into_iter()
+    .chain(local_endpoint(50, 1, B_IP, B_MAC, HOST_MAC))
+    {
         f.maps.apply(&op).expect("map write");
     }
     f

@@ -11,10 +11,10 @@ use netd::dataplane::{
 };
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    maps::NetworkEntry,
     program_names::TC_ENDPOINT,
 };
-use netd_tests::fixture::{assert_counted, Fixture, Slot};
+use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
 use testpkt::{arp, ipv4_udp_between};
 
 const TC_ACT_OK: i64 = 0;
@@ -37,7 +37,7 @@ const GATEWAY: [u8; 4] = [10, 1, 0, 1];
 /// Network 1 holds A (here) and B; network 2 holds C.
 fn fixture() -> Fixture {
     let mut f = Fixture::load();
-    let ops = [
+    let mut ops = vec![
         MapOp::put(
             tables::NETWORKS,
             1,
@@ -54,67 +54,22 @@ fn fixture() -> Fixture {
                 vni: 0,
             },
         ),
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            HERE,
-            LocalEndpointEntry {
-                ipv4: A_IP,
-                network: 1,
-                mac: A_MAC,
-                host_mac: A_HOST_MAC,
-            },
-        ),
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            PEER_IF,
-            LocalEndpointEntry {
-                ipv4: B_IP,
-                network: 1,
-                mac: B_MAC,
-                host_mac: [0x0a, 0, 0, 0, 0, 2],
-            },
-        ),
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            OTHER_NET_IF,
-            LocalEndpointEntry {
-                ipv4: C_IP,
-                network: 2,
-                mac: C_MAC,
-                host_mac: [0x0a, 0, 0, 0, 0, 3],
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            A_IP,
-            EndpointEntry {
-                ifindex: HERE,
-                network: 1,
-                mac: A_MAC,
-                host: 0,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            B_IP,
-            EndpointEntry {
-                ifindex: PEER_IF,
-                network: 1,
-                mac: B_MAC,
-                host: 0,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            C_IP,
-            EndpointEntry {
-                ifindex: OTHER_NET_IF,
-                network: 2,
-                mac: C_MAC,
-                host: 0,
-            },
-        ),
     ];
+    ops.extend(local_endpoint(HERE, 1, A_IP, A_MAC, A_HOST_MAC));
+    ops.extend(local_endpoint(
+        PEER_IF,
+        1,
+        B_IP,
+        B_MAC,
+        [0x0a, 0, 0, 0, 0, 2],
+    ));
+    ops.extend(local_endpoint(
+        OTHER_NET_IF,
+        2,
+        C_IP,
+        C_MAC,
+        [0x0a, 0, 0, 0, 0, 3],
+    ));
     for op in &ops {
         f.maps.apply(op).expect("map write");
     }

@@ -14,14 +14,14 @@ use netd::dataplane::{
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     map_names,
-    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    maps::NetworkEntry,
     program_names::TC_ENDPOINT,
     service::{
         BackendEntry, CtEntry, CtTuple, MaglevTable, ServiceEntry, ServiceKey, VipEntry,
         BACKEND_ACTIVE, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
     },
 };
-use netd_tests::fixture::{assert_counted, Fixture, Slot};
+use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
 
 const TC_ACT_SHOT: i64 = 2;
 const TC_ACT_REDIRECT: i64 = 7;
@@ -67,26 +67,7 @@ fn world(backend: u32) -> World {
         (B_IF, B_IP, B_MAC),
         (D_IF, D_IP, D_MAC),
     ] {
-        ops.push(MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            ifindex,
-            LocalEndpointEntry {
-                ipv4: ip,
-                network: 1,
-                mac,
-                host_mac: HOST_MAC,
-            },
-        ));
-        ops.push(MapOp::put(
-            tables::ENDPOINTS,
-            ip,
-            EndpointEntry {
-                ifindex,
-                network: 1,
-                mac,
-                host: 0,
-            },
-        ));
+        ops.extend(local_endpoint(ifindex, 1, ip, mac, HOST_MAC));
     }
     for (id, ip) in [(B_ID, B_IP), (D_ID, D_IP), (A_ID, A_IP)] {
         ops.push(MapOp::put(
@@ -181,7 +162,7 @@ fn addresses(out: &[u8]) -> ([u8; 6], Endpoint, Endpoint) {
         Some(TransportSlice::Tcp(t)) => {
             let want = t
                 .to_header()
-                .calc_checksum_ipv4(&header, payload_after(payload, t.header_len()))
+                .calc_checksum_ipv4(&header, &payload[t.header_len()..])
                 .expect("tcp checksum");
             assert_eq!(t.checksum(), want, "TCP checksum");
             (t.source_port(), t.destination_port())
@@ -199,10 +180,6 @@ fn addresses(out: &[u8]) -> ([u8; 6], Endpoint, Endpoint) {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&out[..6]);
     (mac, (src, ports.0), (dst, ports.1))
-}
-
-fn payload_after(segment: &[u8], header_len: usize) -> &[u8] {
-    &segment[header_len..]
 }
 
 fn run(w: &mut World, packet: &[u8]) -> (i64, Vec<u8>) {
@@ -224,49 +201,11 @@ fn conntrack(w: &mut World) -> Vec<(CtTuple, CtEntry)> {
 /// Makes the endpoint behind the test runs' interface (ifindex 1) the one
 /// at `ip`/`mac` (a backend answering, say), and A's veth another one.
 fn sending_as(w: &mut World, ip: [u8; 4], mac: [u8; 6], a_if: u32) {
-    for op in [
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            HERE,
-            LocalEndpointEntry {
-                ipv4: ip,
-                network: 1,
-                mac,
-                host_mac: HOST_MAC,
-            },
-        ),
-        MapOp::put(
-            tables::LOCAL_ENDPOINTS,
-            a_if,
-            LocalEndpointEntry {
-                ipv4: A_IP,
-                network: 1,
-                mac: A_MAC,
-                host_mac: HOST_MAC,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            A_IP,
-            EndpointEntry {
-                ifindex: a_if,
-                network: 1,
-                mac: A_MAC,
-                host: 0,
-            },
-        ),
-        MapOp::put(
-            tables::ENDPOINTS,
-            ip,
-            EndpointEntry {
-                ifindex: HERE,
-                network: 1,
-                mac,
-                host: 0,
-            },
-        ),
-    ] {
-        w.f.maps.apply(&op).expect("map write");
+    for op in local_endpoint(HERE, 1, ip, mac, HOST_MAC)
+        .iter()
+        .chain(&local_endpoint(a_if, 1, A_IP, A_MAC, HOST_MAC))
+    {
+        w.f.maps.apply(op).expect("map write");
     }
 }
 
