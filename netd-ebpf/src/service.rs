@@ -12,7 +12,7 @@ use netd_common::{
     parse::{Ipv4, L4},
     service::{
         maglev_slot, CtEntry, CtTuple, RevNatEntry, ServiceKey, CT_HAIRPIN, CT_SEEN_FIN,
-        CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
+        CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP,
     },
 };
 
@@ -180,9 +180,6 @@ fn translate(flow: &CtTuple, backend: [u8; 4], port: [u8; 2], flags: u16) -> ToS
 /// destination the client).
 #[inline(always)]
 pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
-    if ip.protocol != PROTO_TCP && ip.protocol != PROTO_UDP {
-        return None;
-    }
     let (reply, tcp_flags) = tuple(ip, l4)?;
     let rev = NETD_REV_NAT.get_ptr_mut(&reply)?;
     // SAFETY: the entry is this flow's; see `from_client`.

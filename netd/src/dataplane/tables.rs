@@ -119,13 +119,8 @@ impl<K: Plain, V: Plain> Table<K, V> {
     /// entry when full.
     pub const fn lru_hash(self, max_entries: u32) -> TableDecl {
         TableDecl {
-            name: self.name,
             kind: MapKind::LruHash,
-            key_size: size::<K>(),
-            value_size: size::<V>(),
-            max_entries,
-            owner: Owner::Datapath,
-            open: Some(open_hash::<K, V>),
+            ..self.hash(max_entries, Owner::Datapath)
         }
     }
 }
