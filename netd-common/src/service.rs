@@ -65,7 +65,9 @@ pub struct ServiceEntry {
     pub active: u32,
     /// The port on the backends, network byte order.
     pub target_port: [u8; 2],
-    pub _pad: [u8; 2],
+    /// 0 (reserved for per-service options such as client affinity).
+    pub flags: u16,
+    pub _pad: u32,
 }
 
 /// `NETD_VIPS` value, by VIP: the network the VIP belongs to (clients of
@@ -78,26 +80,32 @@ pub struct VipEntry {
     pub table: u32,
 }
 
-/// `NETD_BACKENDS` value, by backend id (stable per service and endpoint,
-/// the same on every host).
+/// `NETD_BACKENDS` key: a backend is its address within its service. The
+/// same on every host without any allocation, and a conntrack entry whose
+/// backend left the service finds no entry and is balanced again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct BackendKey {
+    pub table: u32,
+    pub ip: [u8; 4],
+}
+
+/// `NETD_BACKENDS` value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct BackendEntry {
-    pub ip: [u8; 4],
-    /// The service (table) this backend belongs to: a conntrack entry
-    /// whose backend is gone or moved is re-balanced.
-    pub table: u32,
     /// [`BACKEND_ACTIVE`] or [`BACKEND_DRAINING`].
     pub state: u32,
-    pub _pad: u32,
+    /// Its Maglev weight (what `netd conntrack ls` and the metrics show).
+    pub weight: u32,
 }
 
 pub const BACKEND_ACTIVE: u32 = 0;
 /// Keeps its flows, gets no new one (it has no slot in the table).
 pub const BACKEND_DRAINING: u32 = 1;
 
-/// `NETD_MAGLEV` value, by service index: backend ids, looked up as
-/// `slots[flow_hash % SERVICE_TABLE_SIZE]`.
+/// `NETD_MAGLEV` value, by service index: backend addresses (as the
+/// four bytes on the wire), looked up as `slots[maglev_slot(flow_hash)]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct MaglevTable {
@@ -127,7 +135,7 @@ pub struct CtTuple {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtEntry {
-    pub backend: u32,
+    pub _pad0: u32,
     pub backend_ip: [u8; 4],
     pub backend_port: [u8; 2],
     /// [`CT_SEEN_FIN`], [`CT_SEEN_RST`], [`CT_HAIRPIN`], [`CT_SEEN_REPLY`].
@@ -181,6 +189,7 @@ mod user {
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceEntry {}
     unsafe impl aya::Pod for super::VipEntry {}
+    unsafe impl aya::Pod for super::BackendKey {}
     unsafe impl aya::Pod for super::BackendEntry {}
     unsafe impl aya::Pod for super::MaglevTable {}
     unsafe impl aya::Pod for super::CtTuple {}
@@ -196,8 +205,9 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<ServiceEntry>(), 12);
-        assert_eq!(size_of::<BackendEntry>(), 16);
+        assert_eq!(size_of::<ServiceEntry>(), 16);
+        assert_eq!(size_of::<BackendKey>(), 8);
+        assert_eq!(size_of::<BackendEntry>(), 8);
         assert_eq!(size_of::<CtTuple>(), 16);
         assert_eq!(size_of::<CtEntry>(), 48);
         assert_eq!(size_of::<RevNatEntry>(), 24);

@@ -14,8 +14,9 @@ use netd_common::{
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
     },
     service::{
-        BackendEntry, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry, ServiceKey,
-        VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS, MAX_VIPS,
+        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
+        ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS,
+        MAX_VIPS,
     },
 };
 
@@ -63,9 +64,9 @@ pub static NETD_SERVICES: HashMap<ServiceKey, ServiceEntry> = HashMap::pinned(MA
 #[map(name = "NETD_VIPS")]
 pub static NETD_VIPS: HashMap<[u8; 4], VipEntry> = HashMap::pinned(MAX_VIPS, 0);
 
-/// Backends by id: address, service and state.
+/// Backends by (service, address): their state.
 #[map(name = "NETD_BACKENDS")]
-pub static NETD_BACKENDS: HashMap<u32, BackendEntry> = HashMap::pinned(MAX_BACKENDS, 0);
+pub static NETD_BACKENDS: HashMap<BackendKey, BackendEntry> = HashMap::pinned(MAX_BACKENDS, 0);
 
 /// Each service's Maglev table, by service index. Not preallocated: a
 /// table costs memory only while its service exists.

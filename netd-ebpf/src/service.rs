@@ -11,8 +11,8 @@ use netd_common::{
     nat::{Addr, Nat},
     parse::{Ipv4, L4},
     service::{
-        maglev_slot, CtEntry, CtTuple, RevNatEntry, ServiceKey, CT_HAIRPIN, CT_SEEN_FIN,
-        CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP,
+        maglev_slot, BackendKey, CtEntry, CtTuple, RevNatEntry, ServiceEntry, ServiceKey,
+        BACKEND_ACTIVE, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP,
     },
 };
 
@@ -88,11 +88,14 @@ pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> T
         // SAFETY: the entry is this flow's; concurrent updates of the
         // counters may race, which only costs a count.
         let entry = unsafe { &mut *ct };
+        let key = BackendKey {
+            table: service.table,
+            ip: entry.backend_ip,
+        };
         // SAFETY: as above.
-        let backend = unsafe { NETD_BACKENDS.get(&entry.backend) };
-        let still_there =
-            matches!(backend, Some(b) if b.table == service.table && b.ip == entry.backend_ip);
-        if still_there && entry.backend_port == service.target_port {
+        let still_there = unsafe { NETD_BACKENDS.get(&key) }.is_some();
+        if still_there && entry.table == service.table && entry.backend_port == service.target_port
+        {
             entry.last_seen = now;
             entry.flags |= closing;
             entry.packets += 1;
@@ -105,31 +108,14 @@ pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> T
     if service.active == 0 {
         return ToService::Drop(DropReason::NoBackend);
     }
-    let slot = maglev_slot(flow_hash(
-        flow.src,
-        flow.dst,
-        flow.proto,
-        flow.src_port,
-        flow.dst_port,
-    ));
-    // Opaque, so the bounds check below stays for the verifier to see.
-    let slot = core::hint::black_box(slot);
-    let Some(table) = NETD_MAGLEV.get_ptr(&service.table) else {
+    let Some(backend_ip) = pick(&service, &flow) else {
         return ToService::Drop(DropReason::NoBackend);
     };
-    // SAFETY: the pointer is the map value's; `slot` is below its length.
-    let Some(&backend_id) = (unsafe { (*table).slots.get(slot) }) else {
-        return ToService::Drop(DropReason::NoBackend);
-    };
-    // SAFETY: as above.
-    let Some(backend) = (unsafe { NETD_BACKENDS.get(&backend_id) }).copied() else {
-        return ToService::Drop(DropReason::NoBackend);
-    };
-    let hairpin = backend.ip == flow.src;
+    let hairpin = backend_ip == flow.src;
     let flags = closing | if hairpin { CT_HAIRPIN } else { 0 };
     let entry = CtEntry {
-        backend: backend_id,
-        backend_ip: backend.ip,
+        _pad0: 0,
+        backend_ip,
         backend_port: service.target_port,
         flags,
         table: service.table,
@@ -152,12 +138,39 @@ pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> T
     // allocation failure) still forwards: Maglev gives the same backend to
     // the next packet, and the flow is tracked then.
     let _ = NETD_REV_NAT.insert(
-        &flow.reply(backend.ip, service.target_port, reply_to),
+        &flow.reply(backend_ip, service.target_port, reply_to),
         &rev,
         0,
     );
     let _ = NETD_CT.insert(&flow, &entry, 0);
-    translate(&flow, backend.ip, service.target_port, flags)
+    translate(&flow, backend_ip, service.target_port, flags)
+}
+
+/// The backend of a new flow: the Maglev table's slot for the flow.
+#[inline(always)]
+fn pick(service: &ServiceEntry, flow: &CtTuple) -> Option<[u8; 4]> {
+    let slot = maglev_slot(flow_hash(
+        flow.src,
+        flow.dst,
+        flow.proto,
+        flow.src_port,
+        flow.dst_port,
+    ));
+    // Opaque, so the bounds check below stays for the verifier to see.
+    let slot = core::hint::black_box(slot);
+    let table = NETD_MAGLEV.get_ptr(&service.table)?;
+    // SAFETY: the pointer is the map value's; `slot` is below its length.
+    let ip = unsafe { (*table).slots.get(slot) }?.to_ne_bytes();
+    takes_new_flows(service.table, ip).then_some(ip)
+}
+
+#[inline(always)]
+fn takes_new_flows(table: u32, ip: [u8; 4]) -> bool {
+    // SAFETY: map values are copied out at once.
+    matches!(
+        unsafe { NETD_BACKENDS.get(&BackendKey { table, ip }) },
+        Some(b) if b.state == BACKEND_ACTIVE
+    )
 }
 
 #[inline(always)]

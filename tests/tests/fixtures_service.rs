@@ -17,8 +17,8 @@ use netd_common::{
     maps::NetworkEntry,
     program_names::TC_ENDPOINT,
     service::{
-        BackendEntry, CtEntry, CtTuple, MaglevTable, ServiceEntry, ServiceKey, VipEntry,
-        BACKEND_ACTIVE, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
+        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, ServiceEntry, ServiceKey,
+        VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
     },
 };
 use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
@@ -41,9 +41,6 @@ const D_MAC: [u8; 6] = [0x02, 0x6e, 10, 1, 0, 4];
 const VIP: [u8; 4] = [10, 1, 0, 100];
 
 const TABLE: u32 = 1;
-const B_ID: u32 = 7;
-const D_ID: u32 = 8;
-const A_ID: u32 = 9;
 const TARGET: u16 = 8080;
 
 struct World {
@@ -52,7 +49,7 @@ struct World {
 
 /// Network 1: A (the client, here), B and D (backends); a service at
 /// VIP:80/tcp and VIP:53/udp, both to port 8080 of its backends.
-fn world(backend: u32) -> World {
+fn world(backend: [u8; 4]) -> World {
     let mut f = Fixture::load();
     let mut ops = vec![MapOp::put(
         tables::NETWORKS,
@@ -69,15 +66,13 @@ fn world(backend: u32) -> World {
     ] {
         ops.extend(local_endpoint(ifindex, 1, ip, mac, HOST_MAC));
     }
-    for (id, ip) in [(B_ID, B_IP), (D_ID, D_IP), (A_ID, A_IP)] {
+    for ip in [B_IP, D_IP, A_IP] {
         ops.push(MapOp::put(
             tables::BACKENDS,
-            id,
+            BackendKey { table: TABLE, ip },
             BackendEntry {
-                ip,
-                table: TABLE,
                 state: BACKEND_ACTIVE,
-                _pad: 0,
+                weight: 1,
             },
         ));
     }
@@ -95,7 +90,8 @@ fn world(backend: u32) -> World {
                 table: TABLE,
                 active: 1,
                 target_port: TARGET.to_be_bytes(),
-                _pad: [0; 2],
+                flags: 0,
+                _pad: 0,
             },
         ));
     }
@@ -113,9 +109,11 @@ fn world(backend: u32) -> World {
     World { f }
 }
 
-fn all_to(backend: u32) -> MaglevTable {
+fn all_to(backend: [u8; 4]) -> MaglevTable {
     let mut t = MaglevTable::default();
-    t.slots.iter_mut().for_each(|s| *s = backend);
+    t.slots
+        .iter_mut()
+        .for_each(|s| *s = u32::from_ne_bytes(backend));
     t
 }
 
@@ -211,7 +209,7 @@ fn sending_as(w: &mut World, ip: [u8; 4], mac: [u8; 6], a_if: u32) {
 
 #[test]
 fn a_packet_to_the_vip_is_dnated_to_the_backend_with_valid_checksums() {
-    let mut w = world(B_ID);
+    let mut w = world(B_IP);
     for (what, packet) in [
         ("tcp", tcp((A_IP, 40000), (VIP, 80), A_MAC)),
         ("udp", udp((A_IP, 40001), (VIP, 53), A_MAC)),
@@ -236,12 +234,12 @@ fn a_packet_to_the_vip_is_dnated_to_the_backend_with_valid_checksums() {
     assert_eq!(flows.len(), 2, "one conntrack entry per flow: {flows:?}");
     assert!(flows
         .iter()
-        .all(|(t, e)| t.src == A_IP && t.dst == VIP && e.backend == B_ID && e.packets == 1));
+        .all(|(t, e)| t.src == A_IP && t.dst == VIP && e.backend_ip == B_IP && e.packets == 1));
 }
 
 #[test]
 fn the_reply_is_reverse_natted_to_the_vip() {
-    let mut w = world(B_ID);
+    let mut w = world(B_IP);
     let (verdict, _) = run(&mut w, &tcp((A_IP, 40000), (VIP, 80), A_MAC));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     // B answers, from its own veth, straight to A's MAC.
@@ -262,12 +260,12 @@ fn the_reply_is_reverse_natted_to_the_vip() {
 
 #[test]
 fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
-    let mut w = world(B_ID);
+    let mut w = world(B_IP);
     let flow = tcp((A_IP, 40000), (VIP, 80), A_MAC);
     run(&mut w, &flow);
     // The table now sends everything to D: the flow stays on B...
     w.f.maps
-        .apply(&MapOp::put(tables::MAGLEV, TABLE, all_to(D_ID)))
+        .apply(&MapOp::put(tables::MAGLEV, TABLE, all_to(D_IP)))
         .expect("map write");
     let (_, out) = run(&mut w, &flow);
     assert_eq!(addresses(&out).2, (B_IP, TARGET), "an established flow");
@@ -276,7 +274,13 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
     assert_eq!(addresses(&out).2, (D_IP, TARGET), "a new flow");
     // Once B is gone, its flow is balanced again.
     w.f.maps
-        .apply(&MapOp::delete(tables::BACKENDS, B_ID))
+        .apply(&MapOp::delete(
+            tables::BACKENDS,
+            BackendKey {
+                table: TABLE,
+                ip: B_IP,
+            },
+        ))
         .expect("map write");
     let (_, out) = run(&mut w, &flow);
     assert_eq!(
@@ -288,7 +292,7 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
 
 #[test]
 fn a_client_that_is_its_own_backend_is_snatted_to_the_hairpin_address() {
-    let mut w = world(A_ID);
+    let mut w = world(A_IP);
     let (verdict, out) = run(&mut w, &tcp((A_IP, 40000), (VIP, 80), A_MAC));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let (mac, src, dst) = addresses(&out);
@@ -320,7 +324,7 @@ fn assert_dropped(w: &mut World, what: &str, packet: &[u8], reason: DropReason) 
 
 #[test]
 fn a_port_the_service_lacks_and_a_service_without_backends_are_counted_drops() {
-    let mut w = world(B_ID);
+    let mut w = world(B_IP);
     assert_dropped(
         &mut w,
         "unknown port",
@@ -346,7 +350,8 @@ fn a_port_the_service_lacks_and_a_service_without_backends_are_counted_drops() {
                 table: TABLE,
                 active: 0,
                 target_port: TARGET.to_be_bytes(),
-                _pad: [0; 2],
+                flags: 0,
+                _pad: 0,
             },
         ))
         .expect("map write");
@@ -410,4 +415,39 @@ fn a_reply_decapsulated_at_xdp_is_reverse_natted_to_the_vip() {
     assert_eq!(run.output.len(), inner.len(), "outer headers stripped");
     let (mac, src, dst) = addresses(&run.output);
     assert_eq!((mac, src, dst), (o::B_MAC, (VIP, 53), (o::B_IP, 40000)));
+}
+
+fn set_backend(w: &mut World, ip: [u8; 4], state: u32) {
+    w.f.maps
+        .apply(&MapOp::put(
+            tables::BACKENDS,
+            BackendKey { table: TABLE, ip },
+            BackendEntry { state, weight: 1 },
+        ))
+        .expect("map write");
+}
+
+#[test]
+fn a_draining_backend_keeps_its_flows_and_takes_no_new_one() {
+    let mut w = world(B_IP);
+    let flow = tcp((A_IP, 40000), (VIP, 80), A_MAC);
+    run(&mut w, &flow);
+    set_backend(&mut w, B_IP, BACKEND_DRAINING);
+    let (_, out) = run(&mut w, &flow);
+    assert_eq!(addresses(&out).2, (B_IP, TARGET), "the established flow");
+    // A table still pointing at it (netd never writes one) does not give
+    // it a new flow: the new flow is refused as having no backend.
+    let before = w.f.snapshot();
+    let (verdict, _) = run(&mut w, &tcp((A_IP, 40001), (VIP, 80), A_MAC));
+    assert_eq!(verdict, TC_ACT_SHOT, "a new flow to a draining backend");
+    assert_counted(
+        &before,
+        &w.f.snapshot(),
+        &[
+            Slot::Verdict(HOOK, Verdict::Drop),
+            Slot::Drop(HOOK, DropReason::NoBackend),
+        ],
+        flow.len() as u64,
+        "new flow",
+    );
 }

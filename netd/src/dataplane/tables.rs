@@ -23,8 +23,9 @@ use netd_common::{
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
     },
     service::{
-        BackendEntry, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry, ServiceKey,
-        VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS, MAX_VIPS,
+        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
+        ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS,
+        MAX_VIPS,
     },
 };
 
@@ -174,8 +175,8 @@ pub const META: Table<u32, PinMeta> = Table::new(map_names::META);
 pub const SERVICES: Table<ServiceKey, ServiceEntry> = Table::new(map_names::SERVICES);
 /// VIPs: their network.
 pub const VIPS: Table<[u8; 4], VipEntry> = Table::new(map_names::VIPS);
-/// Backends by id.
-pub const BACKENDS: Table<u32, BackendEntry> = Table::new(map_names::BACKENDS);
+/// Backends by (service index, address).
+pub const BACKENDS: Table<BackendKey, BackendEntry> = Table::new(map_names::BACKENDS);
 /// Maglev tables by service index.
 pub const MAGLEV: Table<u32, MaglevTable> = Table::new(map_names::MAGLEV);
 /// Conntrack: the backend of each client flow.
