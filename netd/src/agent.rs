@@ -21,7 +21,7 @@ use crate::{
         Datapath,
     },
     logging::chain,
-    metrics::Metrics,
+    metrics::{Metrics, ModelSizes},
     model::{Endpoint, Host, Manager, Network, HOST_IFNAME_PREFIX},
     netlink::{create_endpoint_link, create_veth_pair, EndpointLinkSpec, LinkFacts, Netlink},
     store::Store,
@@ -171,6 +171,7 @@ impl<S: Store> Agent<S> {
             networks,
             endpoints,
             hosts: members,
+            services,
         } = self.control.model().await?;
         let (networks, endpoints) = (&networks, &endpoints);
         let mut report = Report::default();
@@ -200,7 +201,7 @@ impl<S: Store> Agent<S> {
             hosts: &hosts,
             overlay: self.overlay,
         };
-        let desired = compile(networks, endpoints, &links, &cluster);
+        let desired = compile(networks, endpoints, &services, &links, &cluster);
         let applied = reconcile(&mut state.maps, &desired)?;
         report.map_writes = applied.writes;
         for (op, error) in applied.failed {
@@ -234,8 +235,7 @@ impl<S: Store> Agent<S> {
             }
         }
         self.metrics.update_model(
-            networks.len(),
-            endpoints.len(),
+            &model_sizes(networks, endpoints, &services, &desired),
             &fill(&desired, &state.maps),
         );
         if report.map_writes + report.links_created + report.links_removed > 0 {
@@ -407,6 +407,38 @@ impl<S: Store> Agent<S> {
     pub async fn map_fill(&self) -> Result<Vec<MapFill>, AgentError> {
         let state = self.state.lock().await;
         Ok(fill(&state.maps.read()?, &state.maps))
+    }
+}
+
+/// The gauges' view of the model: backends are counted as this host's
+/// maps hold them (reachable from here).
+fn model_sizes(
+    networks: &[Network],
+    endpoints: &[Endpoint],
+    services: &[crate::model::Service],
+    desired: &crate::dataplane::maps::MapState,
+) -> ModelSizes {
+    use crate::dataplane::tables;
+    let mut backends = BTreeMap::new();
+    for s in services {
+        let mut counts = (0, 0);
+        for b in s.backends_in(endpoints) {
+            let key = netd_common::service::BackendKey {
+                table: s.index,
+                ip: b.ip.octets(),
+            };
+            match desired.get(tables::BACKENDS, &key) {
+                Some(e) if e.state == netd_common::service::BACKEND_DRAINING => counts.1 += 1,
+                Some(_) => counts.0 += 1,
+                None => {}
+            }
+        }
+        backends.insert(s.name.clone(), counts);
+    }
+    ModelSizes {
+        networks: networks.len(),
+        endpoints: endpoints.len(),
+        backends,
     }
 }
 

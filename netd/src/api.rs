@@ -20,7 +20,10 @@ use crate::{
     agent::{Agent, AgentError},
     control::ControlError,
     dataplane::maps::MapFill,
-    model::{Endpoint, EndpointSpec, ModelError, Network, NetworkSpec},
+    model::{
+        Backend, Endpoint, EndpointSpec, ModelError, Network, NetworkSpec, Service, ServiceSpec,
+        ServiceUpdate,
+    },
     store::Store,
 };
 
@@ -67,6 +70,8 @@ type Shared<S> = Arc<Agent<S>>;
 pub struct Status {
     pub networks: usize,
     pub endpoints: usize,
+    #[serde(default)]
+    pub services: usize,
     pub maps: Vec<MapFill>,
     pub pin_path: String,
     /// Pinned attachments: `xdp-<uplink>` and `tc-<host veth>`.
@@ -188,11 +193,81 @@ async fn remove_host<S: Store>(
     Ok(Json(host))
 }
 
+/// A service with the backends it has now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceView {
+    #[serde(flatten)]
+    pub service: Service,
+    pub backends: Vec<Backend>,
+}
+
+async fn view<S: Store>(agent: &Agent<S>, service: Service) -> Result<ServiceView, ApiError> {
+    let endpoints = agent.control().endpoints().await?;
+    Ok(ServiceView {
+        backends: service.backends_in(&endpoints),
+        service,
+    })
+}
+
+async fn list_services<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Result<Json<Vec<ServiceView>>, ApiError> {
+    let endpoints = agent.control().endpoints().await?;
+    let views = agent
+        .control()
+        .services()
+        .await?
+        .into_iter()
+        .map(|service| ServiceView {
+            backends: service.backends_in(&endpoints),
+            service,
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+async fn create_service<S: Store>(
+    State(agent): State<Shared<S>>,
+    Json(spec): Json<ServiceSpec>,
+) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    let service = agent.control().create_service(&spec).await?;
+    agent.settle().await?;
+    Ok((StatusCode::CREATED, Json(view(&agent, service).await?)))
+}
+
+async fn get_service<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let service = agent.control().service(&name).await?;
+    Ok(Json(view(&agent, service).await?))
+}
+
+async fn update_service<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+    Json(update): Json<ServiceUpdate>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let service = agent.control().update_service(&name, &update).await?;
+    agent.settle().await?;
+    Ok(Json(view(&agent, service).await?))
+}
+
+async fn delete_service<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Service>, ApiError> {
+    let service = agent.control().delete_service(&name).await?;
+    agent.settle().await?;
+    Ok(Json(service))
+}
+
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
     let maps = agent.map_fill().await?;
     Ok(Json(Status {
         networks: agent.control().networks().await?.len(),
         endpoints: agent.control().endpoints().await?.len(),
+        services: agent.control().services().await?.len(),
         maps,
         attachments: agent.attachments(),
         pin_path: agent.pin_path(),
@@ -216,6 +291,16 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
         .route(
             "/endpoints/{name}",
             get(get_endpoint::<S>).delete(delete_endpoint::<S>),
+        )
+        .route(
+            "/services",
+            get(list_services::<S>).post(create_service::<S>),
+        )
+        .route(
+            "/services/{name}",
+            get(get_service::<S>)
+                .patch(update_service::<S>)
+                .delete(delete_service::<S>),
         )
         .route("/status", get(status::<S>))
         .route("/hosts", get(list_hosts::<S>).post(add_external_host::<S>))

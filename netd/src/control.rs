@@ -13,13 +13,17 @@ use std::{
 use ipnet::Ipv4Net;
 
 use crate::{
-    model::{check_name, Endpoint, EndpointSpec, Host, ModelError, Network, NetworkSpec},
+    model::{
+        check_name, Endpoint, EndpointSpec, Host, ModelError, Network, NetworkSpec, Service,
+        ServiceSpec, ServiceUpdate,
+    },
     store::{Store, StoreError, Txn},
 };
 
 pub const PREFIX: &str = "/netd/";
 const NETWORKS: &str = "/netd/networks/";
 const ENDPOINTS: &str = "/netd/endpoints/";
+const SERVICES: &str = "/netd/services/";
 
 /// Registrations of running netds, under a lease: a key per live host.
 pub const HOSTS: &str = "/netd/hosts/";
@@ -66,6 +70,20 @@ fn endpoint_key(id: &str) -> String {
 fn endpoint_name_key(name: &str) -> String {
     format!("/netd/names/endpoint/{name}")
 }
+fn service_key(id: &str) -> String {
+    format!("{SERVICES}{id}")
+}
+fn service_name_key(name: &str) -> String {
+    format!("/netd/names/service/{name}")
+}
+fn service_index_key(index: u32) -> String {
+    format!("/netd/service-index/{index}")
+}
+/// What a VIP's entry in the address registry holds.
+fn vip_holder(service_id: &str) -> String {
+    format!("service:{service_id}")
+}
+
 /// The one address registry: who holds each address of a network.
 fn addresses_of(network_id: &str) -> String {
     format!("/netd/addresses/{network_id}/")
@@ -125,6 +143,10 @@ pub struct Limits {
     pub endpoints: u32,
     /// NETD_HOSTS: the other hosts.
     pub hosts: u32,
+    /// NETD_MAGLEV (and NETD_VIPS): services.
+    pub services: u32,
+    /// NETD_SERVICES: the ports of all services.
+    pub service_ports: u32,
 }
 
 impl Default for Limits {
@@ -135,6 +157,8 @@ impl Default for Limits {
             networks: max(tables::NETWORKS.name),
             endpoints: max(tables::ENDPOINTS.name),
             hosts: max(tables::HOSTS.name),
+            services: max(tables::MAGLEV.name).min(max(tables::VIPS.name)),
+            service_ports: max(tables::SERVICES.name),
         }
     }
 }
@@ -187,6 +211,30 @@ impl Limits {
         Ok(())
     }
 
+    /// Whether `service` fits beside `others` (itself left out of them).
+    fn service(&self, service: &Service, others: &[Service]) -> Result<(), ModelError> {
+        if others.len() >= self.services as usize {
+            return Err(ModelError::Full {
+                what: "service",
+                map: "NETD_MAGLEV",
+                host: "every host".into(),
+                limit: self.services,
+                have: others.len(),
+            });
+        }
+        let have: usize = others.iter().map(|s| s.ports.len()).sum();
+        if have + service.ports.len() > self.service_ports as usize {
+            return Err(ModelError::Full {
+                what: "service port",
+                map: "NETD_SERVICES",
+                host: "every host".into(),
+                limit: self.service_ports,
+                have,
+            });
+        }
+        Ok(())
+    }
+
     fn hosts(&self, existing: &[Host]) -> Result<(), ModelError> {
         if existing.len() < self.hosts as usize {
             return Ok(());
@@ -221,6 +269,7 @@ pub struct Model {
     pub endpoints: Vec<Endpoint>,
     /// Every member, marked alive or not.
     pub hosts: Vec<Host>,
+    pub services: Vec<Service>,
 }
 
 impl<S: Store> Control<S> {
@@ -353,11 +402,14 @@ impl<S: Store> Control<S> {
         networks.sort_by(|a, b| a.name.cmp(&b.name));
         let mut endpoints: Vec<Endpoint> = self.decode_all(ENDPOINTS, entries);
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut services: Vec<Service> = self.decode_all(SERVICES, entries);
+        services.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Model {
             revision: snapshot.revision,
             networks,
             endpoints,
             hosts: self.members_in(entries),
+            services,
         })
     }
 
@@ -586,6 +638,24 @@ impl<S: Store> Control<S> {
             let revision = self.network_revision(&network.id).await?;
             self.refuse_if_used("network", &network.name, |e| e.network == network.id)
                 .await?;
+            let services: Vec<String> = self
+                .services()
+                .await?
+                .into_iter()
+                .filter(|s| s.network == network.id)
+                .map(|s| s.name)
+                .collect();
+            if !services.is_empty() {
+                return Err(ModelError::invalid(
+                    "network",
+                    format!(
+                        "{:?} still has services: {}; remove them first",
+                        network.name,
+                        services.join(", ")
+                    ),
+                )
+                .into());
+            }
             let mut txn = Txn::new()
                 .unchanged(network_key(&network.id), revision)
                 .delete(network_key(&network.id))
@@ -690,13 +760,26 @@ impl<S: Store> Control<S> {
         let network = networks
             .iter()
             .find(|n| n.name == spec.network || n.id == spec.network);
-        let (Some(network), None, None) = (network, &spec.ip, &spec.external_host) else {
+        let (Some(network), None) = (network, &spec.external_host) else {
             return Ok(spec.clone());
         };
-        if network.ipam_pool.is_none() {
+        let registry = network.address_registry();
+        if let Some(ip) = spec.ip.as_deref().and_then(|t| t.parse::<Ipv4Addr>().ok()) {
+            // An address a VIP holds is refused by name, not by a compare
+            // that fails on every retry.
+            if let Some(held) = self.store.get(&address_key(registry, ip)).await? {
+                if let Some(id) = held.value.strip_prefix("service:") {
+                    let name = self.service(id).await.map_or(id.to_string(), |s| s.name);
+                    return Err(ModelError::invalid(
+                        "ip",
+                        format!("{ip} is the VIP of service {name:?}"),
+                    )
+                    .into());
+                }
+            }
             return Ok(spec.clone());
         }
-        let mut taken = self.addresses_taken(network.address_registry()).await?;
+        let mut taken = self.addresses_taken(registry).await?;
         taken.extend(
             endpoints
                 .iter()
@@ -722,6 +805,114 @@ impl<S: Store> Control<S> {
         )
         .await?;
         Ok(endpoint)
+    }
+}
+
+/// Services: a VIP (an address of the network's registry, so no endpoint
+/// takes it) and an index (its Maglev table), both unique by compare.
+impl<S: Store> Control<S> {
+    pub async fn services(&self) -> Result<Vec<Service>, ControlError> {
+        let mut list: Vec<Service> = self.load(SERVICES).await?;
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    pub async fn service(&self, name_or_id: &str) -> Result<Service, ControlError> {
+        self.services()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name_or_id || s.id == name_or_id)
+            .ok_or_else(|| {
+                ModelError::NotFound {
+                    kind: "service",
+                    name: name_or_id.to_string(),
+                }
+                .into()
+            })
+    }
+
+    pub async fn create_service(&self, spec: &ServiceSpec) -> Result<Service, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let networks = self.networks().await?;
+            let endpoints = self.endpoints().await?;
+            let services = self.services().await?;
+            let used: BTreeSet<u32> = services.iter().map(|s| s.index).collect();
+            let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+            let network = networks
+                .iter()
+                .find(|n| n.name == spec.network || n.id == spec.network);
+            let taken = match network {
+                Some(n) => self.addresses_taken(n.address_registry()).await?,
+                None => BTreeSet::new(),
+            };
+            let service =
+                Service::from_spec(spec, &networks, &services, &endpoints, &taken, index)?;
+            self.limits.service(&service, &services)?;
+            let mut txn = self
+                .guard_network(Txn::new(), &service.network)
+                .await?
+                .absent(service_name_key(&service.name))
+                .absent(service_index_key(index))
+                .put(service_key(&service.id), to_json(&service))
+                .put(service_name_key(&service.name), service.id.clone())
+                .put(service_index_key(index), service.id.clone());
+            if let Some(vip) = service.vip {
+                let address = address_key(registry_of(&networks, &service.network), vip);
+                txn = txn
+                    .absent(address.clone())
+                    .put(address, vip_holder(&service.id));
+            }
+            match self.commit(txn).await {
+                Ok(_) => return Ok(service),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
+    }
+
+    /// Applies `update` to the service as stored, unless it changed meanwhile.
+    pub async fn update_service(
+        &self,
+        name_or_id: &str,
+        update: &ServiceUpdate,
+    ) -> Result<Service, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let current = self.service(name_or_id).await?;
+            let key = service_key(&current.id);
+            let stored = self.stored(&key, "service", name_or_id).await?;
+            let networks = self.networks().await?;
+            let endpoints = self.endpoints().await?;
+            let next = current.updated(update, &networks, &endpoints)?;
+            let others: Vec<Service> = self
+                .services()
+                .await?
+                .into_iter()
+                .filter(|s| s.id != current.id)
+                .collect();
+            self.limits.service(&next, &others)?;
+            let txn = Txn::new()
+                .unchanged(key.clone(), stored.mod_revision)
+                .put(key, to_json(&next));
+            match self.commit(txn).await {
+                Ok(_) => return Ok(next),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
+    }
+
+    pub async fn delete_service(&self, name_or_id: &str) -> Result<Service, ControlError> {
+        let service = self.service(name_or_id).await?;
+        let networks = self.networks().await?;
+        let mut txn = Txn::new()
+            .delete(service_key(&service.id))
+            .delete(service_name_key(&service.name))
+            .delete(service_index_key(service.index));
+        if let Some(vip) = service.vip {
+            txn = txn.delete(address_key(registry_of(&networks, &service.network), vip));
+        }
+        self.commit(txn).await?;
+        Ok(service)
     }
 }
 
@@ -1492,6 +1683,7 @@ mod tests {
                 networks: 2,
                 endpoints: 3,
                 hosts: 1,
+                ..Limits::default()
             };
             let mut c = Control::on_host(EmbeddedStore::open(dir.path()).expect("store"), "a")
                 .with_limits(limits);

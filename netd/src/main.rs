@@ -8,12 +8,15 @@ use std::{
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use netd::{
-    api::{ExternalHostSpec, Status},
+    api::{ExternalHostSpec, ServiceView, Status},
     client::Client,
     config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH, DEFAULT_SOCKET},
     dataplane::PinLayout,
     logging,
-    model::{Endpoint, EndpointSpec, Host, Network, NetworkSpec},
+    model::{
+        Endpoint, EndpointSpec, Host, Mode, Network, NetworkSpec, Service, ServiceSpec,
+        ServiceUpdate,
+    },
     run,
 };
 use tracing::level_filters::LevelFilter;
@@ -50,6 +53,9 @@ enum Command {
     /// Hosts of the cluster whose netd is alive.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Services: a VIP load-balanced across endpoints: create, ls, inspect, update, rm.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// What netd has: networks, endpoints, map fill.
     Status {
         #[arg(long)]
@@ -134,6 +140,64 @@ enum NetworkCmd {
 }
 
 #[derive(Subcommand)]
+enum ServiceCmd {
+    /// Create a service: a VIP on a network, load-balanced across the
+    /// endpoints the selector (or --backend) names.
+    Create {
+        name: String,
+        #[arg(long)]
+        network: String,
+        /// PORT[:TARGET][/tcp|/udp] (repeatable), e.g. 80:8080/tcp.
+        #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
+        ports: Vec<String>,
+        /// The VIP [default: the network's next free address].
+        #[arg(long)]
+        vip: Option<String>,
+        /// KEY=VALUE[,KEY=VALUE...]: endpoints with all these labels.
+        #[arg(long)]
+        selector: Option<String>,
+        /// An endpoint by name, besides the selector's (repeatable).
+        #[arg(long = "backend", value_name = "ENDPOINT")]
+        backends: Vec<String>,
+        /// ENDPOINT=N: a backend's weight, 1 to 256 [default: 1] (repeatable).
+        #[arg(long = "weight", value_name = "ENDPOINT=N")]
+        weights: Vec<String>,
+        /// vip (load-balanced VIP) or dnsrr (names resolve to the backends).
+        #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
+        mode: String,
+    },
+    /// List services.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one service and its backends as JSON.
+    Inspect { name: String },
+    /// Change a service: what is given replaces what was.
+    Update {
+        name: String,
+        /// The ports, all of them (repeatable).
+        #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
+        ports: Vec<String>,
+        #[arg(long)]
+        selector: Option<String>,
+        /// The named backends, all of them (repeatable).
+        #[arg(long = "backend", value_name = "ENDPOINT")]
+        backends: Vec<String>,
+        #[arg(long = "weight", value_name = "ENDPOINT=N")]
+        weights: Vec<String>,
+        /// Keep this backend's flows, give it no new one (repeatable).
+        #[arg(long = "drain", value_name = "ENDPOINT")]
+        drain: Vec<String>,
+        /// Give a drained backend new flows again (repeatable).
+        #[arg(long = "undrain", value_name = "ENDPOINT")]
+        undrain: Vec<String>,
+    },
+    /// Remove a service.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
 enum HostCmd {
     /// List hosts.
     Ls {
@@ -177,6 +241,9 @@ enum EndpointCmd {
         /// MAC address [default: 02:6e and the IPv4 address].
         #[arg(long)]
         mac: Option<String>,
+        /// KEY=VALUE, what service selectors match (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// List endpoints.
     Ls {
@@ -203,6 +270,9 @@ fn main() -> ExitCode {
         }
         Command::Host(cmd) => {
             client_runtime().and_then(|rt| rt.block_on(hosts(&Client::new(&cli.socket), cmd)))
+        }
+        Command::Service(cmd) => {
+            client_runtime().and_then(|rt| rt.block_on(service(&Client::new(&cli.socket), cmd)))
         }
         Command::Status { json } => {
             client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
@@ -341,6 +411,7 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             ip,
             ifname,
             mac,
+            labels,
         } => {
             let spec = EndpointSpec {
                 name,
@@ -350,6 +421,7 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
                 ip,
                 ifname,
                 mac,
+                labels: pairs("label", &labels)?,
             };
             let e: Endpoint = client.post("/endpoints", &spec).await?;
             println!("{} {} {}", e.id, e.ipv4, e.mac);
@@ -394,6 +466,116 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
         EndpointCmd::Rm { name } => {
             let e: Endpoint = client.delete(&format!("/endpoints/{name}")).await?;
             println!("{}", e.name);
+        }
+    }
+    Ok(())
+}
+
+fn weights(items: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
+    pairs("weight", items)?
+        .into_iter()
+        .map(|(k, v)| match v.parse() {
+            Ok(w) => Ok((k, w)),
+            Err(_) => bail!("--weight {k}={v}: the weight is a number from 1 to 256"),
+        })
+        .collect()
+}
+
+async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCmd::Create {
+            name,
+            network,
+            ports,
+            vip,
+            selector,
+            backends,
+            weights: w,
+            mode,
+        } => {
+            let spec = ServiceSpec {
+                name,
+                network,
+                vip,
+                ports,
+                selector,
+                backends,
+                weights: weights(&w)?,
+                draining: Default::default(),
+                mode: if mode == "dnsrr" {
+                    Mode::Dnsrr
+                } else {
+                    Mode::Vip
+                },
+            };
+            let s: ServiceView = client.post("/services", &spec).await?;
+            let vip = s.service.vip.map_or("-".to_string(), |v| v.to_string());
+            println!("{} {} {} backends", s.service.id, vip, s.backends.len());
+        }
+        ServiceCmd::Ls { json } => {
+            let list: Vec<ServiceView> = client.get("/services").await?;
+            if json {
+                return print_json(&list);
+            }
+            let networks: Vec<Network> = client.get("/networks").await?;
+            println!(
+                "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  SELECTOR",
+                "NAME", "NETWORK", "VIP", "MODE", "PORTS", "BACKENDS"
+            );
+            for v in list {
+                let s = &v.service;
+                let net = networks
+                    .iter()
+                    .find(|n| n.id == s.network)
+                    .map_or("?", |n| n.name.as_str());
+                let ports: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
+                let selector: Vec<String> =
+                    s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let active = v.backends.iter().filter(|b| !b.draining).count();
+                println!(
+                    "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  {}",
+                    s.name,
+                    net,
+                    s.vip.map_or("-".to_string(), |v| v.to_string()),
+                    if s.mode == Mode::Vip { "vip" } else { "dnsrr" },
+                    ports.join(","),
+                    format!("{active}/{}", v.backends.len()),
+                    if selector.is_empty() {
+                        "-".to_string()
+                    } else {
+                        selector.join(",")
+                    }
+                );
+            }
+        }
+        ServiceCmd::Inspect { name } => print_json(
+            &client
+                .get::<ServiceView>(&format!("/services/{name}"))
+                .await?,
+        )?,
+        ServiceCmd::Update {
+            name,
+            ports,
+            selector,
+            backends,
+            weights: w,
+            drain,
+            undrain,
+        } => {
+            let update = ServiceUpdate {
+                ports: (!ports.is_empty()).then_some(ports),
+                selector,
+                backends: (!backends.is_empty()).then_some(backends),
+                weights: weights(&w)?,
+                drain: drain.into_iter().collect(),
+                undrain: undrain.into_iter().collect(),
+            };
+            let s: ServiceView = client.patch(&format!("/services/{name}"), &update).await?;
+            println!("{}", s.service.name);
+        }
+        ServiceCmd::Rm { name } => {
+            let s: Service = client.delete(&format!("/services/{name}")).await?;
+            println!("{}", s.name);
         }
     }
     Ok(())
@@ -449,6 +631,7 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("pin path   {}", s.pin_path);
     println!("networks   {}", s.networks);
     println!("endpoints  {}", s.endpoints);
+    println!("services   {}", s.services);
     println!(
         "attached   {}",
         if s.attachments.is_empty() {

@@ -13,6 +13,15 @@ use tracing::warn;
 
 use crate::dataplane::{maps::MapFill, CounterSnapshot, CountersReader};
 
+/// What the model holds, for the gauges.
+#[derive(Debug, Default)]
+pub struct ModelSizes {
+    pub networks: usize,
+    pub endpoints: usize,
+    /// Per service by name: backends in the maps, (active, draining).
+    pub backends: std::collections::BTreeMap<String, (usize, usize)>,
+}
+
 pub struct Metrics {
     registry: Registry,
     packets: IntCounterVec,
@@ -20,6 +29,8 @@ pub struct Metrics {
     drops: IntCounterVec,
     networks: IntGauge,
     endpoints: IntGauge,
+    services: IntGauge,
+    service_backends: IntGaugeVec,
     map_entries: IntGaugeVec,
     map_fill: GaugeVec,
     bad_records: IntCounter,
@@ -52,6 +63,16 @@ impl Metrics {
         )?;
         let networks = IntGauge::new("netd_networks", "Networks in the model.")?;
         let endpoints = IntGauge::new("netd_endpoints", "Endpoints in the model.")?;
+        let services = IntGauge::new("netd_services", "Services in the model.")?;
+        let service_backends = IntGaugeVec::new(
+            Opts::new(
+                "netd_service_backends",
+                "Backends this host's maps hold for each service, by state (active, draining).",
+            ),
+            &["service", "state"],
+        )?;
+        registry.register(Box::new(services.clone()))?;
+        registry.register(Box::new(service_backends.clone()))?;
         let map_entries = IntGaugeVec::new(
             Opts::new("netd_map_entries", "Entries in each forwarding map."),
             &["map"],
@@ -87,6 +108,8 @@ impl Metrics {
             drops,
             networks,
             endpoints,
+            services,
+            service_backends,
             map_entries,
             map_fill,
             bad_records,
@@ -102,9 +125,18 @@ impl Metrics {
     }
 
     /// Model sizes and map fill, after each reconcile.
-    pub fn update_model(&self, networks: usize, endpoints: usize, fill: &[MapFill]) {
-        self.networks.set(networks as i64);
-        self.endpoints.set(endpoints as i64);
+    pub fn update_model(&self, sizes: &ModelSizes, fill: &[MapFill]) {
+        self.networks.set(sizes.networks as i64);
+        self.endpoints.set(sizes.endpoints as i64);
+        self.services.set(sizes.backends.len() as i64);
+        self.service_backends.reset();
+        for (service, (active, draining)) in &sizes.backends {
+            for (state, n) in [("active", active), ("draining", draining)] {
+                self.service_backends
+                    .with_label_values(&[service.as_str(), state])
+                    .set(*n as i64);
+            }
+        }
         for map in fill {
             self.map_entries
                 .with_label_values(&[map.name.as_str()])

@@ -9,6 +9,7 @@ pub mod object;
 pub mod owner;
 pub mod pins;
 pub mod reconcile;
+pub mod service_maps;
 pub mod tables;
 pub mod upgrade;
 pub mod uplink;

@@ -14,11 +14,12 @@ use netd_common::maps::{
     EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig,
 };
 
+use super::service_maps::compile_services;
 use super::{
     maps::{MapOp, MapState, MapWriteError, MapWriter},
     tables::{self, TableDecl},
 };
-use crate::model::{Endpoint, Host, Mac, Network};
+use crate::model::{Endpoint, Host, Mac, Network, Service};
 
 /// What the kernel knows of an endpoint's host veth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,7 @@ pub struct Cluster<'a> {
 pub fn compile(
     networks: &[Network],
     endpoints: &[Endpoint],
+    services: &[Service],
     links: &BTreeMap<String, HostLink>,
     cluster: &Cluster<'_>,
 ) -> MapState {
@@ -141,6 +143,15 @@ pub fn compile(
             },
         );
     }
+    let reachable = state
+        .entries(tables::ENDPOINTS.name)
+        .map(|e| {
+            e.keys()
+                .filter_map(|k| k.as_slice().try_into().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    compile_services(&mut state, networks, endpoints, services, &reachable);
     state
 }
 
@@ -297,7 +308,7 @@ mod tests {
     #[test]
     fn compiles_every_endpoint_with_a_link() {
         let (networks, endpoints, mut links) = world();
-        let state = compile(&networks, &endpoints, &links, &Cluster::default());
+        let state = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         assert_eq!(state.count(tables::NETWORKS.name), 2);
         assert_eq!(state.count(tables::ENDPOINTS.name), 3);
         let a = state
@@ -308,14 +319,14 @@ mod tests {
         assert_eq!(local(12).network, 2);
         assert_eq!(local(10).host_mac, [2, 0, 0, 0, 0, 0]);
         links.remove(&endpoints[1].id);
-        let fewer = compile(&networks, &endpoints, &links, &Cluster::default());
+        let fewer = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         assert_eq!(fewer.count(tables::ENDPOINTS.name), 2);
     }
 
     #[test]
     fn converges_with_minimal_ordered_writes_and_then_writes_nothing() {
         let (networks, endpoints, links) = world();
-        let desired = compile(&networks, &endpoints, &links, &Cluster::default());
+        let desired = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         let mut maps = FakeMaps::default();
         let applied = reconcile(&mut maps, &desired).expect("reconcile");
         assert_eq!((applied.writes, applied.failed.len()), (desired.len(), 0));
@@ -335,7 +346,7 @@ mod tests {
     #[test]
     fn removes_stale_entries_before_any_put_endpoints_before_what_they_point_at() {
         let (networks, endpoints, links) = world();
-        let full = compile(&networks, &endpoints, &links, &Cluster::default());
+        let full = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         let mut maps = FakeMaps {
             state: full.clone(),
             ..Default::default()
@@ -351,7 +362,13 @@ mod tests {
                 host: 0,
             },
         );
-        let fewer = compile(&networks[..1], &endpoints[..1], &links, &Cluster::default());
+        let fewer = compile(
+            &networks[..1],
+            &endpoints[..1],
+            &[],
+            &links,
+            &Cluster::default(),
+        );
         reconcile(&mut maps, &fewer).expect("reconcile");
         assert_eq!(maps.state, fewer);
         let first_local_delete = first(&maps.log, false, tables::LOCAL_ENDPOINTS.name);
@@ -379,7 +396,7 @@ mod tests {
     #[test]
     fn a_full_map_holding_stale_entries_converges_in_one_pass() {
         let (networks, endpoints, links) = world();
-        let desired = compile(&networks, &endpoints, &links, &Cluster::default());
+        let desired = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         let mut maps = FakeMaps::default();
         // Room for exactly the three endpoints, all taken by stale ones.
         maps.capacities.insert(tables::ENDPOINTS.name.into(), 3);
@@ -395,7 +412,7 @@ mod tests {
     #[test]
     fn a_write_that_fails_is_reported_the_rest_land_and_the_next_pass_finishes() {
         let (networks, endpoints, links) = world();
-        let desired = compile(&networks, &endpoints, &links, &Cluster::default());
+        let desired = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         let mut maps = FakeMaps::default();
         // Room for two of three endpoints: one put fails, everything else lands.
         maps.capacities.insert(tables::ENDPOINTS.name.into(), 2);
@@ -516,7 +533,7 @@ mod tests {
             hosts: &hosts,
             overlay,
         };
-        let state = compile(&networks, &endpoints, &links, &cluster);
+        let state = compile(&networks, &endpoints, &[], &links, &cluster);
 
         assert_eq!(
             state.count(tables::HOSTS.name),
@@ -561,6 +578,7 @@ mod tests {
         let joined = compile(
             &networks,
             &endpoints,
+            &[],
             &links,
             &Cluster {
                 hosts: &more,
@@ -583,6 +601,7 @@ mod tests {
         let alone = compile(
             &networks,
             &endpoints,
+            &[],
             &links,
             &Cluster {
                 overlay: OverlayConfig::default(),

@@ -1,5 +1,5 @@
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -36,6 +36,9 @@ pub struct EndpointSpec {
     /// The endpoint's MAC; by default 02:6e and the IPv4 address.
     #[serde(default)]
     pub mac: Option<String>,
+    /// KEY=VALUE labels (what service selectors match).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An endpoint: one interface of one sandbox on one network.
@@ -59,6 +62,8 @@ pub struct Endpoint {
     /// The host (netd) the endpoint lives on; only that netd makes its link.
     #[serde(default)]
     pub host: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Who configures the sandbox side of an endpoint.
@@ -126,6 +131,7 @@ impl Endpoint {
             host_ifname: String::new(),
             managed_by: Manager::External,
             host: host.to_string(),
+            labels: checked_labels(spec)?,
         })
     }
 
@@ -163,6 +169,7 @@ impl Endpoint {
             host_ifname: format!("{HOST_IFNAME_PREFIX}{}", &id[..12]),
             managed_by: Manager::Docker,
             host: String::new(),
+            labels: BTreeMap::new(),
         })
     }
 }
@@ -239,6 +246,7 @@ impl Endpoint {
             host_ifname,
             managed_by: Manager::Netd,
             host: String::new(),
+            labels: checked_labels(spec)?,
         })
     }
 }
@@ -294,6 +302,19 @@ fn chosen_mac(
         ));
     }
     Ok(mac)
+}
+
+/// Labels are what selectors match: the same characters on both sides.
+fn checked_labels(spec: &EndpointSpec) -> Result<BTreeMap<String, String>, ModelError> {
+    let text: Vec<String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    super::service::parse_selector(&text.join(",")).map_err(|e| match e {
+        ModelError::Invalid { reason, .. } => ModelError::invalid("labels", reason),
+        other => other,
+    })
 }
 
 fn requested_ip(spec: &EndpointSpec) -> Result<Option<Ipv4Addr>, ModelError> {

@@ -6,11 +6,15 @@ mod endpoint;
 mod error;
 mod mac;
 mod network;
+mod service;
 
 pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
 pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
+pub use service::{
+    parse_selector, Backend, Mode, Protocol, Service, ServicePort, ServiceSpec, ServiceUpdate,
+};
 
 /// A host of the cluster: one whose netd joined it, or an external host
 /// added by hand (no netd; it speaks VXLAN, e.g. a kernel VXLAN device).

@@ -1,0 +1,145 @@
+//! Services compiled into map entries: for each VIP service its VIP, its
+//! ports, its backends and its Maglev table. Part of `compile`: the same
+//! desired state, the same diff, the same writes.
+
+use std::collections::BTreeSet;
+
+use netd_common::{
+    maglev,
+    service::{
+        BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
+        BACKEND_DRAINING,
+    },
+};
+use tracing::warn;
+
+use super::{maps::MapState, tables};
+use crate::model::{Endpoint, Mode, Network, Service};
+
+/// Adds every VIP service's entries to `state`. A backend counts only
+/// if this host can reach it: `reachable` holds the addresses `state`'s
+/// NETD_ENDPOINTS has (a local endpoint with a link, a remote one on a
+/// live host).
+pub fn compile_services(
+    state: &mut MapState,
+    networks: &[Network],
+    endpoints: &[Endpoint],
+    services: &[Service],
+    reachable: &BTreeSet<[u8; 4]>,
+) {
+    for service in services {
+        let (Mode::Vip, Some(vip)) = (service.mode, service.vip) else {
+            continue;
+        };
+        let Some(network) = networks.iter().find(|n| n.id == service.network) else {
+            continue;
+        };
+        let table = service.index;
+        let backends: Vec<_> = service
+            .backends_in(endpoints)
+            .into_iter()
+            .filter(|b| reachable.contains(&b.ip.octets()))
+            .collect();
+        let mut turns = Vec::new();
+        for b in &backends {
+            state.put(
+                tables::BACKENDS,
+                BackendKey {
+                    table,
+                    ip: b.ip.octets(),
+                },
+                BackendEntry {
+                    state: if b.draining {
+                        BACKEND_DRAINING
+                    } else {
+                        BACKEND_ACTIVE
+                    },
+                    weight: b.weight,
+                },
+            );
+            if !b.draining {
+                turns.push(maglev::Backend {
+                    id: u32::from(b.ip),
+                    weight: b.weight,
+                });
+            }
+        }
+        let active = match maglev_table(&turns) {
+            Ok(Some(slots)) => {
+                state.put(tables::MAGLEV, table, slots);
+                turns.len() as u32
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                warn!(service = %service.name, error = %e, "no Maglev table: new flows are refused");
+                0
+            }
+        };
+        for port in &service.ports {
+            state.put(
+                tables::SERVICES,
+                ServiceKey {
+                    vip: vip.octets(),
+                    port: port.port.to_be_bytes(),
+                    proto: port.protocol.number(),
+                    _pad: 0,
+                },
+                ServiceEntry {
+                    table,
+                    active,
+                    target_port: port.target_port.to_be_bytes(),
+                    flags: 0,
+                    _pad: 0,
+                },
+            );
+        }
+        state.put(
+            tables::VIPS,
+            vip.octets(),
+            VipEntry {
+                network: network.index,
+                table,
+            },
+        );
+    }
+}
+
+/// The datapath's table for `turns` (backends in any order), slots
+/// holding backend addresses as the wire has them; None without any.
+fn maglev_table(turns: &[maglev::Backend]) -> Result<Option<MaglevTable>, maglev::MaglevError> {
+    if turns.is_empty() {
+        return Ok(None);
+    }
+    let mut sorted = turns.to_vec();
+    sorted.sort_by_key(|b| b.id);
+    let mut table = MaglevTable::default();
+    let mut next = vec![0; sorted.len()];
+    maglev::populate(&sorted, &mut next, &mut table.slots)?;
+    for slot in table.slots.iter_mut() {
+        *slot = u32::from_ne_bytes(slot.to_be_bytes());
+    }
+    Ok(Some(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use netd_common::service::SERVICE_TABLE_SIZE;
+
+    use super::*;
+
+    #[test]
+    fn slots_hold_wire_addresses_and_every_host_builds_the_same_table() {
+        let a = |ip: [u8; 4]| maglev::Backend {
+            id: u32::from_be_bytes(ip),
+            weight: 1,
+        };
+        let turns = [a([10, 1, 0, 3]), a([10, 1, 0, 2])];
+        let t = maglev_table(&turns).expect("built").expect("some");
+        let reversed = [turns[1], turns[0]];
+        assert_eq!(t, maglev_table(&reversed).expect("built").expect("some"));
+        let ips: BTreeSet<[u8; 4]> = t.slots.iter().map(|s| s.to_ne_bytes()).collect();
+        assert_eq!(ips, [[10, 1, 0, 2], [10, 1, 0, 3]].into_iter().collect());
+        assert_eq!(t.slots.len(), SERVICE_TABLE_SIZE);
+        assert!(maglev_table(&[]).expect("ok").is_none());
+    }
+}

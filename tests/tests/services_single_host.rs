@@ -1,0 +1,451 @@
+//! Services on one host, end to end through the CLI: a netd in a "host"
+//! namespace the test creates, three labelled backends and a client, each
+//! a namespace of its own. Real TCP connections and UDP flows to the VIP.
+
+use std::{
+    collections::BTreeMap,
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use netd_tests::{
+    fixture::TempPins,
+    netns::NetNs,
+    process::{metric, Netd},
+};
+
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+
+struct Host {
+    ns: NetNs,
+    netd: Netd,
+    _pins: TempPins,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.netd.stop();
+    }
+}
+
+/// A backend: its sandbox, and servers that answer with its name and the
+/// address they saw the client at, until the backend is dropped.
+struct Backend {
+    name: String,
+    ns: NetNs,
+    ip: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn host() -> Host {
+    let ns = NetNs::new("ndH");
+    let pins = TempPins::new();
+    let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), &[]);
+    netd.wait_ready(&ns);
+    netd.ok(&["network", "create", "n1", "--subnet", "10.31.0.0/24"]);
+    Host {
+        ns,
+        netd,
+        _pins: pins,
+    }
+}
+
+/// Serves `name:peer-address\n` to every TCP connection (then echoes
+/// lines back with the name), and to every UDP datagram.
+fn serve(ns: &NetNs, name: &str, stop: Arc<AtomicBool>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let tcp_name = name.to_string();
+    let tcp_stop = stop.clone();
+    let tcp_ready = ready_tx.clone();
+    ns.run(move || {
+        let listener = TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        tcp_ready.send(()).expect("ready");
+        while !tcp_stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((conn, peer)) => {
+                    let name = tcp_name.clone();
+                    std::thread::spawn(move || answer(conn, &name, peer));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    let udp_name = name.to_string();
+    ns.run(move || {
+        let socket = UdpSocket::bind(("0.0.0.0", UDP_PORT)).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(format!("{udp_name}:{}", peer.ip()).as_bytes(), peer);
+            }
+        }
+    });
+    for _ in 0..2 {
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("servers ready");
+    }
+}
+
+fn answer(mut conn: TcpStream, name: &str, peer: SocketAddr) {
+    let _ = conn.set_nonblocking(false);
+    if conn
+        .write_all(format!("{name}:{}\n", peer.ip()).as_bytes())
+        .is_err()
+    {
+        return;
+    }
+    let mut buf = [0u8; 256];
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        if conn.write_all(format!("{name}\n").as_bytes()).is_err() {
+            return;
+        }
+        let _ = n;
+    }
+}
+
+fn backend(h: &Host, name: &str, labels: &[&str]) -> Backend {
+    let ns = NetNs::new("ndB");
+    let mut extra = Vec::new();
+    for l in labels {
+        extra.extend(["--label", *l]);
+    }
+    let ip = h.netd.endpoint(name, "n1", &ns, &extra);
+    let stop = Arc::new(AtomicBool::new(false));
+    serve(&ns, name, stop.clone());
+    Backend {
+        name: name.to_string(),
+        ns,
+        ip,
+        stop,
+    }
+}
+
+/// Creates service `name` (selector app=web unless `extra` says more) and
+/// returns its VIP.
+fn service(h: &Host, name: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "service",
+        "create",
+        name,
+        "--network",
+        "n1",
+        "--port",
+        "80:8080/tcp",
+        "--port",
+        "53:5353/udp",
+    ];
+    args.extend_from_slice(extra);
+    let out = h.netd.ok(&args);
+    out.split_whitespace()
+        .nth(1)
+        .expect("VIP printed")
+        .to_string()
+}
+
+/// One TCP connection to VIP:80: the greeting `name:seen-client-address`.
+fn connect(client: &NetNs, vip: &str) -> (TcpStream, String) {
+    let addr: SocketAddr = format!("{vip}:80").parse().expect("address");
+    client
+        .run(move || {
+            let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            conn.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            let greeting = read_line(&conn).expect("greeting");
+            (conn, greeting)
+        })
+        .join()
+        .expect("client thread")
+}
+
+fn read_line(mut conn: &TcpStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match conn.read(&mut byte)? {
+            0 => return Err(ErrorKind::UnexpectedEof.into()),
+            _ if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+            _ => line.push(byte[0]),
+        }
+    }
+}
+
+/// Sends a line on an established connection; the backend's name back.
+fn ask(conn: &TcpStream) -> std::io::Result<String> {
+    (&*conn).write_all(b"again\n")?;
+    read_line(conn)
+}
+
+/// `n` UDP flows (one socket each) to VIP:53: who answered each, and the
+/// client address they saw.
+fn udp_flows(client: &NetNs, vip: &str, n: usize) -> Vec<String> {
+    let addr: SocketAddr = format!("{vip}:53").parse().expect("address");
+    client
+        .run(move || {
+            (0..n)
+                .map(|_| {
+                    let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                    s.set_read_timeout(Some(Duration::from_secs(2)))
+                        .expect("timeout");
+                    udp_ask(&s, addr).expect("a UDP answer")
+                })
+                .collect()
+        })
+        .join()
+        .expect("client thread")
+}
+
+fn udp_ask(s: &UdpSocket, to: SocketAddr) -> std::io::Result<String> {
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        s.send_to(b"?", to)?;
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            assert_eq!(from, to, "the answer comes from the VIP");
+            return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    Err(ErrorKind::TimedOut.into())
+}
+
+fn shares(answers: &[String]) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for a in answers {
+        let name = a.split(':').next().unwrap_or("").to_string();
+        *count.entry(name).or_insert(0) += 1;
+    }
+    count
+}
+
+/// Every backend's share of `answers` is within 10 points of 1/n.
+fn assert_balanced(what: &str, answers: &[String], backends: &[&Backend]) {
+    let count = shares(answers);
+    println!("{what}: {count:?}");
+    let total = answers.len() as f64;
+    for b in backends {
+        let share = *count.get(&b.name).unwrap_or(&0) as f64 / total;
+        let want = 1.0 / backends.len() as f64;
+        assert!(
+            (share - want).abs() <= 0.10,
+            "{what}: {} got {:.1}% (want {:.1}% ± 10): {count:?}",
+            b.name,
+            share * 100.0,
+            want * 100.0
+        );
+    }
+}
+
+#[test]
+fn a_vip_balances_tcp_and_udp_over_three_backends_that_see_the_client() {
+    let h = host();
+    let backends: Vec<Backend> = (0..3)
+        .map(|i| backend(&h, &format!("web{i}"), &["app=web"]))
+        .collect();
+    let client = NetNs::new("ndC");
+    let client_ip = h.netd.endpoint("client", "n1", &client, &[]);
+    let vip = service(&h, "web", &["--selector", "app=web"]);
+
+    let tcp: Vec<String> = (0..300).map(|_| connect(&client, &vip).1).collect();
+    let udp = udp_flows(&client, &vip, 300);
+    let all: Vec<&Backend> = backends.iter().collect();
+    assert_balanced("300 TCP connections", &tcp, &all);
+    assert_balanced("300 UDP flows", &udp, &all);
+    for answer in tcp.iter().chain(&udp) {
+        assert!(
+            answer.ends_with(&format!(":{client_ip}")),
+            "the backend sees the client's own address: {answer}"
+        );
+    }
+
+    let listed = h.netd.ok(&["service", "ls"]);
+    assert!(
+        listed.contains("web") && listed.contains(&vip) && listed.contains("3/3"),
+        "{listed}"
+    );
+    let scrape = h.netd.scrape(&h.ns).expect("metrics");
+    assert_eq!(metric(&scrape, "netd_services"), Some(1), "{scrape}");
+    assert_eq!(
+        metric(
+            &scrape,
+            "netd_service_backends{service=\"web\",state=\"active\"}"
+        ),
+        Some(3)
+    );
+}
+
+#[test]
+fn established_flows_keep_their_backend_through_adds_and_drains_and_move_on_removal() {
+    let h = host();
+    let web0 = backend(&h, "web0", &["app=web"]);
+    let web1 = backend(&h, "web1", &["app=web"]);
+    let client = NetNs::new("ndC");
+    h.netd.endpoint("client", "n1", &client, &[]);
+    let vip = service(&h, "web", &["--selector", "app=web"]);
+
+    // One established connection per backend.
+    let mut open: BTreeMap<String, TcpStream> = BTreeMap::new();
+    while open.len() < 2 {
+        let (conn, greeting) = connect(&client, &vip);
+        let name = greeting.split(':').next().unwrap_or("").to_string();
+        open.entry(name).or_insert(conn);
+    }
+
+    // Added backends take no established connection.
+    let web2 = backend(&h, "web2", &["app=web"]);
+    for (name, conn) in &open {
+        assert_eq!(&ask(conn).expect("still open"), name, "after an add");
+    }
+
+    // A drained backend keeps its connection and gets no new one.
+    h.netd.ok(&["service", "update", "web", "--drain", "web0"]);
+    assert_eq!(ask(&open["web0"]).expect("still open"), "web0");
+    let fresh: Vec<String> = (0..60).map(|_| connect(&client, &vip).1).collect();
+    let count = shares(&fresh);
+    assert!(!count.contains_key("web0"), "a drained backend: {count:?}");
+    assert!(count.contains_key("web1") && count.contains_key("web2"));
+    let inspect = h.netd.ok(&["service", "inspect", "web"]);
+    assert!(inspect.contains("\"draining\": true"), "{inspect}");
+
+    // A removed backend's TCP flow is balanced again on its next packet;
+    // the new backend does not know the connection and resets it, so the
+    // client hears at once instead of hanging.
+    let addr: SocketAddr = format!("{vip}:53").parse().expect("address");
+    let (socket, first) = client
+        .run(move || {
+            // A UDP flow that lands on web1.
+            loop {
+                let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                let got = udp_ask(&s, addr).expect("answer");
+                if got.starts_with("web1:") {
+                    return (s, got);
+                }
+            }
+        })
+        .join()
+        .expect("client thread");
+    assert!(first.starts_with("web1:"));
+    h.netd.ok(&["endpoint", "rm", "web1"]);
+    drop(web1);
+    let moved = udp_ask(&socket, addr).expect("the same UDP flow is answered");
+    assert!(moved.starts_with("web2:"), "the UDP flow moved: {moved}");
+    match ask(&open["web1"]) {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+            ),
+            "{e}"
+        ),
+        Ok(name) => panic!("the removed backend's connection answered as {name}"),
+    }
+    drop((web0, web2));
+}
+
+#[test]
+fn a_backend_reaching_its_own_service_is_answered_by_itself() {
+    let h = host();
+    let web0 = backend(&h, "web0", &[]);
+    let vip = service(&h, "solo", &["--backend", "web0"]);
+    let (conn, greeting) = connect(&web0.ns, &vip);
+    assert_eq!(
+        greeting, "web0:169.254.42.1",
+        "hairpin: SNAT to the hairpin address"
+    );
+    assert_eq!(ask(&conn).expect("open"), "web0");
+    // The client's own address is never the one it talks to.
+    assert_ne!(web0.ip, vip);
+}
+
+#[test]
+fn bad_service_requests_are_refused_with_the_reason_and_change_nothing() {
+    let h = host();
+    let _web0 = backend(&h, "web0", &["app=web"]);
+    let vip = service(
+        &h,
+        "web",
+        &["--selector", "app=web", "--vip", "10.31.0.100"],
+    );
+    assert_eq!(vip, "10.31.0.100");
+    let before = h.netd.ok(&["service", "ls", "--json"]);
+    for (args, expected) in [
+        (
+            vec!["--vip", "10.31.0.100"],
+            "vip: address 10.31.0.100 is already in use",
+        ),
+        (vec!["--vip", "10.99.0.1"], "outside the subnet"),
+        (vec!["--port", "80"], "80/tcp is given twice"),
+        (
+            vec!["--selector", "app"],
+            "selector: \"app\" is not key=value",
+        ),
+        (vec!["--weight", "web0=0"], "weights: web0=0"),
+        (vec!["--backend", "ghost"], "no endpoint named \"ghost\""),
+    ] {
+        let mut all = vec![
+            "service",
+            "create",
+            "other",
+            "--network",
+            "n1",
+            "--port",
+            "80",
+        ];
+        all.extend(args);
+        let (ok, _, err) = h.netd.cli(&all);
+        assert!(!ok && err.contains(expected), "{all:?}: {err}");
+    }
+    let (ok, _, err) = h.netd.cli(&[
+        "service",
+        "create",
+        "x",
+        "--network",
+        "nope",
+        "--port",
+        "80",
+    ]);
+    assert!(!ok && err.contains("no network named \"nope\""), "{err}");
+    // The VIP is no endpoint's to take.
+    let sandbox = NetNs::new("ndS");
+    let (ok, _, err) = h.netd.cli(&[
+        "endpoint",
+        "create",
+        "squatter",
+        "--network",
+        "n1",
+        "--netns",
+        sandbox.path().to_str().expect("path"),
+        "--ip",
+        "10.31.0.100",
+    ]);
+    assert!(
+        !ok && err.contains("is the VIP of service \"web\""),
+        "{err}"
+    );
+    let (ok, _, err) = h.netd.cli(&["network", "rm", "n1"]);
+    assert!(!ok && err.contains("still has"), "{err}");
+    assert_eq!(h.netd.ok(&["service", "ls", "--json"]), before);
+    h.netd.ok(&["service", "rm", "web"]);
+    assert_eq!(h.netd.ok(&["service", "ls", "--json"]).trim(), "[]");
+}
