@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::{
     control::{Control, ControlError, Model},
     dataplane::{
+        conntrack::{monotonic_ns, Conntrack, FlowFilter, FlowView, Swept, Timeouts},
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapWriteError, MapWriter},
         reconcile::{compile, reconcile, Cluster, HostLink},
@@ -38,6 +39,8 @@ pub enum AgentError {
     Maps(#[from] MapWriteError),
     #[error(transparent)]
     Link(#[from] crate::netlink::LinkError),
+    #[error(transparent)]
+    Load(#[from] crate::dataplane::LoadError),
     #[error(
         "the change was committed (store revision {revision}) but this host's datapath has not \
          applied it within {seconds} s; it will, at the next pass (see netd's log)"
@@ -74,6 +77,9 @@ pub struct Report {
 struct State {
     datapath: Datapath,
     maps: KernelMaps,
+    conntrack: Conntrack,
+    /// Conntrack was at least 90% full at the last sweep (logged once).
+    conntrack_nearly_full: bool,
     /// Host veths whose TC link already runs this process's program.
     attached: BTreeSet<String>,
     /// Hosts whose netd's registration ended, and since when (as seen by
@@ -118,6 +124,7 @@ impl<S: Store> Agent<S> {
         host_grace: Duration,
     ) -> Result<Self, AgentError> {
         let maps = datapath.take_forwarding_maps()?;
+        let conntrack = datapath.take_conntrack()?;
         let pin_path = datapath.layout().root().display().to_string();
         Ok(Self {
             control,
@@ -132,6 +139,8 @@ impl<S: Store> Agent<S> {
             state: Mutex::new(State {
                 datapath,
                 maps,
+                conntrack,
+                conntrack_nearly_full: false,
                 attached: BTreeSet::new(),
                 departed: BTreeMap::new(),
             }),
@@ -401,6 +410,60 @@ impl<S: Store> Agent<S> {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// Removes idle conntrack entries; logs once when the map nears full
+    /// (the LRU then evicts the least recently used flows).
+    pub async fn sweep_conntrack(&self, timeouts: &Timeouts) -> Swept {
+        let mut state = self.state.lock().await;
+        let swept = state.conntrack.sweep(timeouts, monotonic_ns());
+        let capacity = state.conntrack.capacity();
+        self.metrics.update_conntrack(&swept, capacity);
+        let nearly_full = swept.live as u64 * 10 >= u64::from(capacity) * 9;
+        if nearly_full && !state.conntrack_nearly_full {
+            warn!(
+                entries = swept.live,
+                capacity,
+                "conntrack is at least 90% full: the least recently used flows are evicted \
+                 to make room (their connections are balanced again on their next packet)"
+            );
+        } else if !nearly_full && state.conntrack_nearly_full {
+            info!(
+                entries = swept.live,
+                capacity, "conntrack is below 90% again"
+            );
+        }
+        state.conntrack_nearly_full = nearly_full;
+        swept
+    }
+
+    /// Conntrack's flows that match `filter`, for `netd conntrack ls`.
+    pub async fn conntrack(&self, filter: &FlowFilter) -> Result<Vec<FlowView>, AgentError> {
+        let services = self.control.services().await?;
+        let state = self.state.lock().await;
+        let now = monotonic_ns();
+        Ok(state
+            .conntrack
+            .flows()
+            .into_iter()
+            .filter(|(_, e)| filter.matches(&services, e))
+            .map(|(t, e)| FlowView::of(&services, &t, &e, now))
+            .collect())
+    }
+
+    /// Removes the flows that match `filter`; how many.
+    pub async fn flush_conntrack(&self, filter: &FlowFilter) -> Result<usize, AgentError> {
+        let services = self.control.services().await?;
+        let mut state = self.state.lock().await;
+        let mut flushed = 0;
+        for (t, e) in state.conntrack.flows() {
+            if filter.matches(&services, &e) {
+                state.conntrack.remove(&t, &e);
+                flushed += 1;
+            }
+        }
+        self.metrics.count_flushed(flushed);
+        Ok(flushed)
     }
 
     /// How full each control map is now, against the kernel's capacities.

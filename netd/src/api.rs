@@ -6,7 +6,7 @@
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use axum::{
-    extract::{Path as UrlPath, State},
+    extract::{Path as UrlPath, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get},
@@ -19,6 +19,7 @@ use tracing::warn;
 use crate::{
     agent::{Agent, AgentError},
     control::ControlError,
+    dataplane::conntrack::{FlowFilter, FlowView},
     dataplane::maps::MapFill,
     model::{
         Backend, Endpoint, EndpointSpec, ModelError, Network, NetworkSpec, Service, ServiceSpec,
@@ -262,6 +263,25 @@ async fn delete_service<S: Store>(
     Ok(Json(service))
 }
 
+async fn list_conntrack<S: Store>(
+    State(agent): State<Shared<S>>,
+    Query(filter): Query<FlowFilter>,
+) -> Result<Json<Vec<FlowView>>, ApiError> {
+    Ok(Json(agent.conntrack(&filter).await?))
+}
+
+/// `DELETE /conntrack?service=NAME&backend=IP`: how many flows went.
+async fn flush_conntrack<S: Store>(
+    State(agent): State<Shared<S>>,
+    Query(filter): Query<FlowFilter>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(name) = &filter.service {
+        agent.control().service(name).await?;
+    }
+    let flushed = agent.flush_conntrack(&filter).await?;
+    Ok(Json(serde_json::json!({ "flushed": flushed })))
+}
+
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
     let maps = agent.map_fill().await?;
     Ok(Json(Status {
@@ -301,6 +321,10 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
             get(get_service::<S>)
                 .patch(update_service::<S>)
                 .delete(delete_service::<S>),
+        )
+        .route(
+            "/conntrack",
+            get(list_conntrack::<S>).delete(flush_conntrack::<S>),
         )
         .route("/status", get(status::<S>))
         .route("/hosts", get(list_hosts::<S>).post(add_external_host::<S>))

@@ -8,6 +8,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::dataplane::conntrack::Timeouts;
+
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netd";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9964";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd";
@@ -71,6 +73,8 @@ pub enum ConfigError {
     BadHostName(String),
     #[error("pin path {0} must be absolute")]
     RelativePinPath(PathBuf),
+    #[error("conntrack {name} = {secs}: a timeout is 1 s to 30 days")]
+    BadTimeout { name: &'static str, secs: u64 },
 }
 
 /// What a TOML config file may hold; every field is optional.
@@ -89,6 +93,9 @@ pub struct FileConfig {
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     pub host_lease_ttl: Option<u64>,
     pub host_grace: Option<u64>,
+    /// `[conntrack]`: idle timeouts in seconds (tcp-established,
+    /// tcp-opening, tcp-closing, udp, udp-unreplied).
+    pub conntrack: Option<Timeouts>,
 }
 
 impl FileConfig {
@@ -132,6 +139,8 @@ pub struct RunConfig {
     /// Seconds the other hosts keep forwarding to a host whose registration
     /// ended: its pinned datapath still forwards while its netd is away.
     pub host_grace: u64,
+    /// Conntrack idle timeouts.
+    pub conntrack: Timeouts,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -203,6 +212,7 @@ impl RunConfig {
                 .host_grace
                 .or(file.host_grace)
                 .unwrap_or(DEFAULT_HOST_GRACE),
+            conntrack: file.conntrack.unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
@@ -222,6 +232,18 @@ impl RunConfig {
         }
         if !self.pin_path.is_absolute() {
             return Err(ConfigError::RelativePinPath(self.pin_path.clone()));
+        }
+        let t = &self.conntrack;
+        for (name, secs) in [
+            ("tcp-established", t.tcp_established),
+            ("tcp-opening", t.tcp_opening),
+            ("tcp-closing", t.tcp_closing),
+            ("udp", t.udp),
+            ("udp-unreplied", t.udp_unreplied),
+        ] {
+            if !(1..=30 * 86_400).contains(&secs) {
+                return Err(ConfigError::BadTimeout { name, secs });
+            }
         }
         Ok(())
     }

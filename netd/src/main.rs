@@ -11,6 +11,7 @@ use netd::{
     api::{ExternalHostSpec, ServiceView, Status},
     client::Client,
     config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH, DEFAULT_SOCKET},
+    dataplane::conntrack::FlowView,
     dataplane::PinLayout,
     logging,
     model::{
@@ -56,6 +57,9 @@ enum Command {
     /// Services: a VIP load-balanced across endpoints: create, ls, inspect, update, rm.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// The flows to VIPs this host tracks: ls, flush.
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
     /// What netd has: networks, endpoints, map fill.
     Status {
         #[arg(long)]
@@ -197,6 +201,32 @@ enum ServiceCmd {
     Rm { name: String },
 }
 
+#[derive(Args)]
+struct FlowArgs {
+    /// Only the flows of this service.
+    #[arg(long)]
+    service: Option<String>,
+    /// Only the flows to this backend (an endpoint's name or address).
+    #[arg(long)]
+    backend: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ConntrackCmd {
+    /// List tracked flows.
+    Ls {
+        #[command(flatten)]
+        filter: FlowArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget tracked flows: each is balanced again on its next packet.
+    Flush {
+        #[command(flatten)]
+        filter: FlowArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum HostCmd {
     /// List hosts.
@@ -259,25 +289,27 @@ enum EndpointCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_level);
-    let result = match cli.command {
-        Command::Run(args) => start(cli.log_level, cli.socket, args),
-        Command::Teardown { pin_path } => run::teardown(&PinLayout::new(pin_path)),
-        Command::Network(cmd) => {
-            client_runtime().and_then(|rt| rt.block_on(network(&Client::new(&cli.socket), cmd)))
-        }
-        Command::Endpoint(cmd) => {
-            client_runtime().and_then(|rt| rt.block_on(endpoint(&Client::new(&cli.socket), cmd)))
-        }
-        Command::Host(cmd) => {
-            client_runtime().and_then(|rt| rt.block_on(hosts(&Client::new(&cli.socket), cmd)))
-        }
-        Command::Service(cmd) => {
-            client_runtime().and_then(|rt| rt.block_on(service(&Client::new(&cli.socket), cmd)))
-        }
-        Command::Status { json } => {
-            client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
-        }
-    };
+    let result =
+        match cli.command {
+            Command::Run(args) => start(cli.log_level, cli.socket, args),
+            Command::Teardown { pin_path } => run::teardown(&PinLayout::new(pin_path)),
+            Command::Network(cmd) => {
+                client_runtime().and_then(|rt| rt.block_on(network(&Client::new(&cli.socket), cmd)))
+            }
+            Command::Endpoint(cmd) => client_runtime()
+                .and_then(|rt| rt.block_on(endpoint(&Client::new(&cli.socket), cmd))),
+            Command::Host(cmd) => {
+                client_runtime().and_then(|rt| rt.block_on(hosts(&Client::new(&cli.socket), cmd)))
+            }
+            Command::Service(cmd) => {
+                client_runtime().and_then(|rt| rt.block_on(service(&Client::new(&cli.socket), cmd)))
+            }
+            Command::Conntrack(cmd) => client_runtime()
+                .and_then(|rt| rt.block_on(conntrack(&Client::new(&cli.socket), cmd))),
+            Command::Status { json } => {
+                client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
+            }
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -576,6 +608,73 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
         ServiceCmd::Rm { name } => {
             let s: Service = client.delete(&format!("/services/{name}")).await?;
             println!("{}", s.name);
+        }
+    }
+    Ok(())
+}
+
+/// The API's query for `filter`, a backend named by endpoint resolved to
+/// its address.
+async fn flow_query(client: &Client, filter: FlowArgs) -> anyhow::Result<String> {
+    let mut query = Vec::new();
+    if let Some(service) = filter.service {
+        if !netd::model::valid_name(&service) {
+            bail!("--service {service:?} is not a service name");
+        }
+        query.push(format!("service={service}"));
+    }
+    if let Some(backend) = filter.backend {
+        let ip = match backend.parse::<Ipv4Addr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                client
+                    .get::<Endpoint>(&format!("/endpoints/{backend}"))
+                    .await?
+                    .ipv4
+            }
+        };
+        query.push(format!("backend={ip}"));
+    }
+    Ok(format!("/conntrack?{}", query.join("&")))
+}
+
+async fn conntrack(client: &Client, cmd: ConntrackCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConntrackCmd::Ls { filter, json } => {
+            let flows: Vec<FlowView> = client.get(&flow_query(client, filter).await?).await?;
+            if json {
+                return print_json(&flows);
+            }
+            println!(
+                "{:<5}  {:<21}  {:<21}  {:<21}  {:<16}  {:<11}  {:>8}  {:>10}  {:>12}",
+                "PROTO",
+                "CLIENT",
+                "VIP",
+                "BACKEND",
+                "SERVICE",
+                "STATE",
+                "IDLE(s)",
+                "PACKETS",
+                "BYTES"
+            );
+            for f in flows {
+                println!(
+                    "{:<5}  {:<21}  {:<21}  {:<21}  {:<16}  {:<11}  {:>8}  {:>10}  {:>12}",
+                    f.protocol,
+                    f.client.to_string(),
+                    f.vip.to_string(),
+                    f.backend.to_string(),
+                    f.service,
+                    f.state,
+                    f.idle_secs,
+                    f.packets,
+                    f.bytes
+                );
+            }
+        }
+        ConntrackCmd::Flush { filter } => {
+            let done: serde_json::Value = client.delete(&flow_query(client, filter).await?).await?;
+            println!("{} flows flushed", done["flushed"]);
         }
     }
     Ok(())

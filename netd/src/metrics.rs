@@ -11,7 +11,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::dataplane::{maps::MapFill, CounterSnapshot, CountersReader};
+use crate::dataplane::{conntrack::Swept, maps::MapFill, CounterSnapshot, CountersReader};
 
 /// What the model holds, for the gauges.
 #[derive(Debug, Default)]
@@ -35,6 +35,9 @@ pub struct Metrics {
     map_fill: GaugeVec,
     bad_records: IntCounter,
     map_write_failures: IntCounter,
+    conntrack_entries: IntGauge,
+    conntrack_capacity: IntGauge,
+    conntrack_gc: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,6 +101,28 @@ impl Metrics {
             "netd_map_write_failures_total",
             "Map writes that failed (a full map, ...); the next pass retries them.",
         )?;
+        let conntrack_entries = IntGauge::new(
+            "netd_conntrack_entries",
+            "Flows in conntrack (NETD_CT) at the last sweep.",
+        )?;
+        let conntrack_capacity = IntGauge::new(
+            "netd_conntrack_capacity",
+            "Flows conntrack holds before its LRU evicts the least recently used.",
+        )?;
+        let conntrack_gc = IntCounterVec::new(
+            Opts::new(
+                "netd_conntrack_removed_total",
+                "Conntrack entries netd removed, by why: expired (idle past its timeout), \
+                 orphan (a reverse entry whose flow the LRU evicted), flushed.",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["expired", "orphan", "flushed"] {
+            conntrack_gc.with_label_values(&[reason]);
+        }
+        registry.register(Box::new(conntrack_entries.clone()))?;
+        registry.register(Box::new(conntrack_capacity.clone()))?;
+        registry.register(Box::new(conntrack_gc.clone()))?;
         registry.register(Box::new(map_fill.clone()))?;
         registry.register(Box::new(bad_records.clone()))?;
         registry.register(Box::new(map_write_failures.clone()))?;
@@ -114,6 +139,9 @@ impl Metrics {
             map_fill,
             bad_records,
             map_write_failures,
+            conntrack_entries,
+            conntrack_capacity,
+            conntrack_gc,
         })
     }
 
@@ -122,6 +150,23 @@ impl Metrics {
     pub fn update_pass(&self, bad_records_total: u64, map_write_failures: usize) {
         set_total(&self.bad_records, bad_records_total);
         self.map_write_failures.inc_by(map_write_failures as u64);
+    }
+
+    /// After each conntrack sweep.
+    pub fn update_conntrack(&self, swept: &Swept, capacity: u32) {
+        self.conntrack_entries.set(swept.live as i64);
+        self.conntrack_capacity.set(i64::from(capacity));
+        for (reason, n) in [("expired", swept.expired), ("orphan", swept.orphans)] {
+            self.conntrack_gc
+                .with_label_values(&[reason])
+                .inc_by(n as u64);
+        }
+    }
+
+    pub fn count_flushed(&self, n: usize) {
+        self.conntrack_gc
+            .with_label_values(&["flushed"])
+            .inc_by(n as u64);
     }
 
     /// Model sizes and map fill, after each reconcile.

@@ -19,7 +19,9 @@ use crate::{
     api,
     config::{RunConfig, StoreSpec},
     control::{Control, PREFIX},
-    dataplane::{loader, owner, upgrade::Upgrade, uplink, Datapath, PinLayout, PinLock},
+    dataplane::{
+        conntrack::Timeouts, loader, owner, upgrade::Upgrade, uplink, Datapath, PinLayout, PinLock,
+    },
     logging::{self, chain},
     metrics::{self, Metrics},
     plugin,
@@ -135,6 +137,7 @@ async fn serve<S: Store>(
     );
     let follower = tokio::spawn(follow_store(agent.clone(), events, report.next_expiry));
     let registration = tokio::spawn(agent.control().keep_registered(&me, config.host_lease_ttl));
+    let sweeper = tokio::spawn(sweep_conntrack(agent.clone(), config.conntrack));
 
     info!(
         pin_path = %config.pin_path.display(),
@@ -182,6 +185,7 @@ async fn serve<S: Store>(
         tokio::join!(api_server, plugin_server, metrics_server, signals);
     follower.abort();
     registration.abort();
+    sweeper.abort();
     // A clean stop says so at once instead of leaving the lease to run out.
     match tokio::time::timeout(Duration::from_secs(2), agent.control().unregister(&me.name)).await {
         Ok(Ok(())) => info!(host = %me.name, "registration ended"),
@@ -284,6 +288,26 @@ async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
         },
         overlay_mtu,
     })
+}
+
+/// How often idle conntrack entries are looked for: well under the
+/// shortest timeout, and one map walk costs little at the default size.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: Timeouts) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let swept = agent.sweep_conntrack(&timeouts).await;
+        if swept.expired + swept.orphans > 0 {
+            tracing::debug!(
+                expired = swept.expired,
+                orphans = swept.orphans,
+                live = swept.live,
+                "conntrack swept"
+            );
+        }
+    }
 }
 
 async fn follow_store<S: Store>(

@@ -50,9 +50,13 @@ impl Drop for Backend {
 }
 
 fn host() -> Host {
+    host_with(&[])
+}
+
+fn host_with(extra: &[&str]) -> Host {
     let ns = NetNs::new("ndH");
     let pins = TempPins::new();
-    let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), &[]);
+    let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), extra);
     netd.wait_ready(&ns);
     netd.ok(&["network", "create", "n1", "--subnet", "10.31.0.0/24"]);
     Host {
@@ -448,4 +452,60 @@ fn bad_service_requests_are_refused_with_the_reason_and_change_nothing() {
     assert_eq!(h.netd.ok(&["service", "ls", "--json"]), before);
     h.netd.ok(&["service", "rm", "web"]);
     assert_eq!(h.netd.ok(&["service", "ls", "--json"]).trim(), "[]");
+}
+
+fn flows(h: &Host, filter: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["conntrack", "ls", "--json"];
+    args.extend_from_slice(filter);
+    serde_json::from_str(&h.netd.ok(&args)).expect("JSON")
+}
+
+#[test]
+fn conntrack_lists_filters_expires_and_flushes_flows_without_breaking_them() {
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(config.path(), "[conntrack]\nudp = 1\nudp-unreplied = 1\n").expect("write");
+    let h = host_with(&["--config", config.path().to_str().expect("path")]);
+    let web0 = backend(&h, "web0", &["app=web"]);
+    let client = NetNs::new("ndC");
+    let client_ip = h.netd.endpoint("client", "n1", &client, &[]);
+    let vip = service(&h, "web", &["--selector", "app=web"]);
+    let (conn, _) = connect(&client, &vip);
+    assert_eq!(ask(&conn).expect("open"), "web0");
+    udp_flows(&client, &vip, 2);
+
+    let all = flows(&h, &[]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let tcp: Vec<&serde_json::Value> = all.iter().filter(|f| f["protocol"] == "tcp").collect();
+    assert_eq!(tcp.len(), 1);
+    assert_eq!(tcp[0]["state"], "established");
+    assert_eq!(tcp[0]["service"], "web");
+    assert_eq!(tcp[0]["vip"], format!("{vip}:80"));
+    assert_eq!(tcp[0]["backend"], format!("{}:8080", web0.ip));
+    assert!(tcp[0]["client"]
+        .as_str()
+        .is_some_and(|c| c.starts_with(&client_ip)));
+    assert_eq!(flows(&h, &["--backend", "web0"]).len(), 3);
+    assert_eq!(flows(&h, &["--backend", "10.31.0.250"]).len(), 0);
+    let (ok, _, err) = h.netd.cli(&["conntrack", "flush", "--service", "nope"]);
+    assert!(!ok && err.contains("no service named \"nope\""), "{err}");
+
+    // UDP idles out after 1 s (swept every 5 s); established TCP stays.
+    netd_tests::cluster::eventually("UDP flows expire", || flows(&h, &[]).len() == 1);
+    let scrape = h.netd.scrape(&h.ns).expect("metrics");
+    assert!(
+        metric(&scrape, "netd_conntrack_removed_total{reason=\"expired\"}").unwrap_or(0) >= 2,
+        "{scrape}"
+    );
+    assert_eq!(metric(&scrape, "netd_conntrack_entries"), Some(1));
+    assert!(metric(&scrape, "netd_conntrack_capacity").unwrap_or(0) > 0);
+
+    // A flushed flow is balanced again on its next packet: with one
+    // backend, to the same one, and the connection goes on.
+    assert!(h
+        .netd
+        .ok(&["conntrack", "flush", "--service", "web"])
+        .starts_with("1 "));
+    assert!(flows(&h, &[]).is_empty());
+    assert_eq!(ask(&conn).expect("still open"), "web0");
+    assert_eq!(flows(&h, &[]).len(), 1, "tracked again");
 }

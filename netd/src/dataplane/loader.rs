@@ -14,6 +14,8 @@ use super::{counters::CountersError, object::EBPF_OBJECT, CountersReader, PinLay
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error(transparent)]
+    Conntrack(#[from] super::conntrack::ConntrackError),
     #[error("cannot prepare pin directory {path}")]
     PinDir {
         path: PathBuf,
@@ -136,6 +138,14 @@ impl Datapath {
         array
             .set(0, meta, 0)
             .map_err(|source| LoadError::Meta { source })
+    }
+
+    /// Takes conntrack's maps out of the object (call once).
+    pub fn take_conntrack(&mut self) -> Result<super::conntrack::Conntrack, LoadError> {
+        let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
+        let flows = take(map_names::CT)?;
+        let replies = take(map_names::REV_NAT)?;
+        super::conntrack::Conntrack::new(flows, replies).map_err(LoadError::Conntrack)
     }
 
     /// Takes the counters map out of the object (call once).

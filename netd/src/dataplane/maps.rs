@@ -174,7 +174,7 @@ pub trait KernelTable: Send + Sync {
 }
 
 /// The kernel's max_entries of a map (0 when it cannot be read).
-fn max_entries_of(map: &Map) -> u32 {
+pub fn max_entries_of(map: &Map) -> u32 {
     let data = match map {
         Map::HashMap(data) | Map::Array(data) | Map::PerCpuArray(data) | Map::LruHashMap(data) => {
             data

@@ -1,6 +1,7 @@
 //! Everything that touches BPF: the embedded object, its pins on bpffs,
 //! loading, attaching, and reading the counters back.
 
+pub mod conntrack;
 pub mod counters;
 pub mod endpoint_attach;
 pub mod loader;
