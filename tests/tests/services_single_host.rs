@@ -509,3 +509,60 @@ fn conntrack_lists_filters_expires_and_flushes_flows_without_breaking_them() {
     assert_eq!(ask(&conn).expect("still open"), "web0");
     assert_eq!(flows(&h, &[]).len(), 1, "tracked again");
 }
+
+#[test]
+fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
+    let mut h = host();
+    let backends: Vec<Backend> = (0..3)
+        .map(|i| backend(&h, &format!("web{i}"), &["app=web"]))
+        .collect();
+    let client = NetNs::new("ndC");
+    h.netd.endpoint("client", "n1", &client, &[]);
+    let vip = service(&h, "web", &["--selector", "app=web"]);
+    let (conn, greeting) = connect(&client, &vip);
+    let first = greeting.split(':').next().unwrap_or("").to_string();
+    // Drained, its backend gets no new flow: only conntrack keeps this
+    // connection there, so a conntrack lost on restart would reset it.
+    h.netd.ok(&["service", "update", "web", "--drain", &first]);
+
+    // The client talks every 20 ms while netd is restarted, then killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let talker = {
+        let stop = stop.clone();
+        let conn = conn.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                answers.push(ask(&conn).map_err(|e| e.to_string()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    h.netd.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    h.netd.restart(&h.ns);
+    std::thread::sleep(Duration::from_millis(300));
+    h.netd.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    h.netd.restart(&h.ns);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let answers = talker.join().expect("talker");
+    assert!(answers.len() > 40, "{} exchanges", answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(
+            a.as_deref(),
+            Ok(first.as_str()),
+            "exchange {i} of {}",
+            answers.len()
+        );
+    }
+    // The flow is still tracked to its backend, and new ones still work.
+    let tracked = flows(&h, &["--service", "web"]);
+    assert_eq!(tracked.len(), 1, "{tracked:?}");
+    let fresh: Vec<String> = (0..30).map(|_| connect(&client, &vip).1).collect();
+    assert!(shares(&fresh).len() >= 2, "{:?}", shares(&fresh));
+    drop(backends);
+}
