@@ -26,7 +26,7 @@ use crate::{
     nat::{self, Target},
     outcome::{ArpAnswer, Delivery, EndpointAction, EndpointStep, Outcome, Plan, Step},
     overlay,
-    service::{self, ToService},
+    service::{self, ServiceKind},
 };
 
 const HOOK: Hook = Hook::TcEndpoint;
@@ -151,18 +151,19 @@ fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<End
             outcome: forward::ipv4(me, client),
         };
     }
-    match service::from_client(me, ip, &h.l4, bytes) {
+    let to = service::from_client(me, ip, &h.l4, bytes);
+    match to.kind {
         // Not a VIP: `at` still gives the encap its flow hash.
-        ToService::No => Plan {
+        ServiceKind::No => Plan {
             nat: Nat::NONE,
             at,
             outcome: forward::ipv4(me, ip.dst),
         },
-        ToService::Drop(reason) => Outcome::drop(reason).into(),
-        ToService::Nat { nat, route_to } => Plan {
-            nat,
+        ServiceKind::Drop => Outcome::drop(to.reason).into(),
+        ServiceKind::Nat => Plan {
+            nat: to.nat,
             at,
-            outcome: forward::ipv4(me, route_to),
+            outcome: forward::ipv4(me, to.route_to),
         },
     }
 }

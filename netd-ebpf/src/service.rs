@@ -21,16 +21,43 @@ use crate::maps::{NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVIC
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 
-/// What the service stage decided.
-pub enum ToService {
+/// What the service stage decided: `kind` says which of the fields count.
+/// A struct with every byte set rather than an enum with payloads, so it
+/// can cross a BPF call (see `Outcome`).
+#[derive(Clone, Copy)]
+pub struct ToService {
+    pub kind: ServiceKind,
+    pub reason: DropReason,
+    pub nat: Nat,
+    /// Where the translated packet goes: the backend (or the client).
+    pub route_to: [u8; 4],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
     /// Not a VIP: the packet goes on as it is.
     No,
-    Drop(DropReason),
-    /// Translate, then forward to `route_to` (the backend or the client).
-    Nat {
-        nat: Nat,
-        route_to: [u8; 4],
-    },
+    Drop,
+    /// Translate by `nat`, then forward to `route_to`.
+    Nat,
+}
+
+impl ToService {
+    const NO: ToService = ToService {
+        kind: ServiceKind::No,
+        reason: DropReason::Malformed,
+        nat: Nat::NONE,
+        route_to: [0; 4],
+    };
+
+    #[inline(always)]
+    fn drop(reason: DropReason) -> Self {
+        ToService {
+            kind: ServiceKind::Drop,
+            reason,
+            ..Self::NO
+        }
+    }
 }
 
 /// The flow's tuple, for TCP and UDP.
@@ -63,13 +90,13 @@ pub fn tuple(ip: &Ipv4, l4: &L4) -> Option<(CtTuple, u8)> {
 pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> ToService {
     // SAFETY: map values are copied out at once.
     let Some(vip) = (unsafe { NETD_VIPS.get(&ip.dst) }).copied() else {
-        return ToService::No;
+        return ToService::NO;
     };
     if vip.network != me.network {
-        return ToService::Drop(DropReason::Isolation);
+        return ToService::drop(DropReason::Isolation);
     }
     let Some((flow, tcp_flags)) = tuple(ip, l4) else {
-        return ToService::Drop(DropReason::NoServicePort);
+        return ToService::drop(DropReason::NoServicePort);
     };
     let key = ServiceKey {
         vip: ip.dst,
@@ -79,7 +106,7 @@ pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> T
     };
     // SAFETY: as above.
     let Some(service) = (unsafe { NETD_SERVICES.get(&key) }).copied() else {
-        return ToService::Drop(DropReason::NoServicePort);
+        return ToService::drop(DropReason::NoServicePort);
     };
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -106,10 +133,10 @@ pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> T
         // balanced again below, as if new (see conntrack in the docs).
     }
     if service.active == 0 {
-        return ToService::Drop(DropReason::NoBackend);
+        return ToService::drop(DropReason::NoBackend);
     }
     let Some(backend_ip) = pick(&service, &flow) else {
-        return ToService::Drop(DropReason::NoBackend);
+        return ToService::drop(DropReason::NoBackend);
     };
     let hairpin = backend_ip == flow.src;
     let flags = closing | if hairpin { CT_HAIRPIN } else { 0 };
@@ -182,9 +209,11 @@ fn translate(flow: &CtTuple, backend: [u8; 4], port: [u8; 2], flags: u16) -> ToS
             port: flow.src_port,
         });
     }
-    ToService::Nat {
+    ToService {
+        kind: ServiceKind::Nat,
         nat,
         route_to: backend,
+        ..ToService::NO
     }
 }
 
