@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod netns;
 pub mod overlay_fixture;
 pub mod process;
+pub mod services;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};
