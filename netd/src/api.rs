@@ -236,6 +236,16 @@ async fn create_service<S: Store>(
     Ok((StatusCode::CREATED, Json(view(&agent, service).await?)))
 }
 
+/// `POST /batch/services`: every service of the list, or none.
+async fn create_services<S: Store>(
+    State(agent): State<Shared<S>>,
+    Json(specs): Json<Vec<ServiceSpec>>,
+) -> Result<(StatusCode, Json<Vec<Service>>), ApiError> {
+    let created = agent.control().create_services(&specs).await?;
+    agent.settle().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
 async fn get_service<S: Store>(
     State(agent): State<Shared<S>>,
     UrlPath(name): UrlPath<String>,
@@ -316,6 +326,7 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
             "/services",
             get(list_services::<S>).post(create_service::<S>),
         )
+        .route("/batch/services", axum::routing::post(create_services::<S>))
         .route(
             "/services/{name}",
             get(get_service::<S>)

@@ -870,6 +870,71 @@ impl<S: Store> Control<S> {
         }
     }
 
+    /// Creates every service of `specs` in one transaction, or none: what
+    /// a batch (a migration, `service create --file`) needs. Each is
+    /// checked against the ones before it. (etcd caps the operations of
+    /// one transaction, 128 by default: a larger batch there is refused
+    /// whole by etcd; the embedded store has no cap.)
+    pub async fn create_services(
+        &self,
+        specs: &[ServiceSpec],
+    ) -> Result<Vec<Service>, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let networks = self.networks().await?;
+            let endpoints = self.endpoints().await?;
+            let mut services = self.services().await?;
+            let mut used: BTreeSet<u32> = services.iter().map(|s| s.index).collect();
+            let mut taken: std::collections::BTreeMap<String, BTreeSet<Ipv4Addr>> =
+                Default::default();
+            let mut txn = Txn::new();
+            let mut created = Vec::with_capacity(specs.len());
+            let mut guarded = BTreeSet::new();
+            for (i, spec) in specs.iter().enumerate() {
+                let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+                let registry = networks
+                    .iter()
+                    .find(|n| n.name == spec.network || n.id == spec.network)
+                    .map(|n| n.address_registry().to_string())
+                    .unwrap_or_default();
+                if !taken.contains_key(&registry) {
+                    let held = self.addresses_taken(&registry).await?;
+                    taken.insert(registry.clone(), held);
+                }
+                let held = taken.entry(registry.clone()).or_default();
+                let service =
+                    Service::from_spec(spec, &networks, &services, &endpoints, held, index)
+                        .map_err(|e| in_batch(i, &spec.name, e))?;
+                self.limits
+                    .service(&service, &services)
+                    .map_err(|e| in_batch(i, &spec.name, e))?;
+                if guarded.insert(service.network.clone()) {
+                    txn = self.guard_network(txn, &service.network).await?;
+                }
+                txn = txn
+                    .absent(service_name_key(&service.name))
+                    .absent(service_index_key(index))
+                    .put(service_key(&service.id), to_json(&service))
+                    .put(service_name_key(&service.name), service.id.clone())
+                    .put(service_index_key(index), service.id.clone());
+                if let Some(vip) = service.vip {
+                    let address = address_key(&registry, vip);
+                    txn = txn
+                        .absent(address.clone())
+                        .put(address, vip_holder(&service.id));
+                    held.insert(vip);
+                }
+                used.insert(index);
+                services.push(service.clone());
+                created.push(service);
+            }
+            match self.commit(txn).await {
+                Ok(_) => return Ok(created),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
+    }
+
     /// Applies `update` to the service as stored, unless it changed meanwhile.
     pub async fn update_service(
         &self,
@@ -913,6 +978,20 @@ impl<S: Store> Control<S> {
         }
         self.commit(txn).await?;
         Ok(service)
+    }
+}
+
+/// A refusal inside a batch names the service it came from.
+fn in_batch(position: usize, name: &str, e: ModelError) -> ModelError {
+    match e {
+        ModelError::Invalid { field, reason } => ModelError::Invalid {
+            field,
+            reason: format!(
+                "{reason} (service {name:?}, #{} of the batch; nothing was created)",
+                position + 1
+            ),
+        },
+        other => other,
     }
 }
 
@@ -1672,6 +1751,84 @@ mod tests {
                 2,
                 "a's index is free"
             );
+        });
+    }
+
+    fn svc(name: &str, vip: Option<&str>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            network: "n1".into(),
+            vip: vip.map(Into::into),
+            ports: vec!["80:8080".into()],
+            selector: Some("app=web".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn services_take_unique_vips_and_indexes_and_a_batch_is_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::new(EmbeddedStore::open(dir.path()).expect("store"));
+            c.create_network(&net("n1", "10.1.0.0/24"))
+                .await
+                .expect("n1");
+            let one = c.create_service(&svc("one", None)).await.expect("one");
+            let batch = c
+                .create_services(&[svc("two", None), svc("three", Some("10.1.0.50"))])
+                .await
+                .expect("batch");
+            let vips: BTreeSet<Ipv4Addr> = std::iter::once(&one)
+                .chain(&batch)
+                .filter_map(|s| s.vip)
+                .collect();
+            assert_eq!(vips.len(), 3, "distinct VIPs");
+            let indexes: BTreeSet<u32> = std::iter::once(&one)
+                .chain(&batch)
+                .map(|s| s.index)
+                .collect();
+            assert_eq!(indexes, [1, 2, 3].into_iter().collect());
+
+            // One bad service in a batch: none is created, and the error
+            // names it.
+            let e = c
+                .create_services(&[svc("four", None), svc("five", Some("10.1.0.50"))])
+                .await
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains("\"five\", #2 of the batch"), "{e}");
+            assert_eq!(c.services().await.expect("list").len(), 3);
+
+            // An endpoint never gets a VIP, asked for or not.
+            let first = c
+                .create_endpoint(&ep("e1", "n1", "/run/netns/x"))
+                .await
+                .expect("endpoint");
+            assert!(!vips.contains(&first.ipv4), "{}", first.ipv4);
+            let taken = c
+                .create_endpoint(&EndpointSpec {
+                    ip: Some("10.1.0.50".into()),
+                    ..ep("e2", "n1", "/run/netns/y")
+                })
+                .await
+                .expect_err("a VIP")
+                .to_string();
+            assert!(taken.contains("is the VIP of service \"three\""), "{taken}");
+
+            // The network stays while it has services; a removed service
+            // frees its VIP and index.
+            let e = c
+                .delete_network("n1")
+                .await
+                .expect_err("in use")
+                .to_string();
+            assert!(e.contains("still has"), "{e}");
+            c.delete_service("three").await.expect("rm");
+            let again = c
+                .create_service(&svc("six", Some("10.1.0.50")))
+                .await
+                .expect("six");
+            assert_eq!(again.index, 3);
         });
     }
 

@@ -148,9 +148,14 @@ enum ServiceCmd {
     /// Create a service: a VIP on a network, load-balanced across the
     /// endpoints the selector (or --backend) names.
     Create {
-        name: String,
-        #[arg(long)]
-        network: String,
+        #[arg(required_unless_present = "file")]
+        name: Option<String>,
+        #[arg(long, required_unless_present = "file")]
+        network: Option<String>,
+        /// Create every service of a JSON list instead (the fields of the
+        /// API's ServiceSpec), all or none.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "network"])]
+        file: Option<PathBuf>,
         /// PORT[:TARGET][/tcp|/udp] (repeatable), e.g. 80:8080/tcp.
         #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
         ports: Vec<String>,
@@ -516,6 +521,16 @@ fn weights(items: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
 async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create {
+            file: Some(file), ..
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let specs: Vec<ServiceSpec> = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a JSON list of services", file.display()))?;
+            let made: Vec<Service> = client.post("/batch/services", &specs).await?;
+            println!("{} services created", made.len());
+        }
+        ServiceCmd::Create {
             name,
             network,
             ports,
@@ -524,10 +539,11 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             backends,
             weights: w,
             mode,
+            file: None,
         } => {
             let spec = ServiceSpec {
-                name,
-                network,
+                name: name.unwrap_or_default(),
+                network: network.unwrap_or_default(),
                 vip,
                 ports,
                 selector,

@@ -2,7 +2,7 @@
 //! ports, its backends and its Maglev table. Part of `compile`: the same
 //! desired state, the same diff, the same writes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use netd_common::{
     maglev,
@@ -27,6 +27,9 @@ pub fn compile_services(
     services: &[Service],
     reachable: &BTreeSet<[u8; 4]>,
 ) {
+    // Services with the same backends and weights share one table: at
+    // 10,000 services over a few backend sets, one computation per set.
+    let mut computed: BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>> = BTreeMap::new();
     for service in services {
         let (Mode::Vip, Some(vip)) = (service.mode, service.vip) else {
             continue;
@@ -64,16 +67,20 @@ pub fn compile_services(
                 });
             }
         }
-        let active = match maglev_table(&turns) {
-            Ok(Some(slots)) => {
-                state.put(tables::MAGLEV, table, slots);
+        let mut set: Vec<(u32, u32)> = turns.iter().map(|b| (b.id, b.weight)).collect();
+        set.sort_unstable();
+        let slots = computed.entry(set).or_insert_with(|| {
+            maglev_table(&turns).unwrap_or_else(|e| {
+                warn!(service = %service.name, error = %e, "no Maglev table: new flows are refused");
+                None
+            })
+        });
+        let active = match slots {
+            Some(slots) => {
+                state.put(tables::MAGLEV, table, *slots);
                 turns.len() as u32
             }
-            Ok(None) => 0,
-            Err(e) => {
-                warn!(service = %service.name, error = %e, "no Maglev table: new flows are refused");
-                0
-            }
+            None => 0,
         };
         for port in &service.ports {
             state.put(
