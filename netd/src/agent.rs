@@ -17,8 +17,8 @@ use crate::{
     dataplane::{
         conntrack::{monotonic_ns, Conntrack, FlowFilter, FlowView, Swept, Timeouts},
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
-        maps::{fill, KernelMaps, MapFill, MapWriteError, MapWriter},
-        reconcile::{compile, reconcile, Cluster, HostLink},
+        maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
+        reconcile::{compile, reconcile_from, Cluster, HostLink},
         Datapath,
     },
     logging::chain,
@@ -78,6 +78,11 @@ struct State {
     datapath: Datapath,
     maps: KernelMaps,
     conntrack: Conntrack,
+    /// What the control maps hold as of the last pass that wrote every op
+    /// it meant to: the next pass diffs against it instead of reading
+    /// every map back. None: read the kernel (start, a failed write, the
+    /// periodic resync that repairs what someone else changed).
+    written: Option<MapState>,
     /// Conntrack was at least 90% full at the last sweep (logged once).
     conntrack_nearly_full: bool,
     /// Host veths whose TC link already runs this process's program.
@@ -140,6 +145,7 @@ impl<S: Store> Agent<S> {
                 datapath,
                 maps,
                 conntrack,
+                written: None,
                 conntrack_nearly_full: false,
                 attached: BTreeSet::new(),
                 departed: BTreeMap::new(),
@@ -171,9 +177,21 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    /// One full pass over one snapshot of the model. Per-endpoint link
-    /// failures are reported, not fatal: the rest of the host converges.
+    /// One full pass over one snapshot of the model, diffed against the
+    /// maps as the kernel has them. Per-endpoint link failures are
+    /// reported, not fatal: the rest of the host converges.
     pub async fn reconcile(&self) -> Result<Report, AgentError> {
+        self.reconcile_from(MapSource::Kernel).await
+    }
+
+    /// A pass after a change of the model: diffed against what the last
+    /// pass wrote when it wrote everything (at 10,000 services, reading
+    /// every map back costs more than the rest of the pass).
+    pub async fn reconcile_change(&self) -> Result<Report, AgentError> {
+        self.reconcile_from(MapSource::LastWritten).await
+    }
+
+    async fn reconcile_from(&self, source: MapSource) -> Result<Report, AgentError> {
         let mut state = self.state.lock().await;
         let Model {
             revision,
@@ -211,7 +229,12 @@ impl<S: Store> Agent<S> {
             overlay: self.overlay,
         };
         let desired = compile(networks, endpoints, &services, &links, &cluster);
-        let applied = reconcile(&mut state.maps, &desired)?;
+        let current = match (source, state.written.take()) {
+            (MapSource::LastWritten, Some(written)) => written,
+            _ => state.maps.read()?,
+        };
+        let applied = reconcile_from(&mut state.maps, &current, &desired);
+        drop(current);
         report.map_writes = applied.writes;
         for (op, error) in applied.failed {
             warn!(map = op.table(), put = op.is_put(), error = %chain(&error), "map write failed; retried next pass");
@@ -247,6 +270,9 @@ impl<S: Store> Agent<S> {
             &model_sizes(networks, endpoints, &services, &desired),
             &fill(&desired, &state.maps),
         );
+        if report.map_failures == 0 {
+            state.written = Some(desired);
+        }
         if report.map_writes + report.links_created + report.links_removed > 0 {
             info!(
                 map_writes = report.map_writes,
@@ -503,6 +529,12 @@ fn model_sizes(
         endpoints: endpoints.len(),
         backends,
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MapSource {
+    Kernel,
+    LastWritten,
 }
 
 const OWNER_PREFIX: &str = "netd:";

@@ -325,21 +325,28 @@ async fn follow_store<S: Store>(
                 None => std::future::pending().await,
             }
         };
-        let changed = tokio::select! {
+        // The resync reads the maps back from the kernel (and repairs what
+        // someone else changed); a change diffs against the last pass.
+        let (changed, resync) = tokio::select! {
             event = events.recv() => match event {
-                Ok(WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. }) => key.starts_with(PREFIX),
-                Err(RecvError::Lagged(_)) => true,
+                Ok(WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. }) => (key.starts_with(PREFIX), false),
+                Err(RecvError::Lagged(_)) => (true, false),
                 Err(RecvError::Closed) => return,
             },
-            _ = tick.tick() => true,
-            () = expiry => true,
+            _ = tick.tick() => (true, true),
+            () = expiry => (true, false),
         };
         if changed {
             // One transaction is several events: take them all, then one pass.
             while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
                 events.try_recv()
             {}
-            match agent.reconcile().await {
+            let pass = if resync {
+                agent.reconcile().await
+            } else {
+                agent.reconcile_change().await
+            };
+            match pass {
                 Ok(report) => next_expiry = report.next_expiry,
                 Err(e) => {
                     warn!(error = %chain(&e), "reconcile failed; retrying at the next change or resync")

@@ -218,7 +218,17 @@ pub fn reconcile(
     writer: &mut impl MapWriter,
     desired: &MapState,
 ) -> Result<Applied, MapWriteError> {
-    let ops = diff(&writer.read()?, desired, writer.tables());
+    let current = writer.read()?;
+    Ok(reconcile_from(writer, &current, desired))
+}
+
+/// The same, from `current`: what the maps are known to hold.
+pub fn reconcile_from(
+    writer: &mut impl MapWriter,
+    current: &MapState,
+    desired: &MapState,
+) -> Applied {
+    let ops = diff(current, desired, writer.tables());
     let mut applied = Applied::default();
     for op in ops {
         match writer.apply(&op) {
@@ -226,7 +236,7 @@ pub fn reconcile(
             Err(e) => applied.failed.push((op, e)),
         }
     }
-    Ok(applied)
+    applied
 }
 
 #[cfg(test)]
