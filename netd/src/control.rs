@@ -890,8 +890,23 @@ impl<S: Store> Control<S> {
             let mut txn = Txn::new();
             let mut created = Vec::with_capacity(specs.len());
             let mut guarded = BTreeSet::new();
+            let mut names: std::collections::HashSet<String> =
+                services.iter().map(|s| s.name.clone()).collect();
+            let mut cursor: std::collections::BTreeMap<String, Ipv4Addr> = Default::default();
+            let mut next_index = 1;
             for (i, spec) in specs.iter().enumerate() {
-                let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+                // Indexes, like VIPs, are searched from the last one found.
+                let index = (next_index..)
+                    .find(|i| !used.contains(i))
+                    .unwrap_or(u32::MAX);
+                next_index = index.saturating_add(1);
+                if !names.insert(spec.name.clone()) {
+                    return Err(ModelError::Exists {
+                        kind: "service",
+                        name: spec.name.clone(),
+                    }
+                    .into());
+                }
                 let registry = networks
                     .iter()
                     .find(|n| n.name == spec.network || n.id == spec.network)
@@ -902,9 +917,22 @@ impl<S: Store> Control<S> {
                     taken.insert(registry.clone(), held);
                 }
                 let held = taken.entry(registry.clone()).or_default();
-                let service =
-                    Service::from_spec(spec, &networks, &services, &endpoints, held, index)
-                        .map_err(|e| in_batch(i, &spec.name, e))?;
+                // The next free address, found from where the last one was.
+                let mut spec = std::borrow::Cow::Borrowed(spec);
+                if let (None, crate::model::Mode::Vip, Some(network)) = (
+                    &spec.vip,
+                    spec.mode,
+                    networks
+                        .iter()
+                        .find(|n| n.name == spec.network || n.id == spec.network),
+                ) {
+                    let after = cursor.get(&registry).copied();
+                    if let Ok(ip) = crate::ipam::allocate_after(network, held, after) {
+                        spec.to_mut().vip = Some(ip.to_string());
+                    }
+                }
+                let service = Service::from_spec(&spec, &networks, &[], &endpoints, held, index)
+                    .map_err(|e| in_batch(i, &spec.name, e))?;
                 self.limits
                     .service(&service, &services)
                     .map_err(|e| in_batch(i, &spec.name, e))?;
@@ -923,6 +951,7 @@ impl<S: Store> Control<S> {
                         .absent(address.clone())
                         .put(address, vip_holder(&service.id));
                     held.insert(vip);
+                    cursor.insert(registry.clone(), vip);
                 }
                 used.insert(index);
                 services.push(service.clone());

@@ -92,6 +92,29 @@ pub fn allocate(
         })
 }
 
+/// The first free address after `after` (or from the start), for a batch
+/// that hands out many at once: each search starts where the last ended
+/// instead of at the start of the pool. Wraps around once.
+pub fn allocate_after(
+    network: &Network,
+    taken: &BTreeSet<Ipv4Addr>,
+    after: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, IpamError> {
+    let pool = network.ip_range.unwrap_or(network.subnet);
+    let (first, last) = (u32::from(pool.network()), u32::from(pool.broadcast()));
+    let start = after
+        .map_or(first, |a| u32::from(a).saturating_add(1))
+        .max(first);
+    let free = |n: u32| {
+        let ip = Ipv4Addr::from(n);
+        (network.subnet.contains(&ip) && reserved(network, ip).is_none() && !taken.contains(&ip))
+            .then_some(ip)
+    };
+    (start..=last)
+        .find_map(free)
+        .map_or_else(|| allocate(network, taken, None), Ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +136,23 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_batch_continues_where_the_last_address_was_found() {
+        let n = network("10.1.0.0/24", None, &[]);
+        let mut taken: BTreeSet<Ipv4Addr> = [ip("10.1.0.2"), ip("10.1.0.4")].into();
+        assert_eq!(allocate_after(&n, &taken, None), Ok(ip("10.1.0.3")));
+        assert_eq!(
+            allocate_after(&n, &taken, Some(ip("10.1.0.3"))),
+            Ok(ip("10.1.0.5"))
+        );
+        // Past the end it starts over from the start of the pool.
+        taken.remove(&ip("10.1.0.2"));
+        assert_eq!(
+            allocate_after(&n, &taken, Some(ip("10.1.0.254"))),
+            Ok(ip("10.1.0.2"))
+        );
     }
 
     #[test]
