@@ -14,8 +14,10 @@ use bytemuck::{Pod, Zeroable};
 pub const MAX_SERVICE_PORTS: u32 = 65536;
 /// Services (one Maglev table each).
 pub const MAX_SERVICES: u32 = 16384;
-/// Backends of all services together.
-pub const MAX_BACKENDS: u32 = 65536;
+/// Backends of all services together: 10,000 services of 10 backends fit
+/// with room to spare. Not preallocated, so an entry costs kernel memory
+/// only while it exists.
+pub const MAX_BACKENDS: u32 = 262_144;
 /// VIPs.
 pub const MAX_VIPS: u32 = 16384;
 /// Conntrack entries each way, unless `--conntrack-size` says otherwise.

@@ -66,7 +66,8 @@ pub static NETD_VIPS: HashMap<[u8; 4], VipEntry> = HashMap::pinned(MAX_VIPS, 0);
 
 /// Backends by (service, address): their state.
 #[map(name = "NETD_BACKENDS")]
-pub static NETD_BACKENDS: HashMap<BackendKey, BackendEntry> = HashMap::pinned(MAX_BACKENDS, 0);
+pub static NETD_BACKENDS: HashMap<BackendKey, BackendEntry> =
+    HashMap::pinned(MAX_BACKENDS, BPF_F_NO_PREALLOC);
 
 /// Each service's Maglev table, by service index. Not preallocated: a
 /// table costs memory only while its service exists.
