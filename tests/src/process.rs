@@ -92,6 +92,11 @@ impl Netd {
         self
     }
 
+    /// The running netd's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.state.path().join("netd.sock")
     }

@@ -132,6 +132,16 @@ fn run(cli: Cli) -> Result<()> {
             if !status.success() {
                 bail!("netd-bench-host failed ({status})");
             }
+            let services_json = json.with_file_name("services.json");
+            let status = Command::new(root.join("target/release/netd-bench-services"))
+                .args(["--repeat", &repeat.to_string(), "--json"])
+                .arg(&services_json)
+                .env("NETD_BIN", root.join("target/release/netd"))
+                .status()
+                .context("running netd-bench-services")?;
+            if !status.success() {
+                bail!("netd-bench-services failed ({status})");
+            }
             let overlay_json = json.with_file_name("overlay.json");
             let status = Command::new(root.join("target/release/netd-bench-overlay"))
                 .arg("--json")

@@ -21,8 +21,9 @@ const BUILD: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 /// What netd and its tests run: bpftool to inspect, iproute2 for
 /// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux,
 /// iperf3 for the bench, a real Docker engine with a busybox to import
-/// for the plugin tests, an etcd server for the cluster store tests, and
-/// tcpdump for the kernel VXLAN interoperation test.
+/// for the plugin tests, an etcd server for the cluster store tests,
+/// tcpdump for the kernel VXLAN interoperation test, and iptables and
+/// nftables for the services bench's kube-proxy baselines.
 const TOOLS: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -33,6 +34,8 @@ const TOOLS: &[&str] = &[
     "busybox-static",
     "etcd-server",
     "tcpdump",
+    "iptables",
+    "nftables",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

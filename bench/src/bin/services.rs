@@ -1,0 +1,688 @@
+//! Services: netd against kube-proxy's two dataplanes, iptables (a nat
+//! chain per service, statistic-mode random jumps to its endpoints, a
+//! Linux bridge with br_netfilter, conntrack) and nftables (a verdict map
+//! of VIPs, numgen to the endpoints), on the same topology in the same
+//! run: one client and ten backends, each a namespace.
+//!
+//! For 1, 1,000 and 10,000 services of 10 backends each:
+//! - new TCP connections per second to one VIP (connect, 1-byte request,
+//!   1-byte response, close);
+//! - the time to program them from an empty host, and one backend change
+//!   at that size;
+//! - netd's RSS.
+//!
+//! And the cost of the LB path in the endpoint program (BPF_PROG_TEST_RUN):
+//! a flow's first packet and an established one, beside the do-nothing TC
+//! program.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use netd::dataplane::{
+    maps::{MapOp, MapWriter},
+    tables,
+};
+use netd_common::{
+    maps::NetworkEntry,
+    program_names::{TC_BASELINE, TC_ENDPOINT},
+    service::{
+        BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
+        PROTO_TCP,
+    },
+};
+use netd_tests::{
+    fixture::{local_endpoint, Fixture, TempPins},
+    netns::{veth_between, NetNs},
+    process::Netd,
+};
+use serde::Serialize;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds of connections per measurement.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Service counts to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
+    sizes: Vec<usize>,
+    /// Systems to measure (netd, iptables, nftables).
+    #[arg(long, value_delimiter = ',', default_value = "netd,iptables,nftables")]
+    systems: Vec<String>,
+    /// Client threads opening connections.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    #[arg(long, default_value = "target/bench/services.json")]
+    json: PathBuf,
+}
+
+const BACKENDS: usize = 10;
+const PORT: u16 = 80;
+const TARGET: u16 = 8080;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+enum System {
+    Netd,
+    Iptables,
+    Nftables,
+}
+
+#[derive(Serialize)]
+struct Point {
+    system: System,
+    services: usize,
+    connections_per_sec: f64,
+    /// Programming every service from an empty host.
+    program_secs: f64,
+    /// One backend of one service changed, at this size.
+    change_ms: f64,
+    /// netd's resident memory (netd only).
+    rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct LbPath {
+    tc_baseline_ns: f64,
+    established_ns: f64,
+    first_packet_ns: f64,
+    tc_baseline_single_run_ns: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    seconds: u64,
+    threads: usize,
+    points: Vec<Point>,
+    lb_path: LbPath,
+}
+
+/// The client and backends, each serving TCP on `TARGET`: read one byte,
+/// answer one byte, close.
+struct World {
+    client: NetNs,
+    backends: Vec<NetNs>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn world() -> World {
+    let stop = Arc::new(AtomicBool::new(false));
+    let backends: Vec<NetNs> = (0..BACKENDS).map(|_| NetNs::new("bsB")).collect();
+    World {
+        client: NetNs::new("bsC"),
+        backends,
+        stop,
+    }
+}
+
+fn serve(w: &World) {
+    for ns in &w.backends {
+        let stop = w.stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        ns.run(move || {
+            let listener = TcpListener::bind(("0.0.0.0", TARGET)).expect("listen");
+            listener.set_nonblocking(true).expect("nonblocking");
+            tx.send(()).expect("ready");
+            let mut byte = [0u8; 1];
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                        if c.read_exact(&mut byte).is_ok() {
+                            let _ = c.write_all(&byte);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+    }
+}
+
+/// New connections per second to `vip` for `seconds`, from `threads`
+/// client threads; fails if any connection fails.
+fn connection_rate(w: &World, vip: &str, seconds: u64, threads: usize) -> anyhow::Result<f64> {
+    let addr: SocketAddr = format!("{vip}:{PORT}").parse()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (done, failed) = (done.clone(), failed.clone());
+            w.client.run(move || {
+                let mut byte = [7u8; 1];
+                while Instant::now() < until {
+                    let ok = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                        .and_then(|mut c| {
+                            c.set_read_timeout(Some(Duration::from_secs(1)))?;
+                            c.write_all(&byte)?;
+                            c.read_exact(&mut byte)
+                        })
+                        .is_ok();
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in workers {
+        t.join().map_err(|_| anyhow::anyhow!("client thread"))?;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} connections to {addr} failed");
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+fn service_specs(range: std::ops::Range<usize>) -> serde_json::Value {
+    serde_json::Value::Array(
+        range
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("s{i}"),
+                    "network": "bench",
+                    "ports": [format!("{PORT}:{TARGET}/tcp")],
+                    "selector": "app=bench",
+                })
+            })
+            .collect(),
+    )
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed())
+}
+
+fn bench_netd(args: &Args, services: usize) -> anyhow::Result<Point> {
+    let w = world();
+    let host = NetNs::new("bsH");
+    let pins = TempPins::new();
+    let mut netd = Netd::start(&host, pins.layout.root(), netd_tests::free_port(), &[]);
+    netd.wait_ready(&host);
+    netd.ok(&["network", "create", "bench", "--subnet", "10.60.0.0/16"]);
+    netd.endpoint("client", "bench", &w.client, &[]);
+    for (i, ns) in w.backends.iter().enumerate() {
+        netd.endpoint(&format!("b{i}"), "bench", ns, &["--label", "app=bench"]);
+    }
+    serve(&w);
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), service_specs(0..services).to_string())?;
+    let path = file.path().to_str().context("path")?.to_string();
+    let (out, took) = timed(|| netd.cli(&["service", "create", "--file", &path]));
+    if !out.0 {
+        bail!("netd batch of {services}: {}", out.2);
+    }
+    let inspect: serde_json::Value = serde_json::from_str(&netd.ok(&["service", "inspect", "s0"]))?;
+    let vip = inspect["vip"].as_str().context("VIP")?.to_string();
+    let rate = connection_rate(&w, &vip, args.seconds, args.threads)?;
+    let middle = format!("s{}", services / 2);
+    let (_, change) = timed(|| netd.ok(&["service", "update", &middle, "--weight", "b3=2"]));
+    let rss = netd.pid().and_then(rss_mib);
+    let _ = netd.stop();
+    Ok(Point {
+        system: System::Netd,
+        services,
+        connections_per_sec: rate,
+        program_secs: took.as_secs_f64(),
+        change_ms: change.as_secs_f64() * 1e3,
+        rss_mib: rss,
+    })
+}
+
+/// The client and backends on a Linux bridge (as Docker and kubenet
+/// build it), br_netfilter on so that bridged replies see conntrack;
+/// VIPs are routed through the bridge's address, as a service CIDR is.
+fn bridge(w: &World) -> NetNs {
+    let host = NetNs::new("bsK");
+    host.ip(&["link", "add", "br0", "type", "bridge"]);
+    host.ip(&["addr", "add", "10.61.255.254/16", "dev", "br0"]);
+    host.ip(&["link", "set", "br0", "up"]);
+    for (i, ns) in std::iter::once(&w.client).chain(&w.backends).enumerate() {
+        let outside = format!("bsv{i}");
+        veth_between(
+            &host,
+            &outside,
+            "192.168.250.1/32",
+            ns,
+            "eth0",
+            &format!("10.61.0.{}/16", i + 1),
+        );
+        host.ip(&["addr", "flush", "dev", &outside]);
+        host.ip(&["link", "set", &outside, "master", "br0"]);
+        ns.ip(&["route", "add", "default", "via", "10.61.255.254"]);
+    }
+    for (key, value) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.bridge.bridge-nf-call-iptables", "1"),
+    ] {
+        let out = host.exec("sysctl", &["-qw", &format!("{key}={value}")]);
+        if !out.status.success() {
+            eprintln!("sysctl {key}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    host
+}
+
+fn vip_of(i: usize) -> String {
+    format!("10.62.{}.{}", i / 250, i % 250 + 1)
+}
+
+fn backend_ip(b: usize) -> String {
+    format!("10.61.0.{}", b + 2)
+}
+
+/// kube-proxy's iptables mode, for `services` services.
+fn iptables_rules(services: usize) -> String {
+    let mut r = String::from(
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n",
+    );
+    let mut rules = String::new();
+    for s in 0..services {
+        r.push_str(&format!(":KUBE-SVC-{s} - [0:0]\n"));
+        rules.push_str(&format!(
+            "-A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment \"default/s{s}:http cluster IP\" -m tcp --dport {PORT} -j KUBE-SVC-{s}\n",
+            vip_of(s)
+        ));
+        rules.push_str(&svc_chain(s));
+    }
+    r.push_str(&rules);
+    r.push_str(
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A POSTROUTING -j KUBE-POSTROUTING\n\
+         -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n\
+         -A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE\nCOMMIT\n",
+    );
+    r
+}
+
+/// One service's chain and its endpoint chains (declared by the caller).
+fn svc_chain(s: usize) -> String {
+    let mut out = String::new();
+    let mut decl = String::new();
+    for b in 0..BACKENDS {
+        decl.push_str(&format!(":KUBE-SEP-{s}-{b} - [0:0]\n"));
+        let left = BACKENDS - b;
+        if left > 1 {
+            out.push_str(&format!(
+                "-A KUBE-SVC-{s} -m statistic --mode random --probability {:.11} -j KUBE-SEP-{s}-{b}\n",
+                1.0 / left as f64
+            ));
+        } else {
+            out.push_str(&format!("-A KUBE-SVC-{s} -j KUBE-SEP-{s}-{b}\n"));
+        }
+        let ip = backend_ip(b);
+        out.push_str(&format!(
+            "-A KUBE-SEP-{s}-{b} -s {ip}/32 -j KUBE-MARK-MASQ\n\
+             -A KUBE-SEP-{s}-{b} -p tcp -m tcp -j DNAT --to-destination {ip}:{TARGET}\n"
+        ));
+    }
+    decl + &out
+}
+
+/// kube-proxy's nftables mode, for `services` services.
+fn nft_rules(services: usize) -> String {
+    let mut r = String::from(
+        "table ip kube-proxy {\n\
+         chain mark-for-masquerade { meta mark set meta mark or 0x4000; }\n\
+         chain masquerading { type nat hook postrouting priority srcnat; meta mark & 0x4000 == 0x4000 masquerade; }\n\
+         chain nat-prerouting { type nat hook prerouting priority dstnat; jump services; }\n\
+         chain nat-output { type nat hook output priority -100; jump services; }\n",
+    );
+    r.push_str("map service-ips { type ipv4_addr . inet_proto . inet_service : verdict;\n");
+    if services > 0 {
+        r.push_str("elements = { ");
+        let elements: Vec<String> = (0..services)
+            .map(|s| format!("{} . tcp . {PORT} : goto service-{s}", vip_of(s)))
+            .collect();
+        r.push_str(&elements.join(", "));
+        r.push_str(" };\n");
+    }
+    r.push_str("}\nchain services { ip daddr . meta l4proto . th dport vmap @service-ips; }\n");
+    for s in 0..services {
+        r.push_str(&nft_service(s));
+    }
+    r.push_str("}\n");
+    r
+}
+
+fn nft_service(s: usize) -> String {
+    let mut r = String::new();
+    let arms: Vec<String> = (0..BACKENDS)
+        .map(|b| format!("{b} : goto endpoint-{s}-{b}"))
+        .collect();
+    r.push_str(&format!(
+        "chain service-{s} {{ numgen random mod {BACKENDS} vmap {{ {} }}; }}\n",
+        arms.join(", ")
+    ));
+    for b in 0..BACKENDS {
+        let ip = backend_ip(b);
+        r.push_str(&format!(
+            "chain endpoint-{s}-{b} {{ ip saddr {ip} jump mark-for-masquerade; meta l4proto tcp dnat to {ip}:{TARGET}; }}\n"
+        ));
+    }
+    r
+}
+
+fn load(host: &NetNs, tool: &str, args: &[&str], rules: &str) -> anyhow::Result<Duration> {
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), rules)?;
+    let path = file.path().to_str().context("path")?;
+    let mut all = args.to_vec();
+    all.push(path);
+    let t = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.name, tool])
+        .args(&all)
+        .output()?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        bail!("{tool}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+fn bench_kernel(args: &Args, system: System, services: usize) -> anyhow::Result<Point> {
+    let w = world();
+    let host = bridge(&w);
+    serve(&w);
+    let (program, change) = match system {
+        System::Iptables => {
+            let program = load(&host, "iptables-restore", &[], &iptables_rules(services))?;
+            // kube-proxy's partial sync: only the changed service's chains,
+            // restored without flushing the rest.
+            let s = services / 2;
+            let delta = format!("*nat\n:KUBE-SVC-{s} - [0:0]\n{}COMMIT\n", svc_chain(s));
+            let change = load(&host, "iptables-restore", &["--noflush"], &delta)?;
+            (program, change)
+        }
+        System::Nftables => {
+            let program = load(&host, "nft", &["-f"], &nft_rules(services))?;
+            let s = services / 2;
+            let delta = format!(
+                "flush chain ip kube-proxy service-{s}\n\
+                 add rule ip kube-proxy service-{s} numgen random mod {BACKENDS} vmap {{ {} }}\n",
+                (0..BACKENDS)
+                    .map(|b| format!("{b} : goto endpoint-{s}-{}", (b + 1) % BACKENDS))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let change = load(&host, "nft", &["-f"], &delta)?;
+            (program, change)
+        }
+        System::Netd => unreachable!("netd has its own setup"),
+    };
+    let rate = connection_rate(&w, &vip_of(0), args.seconds, args.threads)?;
+    Ok(Point {
+        system,
+        services,
+        connections_per_sec: rate,
+        program_secs: program.as_secs_f64(),
+        change_ms: change.as_secs_f64() * 1e3,
+        rss_mib: None,
+    })
+}
+
+/// The endpoint program's LB path on crafted packets: a client at
+/// 10.1.0.2 to VIP 10.1.0.100:80, ten backends.
+fn lb_path(repeat: u32) -> LbPath {
+    let mut f = Fixture::load();
+    f.load_baselines();
+    let host_mac = [0x0a, 0, 0, 0, 0, 1];
+    let client = [10, 1, 0, 2];
+    let client_mac = [0x02, 0x6e, 10, 1, 0, 2];
+    let vip = [10, 1, 0, 100];
+    let mut ops = vec![MapOp::put(
+        tables::NETWORKS,
+        1,
+        NetworkEntry {
+            gateway: [10, 1, 0, 1],
+            vni: 0,
+        },
+    )];
+    ops.extend(local_endpoint(1, 1, client, client_mac, host_mac));
+    let mut table = MaglevTable::default();
+    for b in 0..BACKENDS as u8 {
+        let ip = [10, 1, 0, 10 + b];
+        ops.extend(local_endpoint(
+            50 + u32::from(b),
+            1,
+            ip,
+            [0x02, 0x6e, 10, 1, 0, 10 + b],
+            host_mac,
+        ));
+        ops.push(MapOp::put(
+            tables::BACKENDS,
+            BackendKey { table: 1, ip },
+            BackendEntry {
+                state: BACKEND_ACTIVE,
+                weight: 1,
+            },
+        ));
+    }
+    for (i, slot) in table.slots.iter_mut().enumerate() {
+        *slot = u32::from_ne_bytes([10, 1, 0, 10 + (i % BACKENDS) as u8]);
+    }
+    ops.push(MapOp::put(tables::MAGLEV, 1, table));
+    ops.push(MapOp::put(
+        tables::SERVICES,
+        ServiceKey {
+            vip,
+            port: PORT.to_be_bytes(),
+            proto: PROTO_TCP,
+            _pad: 0,
+        },
+        ServiceEntry {
+            table: 1,
+            active: BACKENDS as u32,
+            target_port: TARGET.to_be_bytes(),
+            flags: 0,
+            _pad: 0,
+        },
+    ));
+    ops.push(MapOp::put(
+        tables::VIPS,
+        vip,
+        VipEntry {
+            network: 1,
+            table: 1,
+        },
+    ));
+    for op in &ops {
+        f.maps.apply(op).expect("map write");
+    }
+    let packet = |port: u16| {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(client_mac, host_mac)
+            .ipv4(client, vip, 64)
+            .tcp(port, PORT, 1, 64240)
+            .write(&mut out, b"x")
+            .expect("packet");
+        out
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    // A new flow per run: each a conntrack miss, a Maglev pick, two inserts.
+    let first = median(
+        (0..4000)
+            .map(|i| f.time_tc(TC_ENDPOINT, &packet(20000 + i), 1))
+            .collect(),
+    );
+    let single_noop = median(
+        (0..4000)
+            .map(|i| f.time_tc(TC_BASELINE, &packet(20000 + i), 1))
+            .collect(),
+    );
+    let established = median(
+        (0..5)
+            .map(|_| f.time_tc(TC_ENDPOINT, &packet(20000), repeat))
+            .collect(),
+    );
+    let noop = median(
+        (0..5)
+            .map(|_| f.time_tc(TC_BASELINE, &packet(20000), repeat))
+            .collect(),
+    );
+    LbPath {
+        tc_baseline_ns: noop,
+        established_ns: established,
+        first_packet_ns: first,
+        tc_baseline_single_run_ns: single_noop,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let lb = lb_path(args.repeat);
+    println!(
+        "LB path: established {:.1} ns ({:.2}x the TC no-op's {:.1} ns); first packet {:.0} ns \
+         (single runs; the no-op's single run {:.0} ns)",
+        lb.established_ns,
+        lb.established_ns / lb.tc_baseline_ns,
+        lb.tc_baseline_ns,
+        lb.first_packet_ns,
+        lb.tc_baseline_single_run_ns
+    );
+    let mut points = Vec::new();
+    for &n in &args.sizes {
+        for system in [System::Netd, System::Iptables, System::Nftables] {
+            if !args
+                .systems
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&format!("{system:?}")))
+            {
+                continue;
+            }
+            eprintln!("{system:?}: {n} services");
+            let p = match system {
+                System::Netd => bench_netd(&args, n),
+                _ => bench_kernel(&args, system, n),
+            }
+            .with_context(|| format!("{system:?} at {n} services"))?;
+            eprintln!(
+                "  {:.0} conn/s, programmed in {:.2} s, one change {:.1} ms",
+                p.connections_per_sec, p.program_secs, p.change_ms
+            );
+            points.push(p);
+        }
+    }
+    println!(
+        "\n{:<9} {:>8} {:>10} {:>10} {:>10} {:>12} {:>12} {:>9}",
+        "system", "services", "conn/s", "vs ipt", "vs nft", "program s", "change ms", "RSS MiB"
+    );
+    for p in &points {
+        let of = |s: System| {
+            points
+                .iter()
+                .find(|q| q.system == s && q.services == p.services)
+                .map_or(f64::NAN, |q| p.connections_per_sec / q.connections_per_sec)
+        };
+        println!(
+            "{:<9} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>12.3} {:>12.1} {:>9}",
+            format!("{:?}", p.system).to_lowercase(),
+            p.services,
+            p.connections_per_sec,
+            of(System::Iptables),
+            of(System::Nftables),
+            p.program_secs,
+            p.change_ms,
+            p.rss_mib.map_or("-".into(), |r| format!("{r:.1}"))
+        );
+    }
+    let report = Report {
+        seconds: args.seconds,
+        threads: args.threads,
+        points,
+        lb_path: lb,
+    };
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("\nwritten to {}", args.json.display());
+    write_report(&args, &report)
+}
+
+fn write_report(args: &Args, r: &Report) -> anyhow::Result<()> {
+    use netd_bench::report::{write_html, Bars};
+    let label = |p: &Point| format!("{:?} at {}", p.system, p.services).to_lowercase();
+    let bars = |f: fn(&Point) -> f64| r.points.iter().map(|p| (label(p), f(p))).collect();
+    write_html(
+        &args.json.with_extension("html"),
+        "netd services against kube-proxy's iptables and nftables dataplanes",
+        &[
+            format!(
+                "Same run, same namespaces: a client and {BACKENDS} backends; \
+                 {} s of connections from {} threads per point.",
+                r.seconds, r.threads
+            ),
+            format!(
+                "LB path (BPF_PROG_TEST_RUN): established {:.1} ns, {:.2}x the TC no-op ({:.1} ns); \
+                 a flow's first packet {:.0} ns (single runs; the no-op's single run {:.0} ns).",
+                r.lb_path.established_ns,
+                r.lb_path.established_ns / r.lb_path.tc_baseline_ns,
+                r.lb_path.tc_baseline_ns,
+                r.lb_path.first_packet_ns,
+                r.lb_path.tc_baseline_single_run_ns
+            ),
+        ],
+        &[
+            Bars {
+                title: "new connections per second against the number of services".into(),
+                unit: "connections/s",
+                bars: bars(|p| p.connections_per_sec),
+            },
+            Bars {
+                title: "time to program every service from an empty host".into(),
+                unit: "s",
+                bars: bars(|p| p.program_secs),
+            },
+            Bars {
+                title: "one backend change at that size".into(),
+                unit: "ms",
+                bars: bars(|p| p.change_ms),
+            },
+        ],
+    )
+}
