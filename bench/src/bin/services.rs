@@ -262,11 +262,13 @@ fn bench_netd(args: &Args, services: usize) -> anyhow::Result<Point> {
     if !out.0 {
         bail!("netd batch of {services}: {}", out.2);
     }
-    let inspect: serde_json::Value = serde_json::from_str(&netd.ok(&["service", "inspect", "s0"]))?;
+    let measured_name = format!("s{}", measured(services));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&netd.ok(&["service", "inspect", &measured_name]))?;
     let vip = inspect["vip"].as_str().context("VIP")?.to_string();
     let rate = connection_rate(&w, &vip, args.seconds, args.threads)?;
-    let middle = format!("s{}", services / 2);
-    let (_, change) = timed(|| netd.ok(&["service", "update", &middle, "--weight", "b3=2"]));
+    let last = format!("s{}", services - 1);
+    let (_, change) = timed(|| netd.ok(&["service", "update", &last, "--weight", "b3=2"]));
     let rss = netd.pid().and_then(rss_mib);
     let _ = netd.stop();
     Ok(Point {
@@ -311,6 +313,13 @@ fn bridge(w: &World) -> NetNs {
         }
     }
     host
+}
+
+/// The service whose VIP the connections go to: the middle one, so that
+/// iptables' KUBE-SERVICES chain is walked halfway, as on average (the
+/// first rule would hide its linear cost).
+fn measured(services: usize) -> usize {
+    services / 2
 }
 
 fn vip_of(i: usize) -> String {
@@ -441,14 +450,14 @@ fn bench_kernel(args: &Args, system: System, services: usize) -> anyhow::Result<
             let program = load(&host, "iptables-restore", &[], &iptables_rules(services))?;
             // kube-proxy's partial sync: only the changed service's chains,
             // restored without flushing the rest.
-            let s = services / 2;
+            let s = services - 1;
             let delta = format!("*nat\n:KUBE-SVC-{s} - [0:0]\n{}COMMIT\n", svc_chain(s));
             let change = load(&host, "iptables-restore", &["--noflush"], &delta)?;
             (program, change)
         }
         System::Nftables => {
             let program = load(&host, "nft", &["-f"], &nft_rules(services))?;
-            let s = services / 2;
+            let s = services - 1;
             let delta = format!(
                 "flush chain ip kube-proxy service-{s}\n\
                  add rule ip kube-proxy service-{s} numgen random mod {BACKENDS} vmap {{ {} }}\n",
@@ -462,7 +471,7 @@ fn bench_kernel(args: &Args, system: System, services: usize) -> anyhow::Result<
         }
         System::Netd => unreachable!("netd has its own setup"),
     };
-    let rate = connection_rate(&w, &vip_of(0), args.seconds, args.threads)?;
+    let rate = connection_rate(&w, &vip_of(measured(services)), args.seconds, args.threads)?;
     Ok(Point {
         system,
         services,
