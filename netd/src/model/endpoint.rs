@@ -36,8 +36,10 @@ pub struct EndpointSpec {
     /// The endpoint's MAC; by default 02:6e and the IPv4 address.
     #[serde(default)]
     pub mac: Option<String>,
-    /// KEY=VALUE labels (what service selectors match).
-    #[serde(default)]
+    /// KEY=VALUE labels (what service selectors match). Left out of the
+    /// JSON when empty, so this CLI still talks to a netd from before
+    /// labels (mid-upgrade), which refuses fields it does not know.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -382,6 +384,12 @@ mod tests {
         assert_eq!(e.ifname, "eth0");
         assert_eq!(e.network, n1.id);
         assert!(e.host_ifname.len() <= 15 && e.host_ifname.starts_with("ndh"));
+    }
+
+    #[test]
+    fn a_spec_without_labels_is_json_a_netd_without_labels_reads() {
+        let json = serde_json::to_string(&spec("e1", "n1", "/run/netns/s")).expect("json");
+        assert!(!json.contains("labels"), "{json}");
     }
 
     #[test]
