@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::{
     control::{Control, ControlError, Model},
     dataplane::{
-        conntrack::{monotonic_ns, Conntrack, FlowFilter, FlowView, Swept, Timeouts},
+        conntrack::{monotonic_ns, Conntrack, ConntrackConfig, FlowFilter, FlowView, Swept},
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
         reconcile::{compile, reconcile_from, Cluster, HostLink},
@@ -440,18 +440,22 @@ impl<S: Store> Agent<S> {
 
     /// Removes idle conntrack entries; logs once when the map nears full
     /// (the LRU then evicts the least recently used flows).
-    pub async fn sweep_conntrack(&self, timeouts: &Timeouts) -> Swept {
+    pub async fn sweep_conntrack(&self, timeouts: &ConntrackConfig) -> Swept {
         let mut state = self.state.lock().await;
         let swept = state.conntrack.sweep(timeouts, monotonic_ns());
         let capacity = state.conntrack.capacity();
         self.metrics.update_conntrack(&swept, capacity);
-        let nearly_full = swept.live as u64 * 10 >= u64::from(capacity) * 9;
+        // A full LRU never shows all its entries: each CPU keeps up to 128
+        // free ones in reserve, and it evicts to refill them.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let nearly_full = (swept.live as u64 + LRU_RESERVE * cpus) * 10 >= u64::from(capacity) * 9;
         if nearly_full && !state.conntrack_nearly_full {
             warn!(
                 entries = swept.live,
                 capacity,
-                "conntrack is at least 90% full: the least recently used flows are evicted \
-                 to make room (their connections are balanced again on their next packet)"
+                "conntrack is at least 90% full (counting the LRU's per-CPU reserve): the \
+                 least recently used flows are evicted to make room (their connections are \
+                 balanced again on their next packet)"
             );
         } else if !nearly_full && state.conntrack_nearly_full {
             info!(
@@ -530,6 +534,9 @@ fn model_sizes(
         backends,
     }
 }
+
+/// Free entries the kernel's LRU hash keeps per CPU (LOCAL_FREE_TARGET).
+const LRU_RESERVE: u64 = 128;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum MapSource {

@@ -8,7 +8,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::dataplane::conntrack::Timeouts;
+use crate::dataplane::conntrack::ConntrackConfig;
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netd";
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9964";
@@ -75,6 +75,8 @@ pub enum ConfigError {
     RelativePinPath(PathBuf),
     #[error("conntrack {name} = {secs}: a timeout is 1 s to 30 days")]
     BadTimeout { name: &'static str, secs: u64 },
+    #[error("conntrack max-entries = {0}: from 64 to 16777216")]
+    BadConntrackSize(u32),
 }
 
 /// What a TOML config file may hold; every field is optional.
@@ -95,7 +97,7 @@ pub struct FileConfig {
     pub host_grace: Option<u64>,
     /// `[conntrack]`: idle timeouts in seconds (tcp-established,
     /// tcp-opening, tcp-closing, udp, udp-unreplied).
-    pub conntrack: Option<Timeouts>,
+    pub conntrack: Option<ConntrackConfig>,
 }
 
 impl FileConfig {
@@ -140,7 +142,7 @@ pub struct RunConfig {
     /// ended: its pinned datapath still forwards while its netd is away.
     pub host_grace: u64,
     /// Conntrack idle timeouts.
-    pub conntrack: Timeouts,
+    pub conntrack: ConntrackConfig,
 }
 
 /// Values given on the command line; `None` / empty means "not given".
@@ -158,6 +160,7 @@ pub struct Overrides {
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     pub host_lease_ttl: Option<u64>,
     pub host_grace: Option<u64>,
+    pub conntrack_max_entries: Option<u32>,
 }
 
 /// Five minutes: an upgrade or a restart of netd is far shorter.
@@ -212,7 +215,13 @@ impl RunConfig {
                 .host_grace
                 .or(file.host_grace)
                 .unwrap_or(DEFAULT_HOST_GRACE),
-            conntrack: file.conntrack.unwrap_or_default(),
+            conntrack: {
+                let mut c = file.conntrack.unwrap_or_default();
+                if let Some(n) = flags.conntrack_max_entries {
+                    c.max_entries = n;
+                }
+                c
+            },
         };
         config.validate()?;
         Ok(config)
@@ -244,6 +253,9 @@ impl RunConfig {
             if !(1..=30 * 86_400).contains(&secs) {
                 return Err(ConfigError::BadTimeout { name, secs });
             }
+        }
+        if !crate::dataplane::conntrack::MAX_ENTRIES.contains(&t.max_entries) {
+            return Err(ConfigError::BadConntrackSize(t.max_entries));
         }
         Ok(())
     }

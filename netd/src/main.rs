@@ -109,6 +109,10 @@ struct RunArgs {
     /// [default: 300]. `netd host rm` removes a stopped host at once.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86400))]
     host_grace: Option<u64>,
+    /// Flows conntrack holds before its LRU evicts the least recently used
+    /// [default: 262144]; a change carries the flows over at start.
+    #[arg(long, value_name = "N")]
+    conntrack_max_entries: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -351,6 +355,7 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
             underlay_ip: args.underlay_ip,
             host_lease_ttl: args.host_lease_ttl,
             host_grace: args.host_grace,
+            conntrack_max_entries: args.conntrack_max_entries,
         },
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -20,7 +20,8 @@ use crate::{
     config::{RunConfig, StoreSpec},
     control::{Control, PREFIX},
     dataplane::{
-        conntrack::Timeouts, loader, owner, upgrade::Upgrade, uplink, Datapath, PinLayout, PinLock,
+        conntrack::ConntrackConfig, loader, owner, tables::Sizes, upgrade::Upgrade, uplink,
+        Datapath, PinLayout, PinLock,
     },
     logging::{self, chain},
     metrics::{self, Metrics},
@@ -88,7 +89,15 @@ async fn serve<S: Store>(
         .cluster_id()
         .await
         .context("reading the store's id")?;
-    let mut datapath = load_keeping_state(layout, &cluster_id, logging::bpf_log_level(log_level))?;
+    let sizes = Sizes {
+        conntrack: config.conntrack.max_entries,
+    };
+    let mut datapath = load_keeping_state(
+        layout,
+        &cluster_id,
+        logging::bpf_log_level(log_level),
+        &sizes,
+    )?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
     logging::forward_bpf_logs(datapath.ebpf_mut());
     let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
@@ -215,8 +224,9 @@ fn load_keeping_state(
     layout: &PinLayout,
     cluster_id: &str,
     bpf_log_level: u8,
+    sizes: &Sizes,
 ) -> anyhow::Result<Datapath> {
-    let upgrade = Upgrade::check(layout, cluster_id)?;
+    let upgrade = Upgrade::check(layout, cluster_id, sizes)?;
     if let Some(from) = upgrade.from_layout.filter(|l| *l != LAYOUT_VERSION) {
         info!(
             from,
@@ -226,7 +236,7 @@ fn load_keeping_state(
         );
     }
     upgrade.set_aside(layout)?;
-    let datapath = match Datapath::load(layout, bpf_log_level) {
+    let datapath = match Datapath::load_sized(layout, bpf_log_level, sizes) {
         Ok(datapath) => datapath,
         Err(e) => {
             upgrade.restore(layout);
@@ -294,7 +304,7 @@ async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
 /// shortest timeout, and one map walk costs little at the default size.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: Timeouts) {
+async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: ConntrackConfig) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;

@@ -202,6 +202,15 @@ impl Netd {
         self.args[0] = bin.into();
     }
 
+    /// The next [`Netd::restart`] runs with `flag value` (replacing the
+    /// value the flag had, if any).
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.into(),
+            _ => self.args.extend([flag.into(), value.into()]),
+        }
+    }
+
     /// Starts netd again without waiting for it to serve (it may refuse).
     pub fn respawn(&mut self) {
         assert!(self.child.is_none(), "netd still running");

@@ -428,3 +428,51 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
     assert!(shares(&fresh).len() >= 2, "{:?}", shares(&fresh));
     drop(backends);
 }
+
+#[test]
+fn a_full_conntrack_evicts_idle_flows_warns_and_keeps_active_ones_across_a_resize() {
+    let mut h = host_with(&["--conntrack-max-entries", "1024"]);
+    let backends: Vec<Backend> = (0..3)
+        .map(|i| backend(&h, &format!("web{i}"), &["app=web"]))
+        .collect();
+    let client = NetNs::new("ndC");
+    h.netd.endpoint("client", "n1", &client, &[]);
+    let vip = service(&h, "web", &["--selector", "app=web"]);
+    let (conn, greeting) = connect(&client, &vip);
+    let first = greeting.split(':').next().unwrap_or("").to_string();
+    // Only conntrack keeps the connection on its backend from now on.
+    h.netd.ok(&["service", "update", "web", "--drain", &first]);
+
+    // 3,000 new UDP flows through a map of 1,024: every one is answered,
+    // and the connection, used between them, keeps its backend.
+    for round in 0..60 {
+        assert_eq!(udp_flows(&client, &vip, 50).len(), 50);
+        assert_eq!(
+            ask(&conn).map_err(|e| e.to_string()).as_deref(),
+            Ok(first.as_str()),
+            "after {} flows",
+            (round + 1) * 50
+        );
+    }
+    // A full LRU shows most of its entries, not all: each CPU keeps some
+    // free, evicting to refill them.
+    netd_tests::cluster::eventually("the fill is reported", || {
+        let scrape = h.netd.scrape(&h.ns).unwrap_or_default();
+        metric(&scrape, "netd_conntrack_capacity") == Some(1024)
+            && metric(&scrape, "netd_conntrack_entries").is_some_and(|n| n >= 768)
+    });
+    netd_tests::cluster::eventually("a warning in the log", || {
+        h.netd.log().contains("conntrack is at least 90% full")
+    });
+
+    // A bigger conntrack at the next start: the flows are carried over.
+    h.netd.stop();
+    h.netd.set_flag("--conntrack-max-entries", "4096");
+    h.netd.restart(&h.ns);
+    assert_eq!(ask(&conn).expect("open after the resize"), first);
+    netd_tests::cluster::eventually("the new capacity", || {
+        let scrape = h.netd.scrape(&h.ns).unwrap_or_default();
+        metric(&scrape, "netd_conntrack_capacity") == Some(4096)
+    });
+    drop(backends);
+}

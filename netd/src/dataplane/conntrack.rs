@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Service;
 
-/// How long an idle entry lives, by state.
+/// `[conntrack]`: how long an idle entry lives, by state, and how many
+/// the maps hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Timeouts {
+pub struct ConntrackConfig {
     /// TCP that saw a reply and no FIN/RST. Long: an idle database or SSH
     /// connection must not be cut (IPVS's 900 s does that).
     #[serde(default = "defaults::tcp_established")]
@@ -37,6 +38,11 @@ pub struct Timeouts {
     /// UDP with no reply yet.
     #[serde(default = "defaults::udp_unreplied")]
     pub udp_unreplied: u64,
+    /// Flows conntrack holds (and as many reverse entries) before its LRU
+    /// evicts the least recently used. A change carries the entries over
+    /// into maps of the new size at the next start.
+    #[serde(default = "defaults::max_entries")]
+    pub max_entries: u32,
 }
 
 mod defaults {
@@ -55,9 +61,15 @@ mod defaults {
     pub fn udp_unreplied() -> u64 {
         30
     }
+    pub fn max_entries() -> u32 {
+        netd_common::service::DEFAULT_CT_ENTRIES
+    }
 }
 
-impl Default for Timeouts {
+/// The sizes `[conntrack] max-entries` accepts.
+pub const MAX_ENTRIES: std::ops::RangeInclusive<u32> = 64..=16_777_216;
+
+impl Default for ConntrackConfig {
     fn default() -> Self {
         Self {
             tcp_established: defaults::tcp_established(),
@@ -65,11 +77,12 @@ impl Default for Timeouts {
             tcp_closing: defaults::tcp_closing(),
             udp: defaults::udp(),
             udp_unreplied: defaults::udp_unreplied(),
+            max_entries: defaults::max_entries(),
         }
     }
 }
 
-impl Timeouts {
+impl ConntrackConfig {
     /// The longest of them: what a reverse entry whose flow is gone lives.
     fn longest(&self) -> u64 {
         [
@@ -104,7 +117,7 @@ pub fn state(tuple: &CtTuple, entry: &CtEntry) -> &'static str {
 }
 
 /// How long `entry` may stay idle.
-pub fn timeout(t: &Timeouts, tuple: &CtTuple, entry: &CtEntry) -> Duration {
+pub fn timeout(t: &ConntrackConfig, tuple: &CtTuple, entry: &CtEntry) -> Duration {
     Duration::from_secs(match state(tuple, entry) {
         "closing" => t.tcp_closing,
         "established" => t.tcp_established,
@@ -260,7 +273,7 @@ impl Conntrack {
     }
 
     /// Removes what has been idle past its timeout at `now` (ns).
-    pub fn sweep(&mut self, timeouts: &Timeouts, now: u64) -> Swept {
+    pub fn sweep(&mut self, timeouts: &ConntrackConfig, now: u64) -> Swept {
         let mut swept = Swept::default();
         let flows = self.flows();
         let mut live_replies = std::collections::BTreeSet::new();
@@ -316,7 +329,7 @@ mod tests {
 
     #[test]
     fn established_tcp_lives_hours_and_closing_or_unanswered_flows_are_short() {
-        let t = Timeouts::default();
+        let t = ConntrackConfig::default();
         let tcp = flow(PROTO_TCP);
         let udp = flow(PROTO_UDP);
         let secs = |tuple: &CtTuple, flags| timeout(&t, tuple, &entry(flags)).as_secs();
@@ -340,7 +353,7 @@ mod tests {
 
     #[test]
     fn timeouts_read_from_toml_keep_defaults_for_what_is_missing() {
-        let t: Timeouts = toml::from_str("tcp-established = 86400").expect("toml");
+        let t: ConntrackConfig = toml::from_str("tcp-established = 86400").expect("toml");
         assert_eq!(t.tcp_established, 86_400);
         assert_eq!(t.udp, 120);
     }

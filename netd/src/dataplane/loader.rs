@@ -10,7 +10,9 @@ use aya::{
 };
 use netd_common::{map_names, program_names};
 
-use super::{counters::CountersError, object::EBPF_OBJECT, CountersReader, PinLayout};
+use super::{
+    counters::CountersError, object::EBPF_OBJECT, tables::Sizes, CountersReader, PinLayout,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -61,15 +63,30 @@ impl Datapath {
     /// `bpf_log_level` is aya-log's level (0 = off .. 5 = trace) compiled
     /// into the programs, so disabled log lines cost nothing per packet.
     pub fn load(layout: &PinLayout, bpf_log_level: u8) -> Result<Self, LoadError> {
+        Self::load_sized(layout, bpf_log_level, &Sizes::default())
+    }
+
+    /// The same, with the maps `sizes` names sized so.
+    pub fn load_sized(
+        layout: &PinLayout,
+        bpf_log_level: u8,
+        sizes: &Sizes,
+    ) -> Result<Self, LoadError> {
         layout.create().map_err(|source| LoadError::PinDir {
             path: layout.root().to_path_buf(),
             source,
         })?;
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .default_map_pin_directory(layout.maps())
-            .override_global("AYA_LOG_LEVEL", &bpf_log_level, false)
-            .load(EBPF_OBJECT)
-            .map_err(LoadError::Object)?;
+            .override_global("AYA_LOG_LEVEL", &bpf_log_level, false);
+        for decl in super::tables::TABLES {
+            let max = sizes.max_entries(decl);
+            if max != decl.max_entries {
+                loader.map_max_entries(decl.name, max);
+            }
+        }
+        let ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
         let mut datapath = Self {
             ebpf,
             layout: layout.clone(),

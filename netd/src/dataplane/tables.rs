@@ -216,6 +216,32 @@ pub fn outer_of(table: &str) -> (&str, bool) {
     }
 }
 
+/// The sizes a netd is run with where they differ from the declarations:
+/// conntrack's two maps take `[conntrack] max-entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub conntrack: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            conntrack: DEFAULT_CT_ENTRIES,
+        }
+    }
+}
+
+impl Sizes {
+    /// The max_entries `decl`'s map is loaded with.
+    pub fn max_entries(&self, decl: &TableDecl) -> u32 {
+        if decl.name == CT.name || decl.name == REV_NAT.name {
+            self.conntrack
+        } else {
+            decl.max_entries
+        }
+    }
+}
+
 pub fn decl(name: &str) -> Option<&'static TableDecl> {
     TABLES.iter().find(|t| t.name == name)
 }

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use super::{
     owner,
     pins::open_pinned_map,
-    tables::{MapKind, TableDecl, TABLES},
+    tables::{MapKind, Sizes, TableDecl, TABLES},
     PinLayout,
 };
 
@@ -96,24 +96,29 @@ fn old_pin(layout: &PinLayout, name: &str) -> PathBuf {
 }
 
 /// What should happen to the pinned `decl` whose kernel info is `info`.
-fn carry_for(decl: &TableDecl, info: &MapInfo) -> Option<Option<Carry>> {
+fn carry_for(decl: &TableDecl, info: &MapInfo, sizes: &Sizes) -> Option<Option<Carry>> {
     let kind = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
     let (key, value, max) = (info.key_size(), info.value_size(), info.max_entries());
     let same_shape = kind == decl.kind as u32 && key == decl.key_size && value == decl.value_size;
-    if same_shape && max == decl.max_entries {
+    if same_shape && max == sizes.max_entries(decl) {
         return Some(None);
     }
     if decl.name == map_names::COUNTERS && same_shape && max == layout_v1::SLOTS {
         return Some(Some(Carry::CountersV1));
     }
-    let copyable = matches!(decl.kind, MapKind::Hash | MapKind::Array) && decl.open.is_some();
+    let copyable = matches!(decl.kind, MapKind::Hash | MapKind::Array | MapKind::LruHash)
+        && decl.open.is_some();
     (same_shape && copyable).then_some(Some(Carry::Entries))
 }
 
 impl Upgrade {
     /// Checks that the pins are this store's (`cluster_id`) and every
     /// pinned map; refuses before anything is changed.
-    pub fn check(layout: &PinLayout, cluster_id: &str) -> Result<Self, UpgradeError> {
+    pub fn check(
+        layout: &PinLayout,
+        cluster_id: &str,
+        sizes: &Sizes,
+    ) -> Result<Self, UpgradeError> {
         let meta = owner::read_meta(layout)?;
         owner::check_owner(layout, meta.as_ref(), cluster_id)?;
         let mut upgrade = Upgrade::default();
@@ -141,7 +146,7 @@ impl Upgrade {
                 path: path.clone(),
                 source,
             })?;
-            match carry_for(decl, &info) {
+            match carry_for(decl, &info, sizes) {
                 Some(None) if path == layout.map(decl.name) => {}
                 Some(None) => upgrade.carried.push((decl, Carry::Entries)),
                 Some(Some(carry)) => upgrade.carried.push((decl, carry)),
@@ -159,7 +164,7 @@ impl Upgrade {
                             decl.kind as u32,
                             decl.key_size,
                             decl.value_size,
-                            decl.max_entries,
+                            sizes.max_entries(decl),
                         ),
                     })
                 }
