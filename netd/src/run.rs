@@ -247,8 +247,6 @@ fn load_keeping_state(
     Ok(datapath)
 }
 
-/// Reconciles on every store change under netd's prefix and every
-/// RESYNC_EVERY; a lagging watch just triggers a full pass.
 /// This host's side of VXLAN.
 struct Underlay {
     /// The address other hosts send VXLAN to: `--underlay-ip`, or the
@@ -320,6 +318,8 @@ async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: ConntrackConf
     }
 }
 
+/// Reconciles on every store change under netd's prefix and every
+/// RESYNC_EVERY; a lagging watch just triggers a full pass.
 async fn follow_store<S: Store>(
     agent: Arc<Agent<S>>,
     mut events: tokio::sync::broadcast::Receiver<WatchEvent>,
