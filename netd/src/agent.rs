@@ -19,6 +19,7 @@ use crate::{
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
         reconcile::{compile, reconcile_from, Cluster, HostLink},
+        service_traffic::{ServiceTraffic, Traffic},
         Datapath,
     },
     logging::chain,
@@ -83,6 +84,7 @@ struct State {
     /// every map back. None: read the kernel (start, a failed write, the
     /// periodic resync that repairs what someone else changed).
     written: Option<MapState>,
+    traffic: ServiceTraffic,
     /// Conntrack was at least 90% full at the last sweep (logged once).
     conntrack_nearly_full: bool,
     /// Host veths whose TC link already runs this process's program.
@@ -146,6 +148,7 @@ impl<S: Store> Agent<S> {
                 maps,
                 conntrack,
                 written: None,
+                traffic: ServiceTraffic::default(),
                 conntrack_nearly_full: false,
                 attached: BTreeSet::new(),
                 departed: BTreeMap::new(),
@@ -441,8 +444,27 @@ impl<S: Store> Agent<S> {
     /// Removes idle conntrack entries; logs once when the map nears full
     /// (the LRU then evicts the least recently used flows).
     pub async fn sweep_conntrack(&self, timeouts: &ConntrackConfig) -> Swept {
+        // Names for the traffic counters; without the store, no counting.
+        let services = self.control.services().await.ok();
         let mut state = self.state.lock().await;
         let swept = state.conntrack.sweep(timeouts, monotonic_ns());
+        let grew = state.traffic.observe(&swept.seen);
+        if let Some(services) = services {
+            let name = |table: u32| {
+                services
+                    .iter()
+                    .find(|s| s.index == table)
+                    .map(|s| s.name.clone())
+            };
+            let labelled: Vec<_> = grew
+                .into_iter()
+                .filter(|(_, t)| *t != Traffic::default())
+                .filter_map(|((table, ip), t)| {
+                    Some((name(table)?, std::net::Ipv4Addr::from(ip).to_string(), t))
+                })
+                .collect();
+            self.metrics.add_service_traffic(&labelled);
+        }
         let capacity = state.conntrack.capacity();
         self.metrics.update_conntrack(&swept, capacity);
         // A full LRU never shows all its entries: each CPU keeps up to 128

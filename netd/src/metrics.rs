@@ -11,7 +11,9 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::dataplane::{conntrack::Swept, maps::MapFill, CounterSnapshot, CountersReader};
+use crate::dataplane::{
+    conntrack::Swept, maps::MapFill, service_traffic::Traffic, CounterSnapshot, CountersReader,
+};
 
 /// What the model holds, for the gauges.
 #[derive(Debug, Default)]
@@ -38,6 +40,9 @@ pub struct Metrics {
     conntrack_entries: IntGauge,
     conntrack_capacity: IntGauge,
     conntrack_gc: IntCounterVec,
+    service_connections: IntCounterVec,
+    service_packets: IntCounterVec,
+    service_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,6 +125,24 @@ impl Metrics {
         for reason in ["expired", "orphan", "flushed"] {
             conntrack_gc.with_label_values(&[reason]);
         }
+        let per_backend = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["service", "backend"])
+        };
+        let service_connections = per_backend(
+            "netd_service_connections_total",
+            "New flows from this host's clients, by service and backend (seen by the conntrack sweep).",
+        )?;
+        let service_packets = per_backend(
+            "netd_service_packets_total",
+            "Packets from this host's clients to a service, by backend (from conntrack, every sweep).",
+        )?;
+        let service_bytes = per_backend(
+            "netd_service_bytes_total",
+            "Bytes from this host's clients to a service, by backend (from conntrack, every sweep).",
+        )?;
+        registry.register(Box::new(service_connections.clone()))?;
+        registry.register(Box::new(service_packets.clone()))?;
+        registry.register(Box::new(service_bytes.clone()))?;
         registry.register(Box::new(conntrack_entries.clone()))?;
         registry.register(Box::new(conntrack_capacity.clone()))?;
         registry.register(Box::new(conntrack_gc.clone()))?;
@@ -142,6 +165,9 @@ impl Metrics {
             conntrack_entries,
             conntrack_capacity,
             conntrack_gc,
+            service_connections,
+            service_packets,
+            service_bytes,
         })
     }
 
@@ -160,6 +186,22 @@ impl Metrics {
             self.conntrack_gc
                 .with_label_values(&[reason])
                 .inc_by(n as u64);
+        }
+    }
+
+    /// Adds what each (service, backend) did since the last sweep.
+    pub fn add_service_traffic(&self, grew: &[(String, String, Traffic)]) {
+        for (service, backend, t) in grew {
+            let labels = [service.as_str(), backend.as_str()];
+            self.service_connections
+                .with_label_values(&labels)
+                .inc_by(t.connections);
+            self.service_packets
+                .with_label_values(&labels)
+                .inc_by(t.packets);
+            self.service_bytes
+                .with_label_values(&labels)
+                .inc_by(t.bytes);
         }
     }
 

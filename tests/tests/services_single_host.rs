@@ -360,6 +360,16 @@ fn conntrack_lists_filters_expires_and_flushes_flows_without_breaking_them() {
     );
     assert_eq!(metric(&scrape, "netd_conntrack_entries"), Some(1));
     assert!(metric(&scrape, "netd_conntrack_capacity").unwrap_or(0) > 0);
+    // Per service and backend, from the sweeps: 1 TCP + 2 UDP flows, and
+    // at least their first packets.
+    let labels = format!("{{backend=\"{}\",service=\"web\"}}", web0.ip);
+    assert_eq!(
+        metric(&scrape, &format!("netd_service_connections_total{labels}")),
+        Some(3),
+        "{scrape}"
+    );
+    assert!(metric(&scrape, &format!("netd_service_packets_total{labels}")).unwrap_or(0) >= 3);
+    assert!(metric(&scrape, &format!("netd_service_bytes_total{labels}")).unwrap_or(0) > 0);
 
     // A flushed flow is balanced again on its next packet: with one
     // backend, to the same one, and the connection goes on.

@@ -219,7 +219,7 @@ impl FlowView {
 }
 
 /// What one sweep did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     /// Entries left.
     pub live: usize,
@@ -227,6 +227,9 @@ pub struct Swept {
     pub expired: usize,
     /// Reverse entries removed whose flow was gone (evicted by the LRU).
     pub orphans: usize,
+    /// Every flow as the sweep found it (expired ones included, with
+    /// their last counts).
+    pub seen: Vec<(CtTuple, CtEntry)>,
 }
 
 pub struct Conntrack {
@@ -287,6 +290,7 @@ impl Conntrack {
                 swept.live += 1;
             }
         }
+        swept.seen = flows;
         let longest = Duration::from_secs(timeouts.longest());
         let replies: Vec<(CtTuple, RevNatEntry)> =
             self.replies.iter().filter_map(Result::ok).collect();

@@ -11,6 +11,7 @@ pub mod owner;
 pub mod pins;
 pub mod reconcile;
 pub mod service_maps;
+pub mod service_traffic;
 pub mod tables;
 pub mod upgrade;
 pub mod uplink;
