@@ -553,31 +553,13 @@ impl<S: Store> Control<S> {
     }
 
     pub async fn network(&self, name_or_id: &str) -> Result<Network, ControlError> {
-        self.networks()
-            .await?
-            .into_iter()
-            .find(|n| n.name == name_or_id || n.id == name_or_id)
-            .ok_or_else(|| {
-                ModelError::NotFound {
-                    kind: "network",
-                    name: name_or_id.to_string(),
-                }
-                .into()
-            })
+        let list = self.networks().await?;
+        by_name_or_id(list, "network", name_or_id, |n| (&n.name, &n.id))
     }
 
     pub async fn endpoint(&self, name_or_id: &str) -> Result<Endpoint, ControlError> {
-        self.endpoints()
-            .await?
-            .into_iter()
-            .find(|e| e.name == name_or_id || e.id == name_or_id)
-            .ok_or_else(|| {
-                ModelError::NotFound {
-                    kind: "endpoint",
-                    name: name_or_id.to_string(),
-                }
-                .into()
-            })
+        let list = self.endpoints().await?;
+        by_name_or_id(list, "endpoint", name_or_id, |e| (&e.name, &e.id))
     }
 
     pub async fn create_network(&self, spec: &NetworkSpec) -> Result<Network, ControlError> {
@@ -818,56 +800,18 @@ impl<S: Store> Control<S> {
     }
 
     pub async fn service(&self, name_or_id: &str) -> Result<Service, ControlError> {
-        self.services()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name_or_id || s.id == name_or_id)
-            .ok_or_else(|| {
-                ModelError::NotFound {
-                    kind: "service",
-                    name: name_or_id.to_string(),
-                }
-                .into()
-            })
+        let list = self.services().await?;
+        by_name_or_id(list, "service", name_or_id, |s| (&s.name, &s.id))
     }
 
     pub async fn create_service(&self, spec: &ServiceSpec) -> Result<Service, ControlError> {
-        let mut attempt = 0;
-        loop {
-            let networks = self.networks().await?;
-            let endpoints = self.endpoints().await?;
-            let services = self.services().await?;
-            let used: BTreeSet<u32> = services.iter().map(|s| s.index).collect();
-            let index = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
-            let network = networks
-                .iter()
-                .find(|n| n.name == spec.network || n.id == spec.network);
-            let taken = match network {
-                Some(n) => self.addresses_taken(n.address_registry()).await?,
-                None => BTreeSet::new(),
-            };
-            let service =
-                Service::from_spec(spec, &networks, &services, &endpoints, &taken, index)?;
-            self.limits.service(&service, &services)?;
-            let mut txn = self
-                .guard_network(Txn::new(), &service.network)
-                .await?
-                .absent(service_name_key(&service.name))
-                .absent(service_index_key(index))
-                .put(service_key(&service.id), to_json(&service))
-                .put(service_name_key(&service.name), service.id.clone())
-                .put(service_index_key(index), service.id.clone());
-            if let Some(vip) = service.vip {
-                let address = address_key(registry_of(&networks, &service.network), vip);
-                txn = txn
-                    .absent(address.clone())
-                    .put(address, vip_holder(&service.id));
-            }
-            match self.commit(txn).await {
-                Ok(_) => return Ok(service),
-                Err(e) => retry_after(e, &mut attempt).await?,
-            }
-        }
+        let mut created = self.create_services(std::slice::from_ref(spec)).await?;
+        created.pop().ok_or_else(|| {
+            ControlError::Model(ModelError::NotFound {
+                kind: "service",
+                name: spec.name.clone(),
+            })
+        })
     }
 
     /// Creates every service of `specs` in one transaction, or none: what
@@ -907,9 +851,10 @@ impl<S: Store> Control<S> {
                     }
                     .into());
                 }
-                let registry = networks
+                let network = networks
                     .iter()
-                    .find(|n| n.name == spec.network || n.id == spec.network)
+                    .find(|n| n.name == spec.network || n.id == spec.network);
+                let registry = network
                     .map(|n| n.address_registry().to_string())
                     .unwrap_or_default();
                 if !taken.contains_key(&registry) {
@@ -919,23 +864,18 @@ impl<S: Store> Control<S> {
                 let held = taken.entry(registry.clone()).or_default();
                 // The next free address, found from where the last one was.
                 let mut spec = std::borrow::Cow::Borrowed(spec);
-                if let (None, crate::model::Mode::Vip, Some(network)) = (
-                    &spec.vip,
-                    spec.mode,
-                    networks
-                        .iter()
-                        .find(|n| n.name == spec.network || n.id == spec.network),
-                ) {
+                if let (None, crate::model::Mode::Vip, Some(network)) =
+                    (&spec.vip, spec.mode, network)
+                {
                     let after = cursor.get(&registry).copied();
                     if let Ok(ip) = crate::ipam::allocate_after(network, held, after) {
                         spec.to_mut().vip = Some(ip.to_string());
                     }
                 }
+                let in_batch = |e| in_batch(specs.len(), i, &spec.name, e);
                 let service = Service::from_spec(&spec, &networks, &[], &endpoints, held, index)
-                    .map_err(|e| in_batch(i, &spec.name, e))?;
-                self.limits
-                    .service(&service, &services)
-                    .map_err(|e| in_batch(i, &spec.name, e))?;
+                    .map_err(in_batch)?;
+                self.limits.service(&service, &services).map_err(in_batch)?;
                 if guarded.insert(service.network.clone()) {
                     txn = self.guard_network(txn, &service.network).await?;
                 }
@@ -1010,10 +950,10 @@ impl<S: Store> Control<S> {
     }
 }
 
-/// A refusal inside a batch names the service it came from.
-fn in_batch(position: usize, name: &str, e: ModelError) -> ModelError {
+/// A refusal inside a batch of several names the service it came from.
+fn in_batch(len: usize, position: usize, name: &str, e: ModelError) -> ModelError {
     match e {
-        ModelError::Invalid { field, reason } => ModelError::Invalid {
+        ModelError::Invalid { field, reason } if len > 1 => ModelError::Invalid {
             field,
             reason: format!(
                 "{reason} (service {name:?}, #{} of the batch; nothing was created)",
@@ -1451,6 +1391,28 @@ fn registry_of<'a>(networks: &'a [Network], id: &'a str) -> &'a str {
 fn free_host_index(hosts: &[Host]) -> u32 {
     let used: BTreeSet<u32> = hosts.iter().map(|h| h.index).collect();
     (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX)
+}
+
+/// The record of `list` named or identified by `name_or_id`, or "no
+/// `kind` named ...".
+fn by_name_or_id<T>(
+    list: Vec<T>,
+    kind: &'static str,
+    name_or_id: &str,
+    name_and_id: impl Fn(&T) -> (&str, &str),
+) -> Result<T, ControlError> {
+    list.into_iter()
+        .find(|r| {
+            let (name, id) = name_and_id(r);
+            name == name_or_id || id == name_or_id
+        })
+        .ok_or_else(|| {
+            ModelError::NotFound {
+                kind,
+                name: name_or_id.to_string(),
+            }
+            .into()
+        })
 }
 
 /// A stored record read back; the error names its key.
