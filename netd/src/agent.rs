@@ -15,7 +15,9 @@ use tracing::{info, warn};
 use crate::{
     control::{Control, ControlError, Model},
     dataplane::{
-        conntrack::{monotonic_ns, Conntrack, ConntrackConfig, FlowFilter, FlowView, Swept},
+        conntrack::{
+            monotonic_ns, service_names, Conntrack, ConntrackConfig, FlowFilter, FlowView, Swept,
+        },
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
         reconcile::{compile, reconcile_from, Cluster, HostLink},
@@ -444,72 +446,77 @@ impl<S: Store> Agent<S> {
     /// Removes idle conntrack entries; logs once when the map nears full
     /// (the LRU then evicts the least recently used flows).
     pub async fn sweep_conntrack(&self, timeouts: &ConntrackConfig) -> Swept {
-        // Names for the traffic counters; without the store, no counting.
-        let services = self.control.services().await.ok();
-        let mut state = self.state.lock().await;
-        let swept = state.conntrack.sweep(timeouts, monotonic_ns());
-        let grew = state.traffic.observe(&swept.seen);
-        if let Some(services) = services {
-            let name = |table: u32| {
-                services
-                    .iter()
-                    .find(|s| s.index == table)
-                    .map(|s| s.name.clone())
-            };
-            let labelled: Vec<_> = grew
-                .into_iter()
-                .filter(|(_, t)| *t != Traffic::default())
-                .filter_map(|((table, ip), t)| {
-                    Some((name(table)?, std::net::Ipv4Addr::from(ip).to_string(), t))
-                })
-                .collect();
-            self.metrics.add_service_traffic(&labelled);
+        let (swept, grew) = {
+            let mut state = self.state.lock().await;
+            let swept = state.conntrack.sweep(timeouts, monotonic_ns());
+            let grew = state.traffic.observe(&swept.seen);
+            let capacity = state.conntrack.capacity();
+            self.metrics.update_conntrack(&swept, capacity);
+            // A full LRU never shows all its entries: each CPU keeps up to
+            // 128 free ones in reserve, and it evicts to refill them.
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+            let nearly_full =
+                (swept.live as u64 + LRU_RESERVE * cpus) * 10 >= u64::from(capacity) * 9;
+            if nearly_full && !state.conntrack_nearly_full {
+                warn!(
+                    entries = swept.live,
+                    capacity,
+                    "conntrack is at least 90% full (counting the LRU's per-CPU reserve): the \
+                     least recently used flows are evicted to make room (their connections are \
+                     balanced again on their next packet)"
+                );
+            } else if !nearly_full && state.conntrack_nearly_full {
+                info!(
+                    entries = swept.live,
+                    capacity, "conntrack is below 90% again"
+                );
+            }
+            state.conntrack_nearly_full = nearly_full;
+            (swept, grew)
+        };
+        let grew: Vec<_> = grew
+            .into_iter()
+            .filter(|(_, t)| *t != Traffic::default())
+            .collect();
+        // Names for the traffic counters, read only when there is traffic;
+        // without the store, this sweep's traffic goes uncounted.
+        if !grew.is_empty() {
+            if let Ok(services) = self.control.services().await {
+                let names = service_names(&services);
+                let labelled: Vec<_> = grew
+                    .into_iter()
+                    .filter_map(|((table, ip), t)| {
+                        let name = names.get(&table)?.clone();
+                        Some((name, std::net::Ipv4Addr::from(ip).to_string(), t))
+                    })
+                    .collect();
+                self.metrics.add_service_traffic(&labelled);
+            }
         }
-        let capacity = state.conntrack.capacity();
-        self.metrics.update_conntrack(&swept, capacity);
-        // A full LRU never shows all its entries: each CPU keeps up to 128
-        // free ones in reserve, and it evicts to refill them.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-        let nearly_full = (swept.live as u64 + LRU_RESERVE * cpus) * 10 >= u64::from(capacity) * 9;
-        if nearly_full && !state.conntrack_nearly_full {
-            warn!(
-                entries = swept.live,
-                capacity,
-                "conntrack is at least 90% full (counting the LRU's per-CPU reserve): the \
-                 least recently used flows are evicted to make room (their connections are \
-                 balanced again on their next packet)"
-            );
-        } else if !nearly_full && state.conntrack_nearly_full {
-            info!(
-                entries = swept.live,
-                capacity, "conntrack is below 90% again"
-            );
-        }
-        state.conntrack_nearly_full = nearly_full;
         swept
     }
 
     /// Conntrack's flows that match `filter`, for `netd conntrack ls`.
     pub async fn conntrack(&self, filter: &FlowFilter) -> Result<Vec<FlowView>, AgentError> {
-        let services = self.control.services().await?;
+        let names = service_names(&self.control.services().await?);
         let state = self.state.lock().await;
         let now = monotonic_ns();
         Ok(state
             .conntrack
             .flows()
             .into_iter()
-            .filter(|(_, e)| filter.matches(&services, e))
-            .map(|(t, e)| FlowView::of(&services, &t, &e, now))
+            .filter(|(_, e)| filter.matches(&names, e))
+            .map(|(t, e)| FlowView::of(&names, &t, &e, now))
             .collect())
     }
 
     /// Removes the flows that match `filter`; how many.
     pub async fn flush_conntrack(&self, filter: &FlowFilter) -> Result<usize, AgentError> {
-        let services = self.control.services().await?;
+        let names = service_names(&self.control.services().await?);
         let mut state = self.state.lock().await;
         let mut flushed = 0;
         for (t, e) in state.conntrack.flows() {
-            if filter.matches(&services, &e) {
+            if filter.matches(&names, &e) {
                 state.conntrack.remove(&t, &e);
                 flushed += 1;
             }
@@ -531,29 +538,29 @@ fn model_sizes(
     networks: &[Network],
     endpoints: &[Endpoint],
     services: &[crate::model::Service],
-    desired: &crate::dataplane::maps::MapState,
+    desired: &MapState,
 ) -> ModelSizes {
-    use crate::dataplane::tables;
-    let mut backends = BTreeMap::new();
-    for s in services {
-        let mut counts = (0, 0);
-        for b in s.backends_in(endpoints) {
-            let key = netd_common::service::BackendKey {
-                table: s.index,
-                ip: b.ip.octets(),
-            };
-            match desired.get(tables::BACKENDS, &key) {
-                Some(e) if e.state == netd_common::service::BACKEND_DRAINING => counts.1 += 1,
-                Some(_) => counts.0 += 1,
-                None => {}
-            }
+    let mut counts: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for (key, entry) in desired.iter(crate::dataplane::tables::BACKENDS) {
+        let c = counts.entry(key.table).or_default();
+        if entry.state == netd_common::service::BACKEND_DRAINING {
+            c.1 += 1;
+        } else {
+            c.0 += 1;
         }
-        backends.insert(s.name.clone(), counts);
     }
     ModelSizes {
         networks: networks.len(),
         endpoints: endpoints.len(),
-        backends,
+        backends: services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    counts.get(&s.index).copied().unwrap_or_default(),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! of it (a reply, a FIN, a RST); the pure part is [`timeout`].
 
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
 };
@@ -159,13 +160,20 @@ pub struct FlowFilter {
     pub backend: Option<Ipv4Addr>,
 }
 
+/// Service names by index (a conntrack entry's `table`), looked up once
+/// per listing rather than once per flow.
+pub type ServiceNames = BTreeMap<u32, String>;
+
+pub fn service_names(services: &[Service]) -> ServiceNames {
+    services.iter().map(|s| (s.index, s.name.clone())).collect()
+}
+
 impl FlowFilter {
-    pub fn matches(&self, services: &[Service], entry: &CtEntry) -> bool {
-        let service_ok = self.service.as_ref().is_none_or(|name| {
-            services
-                .iter()
-                .any(|s| &s.name == name && s.index == entry.table)
-        });
+    pub fn matches(&self, names: &ServiceNames, entry: &CtEntry) -> bool {
+        let service_ok = self
+            .service
+            .as_ref()
+            .is_none_or(|name| names.get(&entry.table) == Some(name));
         let backend_ok = self
             .backend
             .is_none_or(|ip| ip.octets() == entry.backend_ip);
@@ -191,7 +199,7 @@ pub struct FlowView {
 }
 
 impl FlowView {
-    pub fn of(services: &[Service], tuple: &CtTuple, entry: &CtEntry, now: u64) -> Self {
+    pub fn of(names: &ServiceNames, tuple: &CtTuple, entry: &CtEntry, now: u64) -> Self {
         let addr = |ip: [u8; 4], port: [u8; 2]| {
             SocketAddrV4::new(Ipv4Addr::from(ip), u16::from_be_bytes(port))
         };
@@ -205,10 +213,7 @@ impl FlowView {
             client: addr(tuple.src, tuple.src_port),
             vip: addr(tuple.dst, tuple.dst_port),
             backend: addr(entry.backend_ip, entry.backend_port),
-            service: services
-                .iter()
-                .find(|s| s.index == entry.table)
-                .map_or("?".into(), |s| s.name.clone()),
+            service: names.get(&entry.table).map_or("?".into(), Clone::clone),
             state: state(tuple, entry).into(),
             idle_secs: now.saturating_sub(entry.last_seen) / 1_000_000_000,
             age_secs: now.saturating_sub(entry.created) / 1_000_000_000,
