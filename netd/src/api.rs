@@ -202,29 +202,33 @@ pub struct ServiceView {
     pub backends: Vec<Backend>,
 }
 
+impl ServiceView {
+    fn of(service: Service, endpoints: &[Endpoint]) -> Self {
+        ServiceView {
+            backends: service.backends_in(endpoints),
+            service,
+        }
+    }
+}
+
 async fn view<S: Store>(agent: &Agent<S>, service: Service) -> Result<ServiceView, ApiError> {
-    let endpoints = agent.control().endpoints().await?;
-    Ok(ServiceView {
-        backends: service.backends_in(&endpoints),
+    Ok(ServiceView::of(
         service,
-    })
+        &agent.control().endpoints().await?,
+    ))
 }
 
 async fn list_services<S: Store>(
     State(agent): State<Shared<S>>,
 ) -> Result<Json<Vec<ServiceView>>, ApiError> {
     let endpoints = agent.control().endpoints().await?;
-    let views = agent
-        .control()
-        .services()
-        .await?
-        .into_iter()
-        .map(|service| ServiceView {
-            backends: service.backends_in(&endpoints),
-            service,
-        })
-        .collect();
-    Ok(Json(views))
+    let services = agent.control().services().await?;
+    Ok(Json(
+        services
+            .into_iter()
+            .map(|s| ServiceView::of(s, &endpoints))
+            .collect(),
+    ))
 }
 
 async fn create_service<S: Store>(

@@ -375,6 +375,14 @@ fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String
         .collect()
 }
 
+/// The name of network `id` among `networks`, for tables ("?" if gone).
+fn network_name<'a>(networks: &'a [Network], id: &str) -> &'a str {
+    networks
+        .iter()
+        .find(|n| n.id == id)
+        .map_or("?", |n| n.name.as_str())
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!(
         "{}",
@@ -479,11 +487,7 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
                 "NAME", "NETWORK", "IPV4", "MAC", "IFNAME", "HOST"
             );
             for e in list {
-                let net = networks
-                    .iter()
-                    .find(|n| n.id == e.network)
-                    .map(|n| n.name.as_str())
-                    .unwrap_or("?");
+                let net = network_name(&networks, &e.network);
                 println!(
                     "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  {}",
                     e.name,
@@ -577,10 +581,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             );
             for v in list {
                 let s = &v.service;
-                let net = networks
-                    .iter()
-                    .find(|n| n.id == s.network)
-                    .map_or("?", |n| n.name.as_str());
+                let net = network_name(&networks, &s.network);
                 let ports: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
                 let selector: Vec<String> =
                     s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
