@@ -147,10 +147,15 @@ pub fn udp_ask(s: &UdpSocket, to: SocketAddr) -> std::io::Result<String> {
     Err(ErrorKind::TimedOut.into())
 }
 
+/// The backend that gave `answer` (`name:client-address`).
+pub fn backend_of(answer: &str) -> &str {
+    answer.split(':').next().unwrap_or("")
+}
+
 pub fn shares(answers: &[String]) -> BTreeMap<String, usize> {
     let mut count = BTreeMap::new();
     for a in answers {
-        let name = a.split(':').next().unwrap_or("").to_string();
+        let name = backend_of(a).to_string();
         *count.entry(name).or_insert(0) += 1;
     }
     count

@@ -17,7 +17,7 @@ use netd_tests::{
     fixture::TempPins,
     netns::NetNs,
     process::{metric, Netd},
-    services::{ask, connect, serve, shares, udp_ask, udp_flows},
+    services::{ask, backend_of, connect, serve, shares, udp_ask, udp_flows},
 };
 
 struct Host {
@@ -172,7 +172,7 @@ fn established_flows_keep_their_backend_through_adds_and_drains_and_move_on_remo
     let mut open: BTreeMap<String, TcpStream> = BTreeMap::new();
     while open.len() < 2 {
         let (conn, greeting) = connect(&client, &vip);
-        let name = greeting.split(':').next().unwrap_or("").to_string();
+        let name = backend_of(&greeting).to_string();
         open.entry(name).or_insert(conn);
     }
 
@@ -382,20 +382,46 @@ fn conntrack_lists_filters_expires_and_flushes_flows_without_breaking_them() {
     assert_eq!(flows(&h, &[]).len(), 1, "tracked again");
 }
 
-#[test]
-fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
-    let mut h = host();
+/// Three backends, a client, service "web", and one connection whose
+/// backend (`first`) is then drained: only conntrack keeps the connection
+/// there, so a lost or evicted conntrack entry would reset it.
+struct Pinned {
+    backends: Vec<Backend>,
+    client: NetNs,
+    vip: String,
+    conn: TcpStream,
+    first: String,
+}
+
+fn pinned_connection(h: &Host) -> Pinned {
     let backends: Vec<Backend> = (0..3)
-        .map(|i| backend(&h, &format!("web{i}"), &["app=web"]))
+        .map(|i| backend(h, &format!("web{i}"), &["app=web"]))
         .collect();
     let client = NetNs::new("ndC");
     h.netd.endpoint("client", "n1", &client, &[]);
-    let vip = service(&h, "web", &["--selector", "app=web"]);
+    let vip = service(h, "web", &["--selector", "app=web"]);
     let (conn, greeting) = connect(&client, &vip);
-    let first = greeting.split(':').next().unwrap_or("").to_string();
-    // Drained, its backend gets no new flow: only conntrack keeps this
-    // connection there, so a conntrack lost on restart would reset it.
+    let first = backend_of(&greeting).to_string();
     h.netd.ok(&["service", "update", "web", "--drain", &first]);
+    Pinned {
+        backends,
+        client,
+        vip,
+        conn,
+        first,
+    }
+}
+
+#[test]
+fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
+    let mut h = host();
+    let Pinned {
+        backends,
+        client,
+        vip,
+        conn,
+        first,
+    } = pinned_connection(&h);
 
     // The client talks every 20 ms while netd is restarted, then killed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -442,16 +468,13 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
 #[test]
 fn a_full_conntrack_evicts_idle_flows_warns_and_keeps_active_ones_across_a_resize() {
     let mut h = host_with(&["--conntrack-max-entries", "1024"]);
-    let backends: Vec<Backend> = (0..3)
-        .map(|i| backend(&h, &format!("web{i}"), &["app=web"]))
-        .collect();
-    let client = NetNs::new("ndC");
-    h.netd.endpoint("client", "n1", &client, &[]);
-    let vip = service(&h, "web", &["--selector", "app=web"]);
-    let (conn, greeting) = connect(&client, &vip);
-    let first = greeting.split(':').next().unwrap_or("").to_string();
-    // Only conntrack keeps the connection on its backend from now on.
-    h.netd.ok(&["service", "update", "web", "--drain", &first]);
+    let Pinned {
+        backends,
+        client,
+        vip,
+        conn,
+        first,
+    } = pinned_connection(&h);
 
     // 3,000 new UDP flows through a map of 1,024: every one is answered,
     // and the connection, used between them, keeps its backend.
