@@ -109,10 +109,12 @@ pub enum DropReason {
     NoServicePort = 11,
     /// A translation could not be written (a helper refused it).
     NatFailed = 12,
+    /// The service program was not there to hand a packet to.
+    NoServiceProgram = 13,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -126,6 +128,7 @@ impl DropReason {
         DropReason::NoBackend,
         DropReason::NoServicePort,
         DropReason::NatFailed,
+        DropReason::NoServiceProgram,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -143,6 +146,7 @@ impl DropReason {
             DropReason::NoBackend => "no_backend",
             DropReason::NoServicePort => "no_service_port",
             DropReason::NatFailed => "nat_failed",
+            DropReason::NoServiceProgram => "no_service_program",
         }
     }
 }

@@ -7,10 +7,12 @@
 pub mod checksum;
 pub mod counters;
 pub mod flow;
+pub mod icmp;
 pub mod maglev;
 pub mod maps;
 pub mod nat;
 pub mod parse;
+pub mod refusal;
 pub mod service;
 pub mod vxlan;
 
@@ -47,6 +49,8 @@ pub mod map_names {
     pub const CT: &str = "NETD_CT";
     /// [`crate::service::RevNatEntry`] by the reply's tuple (LRU).
     pub const REV_NAT: &str = "NETD_REV_NAT";
+    /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
+    pub const PROGS: &str = "NETD_PROGS";
 }
 
 /// Names of the programs in netd-ebpf, as aya sees them.
@@ -56,6 +60,20 @@ pub mod program_names {
     /// TC (clsact ingress) on the host end of an endpoint veth: packets
     /// leaving a container.
     pub const TC_ENDPOINT: &str = "netd_tc_endpoint";
+    /// TC, tail-called by the endpoint program: new flows to a VIP.
+    pub const TC_SERVICE: &str = "netd_tc_service";
+    /// TC, tail-called by the endpoint program: ICMP errors, translated
+    /// when they quote a flow to a VIP.
+    pub const TC_ICMP_ERROR: &str = "netd_tc_icmp_error";
+    /// TC, tail-called by the service program: the answer to a new flow
+    /// for a service port without backends.
+    pub const TC_REFUSE: &str = "netd_tc_refuse";
+    /// The programs tail-called through `NETD_PROGS`, by slot.
+    pub const TAIL_CALLED: [(u32, &str); 3] = [
+        (crate::maps::PROG_SERVICE, TC_SERVICE),
+        (crate::maps::PROG_ICMP_ERROR, TC_ICMP_ERROR),
+        (crate::maps::PROG_REFUSE, TC_REFUSE),
+    ];
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
     /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.

@@ -83,6 +83,12 @@ impl Default for PinMeta {
 /// packed per hook); 2: `NETD_META`, counter slots fixed per hook.
 pub const LAYOUT_VERSION: u32 = 2;
 
+/// `NETD_PROGS` slots: the programs the endpoint program tail-calls.
+pub const PROG_SERVICE: u32 = 0;
+pub const PROG_ICMP_ERROR: u32 = 1;
+pub const PROG_REFUSE: u32 = 2;
+pub const MAX_PROGS: u32 = 4;
+
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer Ethernet + IPv4 + UDP + VXLAN.

@@ -5,7 +5,7 @@
 //! On an interface that is not an endpoint's it only parses and counts.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::classifier,
     programs::TcContext,
@@ -13,23 +13,25 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
+    icmp,
     maps::LocalEndpointEntry,
+    maps::{PROG_ICMP_ERROR, PROG_SERVICE},
     nat::Nat,
-    parse::{parse_without_ipv6_addresses, Frame, Headers, Ipv4, L3},
+    parse::{parse_without_ipv6_addresses, Frame, Headers, Ipv4, L3, L4},
 };
 
 use crate::{
     arp, forward,
     frame::PacketFrame,
-    maps::NETD_LOCAL_EPS,
+    maps::{NETD_LOCAL_EPS, NETD_PROGS},
     metrics,
     nat::{self, Target},
     outcome::{ArpAnswer, Delivery, EndpointAction, EndpointStep, Outcome, Plan, Step},
     overlay,
-    service::{self, ServiceKind},
+    service::{self, ClientPacket, ServiceKind},
 };
 
-const HOOK: Hook = Hook::TcEndpoint;
+pub const HOOK: Hook = Hook::TcEndpoint;
 const ETH_DST: usize = 0;
 const ETH_SRC: usize = 6;
 
@@ -40,27 +42,59 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let frame = PacketFrame::tc(&ctx);
     let plan = decide(&frame, ifindex, bytes);
+    if plan.outcome.step == Step::Act {
+        match plan.outcome.action.step {
+            EndpointStep::ToServiceProgram => return tail_call(&ctx, PROG_SERVICE, bytes),
+            EndpointStep::ToIcmpErrorProgram => return tail_call(&ctx, PROG_ICMP_ERROR, bytes),
+            _ => {}
+        }
+    }
+    carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+}
+
+/// Hands the packet, as it came, to the program in `NETD_PROGS[slot]`;
+/// returns only when the slot is empty, which is a counted drop.
+#[inline(always)]
+pub fn tail_call(ctx: &TcContext, slot: u32, bytes: u64) -> i32 {
+    // SAFETY: the slot holds a program of this type or nothing; on success
+    // this call does not return.
+    unsafe { NETD_PROGS.tail_call(ctx, slot) };
+    drop(ctx, DropReason::NoServiceProgram, bytes)
+}
+
+/// Applies `plan`'s translations and carries out its outcome: the end of
+/// the endpoint program and of the service program it hands packets to.
+/// A BPF call with its own frame. Tail calls are the entry points' own.
+#[inline(never)]
+pub fn carry_out(
+    skb: *mut __sk_buff,
+    plan: &Plan<EndpointAction>,
+    ifindex: u32,
+    bytes: u64,
+) -> i32 {
+    let ctx = &TcContext::new(skb);
+    let frame = &PacketFrame::tc(ctx);
+    let (outcome, action) = (&plan.outcome, &plan.outcome.action);
     // Usually the sender already addressed the peer (its ARP answer): only
     // a frame sent to the gateway's MAC needs the rewrite. Read before the
     // writer's helpers invalidate the packet pointers.
-    let (outcome, action) = (plan.outcome, plan.outcome.action);
     let addressed = outcome.step == Step::Act
         && action.step == EndpointStep::Deliver
         && frame.read::<6>(ETH_DST) == Some(action.deliver.mac);
-    if nat::apply(&ctx, 0, &plan.at, &plan.nat).is_err() {
-        return drop(&ctx, DropReason::NatFailed, bytes);
+    if nat::apply(ctx, 0, &plan.at, &plan.nat).is_err() {
+        return drop(ctx, DropReason::NatFailed, bytes);
     }
     match outcome.step {
         Step::Pass => {
             metrics::count_verdict(HOOK, Verdict::Pass, bytes);
             TC_ACT_OK
         }
-        Step::Drop => drop(&ctx, outcome.reason, bytes),
+        Step::Drop => drop(ctx, outcome.reason, bytes),
         Step::Act => match action.step {
             EndpointStep::Deliver => {
                 let Delivery { ifindex, mac } = action.deliver;
                 if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
-                    return drop(&ctx, DropReason::Malformed, bytes);
+                    return drop(ctx, DropReason::Malformed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // SAFETY: plain helper call; the kernel checks the ifindex.
@@ -68,8 +102,8 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
             }
             EndpointStep::Encap => {
                 let e = action.encap;
-                if overlay::write_encap(&ctx, &e, plan.at.flow_hash()).is_err() {
-                    return drop(&ctx, DropReason::EncapFailed, bytes);
+                if overlay::write_encap(ctx, &e, plan.at.flow_hash()).is_err() {
+                    return drop(ctx, DropReason::EncapFailed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // The kernel picks the next hop and its MAC for the outer header.
@@ -77,26 +111,30 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
                 unsafe { bpf_redirect_neigh(e.uplink, core::ptr::null_mut(), 0, 0) as i32 }
             }
             EndpointStep::ArpReply => {
-                if write_arp_reply(&ctx, &action.arp).is_err() {
-                    return drop(&ctx, DropReason::Malformed, bytes);
+                if write_arp_reply(ctx, &action.arp).is_err() {
+                    return drop(ctx, DropReason::Malformed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Tx, bytes);
                 // Back out of the host veth, to the container that asked.
                 // SAFETY: plain helper call.
                 unsafe { bpf_redirect(ifindex, 0) as i32 }
             }
+            // Handled by the entry points before this.
+            EndpointStep::ToServiceProgram | EndpointStep::ToIcmpErrorProgram => {
+                drop(ctx, DropReason::Malformed, bytes)
+            }
         },
     }
 }
 
 #[inline(always)]
-fn drop(ctx: &TcContext, reason: DropReason, bytes: u64) -> i32 {
+pub fn drop(ctx: &TcContext, reason: DropReason, bytes: u64) -> i32 {
     metrics::count_drop(HOOK, reason, bytes);
     debug!(ctx, "endpoint: drop, reason {}", reason as u32);
     TC_ACT_SHOT
 }
 
-#[inline(always)]
+#[inline(never)]
 fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction> {
     let headers = match parse_without_ipv6_addresses(frame) {
         Ok(headers) => headers,
@@ -140,32 +178,41 @@ fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction>
 }
 
 /// Stages for IPv4 from a container, in order: a reply from a backend
-/// (reverse NAT), a packet to a VIP (service), plain forwarding.
+/// (reverse NAT), a packet of a tracked flow to a VIP (service), plain
+/// forwarding. New flows to a VIP and ICMP errors go to the service
+/// program.
 #[inline(always)]
 fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<EndpointAction> {
-    let at = Target::of(h);
-    if let Some((nat, client)) = service::reply(ip, &h.l4) {
-        return Plan {
-            nat,
-            at,
-            outcome: forward::ipv4(me, client),
-        };
+    let (nat, route_to) = match service::reply(ip, &h.l4) {
+        Some(reply) => reply,
+        None => {
+            if let L4::Icmp { kind, .. } = h.l4 {
+                if icmp::is_error(kind) {
+                    return Outcome::act(EndpointAction::step(EndpointStep::ToIcmpErrorProgram))
+                        .into();
+                }
+            }
+            let to = service::established(&ClientPacket::of(me.network, ip, &h.l4, bytes));
+            match to.kind {
+                ServiceKind::No => (Nat::NONE, ip.dst),
+                ServiceKind::Nat => (to.nat, to.route_to),
+                ServiceKind::NewFlow | ServiceKind::Refuse => return to_service_program(),
+                ServiceKind::Drop => return Outcome::drop(to.reason).into(),
+            }
+        }
+    };
+    // One forwarding stage, inlined once, whatever the translation. Not a
+    // VIP: `at` still gives the encap its flow hash.
+    Plan {
+        nat,
+        at: Target::of(h),
+        outcome: forward::ipv4(me, route_to),
     }
-    let to = service::from_client(me, ip, &h.l4, bytes);
-    match to.kind {
-        // Not a VIP: `at` still gives the encap its flow hash.
-        ServiceKind::No => Plan {
-            nat: Nat::NONE,
-            at,
-            outcome: forward::ipv4(me, ip.dst),
-        },
-        ServiceKind::Drop => Outcome::drop(to.reason).into(),
-        ServiceKind::Nat => Plan {
-            nat: to.nat,
-            at,
-            outcome: forward::ipv4(me, to.route_to),
-        },
-    }
+}
+
+#[inline(always)]
+fn to_service_program() -> Plan<EndpointAction> {
+    Outcome::act(EndpointAction::step(EndpointStep::ToServiceProgram)).into()
 }
 
 #[inline(always)]

@@ -11,12 +11,15 @@ mod deliver;
 mod endpoint;
 mod forward;
 mod frame;
+mod icmp_error;
 mod maps;
 mod metrics;
 mod nat;
 mod outcome;
 mod overlay;
+mod refuse;
 mod service;
+mod service_program;
 mod uplink;
 
 #[cfg(not(test))]

@@ -5,13 +5,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
-        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
+        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS,
     },
     service::{
         BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
@@ -84,3 +84,10 @@ pub static NETD_CT: LruHashMap<CtTuple, CtEntry> = LruHashMap::pinned(DEFAULT_CT
 #[map(name = "NETD_REV_NAT")]
 pub static NETD_REV_NAT: LruHashMap<CtTuple, RevNatEntry> =
     LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// Programs the endpoint program tail-calls (`PROG_SERVICE`): filled by
+/// netd at load, before any program is attached. Pinned, so the slots
+/// outlive a netd that dies (a prog array is emptied when its last user
+/// reference goes).
+#[map(name = "NETD_PROGS")]
+pub static NETD_PROGS: ProgramArray = ProgramArray::pinned(MAX_PROGS, 0);

@@ -112,6 +112,12 @@ pub enum EndpointStep {
     ArpReply,
     /// Wrap in VXLAN to another host and send it out of the uplink.
     Encap,
+    /// Hand the packet, untouched, to the service program (a tail call):
+    /// a new flow to a VIP, which needs more stack than the endpoint
+    /// program has left.
+    ToServiceProgram,
+    /// The same, to the ICMP error program.
+    ToIcmpErrorProgram,
 }
 
 /// One of the endpoint's actions (`step`) and its arguments.
@@ -138,6 +144,14 @@ impl EndpointAction {
         EndpointAction {
             step: EndpointStep::ArpReply,
             arp: answer,
+            ..Default::default()
+        }
+    }
+
+    #[inline(always)]
+    pub fn step(step: EndpointStep) -> Self {
+        EndpointAction {
+            step,
             ..Default::default()
         }
     }

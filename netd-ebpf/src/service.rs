@@ -7,7 +7,6 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 use netd_common::{
     counters::DropReason,
     flow::flow_hash,
-    maps::LocalEndpointEntry,
     nat::{Addr, Nat},
     parse::{Ipv4, L4},
     service::{
@@ -40,6 +39,12 @@ pub enum ServiceKind {
     Drop,
     /// Translate by `nat`, then forward to `route_to`.
     Nat,
+    /// Not settled by conntrack: a new flow, or one whose backend left.
+    /// The endpoint program hands it to the service program.
+    NewFlow,
+    /// A service port with no backend for a new flow: answer the client
+    /// (TCP RST, ICMP port unreachable) and count the drop as `reason`.
+    Refuse,
 }
 
 impl ToService {
@@ -48,6 +53,11 @@ impl ToService {
         reason: DropReason::Malformed,
         nat: Nat::NONE,
         route_to: [0; 4],
+    };
+
+    const NEW_FLOW: ToService = ToService {
+        kind: ServiceKind::NewFlow,
+        ..Self::NO
     };
 
     #[inline(always)]
@@ -85,58 +95,147 @@ pub fn tuple(ip: &Ipv4, l4: &L4) -> Option<(CtTuple, u8)> {
     ))
 }
 
-/// A packet from local endpoint `me` to a VIP.
-#[inline(always)]
-pub fn from_client(me: &LocalEndpointEntry, ip: &Ipv4, l4: &L4, bytes: u64) -> ToService {
-    // SAFETY: map values are copied out at once.
-    let Some(vip) = (unsafe { NETD_VIPS.get(&ip.dst) }).copied() else {
-        return ToService::NO;
-    };
-    if vip.network != me.network {
-        return ToService::drop(DropReason::Isolation);
+/// A packet from a local endpoint toward some address, as the service
+/// stage needs it. Every byte defined, so it can cross the BPF call into
+/// [`from_client`].
+#[derive(Clone, Copy, Default)]
+pub struct ClientPacket {
+    /// For TCP and UDP; ports are 0 otherwise.
+    pub flow: CtTuple,
+    /// The sender's network.
+    pub network: u32,
+    pub bytes: u64,
+    pub tcp_flags: u8,
+    /// TCP or UDP: `flow` has real ports.
+    pub ports: bool,
+}
+
+impl ClientPacket {
+    #[inline(always)]
+    pub fn of(network: u32, ip: &Ipv4, l4: &L4, bytes: u64) -> Self {
+        let (flow, tcp_flags, ports) = match tuple(ip, l4) {
+            Some((flow, flags)) => (flow, flags, true),
+            None => (
+                CtTuple {
+                    src: ip.src,
+                    dst: ip.dst,
+                    proto: ip.protocol,
+                    ..CtTuple::default()
+                },
+                0,
+                false,
+            ),
+        };
+        ClientPacket {
+            flow,
+            network,
+            bytes,
+            tcp_flags,
+            ports,
+        }
     }
-    let Some((flow, tcp_flags)) = tuple(ip, l4) else {
-        return ToService::drop(DropReason::NoServicePort);
+}
+
+/// The service port a packet to a VIP is for: `Err` when the packet is
+/// not for a VIP (`ToService::NO`) or is refused.
+#[inline(always)]
+fn service_of(p: &ClientPacket) -> Result<ServiceEntry, ToService> {
+    let flow = &p.flow;
+    // SAFETY: map values are copied out at once.
+    let Some(vip) = (unsafe { NETD_VIPS.get(&flow.dst) }).copied() else {
+        return Err(ToService::NO);
     };
+    if vip.network != p.network {
+        return Err(ToService::drop(DropReason::Isolation));
+    }
+    if !p.ports {
+        return Err(ToService::drop(DropReason::NoServicePort));
+    }
     let key = ServiceKey {
-        vip: ip.dst,
+        vip: flow.dst,
         port: flow.dst_port,
         proto: flow.proto,
         _pad: 0,
     };
     // SAFETY: as above.
-    let Some(service) = (unsafe { NETD_SERVICES.get(&key) }).copied() else {
-        return ToService::drop(DropReason::NoServicePort);
+    match unsafe { NETD_SERVICES.get(&key) } {
+        Some(service) => Ok(*service),
+        None => Err(ToService::drop(DropReason::NoServicePort)),
+    }
+}
+
+/// The flow's conntrack entry, when its backend is still one of the
+/// service's (draining or not) on the same port: the packet keeps it.
+#[inline(always)]
+fn tracked(p: &ClientPacket, service: &ServiceEntry, now: u64) -> Option<ToService> {
+    let ct = NETD_CT.get_ptr_mut(&p.flow)?;
+    // SAFETY: the entry is this flow's; concurrent updates of the
+    // counters may race, which only costs a count.
+    let entry = unsafe { &mut *ct };
+    let key = BackendKey {
+        table: service.table,
+        ip: entry.backend_ip,
+    };
+    // SAFETY: as above.
+    let still_there = unsafe { NETD_BACKENDS.get(&key) }.is_some();
+    if !(still_there && entry.table == service.table && entry.backend_port == service.target_port) {
+        // The backend left (or the service's port moved): balanced again
+        // as if new (see conntrack in the docs).
+        return None;
+    }
+    entry.last_seen = now;
+    entry.flags |= closing_flags(p.tcp_flags);
+    entry.packets += 1;
+    entry.bytes += p.bytes;
+    Some(translate(
+        &p.flow,
+        entry.backend_ip,
+        service.target_port,
+        entry.flags,
+    ))
+}
+
+/// The endpoint program's service stage: a packet of a tracked flow gets
+/// its backend; anything else to a VIP port goes to the service program
+/// ([`ServiceKind::NewFlow`]), which has the stack for the rest.
+#[inline(always)]
+pub fn established(p: &ClientPacket) -> ToService {
+    let service = match service_of(p) {
+        Ok(service) => service,
+        Err(to) => return to,
     };
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let closing = closing_flags(tcp_flags);
-    if let Some(ct) = NETD_CT.get_ptr_mut(&flow) {
-        // SAFETY: the entry is this flow's; concurrent updates of the
-        // counters may race, which only costs a count.
-        let entry = unsafe { &mut *ct };
-        let key = BackendKey {
-            table: service.table,
-            ip: entry.backend_ip,
-        };
-        // SAFETY: as above.
-        let still_there = unsafe { NETD_BACKENDS.get(&key) }.is_some();
-        if still_there && entry.table == service.table && entry.backend_port == service.target_port
-        {
-            entry.last_seen = now;
-            entry.flags |= closing;
-            entry.packets += 1;
-            entry.bytes += bytes;
-            return translate(&flow, entry.backend_ip, service.target_port, entry.flags);
-        }
-        // The backend left (or the service's port moved): the flow is
-        // balanced again below, as if new (see conntrack in the docs).
+    tracked(p, &service, now).unwrap_or(ToService::NEW_FLOW)
+}
+
+/// The service program's stage: a packet to a VIP gets its backend, from
+/// conntrack or, for a new flow, from Maglev (see [`established`]). A BPF
+/// call with its own frame.
+#[inline(never)]
+pub fn from_client(p: &ClientPacket) -> ToService {
+    let service = match service_of(p) {
+        Ok(service) => service,
+        Err(to) => return to,
+    };
+    let flow = p.flow;
+    let (tcp_flags, bytes) = (p.tcp_flags, p.bytes);
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(to) = tracked(p, &service, now) {
+        return to;
     }
+    let closing = closing_flags(tcp_flags);
+    let refuse = ToService {
+        kind: ServiceKind::Refuse,
+        reason: DropReason::NoBackend,
+        ..ToService::NO
+    };
     if service.active == 0 {
-        return ToService::drop(DropReason::NoBackend);
+        return refuse;
     }
     let Some(backend_ip) = pick(&service, &flow) else {
-        return ToService::drop(DropReason::NoBackend);
+        return refuse;
     };
     let hairpin = backend_ip == flow.src;
     let flags = closing | if hairpin { CT_HAIRPIN } else { 0 };

@@ -1,6 +1,7 @@
 //! The service path of the endpoint program on crafted packets: DNAT of a
 //! packet to a VIP, reverse NAT of the reply, conntrack keeping a flow on
-//! its backend, hairpin, and the counted drops (no backend, unknown port).
+//! its backend, hairpin, the refusals of a port without backends (RST,
+//! ICMP port unreachable), ICMP errors translated, and counted drops.
 //! Checksums of the output are checked by etherparse, not by netd's code.
 //!
 //! BPF_PROG_TEST_RUN runs TC programs on an skb of the loopback device, so
@@ -323,7 +324,7 @@ fn assert_dropped(w: &mut World, what: &str, packet: &[u8], reason: DropReason) 
 }
 
 #[test]
-fn a_port_the_service_lacks_and_a_service_without_backends_are_counted_drops() {
+fn a_port_the_service_lacks_is_a_counted_drop() {
     let mut w = world(B_IP);
     assert_dropped(
         &mut w,
@@ -337,31 +338,180 @@ fn a_port_the_service_lacks_and_a_service_without_backends_are_counted_drops() {
         &udp((A_IP, 40000), (VIP, 80), A_MAC),
         DropReason::NoServicePort,
     );
-    w.f.maps
-        .apply(&MapOp::put(
-            tables::SERVICES,
-            ServiceKey {
-                vip: VIP,
-                port: 80u16.to_be_bytes(),
-                proto: PROTO_TCP,
-                _pad: 0,
-            },
-            ServiceEntry {
-                table: TABLE,
-                active: 0,
-                target_port: TARGET.to_be_bytes(),
-                flags: 0,
-                _pad: 0,
-            },
-        ))
-        .expect("map write");
-    assert_dropped(
-        &mut w,
-        "no backend",
-        &tcp((A_IP, 40000), (VIP, 80), A_MAC),
-        DropReason::NoBackend,
-    );
     assert!(conntrack(&mut w).is_empty(), "nothing tracked for drops");
+}
+
+/// The refusal of `packet` (to a port without backends): sent back to the
+/// client as a counted `no_backend` drop, nothing tracked.
+fn refused(w: &mut World, what: &str, packet: &[u8]) -> Vec<u8> {
+    let before = w.f.snapshot();
+    let (verdict, out) = run(w, packet);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "{what}: sent back");
+    assert_counted(
+        &before,
+        &w.f.snapshot(),
+        &[
+            Slot::Verdict(HOOK, Verdict::Drop),
+            Slot::Drop(HOOK, DropReason::NoBackend),
+        ],
+        packet.len() as u64,
+        what,
+    );
+    assert_eq!(&out[..6], &A_MAC, "{what}: addressed to the client");
+    assert_eq!(&out[6..12], &HOST_MAC, "{what}: from the gateway");
+    out
+}
+
+fn without_backends(w: &mut World) {
+    for (port, proto) in [(80u16, PROTO_TCP), (53, PROTO_UDP)] {
+        w.f.maps
+            .apply(&MapOp::put(
+                tables::SERVICES,
+                ServiceKey {
+                    vip: VIP,
+                    port: port.to_be_bytes(),
+                    proto,
+                    _pad: 0,
+                },
+                ServiceEntry {
+                    table: TABLE,
+                    active: 0,
+                    target_port: TARGET.to_be_bytes(),
+                    flags: 0,
+                    _pad: 0,
+                },
+            ))
+            .expect("map write");
+    }
+}
+
+/// The RST a refused TCP segment got, its checksums checked by etherparse.
+fn reset_of(out: &[u8]) -> etherparse::TcpHeader {
+    let (_, src, dst) = addresses(out);
+    assert_eq!((src, dst), ((VIP, 80), (A_IP, 40000)), "from the VIP port");
+    let p = SlicedPacket::from_ethernet(out).expect("parses");
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        panic!("not TCP")
+    };
+    assert!(t.payload().is_empty(), "a RST carries no data");
+    t.to_header()
+}
+
+#[test]
+fn a_service_without_backends_answers_a_rst_or_a_port_unreachable() {
+    let mut w = world(B_IP);
+    without_backends(&mut w);
+    // A SYN carrying 5 bytes at sequence 1000: RST+ACK acknowledging 1006.
+    let syn = tcp((A_IP, 40000), (VIP, 80), A_MAC);
+    let h = reset_of(&refused(&mut w, "tcp", &syn));
+    assert!(h.rst && h.ack && !h.syn, "RST+ACK");
+    assert_eq!((h.sequence_number, h.acknowledgment_number), (0, 1006));
+
+    let datagram = udp((A_IP, 40000), (VIP, 53), A_MAC);
+    let out = refused(&mut w, "udp", &datagram);
+    let p = SlicedPacket::from_ethernet(&out).expect("parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let header = ip.header().to_header();
+    assert_eq!(header.header_checksum, header.calc_header_checksum());
+    assert_eq!(
+        (ip.header().source(), ip.header().destination()),
+        (VIP, A_IP)
+    );
+    let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+        panic!("not ICMP")
+    };
+    assert!(matches!(
+        icmp.icmp_type(),
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port
+        )
+    ));
+    let again = etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+    assert_eq!(icmp.checksum(), again.checksum, "ICMP checksum");
+    assert_eq!(
+        icmp.payload(),
+        &datagram[14..14 + 28],
+        "quotes the datagram's IP header and 8 bytes"
+    );
+    assert_eq!(out.len(), 14 + 20 + 8 + 28, "nothing more");
+
+    // A RST is never answered: dropped, counted.
+    let mut rst = Vec::new();
+    etherparse::PacketBuilder::ethernet2(A_MAC, HOST_MAC)
+        .ipv4(A_IP, VIP, 64)
+        .tcp(40000, 80, 1000, 0)
+        .rst()
+        .write(&mut rst, b"")
+        .expect("tcp");
+    assert_dropped(&mut w, "a RST", &rst, DropReason::NoBackend);
+    assert!(conntrack(&mut w).is_empty(), "nothing tracked for refusals");
+}
+
+/// Backend A (behind the test runs' interface) cannot deliver a datagram
+/// that client B sent to VIP:53: its ICMP port unreachable quotes
+/// `B → A:8080`, and leaves quoting `B → VIP:53`, from the VIP.
+#[test]
+fn an_icmp_error_about_a_translated_flow_is_translated_back() {
+    use netd_common::service::RevNatEntry;
+    // A is the endpoint behind HERE; B's veth is B_IF.
+    let mut w = world(B_IP);
+    {
+        let map =
+            w.f.datapath
+                .ebpf_mut()
+                .map_mut(map_names::REV_NAT)
+                .expect("NETD_REV_NAT in the object");
+        let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
+            aya::maps::HashMap::try_from(map).expect("a hash map");
+        rev.insert(
+            CtTuple {
+                src: A_IP,
+                dst: B_IP,
+                src_port: TARGET.to_be_bytes(),
+                dst_port: 40000u16.to_be_bytes(),
+                proto: PROTO_UDP,
+                _pad: [0; 3],
+            },
+            RevNatEntry {
+                vip: VIP,
+                vip_port: 53u16.to_be_bytes(),
+                client: B_IP,
+                ..Default::default()
+            },
+            0,
+        )
+        .expect("insert");
+    }
+    let error = |quoted_dst: [u8; 4], port: u16, from: [u8; 4]| {
+        let mut quoted = Vec::new();
+        etherparse::PacketBuilder::ipv4(B_IP, quoted_dst, 63)
+            .udp(40000, port)
+            .write(&mut quoted, b"query")
+            .expect("udp");
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(A_MAC, HOST_MAC)
+            .ipv4(from, B_IP, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut out, &quoted)
+            .expect("icmp");
+        out
+    };
+    let (verdict, out) = run(&mut w, &error(A_IP, TARGET, A_IP));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "delivered to the client");
+    let want = error(VIP, 53, VIP);
+    // The whole expected packet, checksums and all, built by etherparse.
+    assert_eq!(&out[12..], &want[12..], "translated, checksums right");
+    assert_eq!(&out[..6], &B_MAC, "to the client");
+
+    // An error about a flow netd never translated goes on untouched.
+    let other = error(D_IP, TARGET, A_IP);
+    let (verdict, out) = run(&mut w, &other);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[12..], &other[12..], "untouched");
 }
 
 /// A backend on another host answers a client here: the uplink program
@@ -438,8 +588,13 @@ fn a_draining_backend_keeps_its_flows_and_takes_no_new_one() {
     // A table still pointing at it (netd never writes one) does not give
     // it a new flow: the new flow is refused as having no backend.
     let before = w.f.snapshot();
-    let (verdict, _) = run(&mut w, &tcp((A_IP, 40001), (VIP, 80), A_MAC));
-    assert_eq!(verdict, TC_ACT_SHOT, "a new flow to a draining backend");
+    let (verdict, out) = run(&mut w, &tcp((A_IP, 40001), (VIP, 80), A_MAC));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "a new flow to a draining backend");
+    let p = SlicedPacket::from_ethernet(&out).expect("parses");
+    assert!(
+        matches!(p.transport, Some(TransportSlice::Tcp(ref t)) if t.rst()),
+        "answered with a RST"
+    );
     assert_counted(
         &before,
         &w.f.snapshot(),

@@ -4,7 +4,7 @@
 use std::{fs, io, path::PathBuf};
 
 use aya::{
-    maps::PerCpuArray,
+    maps::{PerCpuArray, ProgramArray},
     programs::{SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -45,6 +45,11 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Counters(#[from] CountersError),
+    #[error("filling the tail-call slots (NETD_PROGS)")]
+    TailCalls {
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("writing the pins' owner and layout (NETD_META)")]
     Meta {
         #[source]
@@ -93,6 +98,7 @@ impl Datapath {
         };
         datapath.load_xdp(program_names::XDP_UPLINK)?;
         datapath.load_tc(program_names::TC_ENDPOINT)?;
+        datapath.fill_tail_calls()?;
         Ok(datapath)
     }
 
@@ -128,6 +134,36 @@ impl Datapath {
             .load()
             .map_err(|source| LoadError::Program { name, source })?;
         pin_program(&self.layout, name, |path| program.pin(path))
+    }
+
+    /// Loads the tail-called programs and puts them in their `NETD_PROGS`
+    /// slots, before any program is attached: a running endpoint program
+    /// (of this netd or the one before) calls into the new ones at once.
+    fn fill_tail_calls(&mut self) -> Result<(), LoadError> {
+        for (_, name) in program_names::TAIL_CALLED {
+            self.load_tc(name)?;
+        }
+        let map = self
+            .ebpf
+            .take_map(map_names::PROGS)
+            .ok_or(LoadError::NoMap(map_names::PROGS))?;
+        let mut progs =
+            ProgramArray::try_from(map).map_err(|source| LoadError::TailCalls { source })?;
+        for (slot, name) in program_names::TAIL_CALLED {
+            let program: &SchedClassifier = self
+                .ebpf
+                .program(name)
+                .ok_or(LoadError::NoProgram(name))?
+                .try_into()
+                .map_err(|source| LoadError::Program { name, source })?;
+            let fd = program
+                .fd()
+                .map_err(|source| LoadError::Program { name, source })?;
+            progs
+                .set(slot, fd, 0)
+                .map_err(|source| LoadError::TailCalls { source })?;
+        }
+        Ok(())
     }
 
     pub fn uplink_program(&mut self) -> Result<&mut Xdp, LoadError> {

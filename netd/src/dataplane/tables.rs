@@ -20,7 +20,7 @@ use netd_common::{
     map_names,
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
-        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS,
+        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS,
     },
     service::{
         BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
@@ -38,6 +38,8 @@ pub enum MapKind {
     Array = 2,
     PerCpuArray = 6,
     LruHash = 9,
+    /// Programs to tail-call, by slot.
+    ProgArray = 3,
     /// An outer map whose values are inner maps (one per key), each a
     /// table of its own named `OUTER/<key as hex>`.
     HashOfMaps = 13,
@@ -184,6 +186,17 @@ pub const CT: Table<CtTuple, CtEntry> = Table::new(map_names::CT);
 /// Reverse NAT, by the reply's tuple.
 pub const REV_NAT: Table<CtTuple, RevNatEntry> = Table::new(map_names::REV_NAT);
 
+/// Programs the endpoint program tail-calls, filled by netd at load.
+pub const PROGS: TableDecl = TableDecl {
+    name: map_names::PROGS,
+    kind: MapKind::ProgArray,
+    key_size: 4,
+    value_size: 4,
+    max_entries: MAX_PROGS,
+    owner: Owner::Netd,
+    open: None,
+};
+
 /// Every pinned map. Control maps in write order: what an entry points at
 /// comes before it (endpoints point at networks, hosts and local entries;
 /// a service port at its table, whose slots point at backends; a VIP is
@@ -204,6 +217,7 @@ pub const TABLES: &[TableDecl] = &[
     REV_NAT.lru_hash(DEFAULT_CT_ENTRIES),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
+    PROGS,
 ];
 
 /// An inner table of a map of maps is named `OUTER/<key as hex>`, and its

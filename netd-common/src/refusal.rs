@@ -1,0 +1,213 @@
+//! What a client hears when it opens a flow to a service port that has no
+//! backend: a TCP RST (RFC 9293 §3.10.7.1) or an ICMP port unreachable
+//! (RFC 1122 §3.2.2.1), as if the VIP were a host with nothing listening.
+//! Pure functions of the offending packet's headers; the datapath writes
+//! what they return over that packet and sends it back.
+
+use crate::{
+    checksum,
+    service::{PROTO_ICMP, PROTO_TCP},
+};
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_PORT_UNREACH: u8 = 3;
+
+/// The TTL of what netd sends: Linux's default.
+const TTL: u8 = 64;
+const IPV4_HLEN: usize = 20;
+const TCP_HLEN: usize = 20;
+/// ICMP header, then the offending IP header and its first 8 bytes.
+pub const UNREACHABLE_LEN: usize = IPV4_HLEN + 8 + IPV4_HLEN + 8;
+pub const RESET_LEN: usize = IPV4_HLEN + TCP_HLEN;
+
+fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; IPV4_HLEN] {
+    let len = total_len.to_be_bytes();
+    let mut h = [
+        0x45, 0, len[0], len[1], 0, 0, 0x40, 0, TTL, proto, 0, 0, src[0], src[1], src[2], src[3],
+        dst[0], dst[1], dst[2], dst[3],
+    ];
+    let check = checksum::ipv4_header(&h).to_be_bytes();
+    h[10] = check[0];
+    h[11] = check[1];
+    h
+}
+
+/// The RST answering the TCP segment `tcp` (its first 20 bytes) inside
+/// `ip` (a 20-byte header without options) that carried `payload_len`
+/// bytes of data: IPv4 and TCP headers, from the segment's destination
+/// to its source. `None` for a segment that is itself a RST, which is
+/// never answered.
+pub fn tcp_reset(
+    ip: &[u8; IPV4_HLEN],
+    tcp: &[u8; TCP_HLEN],
+    payload_len: u16,
+) -> Option<[u8; RESET_LEN]> {
+    let flags = tcp[13];
+    if flags & TCP_RST != 0 {
+        return None;
+    }
+    let (src, dst) = (addr(ip, 16), addr(ip, 12));
+    let seq_in = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    // With ACK: a RST whose sequence number is the acknowledgment. Without:
+    // sequence 0, acknowledging all the segment occupied.
+    let (seq, ack, out_flags) = if flags & TCP_ACK != 0 {
+        (
+            u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+            0,
+            TCP_RST,
+        )
+    } else {
+        let occupied = u32::from(payload_len)
+            + u32::from(flags & TCP_SYN != 0)
+            + u32::from(flags & TCP_FIN != 0);
+        (0, seq_in.wrapping_add(occupied), TCP_RST | TCP_ACK)
+    };
+    let mut out = [0u8; RESET_LEN];
+    out[..IPV4_HLEN].copy_from_slice(&ipv4_header(RESET_LEN as u16, PROTO_TCP, src, dst));
+    let t = &mut out[IPV4_HLEN..];
+    t[0..2].copy_from_slice(&tcp[2..4]);
+    t[2..4].copy_from_slice(&tcp[0..2]);
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = (TCP_HLEN as u8 / 4) << 4;
+    t[13] = out_flags;
+    // Window, checksum and urgent pointer stay 0 until the checksum below.
+    let pseudo = checksum::sum(&src) + checksum::sum(&dst) + u32::from(PROTO_TCP) + TCP_HLEN as u32;
+    let check = !checksum::fold(pseudo + checksum::sum(t));
+    t[16..18].copy_from_slice(&check.to_be_bytes());
+    Some(out)
+}
+
+/// The ICMP port unreachable answering the datagram whose IP header (20
+/// bytes, no options) is `ip` and whose first 8 bytes after it are `l4`:
+/// a new IPv4 header from the datagram's destination, the ICMP header,
+/// then `ip` and `l4` as they came.
+pub fn port_unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8]) -> [u8; UNREACHABLE_LEN] {
+    let (src, dst) = (addr(ip, 16), addr(ip, 12));
+    let mut out = [0u8; UNREACHABLE_LEN];
+    out[..IPV4_HLEN].copy_from_slice(&ipv4_header(UNREACHABLE_LEN as u16, PROTO_ICMP, src, dst));
+    let icmp = &mut out[IPV4_HLEN..];
+    icmp[0] = ICMP_DEST_UNREACH;
+    icmp[1] = ICMP_PORT_UNREACH;
+    icmp[8..28].copy_from_slice(ip);
+    icmp[28..36].copy_from_slice(l4);
+    let check = (!checksum::fold(checksum::sum(icmp))).to_be_bytes();
+    icmp[2] = check[0];
+    icmp[3] = check[1];
+    out
+}
+
+fn addr(ip: &[u8; IPV4_HLEN], at: usize) -> [u8; 4] {
+    [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{Icmpv4Type, IpNumber, PacketBuilder, SlicedPacket, TransportSlice};
+
+    const CLIENT: [u8; 4] = [10, 1, 0, 2];
+    const VIP: [u8; 4] = [10, 1, 0, 200];
+
+    fn split(packet: &[u8], l4_len: usize) -> ([u8; 20], Vec<u8>) {
+        let ip: [u8; 20] = packet[..20].try_into().unwrap();
+        (ip, packet[20..20 + l4_len].to_vec())
+    }
+
+    fn tcp_segment(syn: bool, ack: Option<u32>, rst: bool, payload: &[u8]) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4(CLIENT, VIP, 64).tcp(40000, 80, 1000, 64240);
+        if syn {
+            b = b.syn();
+        }
+        if let Some(n) = ack {
+            b = b.ack(n);
+        }
+        if rst {
+            b = b.rst();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    fn parse_reset(out: &[u8]) -> etherparse::TcpHeader {
+        let p = SlicedPacket::from_ip(out).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(ip.header().source(), VIP);
+        assert_eq!(ip.header().destination(), CLIENT);
+        assert_eq!(ip.header().protocol(), IpNumber::TCP);
+        // An independent check of both checksums.
+        let header = ip.header().to_header();
+        assert_eq!(header.calc_header_checksum(), header.header_checksum);
+        let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+            panic!("not TCP")
+        };
+        let h = tcp.to_header();
+        assert_eq!(
+            h.calc_checksum_ipv4(&header, tcp.payload()).unwrap(),
+            h.checksum
+        );
+        h
+    }
+
+    #[test]
+    fn a_syn_gets_a_rst_acknowledging_it() {
+        let (ip, tcp) = split(&tcp_segment(true, None, false, &[]), 20);
+        let out = tcp_reset(&ip, &tcp.try_into().unwrap(), 0).unwrap();
+        let h = parse_reset(&out);
+        assert!(h.rst && h.ack && !h.syn);
+        assert_eq!((h.source_port, h.destination_port), (80, 40000));
+        assert_eq!((h.sequence_number, h.acknowledgment_number), (0, 1001));
+    }
+
+    #[test]
+    fn a_segment_with_ack_gets_a_rst_at_that_sequence() {
+        let (ip, tcp) = split(&tcp_segment(false, Some(777), false, b"hello"), 20);
+        let out = tcp_reset(&ip, &tcp.try_into().unwrap(), 5).unwrap();
+        let h = parse_reset(&out);
+        assert!(h.rst && !h.ack);
+        assert_eq!(h.sequence_number, 777);
+    }
+
+    #[test]
+    fn a_rst_is_never_answered() {
+        let (ip, tcp) = split(&tcp_segment(false, None, true, &[]), 20);
+        assert!(tcp_reset(&ip, &tcp.try_into().unwrap(), 0).is_none());
+    }
+
+    #[test]
+    fn a_datagram_gets_a_port_unreachable_quoting_it() {
+        let mut datagram = Vec::new();
+        PacketBuilder::ipv4(CLIENT, VIP, 64)
+            .udp(40000, 53)
+            .write(&mut datagram, b"query")
+            .unwrap();
+        let (ip, l4) = split(&datagram, 8);
+        let out = port_unreachable(&ip, &l4.try_into().unwrap());
+        let p = SlicedPacket::from_ip(&out).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(outer)) = &p.net else {
+            panic!("not IPv4")
+        };
+        let header = outer.header().to_header();
+        assert_eq!(header.calc_header_checksum(), header.header_checksum);
+        assert_eq!(outer.header().source(), VIP);
+        assert_eq!(outer.header().destination(), CLIENT);
+        let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+            panic!("not ICMP")
+        };
+        assert!(matches!(
+            icmp.icmp_type(),
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+        ));
+        let again = etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+        assert_eq!(again.checksum, icmp.checksum());
+        assert_eq!(icmp.payload(), &datagram[..28]);
+    }
+}

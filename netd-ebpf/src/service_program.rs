@@ -1,0 +1,90 @@
+//! TC, tail-called by the endpoint program for a packet to a VIP that
+//! conntrack did not settle: a new flow (Maglev picks its backend and
+//! conntrack records it) or one whose backend left. A port without a
+//! backend hands the packet on to the refusal program. The packet is the
+//! one the endpoint program parsed and checked (source, MAC), unchanged.
+//!
+//! Each step is a BPF call with its own frame, called from here in turn,
+//! so the deepest chain is this frame plus one step's.
+
+use aya_ebpf::{bindings::__sk_buff, macros::classifier, programs::TcContext};
+use netd_common::{
+    counters::DropReason,
+    maps::{LocalEndpointEntry, PROG_REFUSE},
+    nat::Nat,
+    parse::{parse_without_ipv6_addresses, L3},
+};
+
+use crate::{
+    endpoint::{self, carry_out},
+    forward,
+    frame::PacketFrame,
+    maps::NETD_LOCAL_EPS,
+    nat::Target,
+    outcome::{EndpointAction, Plan},
+    service::{self, ClientPacket, ServiceKind},
+};
+
+#[classifier]
+pub fn netd_tc_service(ctx: TcContext) -> i32 {
+    let bytes = u64::from(ctx.len());
+    // SAFETY: reading a field of the skb the program was given.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut p = Packet::default();
+    if let Err(reason) = classify(ctx.skb.skb, ifindex, bytes, &mut p) {
+        return endpoint::drop(&ctx, reason, bytes);
+    }
+    let to = service::from_client(&p.client);
+    let (nat, route_to) = match to.kind {
+        ServiceKind::Nat => (to.nat, to.route_to),
+        ServiceKind::No => (Nat::NONE, p.client.flow.dst),
+        ServiceKind::Refuse => return endpoint::tail_call(&ctx, PROG_REFUSE, bytes),
+        ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(&ctx, to.reason, bytes),
+    };
+    let plan = plan(&p.me, route_to, &nat, &p.at);
+    carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+}
+
+/// The packet as the service stage and the writer need it.
+#[derive(Clone, Copy, Default)]
+struct Packet {
+    me: LocalEndpointEntry,
+    client: ClientPacket,
+    at: Target,
+}
+
+#[inline(never)]
+fn classify(
+    skb: *mut __sk_buff,
+    ifindex: u32,
+    bytes: u64,
+    p: &mut Packet,
+) -> Result<(), DropReason> {
+    let frame = PacketFrame::tc(&TcContext::new(skb));
+    let h = parse_without_ipv6_addresses(&frame).map_err(|e| e.drop_reason())?;
+    let L3::Ipv4(ip) = h.l3 else {
+        return Err(DropReason::UnknownL3);
+    };
+    // SAFETY: the value is copied out at once.
+    let me = (unsafe { NETD_LOCAL_EPS.get(&ifindex) })
+        .copied()
+        .ok_or(DropReason::NotHere)?;
+    p.client = ClientPacket::of(me.network, &ip, &h.l4, bytes);
+    p.me = me;
+    p.at = Target::of(&h);
+    Ok(())
+}
+
+#[inline(never)]
+fn plan(
+    me: &LocalEndpointEntry,
+    route_to: [u8; 4],
+    nat: &Nat,
+    at: &Target,
+) -> Plan<EndpointAction> {
+    Plan {
+        nat: *nat,
+        at: *at,
+        outcome: forward::ipv4(me, route_to),
+    }
+}
