@@ -443,6 +443,9 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
     h.netd.restart(&h.ns);
     std::thread::sleep(Duration::from_millis(300));
     h.netd.kill();
+    // With no netd at all, a new flow still finds the service program
+    // through the pinned tail-call slots.
+    let while_dead = connect(&client, &vip).1;
     std::thread::sleep(Duration::from_millis(300));
     h.netd.restart(&h.ns);
     std::thread::sleep(Duration::from_millis(300));
@@ -457,11 +460,20 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
             answers.len()
         );
     }
-    // The flow is still tracked to its backend, and new ones still work.
+    // The flow is still tracked to its backend (beside the closed one made
+    // while netd was dead), and new ones still work.
     let tracked = flows(&h, &["--service", "web"]);
-    assert_eq!(tracked.len(), 1, "{tracked:?}");
+    let open: Vec<_> = tracked
+        .iter()
+        .filter(|f| f["state"] == "established")
+        .collect();
+    assert_eq!(open.len(), 1, "{tracked:?}");
     let fresh: Vec<String> = (0..30).map(|_| connect(&client, &vip).1).collect();
     assert!(shares(&fresh).len() >= 2, "{:?}", shares(&fresh));
+    assert!(
+        backends.iter().any(|b| backend_of(&while_dead) == b.name),
+        "a new connection while netd was dead: {while_dead}"
+    );
     drop(backends);
 }
 
@@ -508,4 +520,86 @@ fn a_full_conntrack_evicts_idle_flows_warns_and_keeps_active_ones_across_a_resiz
         metric(&scrape, "netd_conntrack_capacity") == Some(4096)
     });
     drop(backends);
+}
+
+/// What a client's socket reports for `VIP:port` over UDP: the answer, or
+/// the error (a port unreachable shows as `ConnectionRefused` on a
+/// connected socket, silence as a timeout).
+fn udp_connected(client: &NetNs, vip: &str, port: u16) -> Result<String, ErrorKind> {
+    let addr: SocketAddr = format!("{vip}:{port}").parse().expect("address");
+    client
+        .run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            s.connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            s.send(b"?").map_err(|e| e.kind())?;
+            let mut buf = [0u8; 64];
+            let n = s.recv(&mut buf).map_err(|e| e.kind())?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .join()
+        .expect("client thread")
+}
+
+#[test]
+fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_client() {
+    let h = host();
+    let client = NetNs::new("ndC");
+    h.netd.endpoint("client", "n1", &client, &[]);
+    let empty = service(&h, "empty", &["--selector", "app=none"]);
+
+    // No backend: TCP is reset at once and UDP gets a port unreachable,
+    // where a silent drop would leave both to time out.
+    let addr: SocketAddr = format!("{empty}:80").parse().expect("address");
+    let tcp = client
+        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(|_| ()))
+        .join()
+        .expect("client thread");
+    assert_eq!(
+        tcp.map_err(|e| e.kind()),
+        Err(ErrorKind::ConnectionRefused),
+        "TCP to a port without backends"
+    );
+    assert_eq!(
+        udp_connected(&client, &empty, 53),
+        Err(ErrorKind::ConnectionRefused),
+        "UDP to a port without backends"
+    );
+    let scrape = h.netd.scrape(&h.ns).expect("metrics");
+    let refused = "netd_drops_total{hook=\"tc_endpoint\",reason=\"no_backend\"}";
+    assert!(metric(&scrape, refused).unwrap_or(0) >= 2, "{refused}");
+
+    // A backend with nothing on the target port answers with its own
+    // port unreachable, about `client → backend:5999`: it reaches the
+    // client's socket only if translated back to `client → VIP:54`.
+    let _web0 = backend(&h, "web0", &["app=web"]);
+    let vip = h
+        .netd
+        .ok(&[
+            "service",
+            "create",
+            "closed",
+            "--network",
+            "n1",
+            "--port",
+            "54:5999/udp",
+            "--port",
+            "53:5353/udp",
+            "--selector",
+            "app=web",
+        ])
+        .split_whitespace()
+        .nth(1)
+        .expect("VIP printed")
+        .to_string();
+    assert!(
+        udp_connected(&client, &vip, 53).is_ok_and(|a| a.starts_with("web0:")),
+        "the open port answers"
+    );
+    assert_eq!(
+        udp_connected(&client, &vip, 54),
+        Err(ErrorKind::ConnectionRefused),
+        "the backend's ICMP error, translated"
+    );
 }
