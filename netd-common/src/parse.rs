@@ -26,6 +26,12 @@ pub const IPPROTO_NONE: u8 = 59;
 pub const IPPROTO_DSTOPTS: u8 = 60;
 pub const IPPROTO_MH: u8 = 135;
 
+/// TCP header flags (`L4::Tcp::flags`).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
 /// VLAN tags followed before giving up (802.1ad + 802.1Q = 2).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers followed before giving up.
@@ -35,7 +41,7 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
-const ICMP_HLEN: usize = 8;
+use crate::icmp::ICMP_HLEN;
 const ARP_IPV4_LEN: usize = 28;
 
 /// Read access to a packet.

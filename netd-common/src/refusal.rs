@@ -6,15 +6,11 @@
 
 use crate::{
     checksum,
+    icmp::ICMP_DEST_UNREACH,
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::{PROTO_ICMP, PROTO_TCP},
 };
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-
-pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_PORT_UNREACH: u8 = 3;
 
 /// The TTL of what netd sends: Linux's default.

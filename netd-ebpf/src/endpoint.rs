@@ -37,9 +37,7 @@ const ETH_SRC: usize = 6;
 
 #[classifier]
 pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
-    let bytes = u64::from(ctx.len());
-    // SAFETY: reading a field of the skb the program was given.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (bytes, ifindex) = arrival(&ctx);
     let frame = PacketFrame::tc(&ctx);
     let plan = decide(&frame, ifindex, bytes);
     if plan.outcome.step == Step::Act {
@@ -50,6 +48,15 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
         }
     }
     carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+}
+
+/// What every endpoint-side program counts a packet by and where it came
+/// from: its length, and the host veth it left its container through.
+#[inline(always)]
+pub fn arrival(ctx: &TcContext) -> (u64, u32) {
+    // SAFETY: reading a field of the skb the program was given.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    (u64::from(ctx.len()), ifindex)
 }
 
 /// Hands the packet, as it came, to the program in `NETD_PROGS[slot]`;

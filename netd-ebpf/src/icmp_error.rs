@@ -27,9 +27,7 @@ use crate::{
 
 #[classifier]
 pub fn netd_tc_icmp_error(ctx: TcContext) -> i32 {
-    let bytes = u64::from(ctx.len());
-    // SAFETY: reading a field of the skb the program was given.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (bytes, ifindex) = endpoint::arrival(&ctx);
     let mut quote = QuoteNat::default();
     let plan = decide(ctx.skb.skb, ifindex, &mut quote);
     if quote.set && write_quote(ctx.skb.skb, &quote).is_err() {

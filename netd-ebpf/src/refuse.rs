@@ -20,9 +20,7 @@ use crate::{endpoint, frame::PacketFrame, metrics, nat::Target};
 
 #[classifier]
 pub fn netd_tc_refuse(ctx: TcContext) -> i32 {
-    let bytes = u64::from(ctx.len());
-    // SAFETY: reading a field of the skb the program was given.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (bytes, ifindex) = endpoint::arrival(&ctx);
     let at = match parse_without_ipv6_addresses(&PacketFrame::tc(&ctx)) {
         Ok(h) => Target::of(&h),
         Err(e) => return endpoint::drop(&ctx, e.drop_reason(), bytes),

@@ -8,7 +8,7 @@ use netd_common::{
     counters::DropReason,
     flow::flow_hash,
     nat::{Addr, Nat},
-    parse::{Ipv4, L4},
+    parse::{Ipv4, L4, TCP_FIN, TCP_RST},
     service::{
         maglev_slot, BackendKey, CtEntry, CtTuple, RevNatEntry, ServiceEntry, ServiceKey,
         BACKEND_ACTIVE, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP,
@@ -16,9 +16,6 @@ use netd_common::{
 };
 
 use crate::maps::{NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS};
-
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
 
 /// What the service stage decided: `kind` says which of the fields count.
 /// A struct with every byte set rather than an enum with payloads, so it
@@ -97,7 +94,7 @@ pub fn tuple(ip: &Ipv4, l4: &L4) -> Option<(CtTuple, u8)> {
 
 /// A packet from a local endpoint toward some address, as the service
 /// stage needs it. Every byte defined, so it can cross the BPF call into
-/// [`from_client`].
+/// [`new_flow`].
 #[derive(Clone, Copy, Default)]
 pub struct ClientPacket {
     /// For TCP and UDP; ports are 0 otherwise.
@@ -209,11 +206,11 @@ pub fn established(p: &ClientPacket) -> ToService {
     tracked(p, &service, now).unwrap_or(ToService::NEW_FLOW)
 }
 
-/// The service program's stage: a packet to a VIP gets its backend, from
-/// conntrack or, for a new flow, from Maglev (see [`established`]). A BPF
-/// call with its own frame.
+/// The service program's stage, for what [`established`] found no live
+/// conntrack entry for: a new flow gets its backend from Maglev, and is
+/// recorded. A BPF call with its own frame.
 #[inline(never)]
-pub fn from_client(p: &ClientPacket) -> ToService {
+pub fn new_flow(p: &ClientPacket) -> ToService {
     let service = match service_of(p) {
         Ok(service) => service,
         Err(to) => return to,
@@ -222,9 +219,6 @@ pub fn from_client(p: &ClientPacket) -> ToService {
     let (tcp_flags, bytes) = (p.tcp_flags, p.bytes);
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(to) = tracked(p, &service, now) {
-        return to;
-    }
     let closing = closing_flags(tcp_flags);
     let refuse = ToService {
         kind: ServiceKind::Refuse,
@@ -323,7 +317,7 @@ fn translate(flow: &CtTuple, backend: [u8; 4], port: [u8; 2], flags: u16) -> ToS
 pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
     let (reply, tcp_flags) = tuple(ip, l4)?;
     let rev = NETD_REV_NAT.get_ptr_mut(&reply)?;
-    // SAFETY: the entry is this flow's; see `from_client`.
+    // SAFETY: the entry is this flow's; see `tracked`.
     let rev = unsafe { &mut *rev };
     // SAFETY: a plain helper call.
     rev.last_seen = unsafe { bpf_ktime_get_ns() };

@@ -27,14 +27,12 @@ use crate::{
 
 #[classifier]
 pub fn netd_tc_service(ctx: TcContext) -> i32 {
-    let bytes = u64::from(ctx.len());
-    // SAFETY: reading a field of the skb the program was given.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let (bytes, ifindex) = endpoint::arrival(&ctx);
     let mut p = Packet::default();
     if let Err(reason) = classify(ctx.skb.skb, ifindex, bytes, &mut p) {
         return endpoint::drop(&ctx, reason, bytes);
     }
-    let to = service::from_client(&p.client);
+    let to = service::new_flow(&p.client);
     let (nat, route_to) = match to.kind {
         ServiceKind::Nat => (to.nat, to.route_to),
         ServiceKind::No => (Nat::NONE, p.client.flow.dst),
