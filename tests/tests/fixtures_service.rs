@@ -18,8 +18,8 @@ use netd_common::{
     maps::NetworkEntry,
     program_names::TC_ENDPOINT,
     service::{
-        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, ServiceEntry, ServiceKey,
-        VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
+        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
+        ServiceKey, VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
     },
 };
 use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
@@ -78,24 +78,7 @@ fn world(backend: [u8; 4]) -> World {
         ));
     }
     ops.push(MapOp::put(tables::MAGLEV, TABLE, all_to(backend)));
-    for (port, proto) in [(80u16, PROTO_TCP), (53, PROTO_UDP)] {
-        ops.push(MapOp::put(
-            tables::SERVICES,
-            ServiceKey {
-                vip: VIP,
-                port: port.to_be_bytes(),
-                proto,
-                _pad: 0,
-            },
-            ServiceEntry {
-                table: TABLE,
-                active: 1,
-                target_port: TARGET.to_be_bytes(),
-                flags: 0,
-                _pad: 0,
-            },
-        ));
-    }
+    ops.extend(service_ports(1));
     ops.push(MapOp::put(
         tables::VIPS,
         VIP,
@@ -108,6 +91,45 @@ fn world(backend: [u8; 4]) -> World {
         f.maps.apply(op).expect("map write");
     }
     World { f }
+}
+
+/// The service's two ports (VIP:80/tcp, VIP:53/udp, both to TARGET), with
+/// `active` backends taking new flows.
+fn service_ports(active: u32) -> Vec<MapOp> {
+    [(80u16, PROTO_TCP), (53, PROTO_UDP)]
+        .into_iter()
+        .map(|(port, proto)| {
+            MapOp::put(
+                tables::SERVICES,
+                ServiceKey {
+                    vip: VIP,
+                    port: port.to_be_bytes(),
+                    proto,
+                    _pad: 0,
+                },
+                ServiceEntry {
+                    table: TABLE,
+                    active,
+                    target_port: TARGET.to_be_bytes(),
+                    flags: 0,
+                    _pad: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Records in NETD_REV_NAT what a client's TC program records when it
+/// sends a new flow: `reply` (the backend's answer) becomes `entry`.
+fn record_reply(f: &mut Fixture, reply: CtTuple, entry: RevNatEntry) {
+    let map = f
+        .datapath
+        .ebpf_mut()
+        .map_mut(map_names::REV_NAT)
+        .expect("NETD_REV_NAT in the object");
+    let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
+        aya::maps::HashMap::try_from(map).expect("a hash map");
+    rev.insert(reply, entry, 0).expect("insert");
 }
 
 fn all_to(backend: [u8; 4]) -> MaglevTable {
@@ -363,25 +385,8 @@ fn refused(w: &mut World, what: &str, packet: &[u8]) -> Vec<u8> {
 }
 
 fn without_backends(w: &mut World) {
-    for (port, proto) in [(80u16, PROTO_TCP), (53, PROTO_UDP)] {
-        w.f.maps
-            .apply(&MapOp::put(
-                tables::SERVICES,
-                ServiceKey {
-                    vip: VIP,
-                    port: port.to_be_bytes(),
-                    proto,
-                    _pad: 0,
-                },
-                ServiceEntry {
-                    table: TABLE,
-                    active: 0,
-                    target_port: TARGET.to_be_bytes(),
-                    flags: 0,
-                    _pad: 0,
-                },
-            ))
-            .expect("map write");
+    for op in service_ports(0) {
+        w.f.maps.apply(&op).expect("map write");
     }
 }
 
@@ -454,36 +459,25 @@ fn a_service_without_backends_answers_a_rst_or_a_port_unreachable() {
 /// `B → A:8080`, and leaves quoting `B → VIP:53`, from the VIP.
 #[test]
 fn an_icmp_error_about_a_translated_flow_is_translated_back() {
-    use netd_common::service::RevNatEntry;
     // A is the endpoint behind HERE; B's veth is B_IF.
     let mut w = world(B_IP);
-    {
-        let map =
-            w.f.datapath
-                .ebpf_mut()
-                .map_mut(map_names::REV_NAT)
-                .expect("NETD_REV_NAT in the object");
-        let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
-            aya::maps::HashMap::try_from(map).expect("a hash map");
-        rev.insert(
-            CtTuple {
-                src: A_IP,
-                dst: B_IP,
-                src_port: TARGET.to_be_bytes(),
-                dst_port: 40000u16.to_be_bytes(),
-                proto: PROTO_UDP,
-                _pad: [0; 3],
-            },
-            RevNatEntry {
-                vip: VIP,
-                vip_port: 53u16.to_be_bytes(),
-                client: B_IP,
-                ..Default::default()
-            },
-            0,
-        )
-        .expect("insert");
-    }
+    record_reply(
+        &mut w.f,
+        CtTuple {
+            src: A_IP,
+            dst: B_IP,
+            src_port: TARGET.to_be_bytes(),
+            dst_port: 40000u16.to_be_bytes(),
+            proto: PROTO_UDP,
+            _pad: [0; 3],
+        },
+        RevNatEntry {
+            vip: VIP,
+            vip_port: 53u16.to_be_bytes(),
+            client: B_IP,
+            ..Default::default()
+        },
+    );
     let error = |quoted_dst: [u8; 4], port: u16, from: [u8; 4]| {
         let mut quoted = Vec::new();
         etherparse::PacketBuilder::ipv4(B_IP, quoted_dst, 63)
@@ -519,7 +513,7 @@ fn an_icmp_error_about_a_translated_flow_is_translated_back() {
 /// inner checksums updated (XDP writes them itself).
 #[test]
 fn a_reply_decapsulated_at_xdp_is_reverse_natted_to_the_vip() {
-    use netd_common::{program_names::XDP_UPLINK, service::RevNatEntry};
+    use netd_common::program_names::XDP_UPLINK;
     use netd_tests::overlay_fixture as o;
     const XDP_REDIRECT: i64 = 4;
     let mut f = o::decap_fixture();
@@ -533,26 +527,16 @@ fn a_reply_decapsulated_at_xdp_is_reverse_natted_to_the_vip() {
         proto: PROTO_UDP,
         _pad: [0; 3],
     };
-    {
-        let map = f
-            .datapath
-            .ebpf_mut()
-            .map_mut(map_names::REV_NAT)
-            .expect("NETD_REV_NAT in the object");
-        let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
-            aya::maps::HashMap::try_from(map).expect("a hash map");
-        rev.insert(
-            reply_key,
-            RevNatEntry {
-                vip: VIP,
-                vip_port: 53u16.to_be_bytes(),
-                client: o::B_IP,
-                ..Default::default()
-            },
-            0,
-        )
-        .expect("insert");
-    }
+    record_reply(
+        &mut f,
+        reply_key,
+        RevNatEntry {
+            vip: VIP,
+            vip_port: 53u16.to_be_bytes(),
+            client: o::B_IP,
+            ..Default::default()
+        },
+    );
     let mut inner = Vec::new();
     etherparse::PacketBuilder::ethernet2(o::A_MAC, o::B_MAC)
         .ipv4(o::A_IP, o::B_IP, 64)
