@@ -49,6 +49,8 @@ pub mod map_names {
     pub const CT: &str = "NETD_CT";
     /// [`crate::service::RevNatEntry`] by the reply's tuple (LRU).
     pub const REV_NAT: &str = "NETD_REV_NAT";
+    /// [`crate::service::AffinityEntry`] by [`crate::service::AffinityKey`] (LRU).
+    pub const AFFINITY: &str = "NETD_AFFINITY";
     /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
     pub const PROGS: &str = "NETD_PROGS";
 }

@@ -67,9 +67,48 @@ pub struct ServiceEntry {
     pub active: u32,
     /// The port on the backends, network byte order.
     pub target_port: [u8; 2],
-    /// 0 (reserved for per-service options such as client affinity).
+    /// [`SERVICE_AFFINITY`], or 0.
     pub flags: u16,
-    pub _pad: u32,
+    /// With [`SERVICE_AFFINITY`]: how long a client keeps its backend
+    /// after its last new flow, in seconds.
+    pub affinity_secs: u32,
+}
+
+/// A client's new flows go to the backend its last one had (while that
+/// backend takes new flows and within `affinity_secs`): `NETD_AFFINITY`.
+pub const SERVICE_AFFINITY: u16 = 1;
+
+/// Client-affinity entries the datapath holds (LRU): one per client per
+/// service with affinity.
+pub const MAX_AFFINITY: u32 = 65536;
+
+/// `NETD_AFFINITY` key: a client of a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct AffinityKey {
+    pub table: u32,
+    pub client: [u8; 4],
+}
+
+/// `NETD_AFFINITY` value: the backend the client's last new flow got.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AffinityEntry {
+    pub backend: [u8; 4],
+    /// The service's `affinity_secs` when written: what the sweeper
+    /// removes the entry after.
+    pub timeout_secs: u32,
+    /// `bpf_ktime_get_ns` of the client's last new flow.
+    pub last_seen: u64,
+}
+
+impl AffinityEntry {
+    /// Whether the entry still holds at `now` for a service whose
+    /// affinity lasts `secs`.
+    #[inline(always)]
+    pub const fn holds(&self, secs: u32, now: u64) -> bool {
+        now.saturating_sub(self.last_seen) <= secs as u64 * 1_000_000_000
+    }
 }
 
 /// `NETD_VIPS` value, by VIP: the network the VIP belongs to (clients of
@@ -197,6 +236,8 @@ mod user {
     unsafe impl aya::Pod for super::CtTuple {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::RevNatEntry {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::AffinityEntry {}
 }
 
 #[cfg(test)]
@@ -213,6 +254,8 @@ mod tests {
         assert_eq!(size_of::<CtTuple>(), 16);
         assert_eq!(size_of::<CtEntry>(), 48);
         assert_eq!(size_of::<RevNatEntry>(), 24);
+        assert_eq!(size_of::<AffinityKey>(), 8);
+        assert_eq!(size_of::<AffinityEntry>(), 16);
         assert_eq!(size_of::<MaglevTable>(), SERVICE_TABLE_SIZE * 4);
         assert!(crate::maglev::is_prime(SERVICE_TABLE_SIZE));
     }
@@ -241,6 +284,23 @@ mod tests {
             lo > mean * 0.85 && hi < mean * 1.15,
             "{lo} .. {hi} around {mean}"
         );
+    }
+
+    #[test]
+    fn affinity_holds_for_its_timeout_after_the_last_new_flow() {
+        let e = AffinityEntry {
+            backend: [10, 0, 0, 5],
+            timeout_secs: 60,
+            last_seen: 5_000_000_000,
+        };
+        assert!(e.holds(60, 5_000_000_000));
+        assert!(e.holds(60, 65_000_000_000));
+        assert!(!e.holds(60, 65_000_000_001));
+        assert!(
+            !e.holds(10, 16_000_000_000),
+            "a shorter timeout applies at once"
+        );
+        assert!(e.holds(60, 0), "a clock behind the entry is not expiry");
     }
 
     #[test]

@@ -14,9 +14,9 @@ use netd_common::{
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS,
     },
     service::{
-        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
-        ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS,
-        MAX_VIPS,
+        AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
+        RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
+        MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS, MAX_VIPS,
     },
 };
 
@@ -84,6 +84,12 @@ pub static NETD_CT: LruHashMap<CtTuple, CtEntry> = LruHashMap::pinned(DEFAULT_CT
 #[map(name = "NETD_REV_NAT")]
 pub static NETD_REV_NAT: LruHashMap<CtTuple, RevNatEntry> =
     LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// Client affinity: the backend each client of a service with affinity
+/// last got. Written by the service program, swept by netd.
+#[map(name = "NETD_AFFINITY")]
+pub static NETD_AFFINITY: LruHashMap<AffinityKey, AffinityEntry> =
+    LruHashMap::pinned(MAX_AFFINITY, 0);
 
 /// Programs the endpoint program tail-calls (`PROG_SERVICE`): filled by
 /// netd at load, before any program is attached. Pinned, so the slots

@@ -10,12 +10,15 @@ use netd_common::{
     nat::{Addr, Nat},
     parse::{Ipv4, L4, TCP_FIN, TCP_RST},
     service::{
-        maglev_slot, BackendKey, CtEntry, CtTuple, RevNatEntry, ServiceEntry, ServiceKey,
-        BACKEND_ACTIVE, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP,
+        maglev_slot, AffinityEntry, AffinityKey, BackendKey, CtEntry, CtTuple, RevNatEntry,
+        ServiceEntry, ServiceKey, BACKEND_ACTIVE, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY,
+        CT_SEEN_RST, HAIRPIN_IP, SERVICE_AFFINITY,
     },
 };
 
-use crate::maps::{NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS};
+use crate::maps::{
+    NETD_AFFINITY, NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS,
+};
 
 /// What the service stage decided: `kind` says which of the fields count.
 /// A struct with every byte set rather than an enum with payloads, so it
@@ -228,7 +231,7 @@ pub fn new_flow(p: &ClientPacket) -> ToService {
     if service.active == 0 {
         return refuse;
     }
-    let Some(backend_ip) = pick(&service, &flow) else {
+    let Some(backend_ip) = choose(&service, &flow, now) else {
         return refuse;
     };
     let hairpin = backend_ip == flow.src;
@@ -266,7 +269,38 @@ pub fn new_flow(p: &ClientPacket) -> ToService {
     translate(&flow, backend_ip, service.target_port, flags)
 }
 
-/// The backend of a new flow: the Maglev table's slot for the flow.
+/// The backend of a new flow: the client's last one, for a service with
+/// affinity while it holds, else Maglev's. Affinity is refreshed by each
+/// new flow (as kube-proxy's `recent` match does), not by every packet.
+#[inline(always)]
+fn choose(service: &ServiceEntry, flow: &CtTuple, now: u64) -> Option<[u8; 4]> {
+    if service.flags & SERVICE_AFFINITY == 0 {
+        return pick(service, flow);
+    }
+    let key = AffinityKey {
+        table: service.table,
+        client: flow.src,
+    };
+    // SAFETY: the value is copied out at once.
+    let sticky = match unsafe { NETD_AFFINITY.get(&key) } {
+        Some(a) if a.holds(service.affinity_secs, now) => Some(a.backend),
+        _ => None,
+    };
+    let backend = match sticky {
+        Some(ip) if takes_new_flows(service.table, ip) => ip,
+        _ => pick(service, flow)?,
+    };
+    let entry = AffinityEntry {
+        backend,
+        timeout_secs: service.affinity_secs,
+        last_seen: now,
+    };
+    // A failed insert only loses the stickiness of the next flow.
+    let _ = NETD_AFFINITY.insert(&key, &entry, 0);
+    Some(backend)
+}
+
+/// The Maglev table's slot for the flow.
 #[inline(always)]
 fn pick(service: &ServiceEntry, flow: &CtTuple) -> Option<[u8; 4]> {
     let slot = maglev_slot(flow_hash(

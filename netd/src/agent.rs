@@ -521,6 +521,12 @@ impl<S: Store> Agent<S> {
                 flushed += 1;
             }
         }
+        // Clients stuck to a flushed backend would go back to it.
+        for (key, a) in state.conntrack.affinities() {
+            if filter.takes(&names, key.table, a.backend) {
+                state.conntrack.remove_affinity(&key);
+            }
+        }
         self.metrics.count_flushed(flushed);
         Ok(flushed)
     }

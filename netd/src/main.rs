@@ -178,6 +178,11 @@ enum ServiceCmd {
         /// vip (load-balanced VIP) or dnsrr (names resolve to the backends).
         #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
         mode: String,
+        /// none, client-ip or client-ip:TIMEOUT (seconds, or 90s, 10m, 3h):
+        /// a client's new connections go to the backend its last one had,
+        /// for TIMEOUT after that one [client-ip's default: 3h].
+        #[arg(long, value_name = "none|client-ip[:TIMEOUT]")]
+        affinity: Option<String>,
     },
     /// List services.
     Ls {
@@ -205,6 +210,11 @@ enum ServiceCmd {
         /// Give a drained backend new flows again (repeatable).
         #[arg(long = "undrain", value_name = "ENDPOINT")]
         undrain: Vec<String>,
+        /// none, client-ip or client-ip:TIMEOUT (seconds, or 90s, 10m, 3h):
+        /// a client's new connections go to the backend its last one had,
+        /// for TIMEOUT after that one [client-ip's default: 3h].
+        #[arg(long, value_name = "none|client-ip[:TIMEOUT]")]
+        affinity: Option<String>,
     },
     /// Remove a service.
     Rm { name: String },
@@ -548,6 +558,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             backends,
             weights: w,
             mode,
+            affinity,
             file: None,
         } => {
             let spec = ServiceSpec {
@@ -564,6 +575,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 } else {
                     Mode::Vip
                 },
+                affinity,
             };
             let s: ServiceView = client.post("/services", &spec).await?;
             let vip = s.service.vip.map_or("-".to_string(), |v| v.to_string());
@@ -576,8 +588,8 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             let networks: Vec<Network> = client.get("/networks").await?;
             println!(
-                "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  SELECTOR",
-                "NAME", "NETWORK", "VIP", "MODE", "PORTS", "BACKENDS"
+                "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  {:<16}  SELECTOR",
+                "NAME", "NETWORK", "VIP", "MODE", "PORTS", "BACKENDS", "AFFINITY"
             );
             for v in list {
                 let s = &v.service;
@@ -587,13 +599,14 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                     s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let active = v.backends.iter().filter(|b| !b.draining).count();
                 println!(
-                    "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  {}",
+                    "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  {:<16}  {}",
                     s.name,
                     net,
                     s.vip.map_or("-".to_string(), |v| v.to_string()),
                     if s.mode == Mode::Vip { "vip" } else { "dnsrr" },
                     ports.join(","),
                     format!("{active}/{}", v.backends.len()),
+                    s.affinity.to_string(),
                     if selector.is_empty() {
                         "-".to_string()
                     } else {
@@ -615,6 +628,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             weights: w,
             drain,
             undrain,
+            affinity,
         } => {
             let update = ServiceUpdate {
                 ports: (!ports.is_empty()).then_some(ports),
@@ -623,6 +637,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 weights: weights(&w)?,
                 drain: drain.into_iter().collect(),
                 undrain: undrain.into_iter().collect(),
+                affinity,
             };
             let s: ServiceView = client.patch(&format!("/services/{name}"), &update).await?;
             println!("{}", s.service.name);

@@ -118,11 +118,12 @@ impl Metrics {
             Opts::new(
                 "netd_conntrack_removed_total",
                 "Conntrack entries netd removed, by why: expired (idle past its timeout), \
-                 orphan (a reverse entry whose flow the LRU evicted), flushed.",
+                 orphan (a reverse entry whose flow the LRU evicted), flushed, \
+                 affinity_expired (a client's affinity past its service's timeout).",
             ),
             &["reason"],
         )?;
-        for reason in ["expired", "orphan", "flushed"] {
+        for reason in ["expired", "orphan", "flushed", "affinity_expired"] {
             conntrack_gc.with_label_values(&[reason]);
         }
         let per_backend = |name: &str, help: &str| {
@@ -182,7 +183,11 @@ impl Metrics {
     pub fn update_conntrack(&self, swept: &Swept, capacity: u32) {
         self.conntrack_entries.set(swept.live as i64);
         self.conntrack_capacity.set(i64::from(capacity));
-        for (reason, n) in [("expired", swept.expired), ("orphan", swept.orphans)] {
+        for (reason, n) in [
+            ("expired", swept.expired),
+            ("orphan", swept.orphans),
+            ("affinity_expired", swept.affinity_expired),
+        ] {
             self.conntrack_gc
                 .with_label_values(&[reason])
                 .inc_by(n as u64);

@@ -9,6 +9,7 @@
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use netd::dataplane::{
+    conntrack::monotonic_ns,
     maps::{MapOp, MapWriter},
     tables,
 };
@@ -18,8 +19,9 @@ use netd_common::{
     maps::NetworkEntry,
     program_names::TC_ENDPOINT,
     service::{
-        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
-        ServiceKey, VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING, HAIRPIN_IP, PROTO_TCP, PROTO_UDP,
+        AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
+        RevNatEntry, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING,
+        HAIRPIN_IP, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
     },
 };
 use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
@@ -96,6 +98,11 @@ fn world(backend: [u8; 4]) -> World {
 /// The service's two ports (VIP:80/tcp, VIP:53/udp, both to TARGET), with
 /// `active` backends taking new flows.
 fn service_ports(active: u32) -> Vec<MapOp> {
+    service_ports_with(active, 0)
+}
+
+/// As [`service_ports`], with client affinity for `affinity_secs` (0: none).
+fn service_ports_with(active: u32, affinity_secs: u32) -> Vec<MapOp> {
     [(80u16, PROTO_TCP), (53, PROTO_UDP)]
         .into_iter()
         .map(|(port, proto)| {
@@ -111,8 +118,12 @@ fn service_ports(active: u32) -> Vec<MapOp> {
                     table: TABLE,
                     active,
                     target_port: TARGET.to_be_bytes(),
-                    flags: 0,
-                    _pad: 0,
+                    flags: if affinity_secs > 0 {
+                        SERVICE_AFFINITY
+                    } else {
+                        0
+                    },
+                    affinity_secs,
                 },
             )
         })
@@ -589,4 +600,104 @@ fn a_draining_backend_keeps_its_flows_and_takes_no_new_one() {
         flow.len() as u64,
         "new flow",
     );
+}
+
+fn affinity_map(
+    w: &mut World,
+) -> aya::maps::HashMap<&mut aya::maps::MapData, AffinityKey, AffinityEntry> {
+    let map =
+        w.f.datapath
+            .ebpf_mut()
+            .map_mut(map_names::AFFINITY)
+            .expect("NETD_AFFINITY in the object");
+    aya::maps::HashMap::try_from(map).expect("a hash map")
+}
+
+fn affinity_of(w: &mut World, client: [u8; 4]) -> Option<AffinityEntry> {
+    let key = AffinityKey {
+        table: TABLE,
+        client,
+    };
+    affinity_map(w).get(&key, 0).ok()
+}
+
+fn new_flow_goes_to(w: &mut World, src_port: u16) -> Endpoint {
+    let (verdict, out) = run(w, &tcp((A_IP, src_port), (VIP, 80), A_MAC));
+    assert_eq!(verdict, TC_ACT_REDIRECT, "new flow from port {src_port}");
+    addresses(&out).2
+}
+
+#[test]
+fn with_client_affinity_new_flows_keep_the_clients_backend_until_it_drains_or_times_out() {
+    let mut w = world(B_IP);
+    for op in service_ports_with(1, 60) {
+        w.f.maps.apply(&op).expect("map write");
+    }
+    let before = monotonic_ns();
+    assert_eq!(new_flow_goes_to(&mut w, 40000), (B_IP, TARGET), "Maglev");
+    let a = affinity_of(&mut w, A_IP).expect("the client's affinity is recorded");
+    assert_eq!((a.backend, a.timeout_secs), (B_IP, 60));
+    assert!(a.last_seen >= before && a.last_seen <= monotonic_ns());
+
+    // The table now sends everything to D; A's new flows stay on B, by
+    // TCP and by UDP alike (affinity is per service, not per port).
+    w.f.maps
+        .apply(&MapOp::put(tables::MAGLEV, TABLE, all_to(D_IP)))
+        .expect("map write");
+    assert_eq!(new_flow_goes_to(&mut w, 40001), (B_IP, TARGET), "sticky");
+    let (_, out) = run(&mut w, &udp((A_IP, 40002), (VIP, 53), A_MAC));
+    assert_eq!(addresses(&out).2, (B_IP, TARGET), "sticky over UDP");
+    // Another client has no affinity yet: Maglev's choice.
+    sending_as(&mut w, B_IP, B_MAC, 80);
+    let (_, out) = run(&mut w, &tcp((B_IP, 40003), (VIP, 80), B_MAC));
+    assert_eq!(addresses(&out).2, (D_IP, TARGET), "another client");
+    for op in local_endpoint(HERE, 1, A_IP, A_MAC, HOST_MAC)
+        .iter()
+        .chain(&local_endpoint(B_IF, 1, B_IP, B_MAC, HOST_MAC))
+    {
+        w.f.maps.apply(op).expect("map write");
+    }
+
+    // B drains: A moves to D, and stays there.
+    set_backend(&mut w, B_IP, BACKEND_DRAINING);
+    assert_eq!(new_flow_goes_to(&mut w, 40004), (D_IP, TARGET), "B drains");
+    assert_eq!(affinity_of(&mut w, A_IP).map(|a| a.backend), Some(D_IP));
+    set_backend(&mut w, B_IP, BACKEND_ACTIVE);
+
+    // An affinity older than its timeout no longer holds.
+    let stale = AffinityEntry {
+        backend: B_IP,
+        timeout_secs: 60,
+        last_seen: monotonic_ns().saturating_sub(61_000_000_000),
+    };
+    let key = AffinityKey {
+        table: TABLE,
+        client: A_IP,
+    };
+    affinity_map(&mut w).insert(key, stale, 0).expect("insert");
+    assert_eq!(new_flow_goes_to(&mut w, 40005), (D_IP, TARGET), "expired");
+    let fresh = affinity_of(&mut w, A_IP).expect("rewritten");
+    assert_eq!(fresh.backend, D_IP);
+    assert!(fresh.last_seen > stale.last_seen + 60_000_000_000);
+
+    // Without affinity, a fresh entry is ignored and nothing is recorded.
+    affinity_map(&mut w)
+        .insert(
+            key,
+            AffinityEntry {
+                last_seen: monotonic_ns(),
+                ..stale
+            },
+            0,
+        )
+        .expect("insert");
+    for op in service_ports_with(1, 0) {
+        w.f.maps.apply(&op).expect("map write");
+    }
+    assert_eq!(
+        new_flow_goes_to(&mut w, 40006),
+        (D_IP, TARGET),
+        "no affinity"
+    );
+    assert_eq!(affinity_of(&mut w, A_IP).map(|a| a.backend), Some(B_IP));
 }

@@ -13,6 +13,10 @@ use std::{
     time::Duration,
 };
 
+use netd_common::{
+    map_names,
+    service::{AffinityEntry, AffinityKey},
+};
 use netd_tests::{
     fixture::TempPins,
     netns::NetNs,
@@ -23,7 +27,7 @@ use netd_tests::{
 struct Host {
     ns: NetNs,
     netd: Netd,
-    _pins: TempPins,
+    pins: TempPins,
 }
 
 impl Drop for Host {
@@ -57,11 +61,7 @@ fn host_with(extra: &[&str]) -> Host {
     let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), extra);
     netd.wait_ready(&ns);
     netd.ok(&["network", "create", "n1", "--subnet", "10.31.0.0/24"]);
-    Host {
-        ns,
-        netd,
-        _pins: pins,
-    }
+    Host { ns, netd, pins }
 }
 
 fn backend(h: &Host, name: &str, labels: &[&str]) -> Backend {
@@ -602,4 +602,129 @@ fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_clie
         Err(ErrorKind::ConnectionRefused),
         "the backend's ICMP error, translated"
     );
+}
+
+/// The backend addresses `client`'s affinities name
+/// in the pinned `NETD_AFFINITY`, read from the pin as any tool would.
+fn pinned_affinity(h: &Host, client: &str) -> Vec<String> {
+    let map = aya::maps::MapData::from_pin(h.pins.layout.map(map_names::AFFINITY))
+        .expect("NETD_AFFINITY is pinned");
+    let map = aya::maps::Map::HashMap(map);
+    let affinity: aya::maps::HashMap<_, AffinityKey, AffinityEntry> =
+        aya::maps::HashMap::try_from(map).expect("a hash map");
+    let client: std::net::Ipv4Addr = client.parse().expect("address");
+    affinity
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.client == client.octets())
+        .map(|(_, a)| std::net::Ipv4Addr::from(a.backend).to_string())
+        .collect()
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_clients_connections_on_one_backend_through_kill_9_until_turned_off() {
+    let mut h = host();
+    let backends: Vec<Backend> = (0..3)
+        .map(|i| backend(&h, &format!("web{i}"), &["app=web"]))
+        .collect();
+    let client = NetNs::new("ndC");
+    let client_ip = h.netd.endpoint("client", "n1", &client, &[]);
+    let vip = service(
+        &h,
+        "web",
+        &["--selector", "app=web", "--affinity", "client-ip:1m"],
+    );
+    let listed = h.netd.ok(&["service", "ls"]);
+    assert!(listed.contains("client-ip:60s"), "{listed}");
+
+    let answers: Vec<String> = (0..30)
+        .map(|_| connect(&client, &vip).1)
+        .chain(udp_flows(&client, &vip, 30))
+        .collect();
+    let count = shares(&answers);
+    assert_eq!(count.len(), 1, "60 flows, one backend: {count:?}");
+    let sticky = count.keys().next().expect("a backend").clone();
+    let sticky_ip = backends
+        .iter()
+        .find(|b| b.name == sticky)
+        .map(|b| b.ip.clone())
+        .expect("one of ours");
+    assert_eq!(pinned_affinity(&h, &client_ip), [sticky_ip.as_str()]);
+
+    // netd killed, then started again: the affinity is pinned state.
+    h.netd.kill();
+    let while_dead = shares(
+        &(0..10)
+            .map(|_| connect(&client, &vip).1)
+            .collect::<Vec<_>>(),
+    );
+    h.netd.restart(&h.ns);
+    let after = shares(
+        &(0..10)
+            .map(|_| connect(&client, &vip).1)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        while_dead.keys().collect::<Vec<_>>(),
+        [&sticky],
+        "netd dead"
+    );
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        [&sticky],
+        "netd restarted"
+    );
+    assert_eq!(pinned_affinity(&h, &client_ip), [sticky_ip.as_str()]);
+
+    // Its backend drains: the client moves to one other backend, now for
+    // 1 s at a time.
+    h.netd.ok(&[
+        "service",
+        "update",
+        "web",
+        "--drain",
+        &sticky,
+        "--affinity",
+        "client-ip:1",
+    ]);
+    let moved = shares(
+        &(0..30)
+            .map(|_| connect(&client, &vip).1)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(!moved.contains_key(&sticky), "{moved:?}");
+
+    // Idle past its 1 s, the client's affinity is swept.
+    netd_tests::cluster::eventually("the affinity is swept", || {
+        pinned_affinity(&h, &client_ip).is_empty()
+    });
+    let scrape = h.netd.scrape(&h.ns).expect("metrics");
+    assert!(
+        metric(
+            &scrape,
+            "netd_conntrack_removed_total{reason=\"affinity_expired\"}"
+        )
+        .unwrap_or(0)
+            >= 1,
+        "{scrape}"
+    );
+
+    // Turned off, the client's connections are balanced again.
+    h.netd.ok(&[
+        "service",
+        "update",
+        "web",
+        "--affinity",
+        "none",
+        "--undrain",
+        &sticky,
+    ]);
+    let tcp: Vec<String> = (0..300).map(|_| connect(&client, &vip).1).collect();
+    let all: Vec<&Backend> = backends.iter().collect();
+    assert_balanced("300 connections without affinity", &tcp, &all);
+    let (ok, _, err) = h
+        .netd
+        .cli(&["service", "update", "web", "--affinity", "client-ip:0"]);
+    assert!(!ok && err.contains("affinity:"), "{err}");
 }

@@ -1,27 +1,46 @@
-//! Upgrades keep pinned state: a netd of the previous layout (built by
-//! `cargo xtask test` from the commit named in xtask) is replaced under
-//! traffic, and maps that cannot be carried over stop the start, not the
-//! datapath.
+//! Upgrades keep pinned state: a netd of the previous layout, and one of
+//! the services release before client affinity (both built by `cargo xtask
+//! test` from the commits named in xtask), is replaced under traffic, and
+//! maps that cannot be carried over stop the start, not the datapath.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use netd_tests::{
     fixture::TempPins,
     free_port,
     netns::NetNs,
     process::{metric, netd_bin, Netd},
+    services::{ask, connect, serve, shares},
     traffic::{ping, PingUnderway},
 };
 
-fn old_netd() -> PathBuf {
-    let bin = std::env::var_os("NETD_UPGRADE_FROM_BIN").map(PathBuf::from);
-    match bin {
+fn built_by_xtask(var: &str, what: &str) -> PathBuf {
+    match std::env::var_os(var).map(PathBuf::from) {
         Some(bin) if bin.exists() => bin,
         _ => panic!(
-            "NETD_UPGRADE_FROM_BIN is not set or missing: run through `cargo xtask test`, \
-             which builds netd as of the last layout-1 commit"
+            "{var} is not set or missing: run through `cargo xtask test`, which builds netd \
+             as of {what}"
         ),
     }
+}
+
+fn old_netd() -> PathBuf {
+    built_by_xtask("NETD_UPGRADE_FROM_BIN", "the last layout-1 commit")
+}
+
+fn services_netd() -> PathBuf {
+    built_by_xtask(
+        "NETD_UPGRADE_FROM_SERVICES_BIN",
+        "the services release before client affinity",
+    )
 }
 
 const REDIRECTED: &str = "netd_packets_total{hook=\"tc_endpoint\",verdict=\"redirect\"}";
@@ -110,6 +129,101 @@ fn an_upgrade_from_layout_1_under_traffic_loses_no_ping_and_keeps_the_counters()
     w.netd.stop();
     w.netd.restart(&w.host);
     assert!(ping(&w.s1, &w.a2, 2));
+}
+
+#[test]
+fn an_upgrade_from_the_services_release_keeps_a_connection_through_the_vip_and_adds_affinity() {
+    let host = NetNs::new("ndHv");
+    let pins = TempPins::new();
+    let mut netd = Netd::start_bin(
+        &services_netd(),
+        &host,
+        pins.layout.root(),
+        free_port(),
+        &[],
+    );
+    netd.wait_ready(&host);
+    netd.ok(&["network", "create", "n1", "--subnet", "10.42.0.0/24"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let backends: Vec<NetNs> = (0..2)
+        .map(|i| {
+            let ns = NetNs::new("ndB");
+            let name = format!("web{i}");
+            netd.endpoint(&name, "n1", &ns, &["--label", "app=web"]);
+            serve(&ns, &name, stop.clone());
+            ns
+        })
+        .collect();
+    let client = NetNs::new("ndC");
+    netd.endpoint("client", "n1", &client, &[]);
+    let created = netd.ok(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "n1",
+        "--port",
+        "80:8080/tcp",
+        "--selector",
+        "app=web",
+    ]);
+    let vip = created.split_whitespace().nth(1).expect("VIP").to_string();
+    let (conn, first) = connect(&client, &vip);
+    let first = first.split(':').next().expect("name").to_string();
+    // Drained: only the old netd's conntrack entry keeps the connection on
+    // its backend, so an entry lost in the upgrade would break it.
+    netd.ok(&["service", "update", "web", "--drain", &first]);
+
+    let talking = Arc::new(AtomicBool::new(true));
+    let talker = {
+        let talking = talking.clone();
+        let conn = conn.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while talking.load(Ordering::SeqCst) {
+                answers.push(ask(&conn).map_err(|e| e.to_string()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    netd.kill();
+    netd.switch_binary(&netd_bin());
+    netd.restart(&host);
+    std::thread::sleep(Duration::from_millis(300));
+    talking.store(false, Ordering::SeqCst);
+    let answers = talker.join().expect("talker");
+    assert!(answers.len() > 10, "{} exchanges", answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(
+            a.as_deref(),
+            Ok(first.as_str()),
+            "exchange {i}:\n{}",
+            netd.log()
+        );
+    }
+    let flows = netd.ok(&["conntrack", "ls", "--service", "web"]);
+    assert!(flows.contains("established"), "{flows}");
+
+    // The new netd's map (client affinity) works on the upgraded pins.
+    netd.ok(&[
+        "service",
+        "update",
+        "web",
+        "--undrain",
+        &first,
+        "--affinity",
+        "client-ip",
+    ]);
+    let sticky = shares(
+        &(0..20)
+            .map(|_| connect(&client, &vip).1)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    stop.store(true, Ordering::SeqCst);
+    drop(backends);
 }
 
 fn bpftool(args: &[&str]) {

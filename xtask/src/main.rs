@@ -191,13 +191,15 @@ fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
          (use --unprivileged for the rest)",
     )?;
     build_netd(false)?;
-    let old_netd = upgrade_base::ensure(root)?;
+    let old_netd = upgrade_base::ensure(root, upgrade_base::LAYOUT_1)?;
+    let services_netd = upgrade_base::ensure(root, upgrade_base::SERVICES)?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     let mut child = Command::new(cargo_bin())
         .args(&args)
         .env("NETD_BIN", root.join("target/debug/netd"))
         .env("NETD_UPGRADE_FROM_BIN", old_netd)
+        .env("NETD_UPGRADE_FROM_SERVICES_BIN", services_netd)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

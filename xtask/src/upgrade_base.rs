@@ -1,5 +1,6 @@
-//! The netd an upgrade test starts from: the last commit of pin layout 1,
-//! built once from the repository's history into target/upgrade-from/.
+//! The netds an upgrade test starts from, built once from the
+//! repository's history into target/upgrade-from/: the last commit of pin
+//! layout 1, and the first release with services (conntrack in flight).
 
 use std::{
     fs,
@@ -10,24 +11,28 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// The last commit whose pins are layout 1 (no NETD_META, 26 counters).
-pub const COMMIT: &str = "60c3a5f8585d345c95e2fc1e43058bb843560e3a";
+pub const LAYOUT_1: &str = "60c3a5f8585d345c95e2fc1e43058bb843560e3a";
 
-/// The old netd binary, built when missing.
-pub fn ensure(root: &Path) -> Result<PathBuf> {
-    let dir = root.join("target/upgrade-from").join(&COMMIT[..12]);
+/// The last landed commit before client affinity (`NETD_AFFINITY`): VIPs,
+/// conntrack and the tail-called programs, pinned.
+pub const SERVICES: &str = "177d056fea36817d49a5c59b844939fea5fe9bb0";
+
+/// The netd binary of `commit`, built when missing.
+pub fn ensure(root: &Path, commit: &str) -> Result<PathBuf> {
+    let dir = root.join("target/upgrade-from").join(&commit[..12]);
     let bin = dir.join("netd");
     if bin.exists() {
         return Ok(bin);
     }
     eprintln!(
         "xtask: building netd as of {} for the upgrade test (once, a few minutes)",
-        &COMMIT[..12]
+        &commit[..12]
     );
     let src = dir.join("src");
     let _ = fs::remove_dir_all(&src);
     fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
     let mut archive = Command::new("git")
-        .args(["archive", COMMIT])
+        .args(["archive", commit])
         .current_dir(root)
         .stdout(Stdio::piped())
         .spawn()
@@ -42,7 +47,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
         .context("running tar")?;
     if !archive.wait()?.success() || !untar.success() {
         bail!(
-            "cannot extract commit {COMMIT}: the upgrade test needs the repository's history \
+            "cannot extract commit {commit}: the upgrade test needs the repository's history \
              (run from a git clone, not an export)"
         );
     }
@@ -54,7 +59,7 @@ pub fn ensure(root: &Path) -> Result<PathBuf> {
         .status()
         .context("building the old netd")?;
     if !status.success() {
-        bail!("building netd as of {COMMIT} failed ({status})");
+        bail!("building netd as of {commit} failed ({status})");
     }
     fs::copy(target.join("debug/netd"), &bin).context("keeping the old netd")?;
     // Only the binary is needed; the build tree is a few hundred MB.

@@ -536,7 +536,7 @@ fn lb_path(repeat: u32) -> LbPath {
             active: BACKENDS as u32,
             target_port: TARGET.to_be_bytes(),
             flags: 0,
-            _pad: 0,
+            affinity_secs: 0,
         },
     ));
     ops.push(MapOp::put(
@@ -619,7 +619,7 @@ fn lb_path(repeat: u32) -> LbPath {
                 active: 1,
                 target_port: PORT.to_be_bytes(),
                 flags: 0,
-                _pad: 0,
+                affinity_secs: 0,
             },
         ),
         MapOp::put(

@@ -1,7 +1,9 @@
-//! netd's conntrack (`NETD_CT`, `NETD_REV_NAT`): written by the endpoint
-//! program for every flow to a VIP, read, swept and flushed here. An
-//! entry's timeout depends on its protocol and on what the datapath saw
-//! of it (a reply, a FIN, a RST); the pure part is [`timeout`].
+//! netd's conntrack (`NETD_CT`, `NETD_REV_NAT`, and client affinity in
+//! `NETD_AFFINITY`): written by the datapath for every flow to a VIP,
+//! read, swept and flushed here. An entry's timeout depends on its
+//! protocol and on what the datapath saw of it (a reply, a FIN, a RST);
+//! the pure part is [`timeout`]. An affinity entry lasts its service's
+//! affinity timeout after the client's last new flow.
 
 use std::{
     collections::BTreeMap,
@@ -11,8 +13,8 @@ use std::{
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use netd_common::service::{
-    CtEntry, CtTuple, RevNatEntry, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP,
-    PROTO_TCP,
+    AffinityEntry, AffinityKey, CtEntry, CtTuple, RevNatEntry, CT_HAIRPIN, CT_SEEN_FIN,
+    CT_SEEN_REPLY, CT_SEEN_RST, HAIRPIN_IP, PROTO_TCP,
 };
 use serde::{Deserialize, Serialize};
 
@@ -170,13 +172,17 @@ pub fn service_names(services: &[Service]) -> ServiceNames {
 
 impl FlowFilter {
     pub fn matches(&self, names: &ServiceNames, entry: &CtEntry) -> bool {
+        self.takes(names, entry.table, entry.backend_ip)
+    }
+
+    /// Whether a client's affinity to `backend` of service `table` goes
+    /// with the flows a flush takes.
+    pub fn takes(&self, names: &ServiceNames, table: u32, backend: [u8; 4]) -> bool {
         let service_ok = self
             .service
             .as_ref()
-            .is_none_or(|name| names.get(&entry.table) == Some(name));
-        let backend_ok = self
-            .backend
-            .is_none_or(|ip| ip.octets() == entry.backend_ip);
+            .is_none_or(|name| names.get(&table) == Some(name));
+        let backend_ok = self.backend.is_none_or(|ip| ip.octets() == backend);
         service_ok && backend_ok
     }
 }
@@ -232,6 +238,9 @@ pub struct Swept {
     pub expired: usize,
     /// Reverse entries removed whose flow was gone (evicted by the LRU).
     pub orphans: usize,
+    /// Client-affinity entries left, and removed past their timeout.
+    pub affinity_live: usize,
+    pub affinity_expired: usize,
     /// Every flow as the sweep found it (expired ones included, with
     /// their last counts).
     pub seen: Vec<(CtTuple, CtEntry)>,
@@ -240,6 +249,7 @@ pub struct Swept {
 pub struct Conntrack {
     flows: HashMap<MapData, CtTuple, CtEntry>,
     replies: HashMap<MapData, CtTuple, RevNatEntry>,
+    affinity: HashMap<MapData, AffinityKey, AffinityEntry>,
     capacity: u32,
 }
 
@@ -256,11 +266,12 @@ fn err(map: &'static str) -> impl Fn(MapError) -> ConntrackError {
 }
 
 impl Conntrack {
-    pub fn new(flows: Map, replies: Map) -> Result<Self, ConntrackError> {
+    pub fn new(flows: Map, replies: Map, affinity: Map) -> Result<Self, ConntrackError> {
         let capacity = super::maps::max_entries_of(&flows);
         Ok(Self {
             flows: HashMap::try_from(flows).map_err(err("NETD_CT"))?,
             replies: HashMap::try_from(replies).map_err(err("NETD_REV_NAT"))?,
+            affinity: HashMap::try_from(affinity).map_err(err("NETD_AFFINITY"))?,
             capacity,
         })
     }
@@ -278,6 +289,15 @@ impl Conntrack {
     pub fn remove(&mut self, tuple: &CtTuple, entry: &CtEntry) {
         let _ = self.replies.remove(&reply_tuple(tuple, entry));
         let _ = self.flows.remove(tuple);
+    }
+
+    /// Every client's affinity now.
+    pub fn affinities(&self) -> Vec<(AffinityKey, AffinityEntry)> {
+        self.affinity.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn remove_affinity(&mut self, key: &AffinityKey) {
+        let _ = self.affinity.remove(key);
     }
 
     /// Removes what has been idle past its timeout at `now` (ns).
@@ -304,6 +324,14 @@ impl Conntrack {
             if !live_replies.contains(&tuple) && idle > longest {
                 let _ = self.replies.remove(&tuple);
                 swept.orphans += 1;
+            }
+        }
+        for (key, entry) in self.affinities() {
+            if entry.holds(entry.timeout_secs, now) {
+                swept.affinity_live += 1;
+            } else {
+                self.remove_affinity(&key);
+                swept.affinity_expired += 1;
             }
         }
         swept

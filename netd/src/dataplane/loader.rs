@@ -198,7 +198,8 @@ impl Datapath {
         let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
         let flows = take(map_names::CT)?;
         let replies = take(map_names::REV_NAT)?;
-        super::conntrack::Conntrack::new(flows, replies).map_err(LoadError::Conntrack)
+        let affinity = take(map_names::AFFINITY)?;
+        super::conntrack::Conntrack::new(flows, replies, affinity).map_err(LoadError::Conntrack)
     }
 
     /// Takes the counters map out of the object (call once).

@@ -8,13 +8,13 @@ use netd_common::{
     maglev,
     service::{
         BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
-        BACKEND_DRAINING,
+        BACKEND_DRAINING, SERVICE_AFFINITY,
     },
 };
 use tracing::warn;
 
 use super::{maps::MapState, tables};
-use crate::model::{Endpoint, Mode, Network, Service};
+use crate::model::{Affinity, Endpoint, Mode, Network, Service};
 
 /// Adds every VIP service's entries to `state`. A backend counts only
 /// if this host can reach it: `reachable` holds the addresses `state`'s
@@ -75,6 +75,10 @@ pub fn compile_services(
                 None
             })
         });
+        let (flags, affinity_secs) = match service.affinity {
+            Affinity::None => (0, 0),
+            Affinity::ClientIp { timeout_secs } => (SERVICE_AFFINITY, timeout_secs),
+        };
         let active = match slots {
             Some(slots) => {
                 state.put(tables::MAGLEV, table, *slots);
@@ -95,8 +99,8 @@ pub fn compile_services(
                     table,
                     active,
                     target_port: port.target_port.to_be_bytes(),
-                    flags: 0,
-                    _pad: 0,
+                    flags,
+                    affinity_secs,
                 },
             );
         }

@@ -23,9 +23,9 @@ use netd_common::{
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS,
     },
     service::{
-        BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable, RevNatEntry, ServiceEntry,
-        ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS,
-        MAX_VIPS,
+        AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
+        RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
+        MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_PORTS, MAX_VIPS,
     },
 };
 
@@ -186,6 +186,9 @@ pub const CT: Table<CtTuple, CtEntry> = Table::new(map_names::CT);
 /// Reverse NAT, by the reply's tuple.
 pub const REV_NAT: Table<CtTuple, RevNatEntry> = Table::new(map_names::REV_NAT);
 
+/// Client affinity: each client's backend, per service with affinity.
+pub const AFFINITY: Table<AffinityKey, AffinityEntry> = Table::new(map_names::AFFINITY);
+
 /// Programs the endpoint program tail-calls, filled by netd at load.
 pub const PROGS: TableDecl = TableDecl {
     name: map_names::PROGS,
@@ -215,6 +218,7 @@ pub const TABLES: &[TableDecl] = &[
     VIPS.hash(MAX_VIPS, Owner::Control { order: 8 }),
     CT.lru_hash(DEFAULT_CT_ENTRIES),
     REV_NAT.lru_hash(DEFAULT_CT_ENTRIES),
+    AFFINITY.lru_hash(MAX_AFFINITY),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
     PROGS,

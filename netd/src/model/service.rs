@@ -104,8 +104,87 @@ pub enum Mode {
     Dnsrr,
 }
 
+/// Session affinity: whether a client's new flows go to the backend its
+/// last one had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+pub enum Affinity {
+    #[default]
+    None,
+    /// For `timeout_secs` after the client's last new flow, while that
+    /// backend takes new flows.
+    ClientIp { timeout_secs: u32 },
+}
+
+impl Affinity {
+    /// Kubernetes' default for `sessionAffinity: ClientIP`.
+    pub const DEFAULT_TIMEOUT_SECS: u32 = 10_800;
+    /// Kubernetes' limit, and the longest a client keeps a backend.
+    pub const MAX_TIMEOUT_SECS: u32 = 86_400;
+}
+
+impl fmt::Display for Affinity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Affinity::None => f.write_str("none"),
+            Affinity::ClientIp { timeout_secs } => write!(f, "client-ip:{timeout_secs}s"),
+        }
+    }
+}
+
+/// `none`, `client-ip` or `client-ip:TIMEOUT` (seconds, or with an `s`,
+/// `m` or `h` suffix).
+impl FromStr for Affinity {
+    type Err = ModelError;
+
+    fn from_str(text: &str) -> Result<Self, ModelError> {
+        let bad = |why: String| {
+            ModelError::invalid(
+                "affinity",
+                format!("{text:?} {why} (none, client-ip or client-ip:TIMEOUT, e.g. client-ip:3h)"),
+            )
+        };
+        let (mode, timeout) = match text.split_once(':') {
+            Some((mode, timeout)) => (mode, Some(timeout)),
+            None => (text, None),
+        };
+        match (mode, timeout) {
+            ("none", None) => return Ok(Affinity::None),
+            ("client-ip", _) => {}
+            _ => return Err(bad("is not an affinity".into())),
+        }
+        let Some(timeout) = timeout else {
+            return Ok(Affinity::ClientIp {
+                timeout_secs: Self::DEFAULT_TIMEOUT_SECS,
+            });
+        };
+        let (digits, unit) = match timeout.strip_suffix(['s', 'm', 'h']) {
+            Some(d) => (d, &timeout[d.len()..]),
+            None => (timeout, "s"),
+        };
+        let scale = match unit {
+            "h" => 3600,
+            "m" => 60,
+            _ => 1,
+        };
+        let secs = digits
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .filter(|n| (1..=Self::MAX_TIMEOUT_SECS).contains(n))
+            .ok_or_else(|| {
+                bad(format!(
+                    "has a timeout that is not 1 s to {} s",
+                    Self::MAX_TIMEOUT_SECS
+                ))
+            })?;
+        Ok(Affinity::ClientIp { timeout_secs: secs })
+    }
+}
+
 /// `netd service create NAME --network NET [--vip IP] --port 80:8080/tcp
-/// [--selector k=v,...] [--backend EP] [--weight EP=N] [--drain EP] [--mode dnsrr]`.
+/// [--selector k=v,...] [--backend EP] [--weight EP=N] [--drain EP] [--mode dnsrr]
+/// [--affinity client-ip[:TIMEOUT]]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServiceSpec {
@@ -130,6 +209,10 @@ pub struct ServiceSpec {
     pub draining: BTreeSet<String>,
     #[serde(default)]
     pub mode: Mode,
+    /// `none`, `client-ip` or `client-ip:TIMEOUT`. Left out when unset, so
+    /// a netd from before affinity still takes the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
 }
 
 /// `netd service update NAME ...`: what is given replaces what was.
@@ -151,6 +234,9 @@ pub struct ServiceUpdate {
     /// Endpoints to take new flows again.
     #[serde(default)]
     pub undrain: BTreeSet<String>,
+    /// As in [`ServiceSpec::affinity`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
 }
 
 /// A service as stored.
@@ -170,6 +256,9 @@ pub struct Service {
     pub weights: BTreeMap<String, u32>,
     pub draining: BTreeSet<String>,
     pub mode: Mode,
+    /// Stored services from before affinity have none.
+    #[serde(default)]
+    pub affinity: Affinity,
     /// Its number in the maps (Maglev table, metrics), the same on every
     /// host, kept while it exists.
     pub index: u32,
@@ -238,6 +327,17 @@ fn parse_ports(texts: &[String]) -> Result<Vec<ServicePort>, ModelError> {
         }
     }
     Ok(ports)
+}
+
+fn parse_affinity(text: Option<&str>, mode: Mode) -> Result<Affinity, ModelError> {
+    let affinity = text.map(str::parse).transpose()?.unwrap_or_default();
+    if mode == Mode::Dnsrr && affinity != Affinity::None {
+        return Err(ModelError::invalid(
+            "affinity",
+            "a dnsrr service has no VIP to keep a client on one backend",
+        ));
+    }
+    Ok(affinity)
 }
 
 fn check_weights(weights: &BTreeMap<String, u32>) -> Result<(), ModelError> {
@@ -344,6 +444,7 @@ impl Service {
         };
         check_named(&spec.backends, network, endpoints)?;
         check_weights(&spec.weights)?;
+        let affinity = parse_affinity(spec.affinity.as_deref(), spec.mode)?;
         Ok(Service {
             id: new_id(),
             name: spec.name.clone(),
@@ -355,6 +456,7 @@ impl Service {
             weights: spec.weights.clone(),
             draining: spec.draining.clone(),
             mode: spec.mode,
+            affinity,
             index,
         })
     }
@@ -400,6 +502,9 @@ impl Service {
         }
         next.draining.extend(update.drain.iter().cloned());
         next.draining.retain(|n| !update.undrain.contains(n));
+        if let Some(text) = &update.affinity {
+            next.affinity = parse_affinity(Some(text), next.mode)?;
+        }
         Ok(next)
     }
 
@@ -659,6 +764,29 @@ mod tests {
                 },
                 "name: \"a b\" is not a valid name",
             ),
+            (
+                ServiceSpec {
+                    affinity: Some("sticky".into()),
+                    ..spec("x")
+                },
+                "affinity: \"sticky\" is not an affinity",
+            ),
+            (
+                ServiceSpec {
+                    affinity: Some("client-ip:2d".into()),
+                    ..spec("x")
+                },
+                "affinity: \"client-ip:2d\" has a timeout that is not 1 s to 86400 s",
+            ),
+            (
+                ServiceSpec {
+                    mode: Mode::Dnsrr,
+                    ports: vec![],
+                    affinity: Some("client-ip".into()),
+                    ..spec("x")
+                },
+                "affinity: a dnsrr service has no VIP",
+            ),
         ];
         for (s, expected) in cases {
             let e = Service::from_spec(
@@ -673,6 +801,49 @@ mod tests {
             .to_string();
             assert!(e.contains(expected), "{s:?}: {e:?}");
         }
+    }
+
+    #[test]
+    fn affinity_parses_with_kubernetes_defaults_and_limits() {
+        let a = |t: &str| t.parse::<Affinity>();
+        let secs = |timeout_secs| Affinity::ClientIp { timeout_secs };
+        assert_eq!(a("none").expect("none"), Affinity::None);
+        assert_eq!(a("client-ip").expect("default"), secs(10_800));
+        assert_eq!(a("client-ip:90").expect("secs"), secs(90));
+        assert_eq!(a("client-ip:90s").expect("secs"), secs(90));
+        assert_eq!(a("client-ip:5m").expect("mins"), secs(300));
+        assert_eq!(a("client-ip:24h").expect("hours"), secs(86_400));
+        for bad in [
+            "",
+            "client",
+            "none:5",
+            "client-ip:",
+            "client-ip:0",
+            "client-ip:25h",
+            "client-ip:5x",
+            "client-ip:99999999999h",
+        ] {
+            assert!(a(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            secs(300).to_string().parse::<Affinity>().expect("again"),
+            secs(300)
+        );
+        let json = serde_json::to_string(&secs(60)).expect("json");
+        assert_eq!(json, r#"{"client-ip":{"timeout-secs":60}}"#);
+    }
+
+    #[test]
+    fn a_service_stored_before_affinity_has_none_and_the_request_leaves_it_out() {
+        let n1 = net("n1", "10.1.0.0/24", 1);
+        let s =
+            Service::from_spec(&spec("web"), &[n1], &[], &[], &BTreeSet::new(), 1).expect("valid");
+        let mut old = serde_json::to_value(&s).expect("json");
+        old.as_object_mut().expect("object").remove("affinity");
+        let read: Service = serde_json::from_value(old).expect("old record");
+        assert_eq!(read.affinity, Affinity::None);
+        let request = serde_json::to_value(spec("web")).expect("json");
+        assert!(request.get("affinity").is_none(), "{request}");
     }
 
     #[test]
@@ -709,6 +880,18 @@ mod tests {
             )
             .expect("valid");
         assert!(!back.backends_in(&endpoints)[0].draining);
+        assert_eq!(back.affinity, Affinity::None, "kept when not given");
+        let sticky = back
+            .updated(
+                &ServiceUpdate {
+                    affinity: Some("client-ip:10m".into()),
+                    ..Default::default()
+                },
+                &nets,
+                &endpoints,
+            )
+            .expect("valid");
+        assert_eq!(sticky.affinity, Affinity::ClientIp { timeout_secs: 600 });
         let e = s
             .updated(
                 &ServiceUpdate {
