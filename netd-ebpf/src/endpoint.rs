@@ -184,29 +184,29 @@ fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction>
     plan
 }
 
-/// Stages for IPv4 from a container, in order: a reply from a backend
-/// (reverse NAT), a packet of a tracked flow to a VIP (service), plain
-/// forwarding. New flows to a VIP and ICMP errors go to the service
-/// program.
+/// Stages for IPv4 from a container, in order: ICMP errors (to their
+/// program), a packet to a VIP (a tracked flow's DNAT here, anything else
+/// to the service program), a reply from a backend (reverse NAT), plain
+/// forwarding. A reply is never addressed to a VIP, so a packet to one
+/// skips the reverse probe.
 #[inline(always)]
 fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<EndpointAction> {
-    let (nat, route_to) = match service::reply(ip, &h.l4) {
-        Some(reply) => reply,
-        None => {
-            if let L4::Icmp { kind, .. } = h.l4 {
-                if icmp::is_error(kind) {
-                    return Outcome::act(EndpointAction::step(EndpointStep::ToIcmpErrorProgram))
-                        .into();
-                }
-            }
+    if let L4::Icmp { kind, .. } = h.l4 {
+        if icmp::is_error(kind) {
+            return Outcome::act(EndpointAction::step(EndpointStep::ToIcmpErrorProgram)).into();
+        }
+    }
+    let (nat, route_to) = match service::vip_of(&ip.dst) {
+        Some(_) => {
             let to = service::established(&ClientPacket::of(me.network, ip, &h.l4, bytes));
             match to.kind {
-                ServiceKind::No => (Nat::NONE, ip.dst),
                 ServiceKind::Nat => (to.nat, to.route_to),
                 ServiceKind::NewFlow | ServiceKind::Refuse => return to_service_program(),
                 ServiceKind::Drop => return Outcome::drop(to.reason).into(),
+                ServiceKind::No => (Nat::NONE, ip.dst),
             }
         }
+        None => service::reply(ip, &h.l4).unwrap_or((Nat::NONE, ip.dst)),
     };
     // One forwarding stage, inlined once, whatever the translation. Not a
     // VIP: `at` still gives the encap its flow hash.

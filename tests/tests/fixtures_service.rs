@@ -306,6 +306,32 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
     // ...and a new one goes to D.
     let (_, out) = run(&mut w, &tcp((A_IP, 40002), (VIP, 80), A_MAC));
     assert_eq!(addresses(&out).2, (D_IP, TARGET), "a new flow");
+    // The port's target moves: tracked flows keep theirs (as the kernel's
+    // conntrack does under kube-proxy), new flows get the new one.
+    let retarget = |target: u16| {
+        MapOp::put(
+            tables::SERVICES,
+            ServiceKey {
+                vip: VIP,
+                port: 80u16.to_be_bytes(),
+                proto: PROTO_TCP,
+                _pad: 0,
+            },
+            ServiceEntry {
+                table: TABLE,
+                active: 1,
+                target_port: target.to_be_bytes(),
+                flags: 0,
+                affinity_secs: 0,
+            },
+        )
+    };
+    w.f.maps.apply(&retarget(9090)).expect("map write");
+    let (_, out) = run(&mut w, &flow);
+    assert_eq!(addresses(&out).2, (B_IP, TARGET), "a tracked flow");
+    let (_, out) = run(&mut w, &tcp((A_IP, 40003), (VIP, 80), A_MAC));
+    assert_eq!(addresses(&out).2, (D_IP, 9090), "a new flow, new target");
+    w.f.maps.apply(&retarget(TARGET)).expect("map write");
     // Once B is gone, its flow is balanced again.
     w.f.maps
         .apply(&MapOp::delete(
@@ -637,7 +663,8 @@ fn with_client_affinity_new_flows_keep_the_clients_backend_until_it_drains_or_ti
     assert_eq!(new_flow_goes_to(&mut w, 40000), (B_IP, TARGET), "Maglev");
     let a = affinity_of(&mut w, A_IP).expect("the client's affinity is recorded");
     assert_eq!((a.backend, a.timeout_secs), (B_IP, 60));
-    assert!(a.last_seen >= before && a.last_seen <= monotonic_ns());
+    // The datapath reads the clock as of the last tick (at most 10 ms old).
+    assert!(a.last_seen + 10_000_000 >= before && a.last_seen <= monotonic_ns());
 
     // The table now sends everything to D; A's new flows stay on B, by
     // TCP and by UDP alike (affinity is per service, not per port).

@@ -105,6 +105,9 @@ struct LbPath {
     repeat: u32,
     tc_baseline_ns: f64,
     established_ns: f64,
+    /// The same endpoint program on a packet to a container's own address
+    /// (no VIP): what the service path adds to plain forwarding.
+    plain_forward_ns: f64,
     single_runs: usize,
     single_tc_baseline_ns: f64,
     single_plain_forward_ns: f64,
@@ -589,6 +592,13 @@ fn lb_path(repeat: u32) -> LbPath {
         &mut (0..RUNS).map(|_| to_backend(20000)),
     );
 
+    // Before 10.1.0.10 is made a VIP below.
+    let plain_forward = median(
+        (0..5)
+            .map(|_| f.time_tc(TC_ENDPOINT, &to_backend(20000), repeat))
+            .collect(),
+    );
+
     // The ping-pong pair: backend 10.1.0.10:8080 is also a VIP, back to
     // VIP:80, so every repeated run is an established flow's DNAT.
     let b = [10, 1, 0, 10];
@@ -655,6 +665,7 @@ fn lb_path(repeat: u32) -> LbPath {
         repeat,
         tc_baseline_ns: noop,
         established_ns: established,
+        plain_forward_ns: plain_forward,
         single_runs: RUNS,
         single_tc_baseline_ns: noop_single,
         single_plain_forward_ns: plain,
@@ -728,12 +739,14 @@ fn main() -> anyhow::Result<()> {
 
 fn lb_summary(lb: &LbPath) -> String {
     format!(
-        "LB path (BPF_PROG_TEST_RUN): an established flow {:.1} ns = {:.2}x the TC no-op's {:.1} ns \
-         (repeat {}). Single runs on fresh packets (median of {}): a flow's first packet {:.0} ns, \
+        "LB path (BPF_PROG_TEST_RUN): an established flow {:.1} ns = {:.2}x the TC no-op's {:.1} ns, \
+         {:.2}x plain forwarding's {:.1} ns (repeat {}). Single runs on fresh packets (median of {}): a flow's first packet {:.0} ns, \
          plain local forwarding {:.0} ns, the no-op {:.0} ns.",
         lb.established_ns,
         lb.established_ns / lb.tc_baseline_ns,
         lb.tc_baseline_ns,
+        lb.established_ns / lb.plain_forward_ns,
+        lb.plain_forward_ns,
         lb.repeat,
         lb.single_runs,
         lb.single_first_packet_ns,

@@ -130,7 +130,8 @@ pub fn timeout(t: &ConntrackConfig, tuple: &CtTuple, entry: &CtEntry) -> Duratio
     })
 }
 
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
+/// CLOCK_MONOTONIC in ns: the clock the datapath reads (as of its last
+/// tick, `bpf_ktime_get_coarse_ns`).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
