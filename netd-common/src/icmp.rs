@@ -83,6 +83,30 @@ pub fn rewrite_quoted_dst(q: &Quote, dst: [u8; 4], dst_port: [u8; 2]) -> Rewritt
     }
 }
 
+/// The checksums `now` after the quote's source address becomes `new`
+/// (a hairpin flow's quote, whose source was SNATed): the address is in
+/// the quoted IPv4 header and the quoted transport's pseudo-header, and
+/// the ICMP checksum covers all three.
+#[inline(always)]
+pub fn rewrite_quoted_src(now: &Rewritten, proto: u8, old: [u8; 4], new: [u8; 4]) -> Rewritten {
+    let ip_check = checksum::replace_u32(now.ip_check, old, new);
+    let mut icmp = checksum::replace_u32(now.icmp_check, old, new);
+    icmp = checksum::replace_u16(icmp, now.ip_check, ip_check);
+    let l4_check = match now.l4_check {
+        Some(before) => {
+            let after = l4_check_after(proto, before, old, new);
+            icmp = checksum::replace_u16(icmp, before, after);
+            Some(after)
+        }
+        None => None,
+    };
+    Rewritten {
+        icmp_check: icmp,
+        ip_check,
+        l4_check,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,11 +116,17 @@ mod tests {
     const BACKEND: [u8; 4] = [10, 1, 0, 7];
     const VIP: [u8; 4] = [10, 1, 0, 200];
 
+    const HAIRPIN: [u8; 4] = crate::service::HAIRPIN_IP;
+
     /// An ICMP body quoting `client:40000 → dst:port`, as a Linux backend
     /// quotes a datagram (whole) or a segment (its first 28 bytes here).
     fn quote(tcp: bool, dst: [u8; 4], port: u16, len: usize) -> Vec<u8> {
+        quote_from(CLIENT, tcp, dst, port, len)
+    }
+
+    fn quote_from(src: [u8; 4], tcp: bool, dst: [u8; 4], port: u16, len: usize) -> Vec<u8> {
         let mut packet = Vec::new();
-        let b = PacketBuilder::ipv4(CLIENT, dst, 63);
+        let b = PacketBuilder::ipv4(src, dst, 63);
         if tcp {
             b.tcp(40000, port, 1, 1000).write(&mut packet, b"").unwrap();
         } else {
@@ -132,6 +162,21 @@ mod tests {
             let seen = quote(tcp, BACKEND, 8080, len);
             let want = quote(tcp, VIP, 80, len);
             let out = rewrite_quoted_dst(&fields(&seen), VIP, 80u16.to_be_bytes());
+            let expect = fields(&want);
+            assert_eq!(out.icmp_check, expect.icmp_check, "tcp {tcp} len {len}");
+            assert_eq!(out.ip_check, expect.ip_check, "tcp {tcp} len {len}");
+            assert_eq!(out.l4_check, expect.l4_check, "tcp {tcp} len {len}");
+        }
+    }
+
+    #[test]
+    fn a_hairpin_quote_gets_its_source_back_with_checksums_equal_a_full_recompute() {
+        for (tcp, len) in [(false, 33), (false, 28), (true, 40), (true, 28)] {
+            let seen = quote_from(HAIRPIN, tcp, CLIENT, 8080, len);
+            let want = quote_from(CLIENT, tcp, VIP, 80, len);
+            let dst = rewrite_quoted_dst(&fields(&seen), VIP, 80u16.to_be_bytes());
+            let proto = if tcp { 6 } else { 17 };
+            let out = rewrite_quoted_src(&dst, proto, HAIRPIN, CLIENT);
             let expect = fields(&want);
             assert_eq!(out.icmp_check, expect.icmp_check, "tcp {tcp} len {len}");
             assert_eq!(out.ip_check, expect.ip_check, "tcp {tcp} len {len}");

@@ -12,6 +12,7 @@ mod endpoint;
 mod forward;
 mod frame;
 mod icmp_error;
+mod icmp_quote;
 mod maps;
 mod metrics;
 mod nat;

@@ -12,7 +12,7 @@
 
 use netd_common::{counters::DropReason, nat::Nat};
 
-use crate::nat::Target;
+use crate::{icmp_quote::QuoteNat, nat::Target};
 
 /// Translations of the packet `at`, then a terminal outcome.
 #[derive(Clone, Copy)]
@@ -175,4 +175,6 @@ pub struct UplinkAction {
     pub into: Delivery,
     pub nat: Nat,
     pub inner: Target,
+    /// An ICMP error's quote to translate (offsets in the inner frame).
+    pub quote: QuoteNat,
 }

@@ -12,6 +12,7 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::DropReason,
+    icmp,
     maps::{EndpointEntry, VXLAN_OVERHEAD, VXLAN_PORT},
     nat::Nat,
     parse::{parse, Frame, Headers, L3, L4},
@@ -21,6 +22,7 @@ use netd_common::{
 use crate::{
     deliver,
     frame::PacketFrame,
+    icmp_quote::{quoted_flow, QuoteNat},
     maps::{NETD_ENDPOINTS, NETD_HOSTS, NETD_HOST_BY_IP, NETD_NETWORKS, NETD_OVERLAY, NETD_VNIS},
     nat::Target,
     outcome::{EndpointAction, Outcome, UplinkAction},
@@ -120,10 +122,23 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction>
         Some(e) if u32::from(e.host) == sender && e.ifindex == 0 && e.network == network => {}
         _ => return Outcome::drop(DropReason::Spoofed),
     }
-    // A backend's reply to a client of this host: back to VIP:port.
-    let nat = match service::reply(&inner_ip, &inner_headers.l4) {
-        Some((nat, _)) => nat,
-        None => Nat::NONE,
+    // A backend's reply to a client of this host: back to VIP:port; a
+    // backend's ICMP error about such a flow: its quote, likewise.
+    let (nat, quote) = match inner_headers.l4 {
+        L4::Icmp { kind, .. } if icmp::is_error(kind) => (
+            Nat::NONE,
+            quoted_flow(
+                &inner_frame,
+                inner_headers.l3_offset,
+                inner_headers.l4_offset,
+                inner_ip.src,
+            )
+            .unwrap_or_default(),
+        ),
+        _ => match service::reply(&inner_ip, &inner_headers.l4) {
+            Some((nat, _)) => (nat, QuoteNat::default()),
+            None => (Nat::NONE, QuoteNat::default()),
+        },
     };
     // SAFETY: as above.
     let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&inner_ip.dst) }).copied() else {
@@ -138,6 +153,7 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction>
             into,
             nat,
             inner: Target::of(&inner_headers),
+            quote,
         }),
         None => Outcome::drop(DropReason::NotHere),
     }

@@ -20,6 +20,7 @@ use netd_common::{
 
 use crate::{
     frame::PacketFrame,
+    icmp_quote::{self, QuoteNat},
     metrics, nat,
     outcome::{Outcome, Step, UplinkAction},
     overlay,
@@ -35,7 +36,9 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
     match outcome.step {
         Step::Act => {
             let decap = outcome.action;
-            if nat::apply(&frame, decap.strip as usize, &decap.inner, &decap.nat).is_err() {
+            if nat::apply(&frame, decap.strip as usize, &decap.inner, &decap.nat).is_err()
+                || (decap.quote.set && write_quote(&frame, decap.strip, &decap.quote).is_err())
+            {
                 metrics::count_drop(HOOK, DropReason::NatFailed, bytes);
                 return xdp_action::XDP_DROP;
             }
@@ -57,6 +60,14 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Translates the quote of the ICMP error `strip` bytes into the frame.
+/// Inlined: as a BPF call, the spills around it made the chain longer
+/// than the entry's frame is now (408 bytes).
+#[inline(always)]
+fn write_quote(frame: &PacketFrame, strip: u32, q: &QuoteNat) -> Result<(), ()> {
+    icmp_quote::write(&frame.from(strip as usize).ok_or(())?, q)
 }
 
 #[inline(always)]

@@ -160,3 +160,23 @@ pub fn shares(answers: &[String]) -> BTreeMap<String, usize> {
     }
     count
 }
+
+/// What a client's socket reports for `VIP:port` over UDP: the answer, or
+/// the error (a port unreachable shows as `ConnectionRefused` on a
+/// connected socket, silence as a timeout).
+pub fn udp_connected(client: &NetNs, vip: &str, port: u16) -> Result<String, ErrorKind> {
+    let addr: SocketAddr = format!("{vip}:{port}").parse().expect("address");
+    client
+        .run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            s.connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            s.send(b"?").map_err(|e| e.kind())?;
+            let mut buf = [0u8; 64];
+            let n = s.recv(&mut buf).map_err(|e| e.kind())?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .join()
+        .expect("client thread")
+}

@@ -17,17 +17,21 @@ use netd_common::{
     counters::{DropReason, Hook, Verdict},
     map_names,
     maps::NetworkEntry,
-    program_names::TC_ENDPOINT,
+    program_names::{TC_ENDPOINT, XDP_UPLINK},
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
         RevNatEntry, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING,
         HAIRPIN_IP, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
     },
 };
-use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
+use netd_tests::{
+    fixture::{assert_counted, local_endpoint, Fixture, Slot},
+    overlay_fixture as o,
+};
 
 const TC_ACT_SHOT: i64 = 2;
 const TC_ACT_REDIRECT: i64 = 7;
+const XDP_REDIRECT: i64 = 4;
 const HOOK: Hook = Hook::TcEndpoint;
 
 const HERE: u32 = 1;
@@ -549,13 +553,112 @@ fn an_icmp_error_about_a_translated_flow_is_translated_back() {
 /// decapsulates the reply and turns its source back into the VIP, with the
 /// inner checksums updated (XDP writes them itself).
 #[test]
+fn a_hairpin_clients_own_icmp_error_comes_back_from_the_vip_about_the_vip() {
+    // A reached itself through VIP:53 (SNATed to the hairpin address), and
+    // nothing listens on TARGET: its stack answers the hairpin address.
+    let mut w = world(A_IP);
+    record_reply(
+        &mut w.f,
+        CtTuple {
+            src: A_IP,
+            dst: HAIRPIN_IP,
+            src_port: TARGET.to_be_bytes(),
+            dst_port: 40000u16.to_be_bytes(),
+            proto: PROTO_UDP,
+            _pad: [0; 3],
+        },
+        RevNatEntry {
+            vip: VIP,
+            vip_port: 53u16.to_be_bytes(),
+            client: A_IP,
+            ..Default::default()
+        },
+    );
+    let error = |from: [u8; 4], to: [u8; 4], quoted: ([u8; 4], [u8; 4], u16)| {
+        let mut body = Vec::new();
+        etherparse::PacketBuilder::ipv4(quoted.0, quoted.1, 63)
+            .udp(40000, quoted.2)
+            .write(&mut body, b"query")
+            .expect("udp");
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(A_MAC, HOST_MAC)
+            .ipv4(from, to, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut out, &body)
+            .expect("icmp");
+        out
+    };
+    let seen = error(A_IP, HAIRPIN_IP, (HAIRPIN_IP, A_IP, TARGET));
+    let (verdict, out) = run(&mut w, &seen);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "back to the client");
+    // From the VIP to A, quoting A:40000 → VIP:53: what A sent. The whole
+    // packet, checksums and all, built by etherparse.
+    let want = error(VIP, A_IP, (A_IP, VIP, 53));
+    assert_eq!(&out[12..], &want[12..], "translated, checksums right");
+    assert_eq!(&out[..6], &A_MAC, "to the client");
+}
+
+#[test]
 fn a_reply_decapsulated_at_xdp_is_reverse_natted_to_the_vip() {
-    use netd_common::program_names::XDP_UPLINK;
-    use netd_tests::overlay_fixture as o;
-    const XDP_REDIRECT: i64 = 4;
+    let mut f = decap_with_recorded_flow();
+    let mut inner = Vec::new();
+    etherparse::PacketBuilder::ethernet2(o::A_MAC, o::B_MAC)
+        .ipv4(o::A_IP, o::B_IP, 64)
+        .udp(TARGET, 40000)
+        .write(&mut inner, b"answer")
+        .expect("udp");
+    let packet = testpkt::vxlan(o::PEER_UNDERLAY, o::HERE_UNDERLAY, o::VNI, 0x08, &inner);
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.output.len(), inner.len(), "outer headers stripped");
+    let (mac, src, dst) = addresses(&run.output);
+    assert_eq!((mac, src, dst), (o::B_MAC, (VIP, 53), (o::B_IP, 40000)));
+}
+
+#[test]
+fn a_backends_icmp_error_decapsulated_at_xdp_is_translated_back() {
+    let mut f = decap_with_recorded_flow();
+    // Backend A (on host 7) answers the datagram it got as B:40000 →
+    // A:TARGET with a port unreachable quoting it.
+    let error = |quoted_dst: [u8; 4], port: u16, from: [u8; 4]| {
+        let mut quoted = Vec::new();
+        etherparse::PacketBuilder::ipv4(o::B_IP, quoted_dst, 63)
+            .udp(40000, port)
+            .write(&mut quoted, b"query")
+            .expect("udp");
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2(o::A_MAC, o::B_MAC)
+            .ipv4(from, o::B_IP, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut out, &quoted)
+            .expect("icmp");
+        out
+    };
+    let inner = error(o::A_IP, TARGET, o::A_IP);
+    let packet = testpkt::vxlan(o::PEER_UNDERLAY, o::HERE_UNDERLAY, o::VNI, 0x08, &inner);
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    // The whole expected packet, checksums and all, built by etherparse:
+    // from the VIP, quoting B:40000 → VIP:53.
+    let want = error(VIP, 53, VIP);
+    assert_eq!(run.output, want, "translated, checksums right");
+
+    // An error about a flow this host never translated goes on untouched.
+    let other = error(o::A_IP, 9999, o::A_IP);
+    let packet = testpkt::vxlan(o::PEER_UNDERLAY, o::HERE_UNDERLAY, o::VNI, 0x08, &other);
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_REDIRECT);
+    assert_eq!(run.output, other, "untouched");
+}
+
+/// The overlay's decap fixture, with what the client's TC program
+/// recorded when it sent B:40000 → VIP:53 to backend A (on host 7).
+fn decap_with_recorded_flow() -> Fixture {
     let mut f = o::decap_fixture();
-    // What the client's TC program recorded when it sent B:40000 → VIP:53
-    // to backend A (on host 7).
     let reply_key = CtTuple {
         src: o::A_IP,
         dst: o::B_IP,
@@ -574,18 +677,7 @@ fn a_reply_decapsulated_at_xdp_is_reverse_natted_to_the_vip() {
             ..Default::default()
         },
     );
-    let mut inner = Vec::new();
-    etherparse::PacketBuilder::ethernet2(o::A_MAC, o::B_MAC)
-        .ipv4(o::A_IP, o::B_IP, 64)
-        .udp(TARGET, 40000)
-        .write(&mut inner, b"answer")
-        .expect("udp");
-    let packet = testpkt::vxlan(o::PEER_UNDERLAY, o::HERE_UNDERLAY, o::VNI, 0x08, &inner);
-    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
-    assert_eq!(run.verdict, XDP_REDIRECT);
-    assert_eq!(run.output.len(), inner.len(), "outer headers stripped");
-    let (mac, src, dst) = addresses(&run.output);
-    assert_eq!((mac, src, dst), (o::B_MAC, (VIP, 53), (o::B_IP, 40000)));
+    f
 }
 
 fn set_backend(w: &mut World, ip: [u8; 4], state: u32) {

@@ -21,7 +21,7 @@ use netd_tests::{
     fixture::TempPins,
     netns::NetNs,
     process::{metric, Netd},
-    services::{ask, backend_of, connect, serve, shares, udp_ask, udp_flows},
+    services::{ask, backend_of, connect, serve, shares, udp_ask, udp_connected, udp_flows},
 };
 
 struct Host {
@@ -522,26 +522,6 @@ fn a_full_conntrack_evicts_idle_flows_warns_and_keeps_active_ones_across_a_resiz
     drop(backends);
 }
 
-/// What a client's socket reports for `VIP:port` over UDP: the answer, or
-/// the error (a port unreachable shows as `ConnectionRefused` on a
-/// connected socket, silence as a timeout).
-fn udp_connected(client: &NetNs, vip: &str, port: u16) -> Result<String, ErrorKind> {
-    let addr: SocketAddr = format!("{vip}:{port}").parse().expect("address");
-    client
-        .run(move || {
-            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-            s.connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(2)))
-                .expect("timeout");
-            s.send(b"?").map_err(|e| e.kind())?;
-            let mut buf = [0u8; 64];
-            let n = s.recv(&mut buf).map_err(|e| e.kind())?;
-            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-        })
-        .join()
-        .expect("client thread")
-}
-
 #[test]
 fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_client() {
     let h = host();
@@ -573,7 +553,7 @@ fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_clie
     // A backend with nothing on the target port answers with its own
     // port unreachable, about `client → backend:5999`: it reaches the
     // client's socket only if translated back to `client → VIP:54`.
-    let _web0 = backend(&h, "web0", &["app=web"]);
+    let web0 = backend(&h, "web0", &["app=web"]);
     let vip = h
         .netd
         .ok(&[
@@ -601,6 +581,13 @@ fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_clie
         udp_connected(&client, &vip, 54),
         Err(ErrorKind::ConnectionRefused),
         "the backend's ICMP error, translated"
+    );
+    // The backend as its own client (hairpin): its own port unreachable,
+    // sent to the hairpin address, comes back about `web0 → VIP:54`.
+    assert_eq!(
+        udp_connected(&web0.ns, &vip, 54),
+        Err(ErrorKind::ConnectionRefused),
+        "a hairpin flow's ICMP error, translated"
     );
 }
 

@@ -1,13 +1,14 @@
 //! A service across three hosts on etcd: backends on hosts 1 and 2, a
 //! client on every host. Each client reaches both backends through the
-//! VIP, over VXLAN or not, and each backend sees the client's own address.
+//! VIP, over VXLAN or not, and each backend sees the client's own address;
+//! a backend's ICMP error comes back over VXLAN translated at XDP.
 
 use std::sync::{atomic::AtomicBool, Arc};
 
 use netd_tests::{
     cluster::{cluster, eventually},
     netns::NetNs,
-    services::{connect, serve, shares, udp_flows},
+    services::{connect, serve, shares, udp_connected, udp_flows},
 };
 
 #[test]
@@ -48,6 +49,8 @@ fn every_client_on_every_host_reaches_every_backend_through_the_vip() {
         "80:8080/tcp",
         "--port",
         "53:5353/udp",
+        "--port",
+        "54:5999/udp",
         "--selector",
         "app=web",
     ]);
@@ -80,5 +83,13 @@ fn every_client_on_every_host_reaches_every_backend_through_the_vip() {
             }
         }
     }
+    // Nothing listens on 5999: the remote backend's port unreachable,
+    // decapsulated at host-0's XDP, reaches client0's socket only if its
+    // quote reads `client0 → VIP:54` again.
+    assert_eq!(
+        udp_connected(&clients[0].0, &vip, 54),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "a remote backend's ICMP error"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
 }
