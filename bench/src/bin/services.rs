@@ -133,7 +133,7 @@ struct World {
 impl Drop for World {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(120));
     }
 }
 
@@ -153,23 +153,46 @@ fn serve(w: &World) {
         let (tx, rx) = std::sync::mpsc::channel();
         ns.run(move || {
             let listener = TcpListener::bind(("0.0.0.0", TARGET)).expect("listen");
-            listener.set_nonblocking(true).expect("nonblocking");
+            // A blocking accept that gives up every 100 ms to look at
+            // `stop`: a polling loop's sleeps would be most of what a
+            // connection costs, and hide the dataplanes' differences.
+            accept_timeout(&listener, Duration::from_millis(100)).expect("SO_RCVTIMEO");
             tx.send(()).expect("ready");
             let mut byte = [0u8; 1];
             while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut c, _)) => {
-                        let _ = c.set_nonblocking(false);
-                        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-                        if c.read_exact(&mut byte).is_ok() {
-                            let _ = c.write_all(&byte);
-                        }
+                if let Ok((mut c, _)) = listener.accept() {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                    if c.read_exact(&mut byte).is_ok() {
+                        let _ = c.write_all(&byte);
                     }
-                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
                 }
             }
         });
         rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+    }
+}
+
+/// Linux applies SO_RCVTIMEO to accept(); std has no setter for a listener.
+fn accept_timeout(listener: &TcpListener, timeout: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: setsockopt reads one timeval from `tv` for an fd we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
