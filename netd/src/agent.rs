@@ -197,6 +197,7 @@ impl<S: Store> Agent<S> {
     }
 
     async fn reconcile_from(&self, source: MapSource) -> Result<Report, AgentError> {
+        let started = Instant::now();
         let mut state = self.state.lock().await;
         let Model {
             revision,
@@ -233,13 +234,16 @@ impl<S: Store> Agent<S> {
             hosts: &hosts,
             overlay: self.overlay,
         };
+        let read = started.elapsed();
         let desired = compile(networks, endpoints, &services, &links, &cluster);
+        let compiled = started.elapsed();
         let current = match (source, state.written.take()) {
             (MapSource::LastWritten, Some(written)) => written,
             _ => state.maps.read()?,
         };
         let applied = reconcile_from(&mut state.maps, &current, &desired);
         drop(current);
+        let written = started.elapsed();
         report.map_writes = applied.writes;
         for (op, error) in applied.failed {
             warn!(map = op.table(), put = op.is_put(), error = %chain(&error), "map write failed; retried next pass");
@@ -283,6 +287,10 @@ impl<S: Store> Agent<S> {
                 map_writes = report.map_writes,
                 links_created = report.links_created,
                 links_removed = report.links_removed,
+                model_ms = read.as_millis() as u64,
+                compile_ms = (compiled - read).as_millis() as u64,
+                diff_and_write_ms = (written - compiled).as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
                 "reconciled"
             );
         }
