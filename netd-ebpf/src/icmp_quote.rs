@@ -77,35 +77,80 @@ pub fn quoted_flow(frame: &PacketFrame, l3: u16, l4: u16, src: [u8; 4]) -> Optio
     })
 }
 
+/// Where the checksums an error's translation touches are.
+struct Checks {
+    icmp: usize,
+    quoted_ip: usize,
+    quoted_l4: usize,
+}
+
+impl Checks {
+    #[inline(always)]
+    fn of(q: &QuoteNat) -> Self {
+        let at = q.quote as usize;
+        Checks {
+            icmp: at - ICMP_HLEN + ICMP_CHECK,
+            quoted_ip: at + IP_CHECK,
+            quoted_l4: at + 20 + if q.proto == PROTO_TCP { 16 } else { 6 },
+        }
+    }
+
+    #[inline(always)]
+    fn read(&self, frame: &PacketFrame) -> Result<Rewritten, ()> {
+        Ok(Rewritten {
+            icmp_check: u16::from_be_bytes(frame.load::<2>(self.icmp)?),
+            ip_check: u16::from_be_bytes(frame.load::<2>(self.quoted_ip)?),
+            // A quote may stop short of the transport checksum (8 bytes is
+            // all RFC 792 promises).
+            l4_check: frame.load::<2>(self.quoted_l4).ok().map(u16::from_be_bytes),
+        })
+    }
+
+    #[inline(always)]
+    fn write(&self, frame: &PacketFrame, new: &Rewritten) -> Result<(), ()> {
+        frame.put(self.quoted_ip, new.ip_check.to_be_bytes())?;
+        if let Some(check) = new.l4_check {
+            frame.put(self.quoted_l4, check.to_be_bytes())?;
+        }
+        frame.put(self.icmp, new.icmp_check.to_be_bytes())
+    }
+}
+
+/// The error's own IPv4 address at `field` becomes `new`.
+#[inline(always)]
+fn readdress(
+    frame: &PacketFrame,
+    l3: usize,
+    field: usize,
+    old: [u8; 4],
+    new: [u8; 4],
+) -> Result<(), ()> {
+    let check = u16::from_be_bytes(frame.load::<2>(l3 + IP_CHECK)?);
+    let check = checksum::replace_u32(check, old, new);
+    frame.put(l3 + IP_CHECK, check.to_be_bytes())?;
+    frame.put(l3 + field, new)
+}
+
 /// Writes `q` into `frame` (offsets are the frame's).
 #[inline(always)]
 pub fn write(frame: &PacketFrame, q: &QuoteNat) -> Result<(), ()> {
-    let (l3, at) = (q.l3 as usize, q.quote as usize);
-    let icmp_check_at = at - ICMP_HLEN + ICMP_CHECK;
-    let l4_check_at = at + 20 + if q.proto == PROTO_TCP { 16 } else { 6 };
+    let at = q.quote as usize;
+    let checks = Checks::of(q);
+    let now = checks.read(frame)?;
     let fields = Quote {
-        icmp_check: u16::from_be_bytes(frame.load::<2>(icmp_check_at)?),
-        ip_check: u16::from_be_bytes(frame.load::<2>(at + IP_CHECK)?),
-        dst: frame.load::<4>(at + 16)?,
+        icmp_check: now.icmp_check,
+        ip_check: now.ip_check,
+        dst: frame.load::<4>(at + IP_DST)?,
         proto: q.proto,
         dst_port: frame.load::<2>(at + 22)?,
-        // A quote may stop short of the transport checksum (8 bytes is all
-        // RFC 792 promises).
-        l4_check: frame.load::<2>(l4_check_at).ok().map(u16::from_be_bytes),
+        l4_check: now.l4_check,
     };
     let new = icmp::rewrite_quoted_dst(&fields, q.to_ip, q.to_port);
-    frame.put(at + 16, q.to_ip)?;
+    frame.put(at + IP_DST, q.to_ip)?;
     frame.put(at + 22, q.to_port)?;
-    frame.put(at + IP_CHECK, new.ip_check.to_be_bytes())?;
-    if let Some(check) = new.l4_check {
-        frame.put(l4_check_at, check.to_be_bytes())?;
-    }
-    frame.put(icmp_check_at, new.icmp_check.to_be_bytes())?;
+    checks.write(frame, &new)?;
     if q.src_to != q.src_from {
-        let check = u16::from_be_bytes(frame.load::<2>(l3 + IP_CHECK)?);
-        let check = checksum::replace_u32(check, q.src_from, q.src_to);
-        frame.put(l3 + IP_CHECK, check.to_be_bytes())?;
-        frame.put(l3 + IP_SRC, q.src_to)?;
+        readdress(frame, q.l3 as usize, IP_SRC, q.src_from, q.src_to)?;
     }
     Ok(())
 }
@@ -114,23 +159,9 @@ pub fn write(frame: &PacketFrame, q: &QuoteNat) -> Result<(), ()> {
 /// error's destination, both the hairpin address, become the client.
 #[inline(always)]
 pub fn write_hairpin(frame: &PacketFrame, q: &QuoteNat) -> Result<(), ()> {
-    let (l3, at) = (q.l3 as usize, q.quote as usize);
-    let icmp_check_at = at - ICMP_HLEN + ICMP_CHECK;
-    let l4_check_at = at + 20 + if q.proto == PROTO_TCP { 16 } else { 6 };
-    let now = Rewritten {
-        icmp_check: u16::from_be_bytes(frame.load::<2>(icmp_check_at)?),
-        ip_check: u16::from_be_bytes(frame.load::<2>(at + IP_CHECK)?),
-        l4_check: frame.load::<2>(l4_check_at).ok().map(u16::from_be_bytes),
-    };
-    let new = icmp::rewrite_quoted_src(&now, q.proto, HAIRPIN_IP, q.client);
-    frame.put(at + IP_SRC, q.client)?;
-    frame.put(at + IP_CHECK, new.ip_check.to_be_bytes())?;
-    if let Some(check) = new.l4_check {
-        frame.put(l4_check_at, check.to_be_bytes())?;
-    }
-    frame.put(icmp_check_at, new.icmp_check.to_be_bytes())?;
-    let check = u16::from_be_bytes(frame.load::<2>(l3 + IP_CHECK)?);
-    let check = checksum::replace_u32(check, HAIRPIN_IP, q.client);
-    frame.put(l3 + IP_CHECK, check.to_be_bytes())?;
-    frame.put(l3 + IP_DST, q.client)
+    let checks = Checks::of(q);
+    let new = icmp::rewrite_quoted_src(&checks.read(frame)?, q.proto, HAIRPIN_IP, q.client);
+    frame.put(q.quote as usize + IP_SRC, q.client)?;
+    checks.write(frame, &new)?;
+    readdress(frame, q.l3 as usize, IP_DST, HAIRPIN_IP, q.client)
 }

@@ -180,3 +180,35 @@ pub fn udp_connected(client: &NetNs, vip: &str, port: u16) -> Result<String, Err
         .join()
         .expect("client thread")
 }
+
+/// Asks over a connection every 20 ms, from a thread of its own, until
+/// [`Talker::finish`]: a connection kept busy while netd restarts.
+pub struct Talker {
+    talking: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Result<String, String>>>,
+}
+
+impl Talker {
+    pub fn start(conn: &TcpStream) -> Self {
+        let talking = Arc::new(AtomicBool::new(true));
+        let conn = conn.try_clone().expect("clone the connection");
+        let thread = {
+            let talking = talking.clone();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while talking.load(Ordering::SeqCst) {
+                    answers.push(ask(&conn).map_err(|e| e.to_string()));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                answers
+            })
+        };
+        Talker { talking, thread }
+    }
+
+    /// Every exchange's answer (or error), in order.
+    pub fn finish(self) -> Vec<Result<String, String>> {
+        self.talking.store(false, Ordering::SeqCst);
+        self.thread.join().expect("talker thread")
+    }
+}

@@ -134,6 +134,27 @@ fn service_ports_with(active: u32, affinity_secs: u32) -> Vec<MapOp> {
         .collect()
 }
 
+/// What the client's TC program records when `client`:40000 sends to
+/// VIP:53/udp and `backend`:TARGET is picked: a reply from `backend` to
+/// `to` (the client, or the hairpin address) goes back as from VIP:53.
+fn record_udp_reply(f: &mut Fixture, backend: [u8; 4], to: [u8; 4], client: [u8; 4]) {
+    let reply = CtTuple {
+        src: backend,
+        dst: to,
+        src_port: TARGET.to_be_bytes(),
+        dst_port: 40000u16.to_be_bytes(),
+        proto: PROTO_UDP,
+        _pad: [0; 3],
+    };
+    let entry = RevNatEntry {
+        vip: VIP,
+        vip_port: 53u16.to_be_bytes(),
+        client,
+        ..Default::default()
+    };
+    record_reply(f, reply, entry);
+}
+
 /// Records in NETD_REV_NAT what a client's TC program records when it
 /// sends a new flow: `reply` (the backend's answer) becomes `entry`.
 fn record_reply(f: &mut Fixture, reply: CtTuple, entry: RevNatEntry) {
@@ -502,23 +523,7 @@ fn a_service_without_backends_answers_a_rst_or_a_port_unreachable() {
 fn an_icmp_error_about_a_translated_flow_is_translated_back() {
     // A is the endpoint behind HERE; B's veth is B_IF.
     let mut w = world(B_IP);
-    record_reply(
-        &mut w.f,
-        CtTuple {
-            src: A_IP,
-            dst: B_IP,
-            src_port: TARGET.to_be_bytes(),
-            dst_port: 40000u16.to_be_bytes(),
-            proto: PROTO_UDP,
-            _pad: [0; 3],
-        },
-        RevNatEntry {
-            vip: VIP,
-            vip_port: 53u16.to_be_bytes(),
-            client: B_IP,
-            ..Default::default()
-        },
-    );
+    record_udp_reply(&mut w.f, A_IP, B_IP, B_IP);
     let error = |quoted_dst: [u8; 4], port: u16, from: [u8; 4]| {
         let mut quoted = Vec::new();
         etherparse::PacketBuilder::ipv4(B_IP, quoted_dst, 63)
@@ -557,23 +562,7 @@ fn a_hairpin_clients_own_icmp_error_comes_back_from_the_vip_about_the_vip() {
     // A reached itself through VIP:53 (SNATed to the hairpin address), and
     // nothing listens on TARGET: its stack answers the hairpin address.
     let mut w = world(A_IP);
-    record_reply(
-        &mut w.f,
-        CtTuple {
-            src: A_IP,
-            dst: HAIRPIN_IP,
-            src_port: TARGET.to_be_bytes(),
-            dst_port: 40000u16.to_be_bytes(),
-            proto: PROTO_UDP,
-            _pad: [0; 3],
-        },
-        RevNatEntry {
-            vip: VIP,
-            vip_port: 53u16.to_be_bytes(),
-            client: A_IP,
-            ..Default::default()
-        },
-    );
+    record_udp_reply(&mut w.f, A_IP, HAIRPIN_IP, A_IP);
     let error = |from: [u8; 4], to: [u8; 4], quoted: ([u8; 4], [u8; 4], u16)| {
         let mut body = Vec::new();
         etherparse::PacketBuilder::ipv4(quoted.0, quoted.1, 63)
@@ -659,24 +648,7 @@ fn a_backends_icmp_error_decapsulated_at_xdp_is_translated_back() {
 /// recorded when it sent B:40000 → VIP:53 to backend A (on host 7).
 fn decap_with_recorded_flow() -> Fixture {
     let mut f = o::decap_fixture();
-    let reply_key = CtTuple {
-        src: o::A_IP,
-        dst: o::B_IP,
-        src_port: TARGET.to_be_bytes(),
-        dst_port: 40000u16.to_be_bytes(),
-        proto: PROTO_UDP,
-        _pad: [0; 3],
-    };
-    record_reply(
-        &mut f,
-        reply_key,
-        RevNatEntry {
-            vip: VIP,
-            vip_port: 53u16.to_be_bytes(),
-            client: o::B_IP,
-            ..Default::default()
-        },
-    );
+    record_udp_reply(&mut f, o::A_IP, o::B_IP, o::B_IP);
     f
 }
 

@@ -21,7 +21,9 @@ use netd_tests::{
     fixture::TempPins,
     netns::NetNs,
     process::{metric, Netd},
-    services::{ask, backend_of, connect, serve, shares, udp_ask, udp_connected, udp_flows},
+    services::{
+        ask, backend_of, connect, serve, shares, udp_ask, udp_connected, udp_flows, Talker,
+    },
 };
 
 struct Host {
@@ -424,19 +426,7 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
     } = pinned_connection(&h);
 
     // The client talks every 20 ms while netd is restarted, then killed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let talker = {
-        let stop = stop.clone();
-        let conn = conn.try_clone().expect("clone");
-        std::thread::spawn(move || {
-            let mut answers = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                answers.push(ask(&conn).map_err(|e| e.to_string()));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            answers
-        })
-    };
+    let talker = Talker::start(&conn);
     std::thread::sleep(Duration::from_millis(300));
     h.netd.stop();
     std::thread::sleep(Duration::from_millis(300));
@@ -449,8 +439,7 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
     std::thread::sleep(Duration::from_millis(300));
     h.netd.restart(&h.ns);
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let answers = talker.join().expect("talker");
+    let answers = talker.finish();
     assert!(answers.len() > 40, "{} exchanges", answers.len());
     for (i, a) in answers.iter().enumerate() {
         assert_eq!(

@@ -18,7 +18,7 @@ use netd_tests::{
     free_port,
     netns::NetNs,
     process::{metric, netd_bin, Netd},
-    services::{ask, connect, serve, shares},
+    services::{connect, serve, shares, Talker},
     traffic::{ping, PingUnderway},
 };
 
@@ -174,26 +174,13 @@ fn an_upgrade_from_the_services_release_keeps_a_connection_through_the_vip_and_a
     // its backend, so an entry lost in the upgrade would break it.
     netd.ok(&["service", "update", "web", "--drain", &first]);
 
-    let talking = Arc::new(AtomicBool::new(true));
-    let talker = {
-        let talking = talking.clone();
-        let conn = conn.try_clone().expect("clone");
-        std::thread::spawn(move || {
-            let mut answers = Vec::new();
-            while talking.load(Ordering::SeqCst) {
-                answers.push(ask(&conn).map_err(|e| e.to_string()));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            answers
-        })
-    };
+    let talker = Talker::start(&conn);
     std::thread::sleep(Duration::from_millis(300));
     netd.kill();
     netd.switch_binary(&netd_bin());
     netd.restart(&host);
     std::thread::sleep(Duration::from_millis(300));
-    talking.store(false, Ordering::SeqCst);
-    let answers = talker.join().expect("talker");
+    let answers = talker.finish();
     assert!(answers.len() > 10, "{} exchanges", answers.len());
     for (i, a) in answers.iter().enumerate() {
         assert_eq!(
