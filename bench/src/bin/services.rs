@@ -50,9 +50,13 @@ use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
-    /// Seconds of connections per measurement.
+    /// Seconds of connections per round.
     #[arg(long, default_value_t = 3)]
     seconds: u64,
+    /// Rounds per measurement; the median is reported (one 3 s round
+    /// varied by about 15% from run to run on this 2-core VM).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Service counts to measure at.
     #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
     sizes: Vec<usize>,
@@ -117,6 +121,7 @@ struct LbPath {
 #[derive(Serialize)]
 struct Report {
     seconds: u64,
+    rounds: usize,
     threads: usize,
     points: Vec<Point>,
     lb_path: LbPath,
@@ -194,6 +199,15 @@ fn accept_timeout(listener: &TcpListener, timeout: Duration) -> std::io::Result<
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// The median of `args.rounds` rounds of [`connection_rate`].
+fn median_rate(w: &World, vip: &str, args: &Args) -> anyhow::Result<f64> {
+    let mut rates = (0..args.rounds.max(1))
+        .map(|_| connection_rate(w, vip, args.seconds, args.threads))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    rates.sort_by(|a, b| a.total_cmp(b));
+    Ok(rates[rates.len() / 2])
 }
 
 /// New connections per second to `vip` for `seconds`, from `threads`
@@ -292,7 +306,7 @@ fn bench_netd(args: &Args, services: usize) -> anyhow::Result<Point> {
     let inspect: serde_json::Value =
         serde_json::from_str(&netd.ok(&["service", "inspect", &measured_name]))?;
     let vip = inspect["vip"].as_str().context("VIP")?.to_string();
-    let rate = connection_rate(&w, &vip, args.seconds, args.threads)?;
+    let rate = median_rate(&w, &vip, args)?;
     let last = format!("s{}", services - 1);
     let (_, change) = timed(|| netd.ok(&["service", "update", &last, "--weight", "b3=2"]));
     let rss = netd.pid().and_then(rss_mib);
@@ -497,7 +511,7 @@ fn bench_kernel(args: &Args, system: System, services: usize) -> anyhow::Result<
         }
         System::Netd => unreachable!("netd has its own setup"),
     };
-    let rate = connection_rate(&w, &vip_of(measured(services)), args.seconds, args.threads)?;
+    let rate = median_rate(&w, &vip_of(measured(services)), args)?;
     Ok(Point {
         system,
         services,
@@ -748,6 +762,7 @@ fn main() -> anyhow::Result<()> {
     }
     let report = Report {
         seconds: args.seconds,
+        rounds: args.rounds,
         threads: args.threads,
         points,
         lb_path: lb,
@@ -788,8 +803,8 @@ fn write_report(args: &Args, r: &Report) -> anyhow::Result<()> {
         &[
             format!(
                 "Same run, same namespaces: a client and {BACKENDS} backends; \
-                 {} s of connections from {} threads per point.",
-                r.seconds, r.threads
+                 per point the median of {} rounds of {} s of connections from {} threads.",
+                r.rounds, r.seconds, r.threads
             ),
             lb_summary(&r.lb_path),
         ],
