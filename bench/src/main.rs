@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE, XDP_UPLINK};
+use netd_common::program_names::{
+    TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR, TC_REFUSE, TC_SERVICE, XDP_BASELINE, XDP_DECAP,
+    XDP_UPLINK,
+};
 use netd_tests::fixture::Fixture;
 use serde::Serialize;
 use testpkt::*;
@@ -81,7 +84,16 @@ fn main() -> anyhow::Result<()> {
         "{:<20} {:>12} {:>22} {:>12}",
         "program", "instructions", "verifier processed", "JIT bytes"
     );
-    for name in [XDP_UPLINK, TC_ENDPOINT, XDP_BASELINE, TC_BASELINE] {
+    for name in [
+        XDP_UPLINK,
+        XDP_DECAP,
+        TC_ENDPOINT,
+        TC_SERVICE,
+        TC_ICMP_ERROR,
+        TC_REFUSE,
+        XDP_BASELINE,
+        TC_BASELINE,
+    ] {
         let info = f
             .datapath
             .ebpf_mut()

@@ -51,6 +51,8 @@ pub mod map_names {
     pub const REV_NAT: &str = "NETD_REV_NAT";
     /// [`crate::service::AffinityEntry`] by [`crate::service::AffinityKey`] (LRU).
     pub const AFFINITY: &str = "NETD_AFFINITY";
+    /// Programs the uplink program tail-calls, by [`crate::maps::XDP_PROG_DECAP`].
+    pub const XDP_PROGS: &str = "NETD_XDP_PROGS";
     /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
     pub const PROGS: &str = "NETD_PROGS";
 }
@@ -76,6 +78,11 @@ pub mod program_names {
         (crate::maps::PROG_ICMP_ERROR, TC_ICMP_ERROR),
         (crate::maps::PROG_REFUSE, TC_REFUSE),
     ];
+    /// XDP, tail-called by the uplink program: VXLAN for this host, decapped
+    /// and delivered (reverse NAT and ICMP errors of translated flows).
+    pub const XDP_DECAP: &str = "netd_xdp_decap";
+    /// The programs in `NETD_XDP_PROGS`, by slot.
+    pub const XDP_TAIL_CALLED: [(u32, &str); 1] = [(crate::maps::XDP_PROG_DECAP, XDP_DECAP)];
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
     /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.

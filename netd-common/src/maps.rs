@@ -89,6 +89,10 @@ pub const PROG_ICMP_ERROR: u32 = 1;
 pub const PROG_REFUSE: u32 = 2;
 pub const MAX_PROGS: u32 = 4;
 
+/// `NETD_XDP_PROGS` slots: the programs the uplink program tail-calls.
+pub const XDP_PROG_DECAP: u32 = 0;
+pub const MAX_XDP_PROGS: u32 = 4;
+
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer Ethernet + IPv4 + UDP + VXLAN.

@@ -11,7 +11,7 @@ use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
-        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS,
+        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
     },
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
@@ -97,3 +97,8 @@ pub static NETD_AFFINITY: LruHashMap<AffinityKey, AffinityEntry> =
 /// reference goes).
 #[map(name = "NETD_PROGS")]
 pub static NETD_PROGS: ProgramArray = ProgramArray::pinned(MAX_PROGS, 0);
+
+/// Programs the uplink program tail-calls (`XDP_PROG_DECAP`): filled by
+/// netd at load, before anything is attached, and pinned like `NETD_PROGS`.
+#[map(name = "NETD_XDP_PROGS")]
+pub static NETD_XDP_PROGS: ProgramArray = ProgramArray::pinned(MAX_XDP_PROGS, 0);

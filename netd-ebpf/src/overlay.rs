@@ -69,6 +69,18 @@ pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome<EndpointActio
     }))
 }
 
+/// Whether a packet from the underlay is VXLAN to this host's underlay
+/// address: the uplink program hands it to the decap program, which
+/// checks the rest.
+#[inline(always)]
+pub fn is_vxlan_for_us(h: &Headers) -> bool {
+    let (L3::Ipv4(ip), L4::Udp { dst_port, .. }) = (h.l3, h.l4) else {
+        return false;
+    };
+    u16::from_be_bytes(dst_port) == VXLAN_PORT
+        && matches!(NETD_OVERLAY.get(0), Some(c) if c.underlay != [0; 4] && c.underlay == ip.dst)
+}
+
 /// What XDP does with a packet from the underlay: pass when it is not
 /// VXLAN for this host (the host stack's business).
 #[inline(always)]

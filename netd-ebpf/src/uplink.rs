@@ -6,6 +6,11 @@
 //! own traffic. The one exception is a packet the host would discard anyway
 //! (a truncated header, a bad IHL, ...): it is dropped here, early and
 //! counted, like an XDP prefilter.
+//!
+//! Two programs, like the endpoint side: `netd_xdp_uplink` (attached)
+//! parses and sorts, and tail-calls `netd_xdp_decap` (`NETD_XDP_PROGS`)
+//! for VXLAN to this host, so each has a stack of its own; the routing
+//! mesh's published ports get a slot beside it.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -15,14 +20,16 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
+    maps::XDP_PROG_DECAP,
     parse::{parse, Frame},
 };
 
 use crate::{
     frame::PacketFrame,
     icmp_quote::{self, QuoteNat},
+    maps::NETD_XDP_PROGS,
     metrics, nat,
-    outcome::{Outcome, Step, UplinkAction},
+    outcome::{Outcome, Step},
     overlay,
 };
 
@@ -32,53 +39,71 @@ const HOOK: Hook = Hook::XdpUplink;
 pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
-    let outcome = decide(&frame);
+    let headers = match parse(&frame) {
+        Ok(headers) => headers,
+        Err(error) if error.invalid_for_every_receiver() => {
+            return drop(error.drop_reason(), bytes);
+        }
+        Err(_) => return pass(bytes),
+    };
+    // Stages in order: VXLAN for this host (the decap program); published
+    // ports (service) to come.
+    if overlay::is_vxlan_for_us(&headers) {
+        // SAFETY: the slot holds an XDP program or nothing; on success
+        // this call does not return.
+        unsafe { NETD_XDP_PROGS.tail_call(&ctx, XDP_PROG_DECAP) };
+        return drop(DropReason::NoServiceProgram, bytes);
+    }
+    pass(bytes)
+}
+
+/// Tail-called by the uplink program for VXLAN to this host: the checks,
+/// the inner packet's translations (a reply's reverse NAT, an ICMP
+/// error's quote), the strip and the delivery. A program of its own, so
+/// its stack is its own.
+#[xdp]
+pub fn netd_xdp_decap(ctx: XdpContext) -> u32 {
+    let frame = PacketFrame::xdp(&ctx);
+    let bytes = frame.wire_len() as u64;
+    let outcome = match parse(&frame) {
+        Ok(headers) => overlay::decap_decision(&frame, &headers),
+        Err(error) => Outcome::drop(error.drop_reason()),
+    };
     match outcome.step {
         Step::Act => {
             let decap = outcome.action;
             if nat::apply(&frame, decap.strip as usize, &decap.inner, &decap.nat).is_err()
                 || (decap.quote.set && write_quote(&frame, decap.strip, &decap.quote).is_err())
             {
-                metrics::count_drop(HOOK, DropReason::NatFailed, bytes);
-                return xdp_action::XDP_DROP;
+                return drop(DropReason::NatFailed, bytes);
             }
             // SAFETY: plain helper calls on our own packet; the kernel checks bounds.
             if unsafe { bpf_xdp_adjust_head(ctx.ctx, decap.strip as i32) } != 0 {
-                metrics::count_drop(HOOK, DropReason::Malformed, bytes);
-                return xdp_action::XDP_DROP;
+                return drop(DropReason::Malformed, bytes);
             }
             metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
             // SAFETY: as above.
             unsafe { bpf_redirect(decap.into.ifindex, 0) as u32 }
         }
-        Step::Drop => {
-            metrics::count_drop(HOOK, outcome.reason, bytes);
-            xdp_action::XDP_DROP
-        }
-        Step::Pass => {
-            metrics::count_verdict(HOOK, Verdict::Pass, bytes);
-            xdp_action::XDP_PASS
-        }
+        Step::Drop => drop(outcome.reason, bytes),
+        Step::Pass => pass(bytes),
     }
 }
 
-/// Translates the quote of the ICMP error `strip` bytes into the frame.
-/// Inlined: as a BPF call, the spills around it made the chain longer
-/// than the entry's frame is now (408 bytes).
 #[inline(always)]
-fn write_quote(frame: &PacketFrame, strip: u32, q: &QuoteNat) -> Result<(), ()> {
-    icmp_quote::write(&frame.from(strip as usize).ok_or(())?, q)
+fn drop(reason: DropReason, bytes: u64) -> u32 {
+    metrics::count_drop(HOOK, reason, bytes);
+    xdp_action::XDP_DROP
 }
 
 #[inline(always)]
-fn decide(frame: &PacketFrame) -> Outcome<UplinkAction> {
-    let headers = match parse(frame) {
-        Ok(headers) => headers,
-        Err(error) if error.invalid_for_every_receiver() => {
-            return Outcome::drop(error.drop_reason());
-        }
-        Err(_) => return Outcome::pass(),
-    };
-    // Stages in order: VXLAN decap (overlay); published ports (service) to come.
-    overlay::decap_decision(frame, &headers)
+fn pass(bytes: u64) -> u32 {
+    metrics::count_verdict(HOOK, Verdict::Pass, bytes);
+    xdp_action::XDP_PASS
+}
+
+/// Translates the quote of the ICMP error `strip` bytes into the frame.
+#[inline(always)]
+fn write_quote(frame: &PacketFrame, strip: u32, q: &QuoteNat) -> Result<(), ()> {
+    icmp_quote::write(&frame.from(strip as usize).ok_or(())?, q)
 }

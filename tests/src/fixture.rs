@@ -65,6 +65,15 @@ impl Fixture {
         }
     }
 
+    /// Empties slot `slot` of the pinned prog array `map`, as a netd that
+    /// never filled it would leave it.
+    pub fn empty_slot(&self, map: &str, slot: u32) {
+        let data = aya::maps::MapData::from_pin(self.datapath.layout().map(map)).expect("pinned");
+        let mut array = aya::maps::ProgramArray::try_from(aya::maps::Map::ProgramArray(data))
+            .expect("a prog array");
+        array.clear_index(&slot).expect("clear the slot");
+    }
+
     /// Loads the do-nothing programs the benchmarks compare against.
     pub fn load_baselines(&mut self) {
         self.xdp(netd_common::program_names::XDP_BASELINE)

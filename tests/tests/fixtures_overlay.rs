@@ -9,7 +9,8 @@ use netd::dataplane::{
 };
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::EndpointEntry,
+    map_names,
+    maps::{EndpointEntry, XDP_PROG_DECAP},
     program_names::{TC_ENDPOINT, XDP_UPLINK},
 };
 use netd_tests::{
@@ -156,6 +157,32 @@ fn a_remote_endpoint_without_a_known_host_is_an_encap_failure() {
         ],
         pkt.len() as u64,
         "unknown host",
+    );
+}
+
+#[test]
+fn vxlan_for_this_host_without_the_decap_program_is_a_counted_drop() {
+    let mut f = decap_fixture();
+    f.empty_slot(map_names::XDP_PROGS, XDP_PROG_DECAP);
+    let packet = vxlan(
+        PEER_UNDERLAY,
+        HERE_UNDERLAY,
+        VNI,
+        0x08,
+        &ipv4_udp_between(A_MAC, A_IP, B_MAC, B_IP),
+    );
+    let before = f.snapshot();
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_DROP);
+    assert_counted(
+        &before,
+        &f.snapshot(),
+        &[
+            Slot::Verdict(Hook::XdpUplink, Verdict::Drop),
+            Slot::Drop(Hook::XdpUplink, DropReason::NoServiceProgram),
+        ],
+        packet.len() as u64,
+        "no decap program",
     );
 }
 

@@ -16,7 +16,7 @@ use netd::dataplane::{
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     map_names,
-    maps::NetworkEntry,
+    maps::{NetworkEntry, PROG_SERVICE},
     program_names::{TC_ENDPOINT, XDP_UPLINK},
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
@@ -462,6 +462,18 @@ fn reset_of(out: &[u8]) -> etherparse::TcpHeader {
     };
     assert!(t.payload().is_empty(), "a RST carries no data");
     t.to_header()
+}
+
+#[test]
+fn a_new_flow_without_the_service_program_is_a_counted_drop() {
+    let mut w = world(B_IP);
+    w.f.empty_slot(map_names::PROGS, PROG_SERVICE);
+    assert_dropped(
+        &mut w,
+        "no service program",
+        &tcp((A_IP, 40000), (VIP, 80), A_MAC),
+        DropReason::NoServiceProgram,
+    );
 }
 
 #[test]

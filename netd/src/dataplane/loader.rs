@@ -137,29 +137,32 @@ impl Datapath {
     }
 
     /// Loads the tail-called programs and puts them in their `NETD_PROGS`
-    /// slots, before any program is attached: a running endpoint program
-    /// (of this netd or the one before) calls into the new ones at once.
+    /// and `NETD_XDP_PROGS` slots, before any program is attached: a
+    /// running endpoint or uplink program (of this netd or the one before)
+    /// calls into the new ones at once.
     fn fill_tail_calls(&mut self) -> Result<(), LoadError> {
         for (_, name) in program_names::TAIL_CALLED {
             self.load_tc(name)?;
         }
-        let map = self
-            .ebpf
-            .take_map(map_names::PROGS)
-            .ok_or(LoadError::NoMap(map_names::PROGS))?;
-        let mut progs =
+        for (_, name) in program_names::XDP_TAIL_CALLED {
+            self.load_xdp(name)?;
+        }
+        self.fill(map_names::PROGS, &program_names::TAIL_CALLED)?;
+        self.fill(map_names::XDP_PROGS, &program_names::XDP_TAIL_CALLED)
+    }
+
+    /// Puts each loaded program of `slots` in its slot of the prog array
+    /// `map` (taken out of the object).
+    fn fill(&mut self, map: &'static str, slots: &[(u32, &'static str)]) -> Result<(), LoadError> {
+        let map = self.ebpf.take_map(map).ok_or(LoadError::NoMap(map))?;
+        let mut array =
             ProgramArray::try_from(map).map_err(|source| LoadError::TailCalls { source })?;
-        for (slot, name) in program_names::TAIL_CALLED {
-            let program: &SchedClassifier = self
-                .ebpf
-                .program(name)
-                .ok_or(LoadError::NoProgram(name))?
-                .try_into()
-                .map_err(|source| LoadError::Program { name, source })?;
+        for &(slot, name) in slots {
+            let program = self.ebpf.program(name).ok_or(LoadError::NoProgram(name))?;
             let fd = program
                 .fd()
                 .map_err(|source| LoadError::Program { name, source })?;
-            progs
+            array
                 .set(slot, fd, 0)
                 .map_err(|source| LoadError::TailCalls { source })?;
         }

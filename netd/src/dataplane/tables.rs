@@ -20,7 +20,7 @@ use netd_common::{
     map_names,
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
-        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS,
+        MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
     },
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
@@ -200,6 +200,17 @@ pub const PROGS: TableDecl = TableDecl {
     open: None,
 };
 
+/// Programs the uplink program tail-calls, filled by netd at load.
+pub const XDP_PROGS: TableDecl = TableDecl {
+    name: map_names::XDP_PROGS,
+    kind: MapKind::ProgArray,
+    key_size: 4,
+    value_size: 4,
+    max_entries: MAX_XDP_PROGS,
+    owner: Owner::Netd,
+    open: None,
+};
+
 /// Every pinned map. Control maps in write order: what an entry points at
 /// comes before it (endpoints point at networks, hosts and local entries;
 /// a service port at its table, whose slots point at backends; a VIP is
@@ -222,6 +233,7 @@ pub const TABLES: &[TableDecl] = &[
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
     PROGS,
+    XDP_PROGS,
 ];
 
 /// An inner table of a map of maps is named `OUTER/<key as hex>`, and its
