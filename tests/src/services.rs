@@ -116,6 +116,12 @@ pub fn ask(conn: &TcpStream) -> std::io::Result<String> {
     read_line(conn)
 }
 
+/// `n` TCP connections, one after another, to VIP:80: who answered each,
+/// and the client address they saw.
+pub fn tcp_connections(client: &NetNs, vip: &str, n: usize) -> Vec<String> {
+    (0..n).map(|_| connect(client, vip).1).collect()
+}
+
 /// `n` UDP flows (one socket each) to VIP:53: who answered each, and the
 /// client address they saw.
 pub fn udp_flows(client: &NetNs, vip: &str, n: usize) -> Vec<String> {

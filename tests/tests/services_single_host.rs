@@ -22,7 +22,8 @@ use netd_tests::{
     netns::NetNs,
     process::{metric, Netd},
     services::{
-        ask, backend_of, connect, serve, shares, udp_ask, udp_connected, udp_flows, Talker,
+        ask, backend_of, connect, serve, shares, tcp_connections, udp_ask, udp_connected,
+        udp_flows, Talker,
     },
 };
 
@@ -133,7 +134,7 @@ fn a_vip_balances_tcp_and_udp_over_three_backends_that_see_the_client() {
     let client_ip = h.netd.endpoint("client", "n1", &client, &[]);
     let vip = service(&h, "web", &["--selector", "app=web"]);
 
-    let tcp: Vec<String> = (0..300).map(|_| connect(&client, &vip).1).collect();
+    let tcp = tcp_connections(&client, &vip, 300);
     let udp = udp_flows(&client, &vip, 300);
     let all: Vec<&Backend> = backends.iter().collect();
     assert_balanced("300 TCP connections", &tcp, &all);
@@ -187,7 +188,7 @@ fn established_flows_keep_their_backend_through_adds_and_drains_and_move_on_remo
     // A drained backend keeps its connection and gets no new one.
     h.netd.ok(&["service", "update", "web", "--drain", "web0"]);
     assert_eq!(ask(&open["web0"]).expect("still open"), "web0");
-    let fresh: Vec<String> = (0..60).map(|_| connect(&client, &vip).1).collect();
+    let fresh = tcp_connections(&client, &vip, 60);
     let count = shares(&fresh);
     assert!(!count.contains_key("web0"), "a drained backend: {count:?}");
     assert!(count.contains_key("web1") && count.contains_key("web2"));
@@ -457,7 +458,7 @@ fn a_connection_through_the_vip_survives_netd_restarts_and_kill_9() {
         .filter(|f| f["state"] == "established")
         .collect();
     assert_eq!(open.len(), 1, "{tracked:?}");
-    let fresh: Vec<String> = (0..30).map(|_| connect(&client, &vip).1).collect();
+    let fresh = tcp_connections(&client, &vip, 30);
     assert!(shares(&fresh).len() >= 2, "{:?}", shares(&fresh));
     assert!(
         backends.iter().any(|b| backend_of(&while_dead) == b.name),
@@ -613,8 +614,8 @@ fn client_ip_affinity_keeps_a_clients_connections_on_one_backend_through_kill_9_
     let listed = h.netd.ok(&["service", "ls"]);
     assert!(listed.contains("client-ip:60s"), "{listed}");
 
-    let answers: Vec<String> = (0..30)
-        .map(|_| connect(&client, &vip).1)
+    let answers: Vec<String> = tcp_connections(&client, &vip, 30)
+        .into_iter()
         .chain(udp_flows(&client, &vip, 30))
         .collect();
     let count = shares(&answers);
@@ -629,17 +630,9 @@ fn client_ip_affinity_keeps_a_clients_connections_on_one_backend_through_kill_9_
 
     // netd killed, then started again: the affinity is pinned state.
     h.netd.kill();
-    let while_dead = shares(
-        &(0..10)
-            .map(|_| connect(&client, &vip).1)
-            .collect::<Vec<_>>(),
-    );
+    let while_dead = shares(&tcp_connections(&client, &vip, 10));
     h.netd.restart(&h.ns);
-    let after = shares(
-        &(0..10)
-            .map(|_| connect(&client, &vip).1)
-            .collect::<Vec<_>>(),
-    );
+    let after = shares(&tcp_connections(&client, &vip, 10));
     assert_eq!(
         while_dead.keys().collect::<Vec<_>>(),
         [&sticky],
@@ -663,11 +656,7 @@ fn client_ip_affinity_keeps_a_clients_connections_on_one_backend_through_kill_9_
         "--affinity",
         "client-ip:1",
     ]);
-    let moved = shares(
-        &(0..30)
-            .map(|_| connect(&client, &vip).1)
-            .collect::<Vec<_>>(),
-    );
+    let moved = shares(&tcp_connections(&client, &vip, 30));
     assert_eq!(moved.len(), 1, "{moved:?}");
     assert!(!moved.contains_key(&sticky), "{moved:?}");
 
@@ -696,7 +685,7 @@ fn client_ip_affinity_keeps_a_clients_connections_on_one_backend_through_kill_9_
         "--undrain",
         &sticky,
     ]);
-    let tcp: Vec<String> = (0..300).map(|_| connect(&client, &vip).1).collect();
+    let tcp = tcp_connections(&client, &vip, 300);
     let all: Vec<&Backend> = backends.iter().collect();
     assert_balanced("300 connections without affinity", &tcp, &all);
     let (ok, _, err) = h

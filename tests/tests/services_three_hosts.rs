@@ -8,7 +8,7 @@ use std::sync::{atomic::AtomicBool, Arc};
 use netd_tests::{
     cluster::{cluster, eventually},
     netns::NetNs,
-    services::{connect, serve, shares, udp_connected, udp_flows},
+    services::{serve, shares, tcp_connections, udp_connected, udp_flows},
 };
 
 #[test]
@@ -65,7 +65,7 @@ fn every_client_on_every_host_reaches_every_backend_through_the_vip() {
         });
     }
     for (i, (ns, ip)) in clients.iter().enumerate() {
-        let tcp: Vec<String> = (0..40).map(|_| connect(ns, &vip).1).collect();
+        let tcp = tcp_connections(ns, &vip, 40);
         let udp = udp_flows(ns, &vip, 40);
         for (what, answers) in [("tcp", &tcp), ("udp", &udp)] {
             let count = shares(answers);

@@ -18,7 +18,7 @@ use netd_tests::{
     free_port,
     netns::NetNs,
     process::{metric, netd_bin, Netd},
-    services::{connect, serve, shares, Talker},
+    services::{connect, serve, shares, tcp_connections, Talker},
     traffic::{ping, PingUnderway},
 };
 
@@ -203,11 +203,7 @@ fn an_upgrade_from_the_services_release_keeps_a_connection_through_the_vip_and_a
         "--affinity",
         "client-ip",
     ]);
-    let sticky = shares(
-        &(0..20)
-            .map(|_| connect(&client, &vip).1)
-            .collect::<Vec<_>>(),
-    );
+    let sticky = shares(&tcp_connections(&client, &vip, 20));
     assert_eq!(sticky.len(), 1, "{sticky:?}");
     stop.store(true, Ordering::SeqCst);
     drop(backends);
