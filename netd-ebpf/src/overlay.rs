@@ -85,16 +85,10 @@ pub fn is_vxlan_for_us(h: &Headers) -> bool {
 /// VXLAN for this host (the host stack's business).
 #[inline(always)]
 pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction> {
-    let (L3::Ipv4(ip), L4::Udp { dst_port, .. }) = (h.l3, h.l4) else {
+    let L3::Ipv4(ip) = h.l3 else {
         return Outcome::pass();
     };
-    if u16::from_be_bytes(dst_port) != VXLAN_PORT {
-        return Outcome::pass();
-    }
-    let Some(config) = NETD_OVERLAY.get(0).copied() else {
-        return Outcome::pass();
-    };
-    if config.underlay == [0; 4] || ip.dst != config.underlay {
+    if !is_vxlan_for_us(h) {
         return Outcome::pass();
     }
     // VXLAN from a sender that is no host of the cluster, or (below) with

@@ -190,26 +190,23 @@ pub const REV_NAT: Table<CtTuple, RevNatEntry> = Table::new(map_names::REV_NAT);
 pub const AFFINITY: Table<AffinityKey, AffinityEntry> = Table::new(map_names::AFFINITY);
 
 /// Programs the endpoint program tail-calls, filled by netd at load.
-pub const PROGS: TableDecl = TableDecl {
-    name: map_names::PROGS,
-    kind: MapKind::ProgArray,
-    key_size: 4,
-    value_size: 4,
-    max_entries: MAX_PROGS,
-    owner: Owner::Netd,
-    open: None,
-};
+pub const PROGS: TableDecl = prog_array(map_names::PROGS, MAX_PROGS);
 
 /// Programs the uplink program tail-calls, filled by netd at load.
-pub const XDP_PROGS: TableDecl = TableDecl {
-    name: map_names::XDP_PROGS,
-    kind: MapKind::ProgArray,
-    key_size: 4,
-    value_size: 4,
-    max_entries: MAX_XDP_PROGS,
-    owner: Owner::Netd,
-    open: None,
-};
+pub const XDP_PROGS: TableDecl = prog_array(map_names::XDP_PROGS, MAX_XDP_PROGS);
+
+/// A prog array: slot → program fd, filled by netd before it attaches.
+const fn prog_array(name: &'static str, max_entries: u32) -> TableDecl {
+    TableDecl {
+        name,
+        kind: MapKind::ProgArray,
+        key_size: 4,
+        value_size: 4,
+        max_entries,
+        owner: Owner::Netd,
+        open: None,
+    }
+}
 
 /// Every pinned map. Control maps in write order: what an entry points at
 /// comes before it (endpoints point at networks, hosts and local entries;
