@@ -176,6 +176,31 @@ fn all_to(backend: [u8; 4]) -> MaglevTable {
     t
 }
 
+/// An ICMP port unreachable from `from` to `to` in a frame between `macs`
+/// (source, destination), quoting the datagram `quoted.0:40000 →
+/// quoted.1:quoted.2` whole, as Linux does.
+fn port_unreachable(
+    macs: ([u8; 6], [u8; 6]),
+    from: [u8; 4],
+    to: [u8; 4],
+    quoted: ([u8; 4], [u8; 4], u16),
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    etherparse::PacketBuilder::ipv4(quoted.0, quoted.1, 63)
+        .udp(40000, quoted.2)
+        .write(&mut body, b"query")
+        .expect("udp");
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(from, to, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut out, &body)
+        .expect("icmp");
+    out
+}
+
 fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), src_mac: [u8; 6]) -> Vec<u8> {
     let mut out = Vec::new();
     etherparse::PacketBuilder::ethernet2(src_mac, HOST_MAC)
@@ -537,20 +562,7 @@ fn an_icmp_error_about_a_translated_flow_is_translated_back() {
     let mut w = world(B_IP);
     record_udp_reply(&mut w.f, A_IP, B_IP, B_IP);
     let error = |quoted_dst: [u8; 4], port: u16, from: [u8; 4]| {
-        let mut quoted = Vec::new();
-        etherparse::PacketBuilder::ipv4(B_IP, quoted_dst, 63)
-            .udp(40000, port)
-            .write(&mut quoted, b"query")
-            .expect("udp");
-        let mut out = Vec::new();
-        etherparse::PacketBuilder::ethernet2(A_MAC, HOST_MAC)
-            .ipv4(from, B_IP, 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Port,
-            ))
-            .write(&mut out, &quoted)
-            .expect("icmp");
-        out
+        port_unreachable((A_MAC, HOST_MAC), from, B_IP, (B_IP, quoted_dst, port))
     };
     let (verdict, out) = run(&mut w, &error(A_IP, TARGET, A_IP));
     assert_eq!(verdict, TC_ACT_REDIRECT, "delivered to the client");
@@ -576,20 +588,7 @@ fn a_hairpin_clients_own_icmp_error_comes_back_from_the_vip_about_the_vip() {
     let mut w = world(A_IP);
     record_udp_reply(&mut w.f, A_IP, HAIRPIN_IP, A_IP);
     let error = |from: [u8; 4], to: [u8; 4], quoted: ([u8; 4], [u8; 4], u16)| {
-        let mut body = Vec::new();
-        etherparse::PacketBuilder::ipv4(quoted.0, quoted.1, 63)
-            .udp(40000, quoted.2)
-            .write(&mut body, b"query")
-            .expect("udp");
-        let mut out = Vec::new();
-        etherparse::PacketBuilder::ethernet2(A_MAC, HOST_MAC)
-            .ipv4(from, to, 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Port,
-            ))
-            .write(&mut out, &body)
-            .expect("icmp");
-        out
+        port_unreachable((A_MAC, HOST_MAC), from, to, quoted)
     };
     let seen = error(A_IP, HAIRPIN_IP, (HAIRPIN_IP, A_IP, TARGET));
     let (verdict, out) = run(&mut w, &seen);
@@ -624,20 +623,12 @@ fn a_backends_icmp_error_decapsulated_at_xdp_is_translated_back() {
     // Backend A (on host 7) answers the datagram it got as B:40000 →
     // A:TARGET with a port unreachable quoting it.
     let error = |quoted_dst: [u8; 4], port: u16, from: [u8; 4]| {
-        let mut quoted = Vec::new();
-        etherparse::PacketBuilder::ipv4(o::B_IP, quoted_dst, 63)
-            .udp(40000, port)
-            .write(&mut quoted, b"query")
-            .expect("udp");
-        let mut out = Vec::new();
-        etherparse::PacketBuilder::ethernet2(o::A_MAC, o::B_MAC)
-            .ipv4(from, o::B_IP, 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Port,
-            ))
-            .write(&mut out, &quoted)
-            .expect("icmp");
-        out
+        port_unreachable(
+            (o::A_MAC, o::B_MAC),
+            from,
+            o::B_IP,
+            (o::B_IP, quoted_dst, port),
+        )
     };
     let inner = error(o::A_IP, TARGET, o::A_IP);
     let packet = testpkt::vxlan(o::PEER_UNDERLAY, o::HERE_UNDERLAY, o::VNI, 0x08, &inner);
