@@ -112,6 +112,37 @@ fn watch_sees_changes_and_resumes_after_an_etcd_restart() {
 }
 
 #[test]
+fn a_write_right_after_connect_reaches_the_watch() {
+    let etcd = Etcd::start();
+    // A current-thread runtime runs the store's watch task only inside
+    // block_on, so the write below lands before the watch has registered
+    // with etcd: the window a daemon has between connecting and watching.
+    let watcher_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let watcher = watcher_rt.block_on(store(&etcd));
+    let mut events = watcher.watch();
+    runtime().block_on(async {
+        let writer = store(&etcd).await;
+        writer
+            .commit(Txn::new().put("/netd/early", "v"))
+            .await
+            .expect("put");
+    });
+    watcher_rt.block_on(async {
+        let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
+            .await
+            .expect("the early write is seen")
+            .expect("event");
+        assert!(
+            matches!(e, WatchEvent::Put { ref key, .. } if key == "/netd/early"),
+            "{e:?}"
+        );
+    });
+}
+
+#[test]
 fn two_writers_allocating_at_once_never_share_an_address() {
     let etcd = Etcd::start();
     runtime().block_on(async {

@@ -50,26 +50,29 @@ impl EtcdStore {
             endpoints: joined,
             events,
         };
-        // Prove the server answers before anyone relies on it.
-        store.list("/netd/\u{7f}").await?;
-        tokio::spawn(store.clone().follow(prefix.to_string()));
+        // Prove the server answers before anyone relies on it, and learn the
+        // revision the watch starts after: the watch task registers with
+        // etcd some time after this returns, and a write in between must
+        // not be lost.
+        let revision = store.snapshot("/netd/\u{7f}").await?.revision as i64;
+        tokio::spawn(store.clone().follow(prefix.to_string(), revision + 1));
         Ok(store)
     }
 
     /// Forwards etcd's watch events, resuming after failures.
-    async fn follow(self, prefix: String) {
-        let mut next_revision: i64 = 0;
+    async fn follow(self, prefix: String, mut next_revision: i64) {
+        let mut resumed = false;
         loop {
             let mut client = self.client.clone();
-            let mut options = WatchOptions::new().with_prefix();
-            if next_revision > 0 {
-                options = options.with_start_revision(next_revision);
-            }
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(next_revision);
             match client.watch(prefix.as_str(), Some(options)).await {
                 Ok(mut stream) => {
-                    if next_revision > 0 {
+                    if resumed {
                         info!(revision = next_revision, "etcd watch resumed");
                     }
+                    resumed = true;
                     loop {
                         match stream.message().await {
                             Ok(Some(resp)) => {
