@@ -25,6 +25,18 @@ async fn store(etcd: &Etcd) -> EtcdStore {
         .expect("connect to etcd")
 }
 
+/// The next watch event, within 15 s, is a put of `key`.
+async fn next_is_put(events: &mut tokio::sync::broadcast::Receiver<WatchEvent>, key: &str) {
+    let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no event for {key} in 15 s"))
+        .expect("event");
+    assert!(
+        matches!(e, WatchEvent::Put { key: ref k, .. } if k == key),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn transactions_revisions_and_conflicts() {
     let etcd = Etcd::start();
@@ -76,14 +88,7 @@ fn watch_sees_changes_and_resumes_after_an_etcd_restart() {
     let mut events = s.watch();
     rt.block_on(async {
         s.commit(Txn::new().put("/netd/k", "v")).await.expect("put");
-        let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
-            .await
-            .expect("event in time")
-            .expect("event");
-        assert!(
-            matches!(e, WatchEvent::Put { ref key, .. } if key == "/netd/k"),
-            "{e:?}"
-        );
+        next_is_put(&mut events, "/netd/k").await;
     });
     etcd.restart();
     rt.block_on(async {
@@ -130,16 +135,7 @@ fn a_write_right_after_connect_reaches_the_watch() {
             .await
             .expect("put");
     });
-    watcher_rt.block_on(async {
-        let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
-            .await
-            .expect("the early write is seen")
-            .expect("event");
-        assert!(
-            matches!(e, WatchEvent::Put { ref key, .. } if key == "/netd/early"),
-            "{e:?}"
-        );
-    });
+    watcher_rt.block_on(next_is_put(&mut events, "/netd/early"));
 }
 
 #[test]
