@@ -111,10 +111,18 @@ pub enum DropReason {
     NatFailed = 12,
     /// The service program was not there to hand a packet to.
     NoServiceProgram = 13,
+    /// The routing mesh had no next hop's MAC for the tunnel to a
+    /// backend's host (netd keeps those neighbours resolved; a new one
+    /// may still be resolving).
+    NoNeighbour = 14,
+    /// A packet to a published port too big for the tunnel to its
+    /// backend's host, without DF (with DF it is answered with ICMP
+    /// fragmentation needed).
+    TooBig = 15,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -129,6 +137,8 @@ impl DropReason {
         DropReason::NoServicePort,
         DropReason::NatFailed,
         DropReason::NoServiceProgram,
+        DropReason::NoNeighbour,
+        DropReason::TooBig,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -147,6 +157,8 @@ impl DropReason {
             DropReason::NoServicePort => "no_service_port",
             DropReason::NatFailed => "nat_failed",
             DropReason::NoServiceProgram => "no_service_program",
+            DropReason::NoNeighbour => "no_neighbour",
+            DropReason::TooBig => "too_big",
         }
     }
 }

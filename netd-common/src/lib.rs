@@ -10,6 +10,7 @@ pub mod flow;
 pub mod icmp;
 pub mod maglev;
 pub mod maps;
+pub mod mesh;
 pub mod nat;
 pub mod parse;
 pub mod refusal;
@@ -51,6 +52,12 @@ pub mod map_names {
     pub const REV_NAT: &str = "NETD_REV_NAT";
     /// [`crate::service::AffinityEntry`] by [`crate::service::AffinityKey`] (LRU).
     pub const AFFINITY: &str = "NETD_AFFINITY";
+    /// [`crate::service::ServiceEntry`] by [`crate::mesh::PublishedKey`].
+    pub const PUBLISHED: &str = "NETD_PUBLISHED";
+    /// [`crate::mesh::MeshNeighbour`] by client address (LRU).
+    pub const MESH_NEIGH: &str = "NETD_MESH_NEIGH";
+    /// [`crate::mesh::TunnelReturn`] by the reply's tuple (LRU).
+    pub const MESH_RETURN: &str = "NETD_MESH_RETURN";
     /// Programs the uplink program tail-calls, by [`crate::maps::XDP_PROG_DECAP`].
     pub const XDP_PROGS: &str = "NETD_XDP_PROGS";
     /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
@@ -81,8 +88,14 @@ pub mod program_names {
     /// XDP, tail-called by the uplink program: VXLAN for this host, decapped
     /// and delivered (reverse NAT and ICMP errors of translated flows).
     pub const XDP_DECAP: &str = "netd_xdp_decap";
+    /// XDP, tail-called by the uplink program: a published port of the
+    /// routing mesh, DNATed to a backend here or tunnelled to its host.
+    pub const XDP_MESH: &str = "netd_xdp_mesh";
     /// The programs in `NETD_XDP_PROGS`, by slot.
-    pub const XDP_TAIL_CALLED: [(u32, &str); 1] = [(crate::maps::XDP_PROG_DECAP, XDP_DECAP)];
+    pub const XDP_TAIL_CALLED: [(u32, &str); 2] = [
+        (crate::maps::XDP_PROG_DECAP, XDP_DECAP),
+        (crate::maps::XDP_PROG_MESH, XDP_MESH),
+    ];
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
     /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.

@@ -8,6 +8,15 @@ use crate::{
 };
 
 pub const FLAG_VNI: u8 = 0x08;
+/// Where the routing mesh's mark is: the last byte of the reserved field
+/// after the flags.
+pub const MESH_MARK_AT: usize = 3;
+/// The mark on a packet the routing mesh tunnels from the host a client
+/// connected to (the outer source) to the backend's host: its inner source
+/// is that client, no endpoint, and its replies go back through the
+/// ingress host. Only netd hosts send or accept it; a kernel VXLAN device
+/// drops reserved bits it does not know.
+pub const MESH_INGRESS: u8 = 0x01;
 /// IPv4 + UDP + VXLAN: what precedes the inner Ethernet header.
 pub const OUTER_LEN: usize = 36;
 
@@ -19,6 +28,8 @@ pub struct Outer {
     pub vni: u32,
     pub src_port: u16,
     pub ip_id: u16,
+    /// Carries [`MESH_INGRESS`].
+    pub mesh: bool,
 }
 
 /// IPv4 total length and UDP length of the outer packet around an inner
@@ -78,7 +89,22 @@ pub fn outer_headers(o: &Outer, inner_frame_len: u32) -> [u8; OUTER_LEN] {
         i += 1;
     }
     let udp_vxlan = [
-        sp[0], sp[1], dp[0], dp[1], ul[0], ul[1], 0, 0, FLAG_VNI, 0, 0, 0, v[1], v[2], v[3], 0,
+        sp[0],
+        sp[1],
+        dp[0],
+        dp[1],
+        ul[0],
+        ul[1],
+        0,
+        0,
+        FLAG_VNI,
+        0,
+        0,
+        if o.mesh { MESH_INGRESS } else { 0 },
+        v[1],
+        v[2],
+        v[3],
+        0,
     ];
     while i < OUTER_LEN {
         out[i] = udp_vxlan[i - 20];
@@ -98,6 +124,7 @@ mod tests {
             vni: 4096,
             src_port: 0xc123,
             ip_id: 0x1234,
+            mesh: false,
         }
     }
 
@@ -132,5 +159,23 @@ mod tests {
         assert_eq!(u16::from_be_bytes([h[24], h[25]]), 114);
         assert_eq!(&h[26..28], &[0, 0], "no UDP checksum");
         assert_eq!(&h[28..36], &[0x08, 0, 0, 0, 0, 0x10, 0, 0]);
+    }
+
+    #[test]
+    fn the_mesh_mark_sits_in_a_reserved_byte_and_nowhere_else() {
+        let plain = outer_headers(&outer(), 98);
+        let marked = outer_headers(
+            &Outer {
+                mesh: true,
+                ..outer()
+            },
+            98,
+        );
+        let vxlan = 28;
+        assert_eq!(marked[vxlan + MESH_MARK_AT], MESH_INGRESS);
+        assert_eq!(marked[vxlan], FLAG_VNI);
+        for i in (0..OUTER_LEN).filter(|i| *i != vxlan + MESH_MARK_AT) {
+            assert_eq!(plain[i], marked[i], "byte {i}");
+        }
     }
 }

@@ -17,6 +17,7 @@ pub fn to_local(peer: &EndpointEntry) -> Option<Delivery> {
         Some(local) if local.network == peer.network && local.mac == peer.mac => Some(Delivery {
             ifindex: peer.ifindex,
             mac: peer.mac,
+            gateway_mac: local.host_mac,
         }),
         _ => None,
     }

@@ -24,7 +24,7 @@ use crate::{
     arp, forward,
     frame::PacketFrame,
     maps::{NETD_LOCAL_EPS, NETD_PROGS},
-    metrics,
+    mesh, metrics,
     nat::{self, Target},
     outcome::{ArpAnswer, Delivery, EndpointAction, EndpointStep, Outcome, Plan, Step},
     overlay,
@@ -99,7 +99,7 @@ pub fn carry_out(
         Step::Drop => drop(ctx, outcome.reason, bytes),
         Step::Act => match action.step {
             EndpointStep::Deliver => {
-                let Delivery { ifindex, mac } = action.deliver;
+                let Delivery { ifindex, mac, .. } = action.deliver;
                 if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
                     return drop(ctx, DropReason::Malformed, bytes);
                 }
@@ -116,6 +116,19 @@ pub fn carry_out(
                 // The kernel picks the next hop and its MAC for the outer header.
                 // SAFETY: plain helper call; the kernel checks the ifindex.
                 unsafe { bpf_redirect_neigh(e.uplink, core::ptr::null_mut(), 0, 0) as i32 }
+            }
+            EndpointStep::Uplink => {
+                let out = action.deliver;
+                if ctx
+                    .store(ETH_DST, &mesh::addresses(out.mac, out.gateway_mac), 0)
+                    .is_err()
+                {
+                    return drop(ctx, DropReason::Malformed, bytes);
+                }
+                metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+                // Out of the uplink, addressed already: no neighbour lookup.
+                // SAFETY: plain helper call; the kernel checks the ifindex.
+                unsafe { bpf_redirect(out.ifindex, 0) as i32 }
             }
             EndpointStep::ArpReply => {
                 if write_arp_reply(ctx, &action.arp).is_err() {
@@ -209,11 +222,18 @@ fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<End
         None => service::reply(ip, &h.l4).unwrap_or((Nat::NONE, ip.dst)),
     };
     // One forwarding stage, inlined once, whatever the translation. Not a
-    // VIP: `at` still gives the encap its flow hash.
+    // VIP: `at` still gives the encap its flow hash. What it leaves to the
+    // host may be a reply of the routing mesh.
+    let mut outcome = forward::ipv4(me, route_to);
+    if outcome.step == Step::Pass {
+        if let Some(mesh) = mesh::from_backend(me, ip, &h.l4, !nat.is_none(), route_to) {
+            outcome = mesh;
+        }
+    }
     Plan {
         nat,
         at: Target::of(h),
-        outcome: forward::ipv4(me, route_to),
+        outcome,
     }
 }
 

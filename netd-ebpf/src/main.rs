@@ -14,6 +14,7 @@ mod frame;
 mod icmp_error;
 mod icmp_quote;
 mod maps;
+mod mesh;
 mod metrics;
 mod nat;
 mod outcome;

@@ -13,6 +13,7 @@ use netd_common::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
     },
+    mesh::{MeshNeighbour, PublishedKey, TunnelReturn, MAX_MESH_NEIGHBOURS, MAX_PUBLISHED},
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
         RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
@@ -90,6 +91,25 @@ pub static NETD_REV_NAT: LruHashMap<CtTuple, RevNatEntry> =
 #[map(name = "NETD_AFFINITY")]
 pub static NETD_AFFINITY: LruHashMap<AffinityKey, AffinityEntry> =
     LruHashMap::pinned(MAX_AFFINITY, 0);
+
+/// Ports published by the routing mesh, by (port, protocol): the service
+/// entry new flows to them are balanced by (its Maglev table, the port on
+/// the backends).
+#[map(name = "NETD_PUBLISHED")]
+pub static NETD_PUBLISHED: HashMap<PublishedKey, ServiceEntry> = HashMap::pinned(MAX_PUBLISHED, 0);
+
+/// The routing mesh's clients, by address: the uplink and MACs their
+/// requests came with, which their replies leave with. Written by the mesh
+/// program on a new flow.
+#[map(name = "NETD_MESH_NEIGH")]
+pub static NETD_MESH_NEIGH: LruHashMap<[u8; 4], MeshNeighbour> =
+    LruHashMap::pinned(MAX_MESH_NEIGHBOURS, 0);
+
+/// On a backend's host, the routing mesh's flows by reply tuple: the host
+/// they came in on, which replies are tunnelled back to.
+#[map(name = "NETD_MESH_RETURN")]
+pub static NETD_MESH_RETURN: LruHashMap<CtTuple, TunnelReturn> =
+    LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
 
 /// Programs the endpoint program tail-calls (`PROG_SERVICE`): filled by
 /// netd at load, before any program is attached. Pinned, so the slots

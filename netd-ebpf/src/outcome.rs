@@ -87,10 +87,14 @@ impl<A: Copy + Default> Outcome<A> {
 
 /// Into the endpoint behind host veth `ifindex` (its peer), addressed to
 /// `mac`: what the local-delivery stage hands every path that ends here.
+/// Also out of an uplink to a client of the routing mesh, the way its
+/// request came (`mac` the next hop, `gateway_mac` this host's).
 #[derive(Clone, Copy, Default)]
 pub struct Delivery {
     pub ifindex: u32,
     pub mac: [u8; 6],
+    /// The host end's MAC: the source of a frame netd addresses itself.
+    pub gateway_mac: [u8; 6],
 }
 
 /// The answer to an ARP request at offset `at` from `asker_ip` /
@@ -118,6 +122,8 @@ pub enum EndpointStep {
     ToServiceProgram,
     /// The same, to the ICMP error program.
     ToIcmpErrorProgram,
+    /// A backend's reply to a client of the routing mesh: out of the uplink.
+    Uplink,
 }
 
 /// One of the endpoint's actions (`step`) and its arguments.
@@ -130,6 +136,15 @@ pub struct EndpointAction {
 }
 
 impl EndpointAction {
+    #[inline(always)]
+    pub fn uplink(out: Delivery) -> Self {
+        EndpointAction {
+            step: EndpointStep::Uplink,
+            deliver: out,
+            ..Default::default()
+        }
+    }
+
     #[inline(always)]
     pub fn deliver(to: Delivery) -> Self {
         EndpointAction {
@@ -177,4 +192,7 @@ pub struct UplinkAction {
     pub inner: Target,
     /// An ICMP error's quote to translate (offsets in the inner frame).
     pub quote: QuoteNat,
+    /// A backend's reply to a client of the routing mesh: `into` is an
+    /// uplink and the client's next hop.
+    pub to_client: bool,
 }

@@ -24,6 +24,7 @@ use crate::{
     frame::PacketFrame,
     icmp_quote::{quoted_flow, QuoteNat},
     maps::{NETD_ENDPOINTS, NETD_HOSTS, NETD_HOST_BY_IP, NETD_NETWORKS, NETD_OVERLAY, NETD_VNIS},
+    mesh,
     nat::Target,
     outcome::{EndpointAction, Outcome, UplinkAction},
     service,
@@ -121,16 +122,24 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction>
     let L3::Ipv4(inner_ip) = inner_headers.l3 else {
         return Outcome::drop(DropReason::UnknownL3);
     };
-    // The inner source must be an endpoint of that network on the host that
-    // sent it: a host can speak only for its own endpoints.
-    // SAFETY: as above.
-    match unsafe { NETD_ENDPOINTS.get(&inner_ip.src) } {
-        Some(e) if u32::from(e.host) == sender && e.ifindex == 0 && e.network == network => {}
-        _ => return Outcome::drop(DropReason::Spoofed),
+    if vxlan[vxlan::MESH_MARK_AT] & vxlan::MESH_INGRESS != 0 {
+        // A client of the routing mesh, let in by the host it connected
+        // to: its source is its own, and its replies go back that way.
+        if !mesh::remember_ingress(ip.src, network, &inner_ip, &inner_headers.l4) {
+            return Outcome::drop(DropReason::Malformed);
+        }
+    } else {
+        // The inner source must be an endpoint of that network on the host
+        // that sent it: a host can speak only for its own endpoints.
+        // SAFETY: as above.
+        match unsafe { NETD_ENDPOINTS.get(&inner_ip.src) } {
+            Some(e) if u32::from(e.host) == sender && e.ifindex == 0 && e.network == network => {}
+            _ => return Outcome::drop(DropReason::Spoofed),
+        }
     }
     // A backend's reply to a client of this host: back to VIP:port; a
     // backend's ICMP error about such a flow: its quote, likewise.
-    let (nat, quote) = match inner_headers.l4 {
+    let (nat, quote, client) = match inner_headers.l4 {
         L4::Icmp { kind, .. } if icmp::is_error(kind) => (
             Nat::NONE,
             quoted_flow(
@@ -140,15 +149,28 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction>
                 inner_ip.src,
             )
             .unwrap_or_default(),
+            None,
         ),
         _ => match service::reply(&inner_ip, &inner_headers.l4) {
-            Some((nat, _)) => (nat, QuoteNat::default()),
-            None => (Nat::NONE, QuoteNat::default()),
+            Some((nat, client)) => (nat, QuoteNat::default(), Some(client)),
+            None => (Nat::NONE, QuoteNat::default(), None),
         },
     };
     // SAFETY: as above.
     let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&inner_ip.dst) }).copied() else {
-        return Outcome::drop(DropReason::NotHere);
+        // A remote backend's reply to a client of the routing mesh that
+        // connected here: back out of the uplink.
+        return match client.and_then(|c| mesh::egress_to(&c)) {
+            Some(into) => Outcome::act(UplinkAction {
+                strip: inner as u32,
+                into,
+                nat,
+                inner: Target::of(&inner_headers),
+                to_client: true,
+                ..UplinkAction::default()
+            }),
+            None => Outcome::drop(DropReason::NotHere),
+        };
     };
     if peer.ifindex == 0 || peer.network != network {
         return Outcome::drop(DropReason::NotHere);
@@ -160,6 +182,7 @@ pub fn decap_decision(frame: &PacketFrame, h: &Headers) -> Outcome<UplinkAction>
             nat,
             inner: Target::of(&inner_headers),
             quote,
+            ..UplinkAction::default()
         }),
         None => Outcome::drop(DropReason::NotHere),
     }
@@ -184,6 +207,7 @@ pub fn write_encap(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64
             src_port: netd_common::flow::vxlan_source_port(flow_hash),
             // SAFETY: a plain helper call.
             ip_id: unsafe { bpf_get_prandom_u32() } as u16,
+            mesh: false,
         },
         inner_len,
     );

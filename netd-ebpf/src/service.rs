@@ -219,10 +219,18 @@ pub fn new_flow(p: &ClientPacket) -> ToService {
     let Some(vip) = vip_of(&p.flow.dst) else {
         return ToService::NO;
     };
-    let service = match port_of(p, &vip) {
-        Ok(service) => service,
-        Err(to) => return to,
-    };
+    match port_of(p, &vip) {
+        Ok(service) => admit(p, &service),
+        Err(to) => to,
+    }
+}
+
+/// A new flow to `service` (a VIP's port, or a port the routing mesh
+/// publishes): its backend, recorded both ways in conntrack, with the
+/// address the client addressed in the VIP's place for the reply.
+#[inline(always)]
+pub fn admit(p: &ClientPacket, service: &ServiceEntry) -> ToService {
+    let service = *service;
     let flow = p.flow;
     let (tcp_flags, bytes) = (p.tcp_flags, p.bytes);
     let now = now();
@@ -390,7 +398,7 @@ pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
 /// sweeper's timeouts are seconds, and on the established path the precise
 /// clock cost about 35 ns a packet, a tenth of the path.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: a plain helper call.
     unsafe { bpf_ktime_get_coarse_ns() }
 }

@@ -9,8 +9,8 @@
 //!
 //! Two programs, like the endpoint side: `netd_xdp_uplink` (attached)
 //! parses and sorts, and tail-calls `netd_xdp_decap` (`NETD_XDP_PROGS`)
-//! for VXLAN to this host, so each has a stack of its own; the routing
-//! mesh's published ports get a slot beside it.
+//! for VXLAN to this host, and `netd_xdp_mesh` for a published port of
+//! the routing mesh, so each has a stack of its own.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::XDP_PROG_DECAP,
+    maps::{XDP_PROG_DECAP, XDP_PROG_MESH},
     parse::{parse, Frame},
 };
 
@@ -28,7 +28,7 @@ use crate::{
     frame::PacketFrame,
     icmp_quote::{self, QuoteNat},
     maps::NETD_XDP_PROGS,
-    metrics, nat,
+    mesh, metrics, nat,
     outcome::{Outcome, Step},
     overlay,
 };
@@ -46,12 +46,17 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
         }
         Err(_) => return pass(bytes),
     };
-    // Stages in order: VXLAN for this host (the decap program); published
-    // ports (service) to come.
+    // Stages in order: VXLAN for this host (the decap program), then a
+    // published port of the routing mesh (the mesh program).
     if overlay::is_vxlan_for_us(&headers) {
         // SAFETY: the slot holds an XDP program or nothing; on success
         // this call does not return.
         unsafe { NETD_XDP_PROGS.tail_call(&ctx, XDP_PROG_DECAP) };
+        return drop(DropReason::NoServiceProgram, bytes);
+    }
+    if mesh::is_published(&headers) {
+        // SAFETY: as above.
+        unsafe { NETD_XDP_PROGS.tail_call(&ctx, XDP_PROG_MESH) };
         return drop(DropReason::NoServiceProgram, bytes);
     }
     pass(bytes)
@@ -80,6 +85,18 @@ pub fn netd_xdp_decap(ctx: XdpContext) -> u32 {
             // SAFETY: plain helper calls on our own packet; the kernel checks bounds.
             if unsafe { bpf_xdp_adjust_head(ctx.ctx, decap.strip as i32) } != 0 {
                 return drop(DropReason::Malformed, bytes);
+            }
+            if decap.to_client {
+                let out = decap.into;
+                if PacketFrame::xdp(&ctx)
+                    .put(0, mesh::addresses(out.mac, out.gateway_mac))
+                    .is_err()
+                {
+                    return drop(DropReason::Malformed, bytes);
+                }
+                // SAFETY: reading a field of the context the program was given.
+                let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+                return mesh::out_of(out.ifindex, ingress, bytes);
             }
             metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
             // SAFETY: as above.

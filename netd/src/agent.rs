@@ -94,6 +94,9 @@ struct State {
     /// Hosts whose netd's registration ended, and since when (as seen by
     /// this netd): they stay in the maps for the grace period.
     departed: BTreeMap<String, Departure>,
+    /// Hosts' underlay addresses that have a managed neighbour entry on
+    /// the uplink (or need none: behind a router).
+    neighbours: BTreeSet<std::net::Ipv4Addr>,
 }
 
 struct Departure {
@@ -154,6 +157,7 @@ impl<S: Store> Agent<S> {
                 conntrack_nearly_full: false,
                 attached: BTreeSet::new(),
                 departed: BTreeMap::new(),
+                neighbours: BTreeSet::new(),
             }),
         })
     }
@@ -251,6 +255,7 @@ impl<S: Store> Agent<S> {
         }
         self.metrics
             .update_pass(self.control.bad_records(), report.map_failures);
+        self.keep_neighbours(&mut state, &hosts).await;
 
         // 3. Links this netd made that its store has forgotten, and TC pins
         //    nobody owns any more. Links of another netd (another pin path
@@ -299,6 +304,33 @@ impl<S: Store> Agent<S> {
             failures: report.failures.clone(),
         });
         Ok(report)
+    }
+
+    /// Managed neighbour entries for the other hosts on the uplink, so the
+    /// routing mesh's XDP tunnel finds their MACs. A failure is logged and
+    /// tried again next pass; the mesh counts `no_neighbour` meanwhile.
+    async fn keep_neighbours(&self, state: &mut State, hosts: &[Host]) {
+        let uplink = self.overlay.uplink_ifindex;
+        if self.overlay.underlay == [0; 4] || uplink == 0 {
+            return;
+        }
+        for host in hosts.iter().filter(|h| h.name != self.control.host()) {
+            let Some(ip) = host.underlay_ip else { continue };
+            if state.neighbours.contains(&ip) {
+                continue;
+            }
+            let done = match self.host.on_link(uplink, ip).await {
+                Ok(false) => Ok(()),
+                Ok(true) => self.host.ensure_managed_neighbour(uplink, ip).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
+                    state.neighbours.insert(ip);
+                }
+                Err(e) => warn!(host = %host.name, %ip, error = %chain(&e), "no managed neighbour"),
+            }
+        }
     }
 
     /// The hosts whose endpoints go into the maps: alive, external, or

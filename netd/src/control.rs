@@ -76,6 +76,11 @@ fn service_key(id: &str) -> String {
 fn service_name_key(name: &str) -> String {
     format!("/netd/names/service/{name}")
 }
+/// Held by the service that publishes (port, protocol): on every host at
+/// once, so two services can never take the same one.
+fn published_key(port: &crate::model::PublishedPort) -> String {
+    format!("/netd/published/{}/{}", port.protocol, port.published)
+}
 fn service_index_key(index: u32) -> String {
     format!("/netd/service-index/{index}")
 }
@@ -879,6 +884,7 @@ impl<S: Store> Control<S> {
                 if guarded.insert(service.network.clone()) {
                     txn = self.guard_network(txn, &service.network).await?;
                 }
+                txn = publish(txn, &service, &[], &services).map_err(in_batch)?;
                 txn = txn
                     .absent(service_name_key(&service.name))
                     .absent(service_index_key(index))
@@ -925,7 +931,8 @@ impl<S: Store> Control<S> {
                 .filter(|s| s.id != current.id)
                 .collect();
             self.limits.service(&next, &others)?;
-            let txn = Txn::new()
+            let txn = publish(Txn::new(), &next, &current.published, &others)?;
+            let txn = txn
                 .unchanged(key.clone(), stored.mod_revision)
                 .put(key, to_json(&next));
             match self.commit(txn).await {
@@ -942,12 +949,55 @@ impl<S: Store> Control<S> {
             .delete(service_key(&service.id))
             .delete(service_name_key(&service.name))
             .delete(service_index_key(service.index));
+        for port in &service.published {
+            txn = txn.delete(published_key(port));
+        }
         if let Some(vip) = service.vip {
             txn = txn.delete(address_key(registry_of(&networks, &service.network), vip));
         }
         self.commit(txn).await?;
         Ok(service)
     }
+}
+
+/// `txn` taking the ports `service` publishes now and had not before
+/// (`before`), and letting go of those it no longer does. A port another
+/// service holds, or that this host cannot take, is refused with the cause.
+fn publish(
+    mut txn: Txn,
+    service: &Service,
+    before: &[crate::model::PublishedPort],
+    others: &[Service],
+) -> Result<Txn, ModelError> {
+    let same = |a: &crate::model::PublishedPort, b: &crate::model::PublishedPort| {
+        (a.published, a.protocol) == (b.published, b.protocol)
+    };
+    for port in before {
+        if !service.published.iter().any(|p| same(p, port)) {
+            txn = txn.delete(published_key(port));
+        }
+    }
+    for port in &service.published {
+        if before.iter().any(|p| same(p, port)) {
+            continue;
+        }
+        if let Some(other) = others
+            .iter()
+            .find(|o| o.published.iter().any(|p| same(p, port)))
+        {
+            return Err(ModelError::invalid(
+                "publish",
+                format!(
+                    "{}/{} is published by service {:?} already",
+                    port.published, port.protocol, other.name
+                ),
+            ));
+        }
+        crate::host_ports::check(port)?;
+        let key = published_key(port);
+        txn = txn.absent(key.clone()).put(key, service.id.clone());
+    }
+    Ok(txn)
 }
 
 /// A refusal inside a batch of several names the service it came from.

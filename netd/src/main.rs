@@ -183,6 +183,15 @@ enum ServiceCmd {
         /// for TIMEOUT after that one [client-ip's default: 3h].
         #[arg(long, value_name = "none|client-ip[:TIMEOUT]")]
         affinity: Option<String>,
+        /// Publish a port on every host's uplink address (the routing
+        /// mesh): PUBLISHED[:TARGET][/PROTO], or
+        /// published=P,target=T[,protocol=udp][,mode=host] (repeatable).
+        #[arg(
+            long = "publish",
+            short = 'p',
+            value_name = "PUBLISHED[:TARGET][/PROTO]"
+        )]
+        publish: Vec<String>,
     },
     /// List services.
     Ls {
@@ -215,6 +224,16 @@ enum ServiceCmd {
         /// for TIMEOUT after that one [client-ip's default: 3h].
         #[arg(long, value_name = "none|client-ip[:TIMEOUT]")]
         affinity: Option<String>,
+        /// The published ports, all of them (repeatable), as for create.
+        #[arg(
+            long = "publish",
+            short = 'p',
+            value_name = "PUBLISHED[:TARGET][/PROTO]"
+        )]
+        publish: Vec<String>,
+        /// Unpublish every port.
+        #[arg(long, conflicts_with = "publish")]
+        unpublish: bool,
     },
     /// Remove a service.
     Rm { name: String },
@@ -559,6 +578,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             weights: w,
             mode,
             affinity,
+            publish,
             file: None,
         } => {
             let spec = ServiceSpec {
@@ -576,6 +596,7 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                     Mode::Vip
                 },
                 affinity,
+                publish,
             };
             let s: ServiceView = client.post("/services", &spec).await?;
             let vip = s.service.vip.map_or("-".to_string(), |v| v.to_string());
@@ -588,23 +609,29 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             let networks: Vec<Network> = client.get("/networks").await?;
             println!(
-                "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  {:<16}  SELECTOR",
-                "NAME", "NETWORK", "VIP", "MODE", "PORTS", "BACKENDS", "AFFINITY"
+                "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:<24}  {:>8}  {:<16}  SELECTOR",
+                "NAME", "NETWORK", "VIP", "MODE", "PORTS", "PUBLISHED", "BACKENDS", "AFFINITY"
             );
             for v in list {
                 let s = &v.service;
                 let net = network_name(&networks, &s.network);
                 let ports: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
+                let published: Vec<String> = s.published.iter().map(|p| p.to_string()).collect();
                 let selector: Vec<String> =
                     s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let active = v.backends.iter().filter(|b| !b.draining).count();
                 println!(
-                    "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:>8}  {:<16}  {}",
+                    "{:<20}  {:<16}  {:<15}  {:<5}  {:<24}  {:<24}  {:>8}  {:<16}  {}",
                     s.name,
                     net,
                     s.vip.map_or("-".to_string(), |v| v.to_string()),
                     if s.mode == Mode::Vip { "vip" } else { "dnsrr" },
                     ports.join(","),
+                    if published.is_empty() {
+                        "-".to_string()
+                    } else {
+                        published.join(",")
+                    },
                     format!("{active}/{}", v.backends.len()),
                     s.affinity.to_string(),
                     if selector.is_empty() {
@@ -629,6 +656,8 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             drain,
             undrain,
             affinity,
+            publish,
+            unpublish,
         } => {
             let update = ServiceUpdate {
                 ports: (!ports.is_empty()).then_some(ports),
@@ -638,6 +667,11 @@ async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 drain: drain.into_iter().collect(),
                 undrain: undrain.into_iter().collect(),
                 affinity,
+                publish: if unpublish {
+                    Some(Vec::new())
+                } else {
+                    (!publish.is_empty()).then_some(publish)
+                },
             };
             let s: ServiceView = client.patch(&format!("/services/{name}"), &update).await?;
             println!("{}", s.service.name);

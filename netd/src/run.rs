@@ -259,6 +259,21 @@ struct Underlay {
     overlay_mtu: u32,
 }
 
+/// The routing mesh's XDP tunnel asks the kernel's FIB for the next hop
+/// toward a backend's host, and the kernel answers only for an interface
+/// with IPv4 forwarding on (`bpf_fib_lookup` checks it even for output
+/// lookups). Docker turns forwarding on for the whole host; netd turns it
+/// on for the uplink only, and says so.
+fn enable_forwarding_lookups(uplink: &str) -> anyhow::Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding");
+    let now = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    if now.trim() != "1" {
+        std::fs::write(&path, "1").with_context(|| format!("writing 1 to {path}"))?;
+        info!(%uplink, "IPv4 forwarding turned on for the uplink (the routing mesh's FIB lookups need it)");
+    }
+    Ok(())
+}
+
 async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
     let Some(uplink) = config.uplinks.first() else {
         return Ok(Underlay {
@@ -288,6 +303,7 @@ async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
             .with_context(|| format!("turning transmit checksum offload off on {uplink}"))?;
         info!(%uplink, "a veth uplink: checksums are finished on transmit, as a NIC would");
     }
+    enable_forwarding_lookups(uplink)?;
     Ok(Underlay {
         ip,
         overlay: OverlayConfig {

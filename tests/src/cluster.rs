@@ -55,6 +55,10 @@ pub fn plug_into_underlay(underlay: &NetNs, host: &NetNs, address: &str) {
     // The underlay end is a bridge port, not an addressed interface.
     underlay.ip(&["addr", "flush", "dev", &outer]);
     underlay.ip(&["link", "set", &outer, "master", "br0"]);
+    // Frames a host's XDP sends back out of its uplink (XDP_TX: the routing
+    // mesh's tunnel and replies) reach a veth peer only with GRO (or XDP)
+    // on the peer; a physical network takes them as it takes any frame.
+    netd::netlink::enable_gro(&underlay.path(), &outer).expect("GRO on the underlay end");
 }
 
 /// For a host without netd: its `uplink0` finishes checksums on transmit,

@@ -264,3 +264,45 @@ pub fn local_endpoint(
         ),
     ]
 }
+
+/// An IPv4 address and a port.
+pub type Endpoint = ([u8; 4], u16);
+
+/// What the output carries: (dst MAC, src, dst), once its checksums are
+/// found valid, recomputed by etherparse from the output's bytes.
+pub fn addresses(out: &[u8]) -> ([u8; 6], Endpoint, Endpoint) {
+    let p = etherparse::SlicedPacket::from_ethernet(out).expect("the output parses");
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let header = ip.header().to_header();
+    assert_eq!(
+        header.header_checksum,
+        header.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let (src, dst) = (ip.header().source(), ip.header().destination());
+    let payload = ip.payload().payload;
+    let ports = match &p.transport {
+        Some(etherparse::TransportSlice::Tcp(t)) => {
+            let want = t
+                .to_header()
+                .calc_checksum_ipv4(&header, &payload[t.header_len()..])
+                .expect("tcp checksum");
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            (t.source_port(), t.destination_port())
+        }
+        Some(etherparse::TransportSlice::Udp(u)) => {
+            let want = u
+                .to_header()
+                .calc_checksum_ipv4(&header, &payload[8..])
+                .expect("udp checksum");
+            assert_eq!(u.checksum(), want, "UDP checksum");
+            (u.source_port(), u.destination_port())
+        }
+        _ => panic!("neither TCP nor UDP"),
+    };
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&out[..6]);
+    (mac, (src, ports.0), (dst, ports.1))
+}

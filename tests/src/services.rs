@@ -84,7 +84,13 @@ fn answer(mut conn: TcpStream, name: &str, peer: SocketAddr) {
 
 /// One TCP connection to VIP:80: the greeting `name:seen-client-address`.
 pub fn connect(client: &NetNs, vip: &str) -> (TcpStream, String) {
-    let addr: SocketAddr = format!("{vip}:80").parse().expect("address");
+    connect_at(client, vip, 80)
+}
+
+/// One TCP connection to `ip:port` (a VIP's, a published port's): the
+/// greeting `name:seen-client-address`.
+pub fn connect_at(client: &NetNs, ip: &str, port: u16) -> (TcpStream, String) {
+    let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
     client
         .run(move || {
             let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))

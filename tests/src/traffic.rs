@@ -92,3 +92,64 @@ impl PingUnderway {
         (number("transmitted"), number("received"))
     }
 }
+
+/// Echoes every byte of every TCP connection on `port` back, in `ns`,
+/// until the test's process ends (one thread per connection).
+pub fn echo_server(ns: &NetNs, port: u16) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.run(move || {
+        let listener = TcpListener::bind(("0.0.0.0", port)).expect("listen");
+        ready_tx.send(()).expect("ready");
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut back = conn.try_clone().expect("clone");
+                let _ = std::io::copy(&mut conn, &mut back);
+            });
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("echo server ready");
+}
+
+/// Sends `len` bytes of [`pattern`] to `addr` from `from` and reads them
+/// back from an [`echo_server`]: whether both ways were byte-exact, and
+/// the connection's MSS (what the path lets a full-size segment carry).
+pub fn echo_both_ways(from: &NetNs, addr: SocketAddr, len: usize) -> (bool, u32) {
+    from.run(move || {
+        let Ok(conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else {
+            return (false, 0);
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(15)));
+        let mut writer = conn.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || writer.write_all(&pattern(len)).is_ok());
+        let mut got = vec![0u8; len];
+        let read = (&conn).read_exact(&mut got).is_ok();
+        let sent = sender.join().unwrap_or(false);
+        (sent && read && got == pattern(len), mss(&conn))
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// TCP_MAXSEG of a connected socket.
+pub fn mss(conn: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        value as u32
+    } else {
+        0
+    }
+}

@@ -25,7 +25,7 @@ use netd_common::{
     },
 };
 use netd_tests::{
-    fixture::{assert_counted, local_endpoint, Fixture, Slot},
+    fixture::{addresses, assert_counted, local_endpoint, Endpoint, Fixture, Slot},
     overlay_fixture as o,
 };
 
@@ -220,48 +220,6 @@ fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16), src_mac: [u8; 6]) -> Vec<u8> {
         .write(&mut out, b"query")
         .expect("udp");
     out
-}
-
-/// An IPv4 address and a port.
-type Endpoint = ([u8; 4], u16);
-
-/// What the output carries: (dst MAC, src, dst), once its checksums are
-/// found valid, recomputed by etherparse from the output's bytes.
-fn addresses(out: &[u8]) -> ([u8; 6], Endpoint, Endpoint) {
-    let p = SlicedPacket::from_ethernet(out).expect("the output parses");
-    let Some(NetSlice::Ipv4(ip)) = &p.net else {
-        panic!("not IPv4")
-    };
-    let header = ip.header().to_header();
-    assert_eq!(
-        header.header_checksum,
-        header.calc_header_checksum(),
-        "IPv4 header checksum"
-    );
-    let (src, dst) = (ip.header().source(), ip.header().destination());
-    let payload = ip.payload().payload;
-    let ports = match &p.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
-                .calc_checksum_ipv4(&header, &payload[t.header_len()..])
-                .expect("tcp checksum");
-            assert_eq!(t.checksum(), want, "TCP checksum");
-            (t.source_port(), t.destination_port())
-        }
-        Some(TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
-                .calc_checksum_ipv4(&header, &payload[8..])
-                .expect("udp checksum");
-            assert_eq!(u.checksum(), want, "UDP checksum");
-            (u.source_port(), u.destination_port())
-        }
-        _ => panic!("neither TCP nor UDP"),
-    };
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&out[..6]);
-    (mac, (src, ports.0), (dst, ports.1))
 }
 
 fn run(w: &mut World, packet: &[u8]) -> (i64, Vec<u8>) {

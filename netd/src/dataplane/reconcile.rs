@@ -8,7 +8,10 @@
 //! its stale entries leave. A failed write is reported and the rest go on;
 //! the next pass retries it, since the diff is taken from the maps.
 
-use std::{cmp::Reverse, collections::BTreeMap};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use netd_common::maps::{
     EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig,
@@ -92,6 +95,7 @@ pub fn compile(
         .iter()
         .map(|n| (n.id.as_str(), n.vni.is_some()))
         .collect();
+    let mut local_ips = BTreeSet::new();
     for e in endpoints {
         let remote = !e.host.is_empty() && e.host != cluster.me;
         if remote {
@@ -122,6 +126,7 @@ pub fn compile(
         else {
             continue;
         };
+        local_ips.insert(e.ipv4.octets());
         state.put(
             tables::LOCAL_ENDPOINTS,
             link.ifindex,
@@ -151,7 +156,9 @@ pub fn compile(
                 .collect()
         })
         .unwrap_or_default();
-    compile_services(&mut state, networks, endpoints, services, &reachable);
+    compile_services(
+        &mut state, networks, endpoints, services, &reachable, &local_ips,
+    );
     state
 }
 

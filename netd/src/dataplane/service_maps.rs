@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use netd_common::{
     maglev,
+    mesh::{PublishedKey, HOST_MODE_TABLE},
     service::{
         BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
         BACKEND_DRAINING, SERVICE_AFFINITY,
@@ -14,18 +15,21 @@ use netd_common::{
 use tracing::warn;
 
 use super::{maps::MapState, tables};
-use crate::model::{Affinity, Endpoint, Mode, Network, Service};
+use crate::model::{
+    Affinity, Backend, Endpoint, Mode, Network, PublishMode, PublishedPort, Service,
+};
 
-/// Adds every VIP service's entries to `state`. A backend counts only
-/// if this host can reach it: `reachable` holds the addresses `state`'s
-/// NETD_ENDPOINTS has (a local endpoint with a link, a remote one on a
-/// live host).
+/// Adds every VIP service's entries to `state`, its published ports
+/// included. A backend counts only if this host can reach it: `reachable`
+/// holds the addresses `state`'s NETD_ENDPOINTS has (a local endpoint with
+/// a link, a remote one on a live host), `local` those on this host.
 pub fn compile_services(
     state: &mut MapState,
     networks: &[Network],
     endpoints: &[Endpoint],
     services: &[Service],
     reachable: &BTreeSet<[u8; 4]>,
+    local: &BTreeSet<[u8; 4]>,
 ) {
     // Services with the same backends and weights share one table: at
     // 10,000 services over a few backend sets, one computation per set.
@@ -86,6 +90,31 @@ pub fn compile_services(
             }
             None => 0,
         };
+        let entry = |table, active, target_port: u16| ServiceEntry {
+            table,
+            active,
+            target_port: target_port.to_be_bytes(),
+            flags,
+            affinity_secs,
+        };
+        for port in service
+            .published
+            .iter()
+            .filter(|p| p.mode == PublishMode::Ingress)
+        {
+            state.put(
+                tables::PUBLISHED,
+                published_key(port),
+                entry(table, active, port.target_port),
+            );
+        }
+        if service
+            .published
+            .iter()
+            .any(|p| p.mode == PublishMode::Host)
+        {
+            compile_host_mode(state, service, &backends, local, &mut computed);
+        }
         for port in &service.ports {
             state.put(
                 tables::SERVICES,
@@ -112,6 +141,91 @@ pub fn compile_services(
                 table,
             },
         );
+    }
+}
+
+/// The Maglev table of a service's ports published with `mode=host`:
+/// [`HOST_MODE_TABLE`] | its index, over this host's own active backends.
+/// Without one here, the port is not published here at all.
+fn compile_host_mode(
+    state: &mut MapState,
+    service: &Service,
+    backends: &[Backend],
+    local: &BTreeSet<[u8; 4]>,
+    computed: &mut BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>>,
+) {
+    let table = HOST_MODE_TABLE | service.index;
+    let here: Vec<&Backend> = backends
+        .iter()
+        .filter(|b| local.contains(&b.ip.octets()))
+        .collect();
+    if here.is_empty() {
+        return;
+    }
+    let mut turns = Vec::new();
+    for b in &here {
+        state.put(
+            tables::BACKENDS,
+            BackendKey {
+                table,
+                ip: b.ip.octets(),
+            },
+            BackendEntry {
+                state: if b.draining {
+                    BACKEND_DRAINING
+                } else {
+                    BACKEND_ACTIVE
+                },
+                weight: b.weight,
+            },
+        );
+        if !b.draining {
+            turns.push(maglev::Backend {
+                id: u32::from(b.ip),
+                weight: b.weight,
+            });
+        }
+    }
+    let mut set: Vec<(u32, u32)> = turns.iter().map(|b| (b.id, b.weight)).collect();
+    set.sort_unstable();
+    let slots = computed
+        .entry(set)
+        .or_insert_with(|| maglev_table(&turns).ok().flatten());
+    let active = match slots {
+        Some(slots) => {
+            state.put(tables::MAGLEV, table, *slots);
+            turns.len() as u32
+        }
+        None => 0,
+    };
+    let (flags, affinity_secs) = match service.affinity {
+        Affinity::None => (0, 0),
+        Affinity::ClientIp { timeout_secs } => (SERVICE_AFFINITY, timeout_secs),
+    };
+    for port in service
+        .published
+        .iter()
+        .filter(|p| p.mode == PublishMode::Host)
+    {
+        state.put(
+            tables::PUBLISHED,
+            published_key(port),
+            ServiceEntry {
+                table,
+                active,
+                target_port: port.target_port.to_be_bytes(),
+                flags,
+                affinity_secs,
+            },
+        );
+    }
+}
+
+fn published_key(port: &PublishedPort) -> PublishedKey {
+    PublishedKey {
+        port: port.published.to_be_bytes(),
+        proto: port.protocol.number(),
+        _pad: 0,
     }
 }
 

@@ -22,6 +22,7 @@ use netd_common::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
     },
+    mesh::{MeshNeighbour, PublishedKey, TunnelReturn, MAX_MESH_NEIGHBOURS, MAX_PUBLISHED},
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
         RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
@@ -189,6 +190,13 @@ pub const REV_NAT: Table<CtTuple, RevNatEntry> = Table::new(map_names::REV_NAT);
 /// Client affinity: each client's backend, per service with affinity.
 pub const AFFINITY: Table<AffinityKey, AffinityEntry> = Table::new(map_names::AFFINITY);
 
+/// The routing mesh's published ports, by (port, protocol).
+pub const PUBLISHED: Table<PublishedKey, ServiceEntry> = Table::new(map_names::PUBLISHED);
+/// The routing mesh's clients' next hops, by client address.
+pub const MESH_NEIGH: Table<[u8; 4], MeshNeighbour> = Table::new(map_names::MESH_NEIGH);
+/// On a backend's host, the ingress host of each mesh flow, by reply tuple.
+pub const MESH_RETURN: Table<CtTuple, TunnelReturn> = Table::new(map_names::MESH_RETURN);
+
 /// Programs the endpoint program tail-calls, filled by netd at load.
 pub const PROGS: TableDecl = prog_array(map_names::PROGS, MAX_PROGS);
 
@@ -224,9 +232,12 @@ pub const TABLES: &[TableDecl] = &[
     MAGLEV.hash(MAX_SERVICES, Owner::Control { order: 6 }),
     SERVICES.hash(MAX_SERVICE_PORTS, Owner::Control { order: 7 }),
     VIPS.hash(MAX_VIPS, Owner::Control { order: 8 }),
+    PUBLISHED.hash(MAX_PUBLISHED, Owner::Control { order: 7 }),
     CT.lru_hash(DEFAULT_CT_ENTRIES),
     REV_NAT.lru_hash(DEFAULT_CT_ENTRIES),
     AFFINITY.lru_hash(MAX_AFFINITY),
+    MESH_NEIGH.lru_hash(MAX_MESH_NEIGHBOURS),
+    MESH_RETURN.lru_hash(DEFAULT_CT_ENTRIES),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
     PROGS,
@@ -244,7 +255,8 @@ pub fn outer_of(table: &str) -> (&str, bool) {
 }
 
 /// The sizes a netd is run with where they differ from the declarations:
-/// conntrack's two maps take `[conntrack] max-entries`.
+/// conntrack's maps (both ways, and the mesh's return entries) take
+/// `[conntrack] max-entries`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
     pub conntrack: u32,
@@ -261,7 +273,7 @@ impl Default for Sizes {
 impl Sizes {
     /// The max_entries `decl`'s map is loaded with.
     pub fn max_entries(&self, decl: &TableDecl) -> u32 {
-        if decl.name == CT.name || decl.name == REV_NAT.name {
+        if [CT.name, REV_NAT.name, MESH_RETURN.name].contains(&decl.name) {
             self.conntrack
         } else {
             decl.max_entries

@@ -13,8 +13,8 @@ pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
 pub use service::{
-    parse_selector, Affinity, Backend, Mode, Protocol, Service, ServicePort, ServiceSpec,
-    ServiceUpdate,
+    parse_selector, Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service,
+    ServicePort, ServiceSpec, ServiceUpdate,
 };
 
 /// A host of the cluster: one whose netd joined it, or an external host

@@ -94,6 +94,99 @@ impl FromStr for ServicePort {
     }
 }
 
+/// Where a published port is accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// On every host's uplink, balanced over the backends of every host
+    /// (swarm's routing mesh).
+    #[default]
+    Ingress,
+    /// Only on hosts that have a backend, balanced over that host's own
+    /// backends (swarm's `mode=host`).
+    Host,
+}
+
+/// A port of the service published on the hosts' uplink addresses:
+/// clients outside the cluster reach `published`, backends listen on
+/// `target_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PublishedPort {
+    pub protocol: Protocol,
+    pub published: u16,
+    pub target_port: u16,
+    #[serde(default)]
+    pub mode: PublishMode,
+}
+
+impl fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}/{}",
+            self.published, self.target_port, self.protocol
+        )?;
+        if self.mode == PublishMode::Host {
+            f.write_str(" (host)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Docker's two ways of writing it: `PUBLISHED[:TARGET][/PROTO]`, or
+/// `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]`.
+impl FromStr for PublishedPort {
+    type Err = ModelError;
+
+    fn from_str(text: &str) -> Result<Self, ModelError> {
+        let bad = |why: &str| {
+            ModelError::invalid(
+                "publish",
+                format!(
+                    "{text:?} {why} (PUBLISHED[:TARGET][/tcp|/udp], or \
+                     published=P,target=T[,protocol=tcp|udp][,mode=ingress|host])"
+                ),
+            )
+        };
+        if !text.contains('=') {
+            let short = text
+                .parse::<ServicePort>()
+                .map_err(|_| bad("is not a port mapping"))?;
+            return Ok(PublishedPort {
+                protocol: short.protocol,
+                published: short.port,
+                target_port: short.target_port,
+                mode: PublishMode::Ingress,
+            });
+        }
+        let number = |t: &str| match t.parse::<u16>() {
+            Ok(0) | Err(_) => Err(bad("has a port that is not 1 to 65535")),
+            Ok(p) => Ok(p),
+        };
+        let (mut published, mut target) = (None, None);
+        let (mut protocol, mut mode) = (Protocol::Tcp, PublishMode::Ingress);
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("published", v)) => published = Some(number(v)?),
+                Some(("target", v)) => target = Some(number(v)?),
+                Some(("protocol", "tcp")) => protocol = Protocol::Tcp,
+                Some(("protocol", "udp")) => protocol = Protocol::Udp,
+                Some(("mode", "ingress")) => mode = PublishMode::Ingress,
+                Some(("mode", "host")) => mode = PublishMode::Host,
+                _ => return Err(bad(&format!("has {part:?}, which is not understood"))),
+            }
+        }
+        let published = published.ok_or_else(|| bad("has no published="))?;
+        Ok(PublishedPort {
+            protocol,
+            published,
+            target_port: target.unwrap_or(published),
+            mode,
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -213,6 +306,10 @@ pub struct ServiceSpec {
     /// a netd from before affinity still takes the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
+    /// Ports published on every host's uplink, as [`PublishedPort`]
+    /// parses them. Left out when empty, like `affinity`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 /// `netd service update NAME ...`: what is given replaces what was.
@@ -237,6 +334,9 @@ pub struct ServiceUpdate {
     /// As in [`ServiceSpec::affinity`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
+    /// Replaces the published ports (an empty list unpublishes them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
 }
 
 /// A service as stored.
@@ -259,6 +359,9 @@ pub struct Service {
     /// Stored services from before affinity have none.
     #[serde(default)]
     pub affinity: Affinity,
+    /// Stored services from before the routing mesh have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedPort>,
     /// Its number in the maps (Maglev table, metrics), the same on every
     /// host, kept while it exists.
     pub index: u32,
@@ -323,6 +426,36 @@ fn parse_ports(texts: &[String]) -> Result<Vec<ServicePort>, ModelError> {
             return Err(ModelError::invalid(
                 "ports",
                 format!("{}/{} is given twice", pair[0].port, pair[0].protocol),
+            ));
+        }
+    }
+    Ok(ports)
+}
+
+fn parse_published(texts: &[String], mode: Mode) -> Result<Vec<PublishedPort>, ModelError> {
+    let mut ports: Vec<PublishedPort> =
+        texts.iter().map(|t| t.parse()).collect::<Result<_, _>>()?;
+    if !ports.is_empty() && mode == Mode::Dnsrr {
+        return Err(ModelError::invalid(
+            "publish",
+            "a dnsrr service has no load balancer to publish; publish a port of a VIP service",
+        ));
+    }
+    if ports.len() > MAX_PORTS_PER_SERVICE {
+        return Err(ModelError::invalid(
+            "publish",
+            format!("a service publishes at most {MAX_PORTS_PER_SERVICE} ports"),
+        ));
+    }
+    ports.sort();
+    for pair in ports.windows(2) {
+        if (pair[0].published, pair[0].protocol) == (pair[1].published, pair[1].protocol) {
+            return Err(ModelError::invalid(
+                "publish",
+                format!(
+                    "{}/{} is published twice",
+                    pair[0].published, pair[0].protocol
+                ),
             ));
         }
     }
@@ -445,6 +578,7 @@ impl Service {
         check_named(&spec.backends, network, endpoints)?;
         check_weights(&spec.weights)?;
         let affinity = parse_affinity(spec.affinity.as_deref(), spec.mode)?;
+        let published = parse_published(&spec.publish, spec.mode)?;
         Ok(Service {
             id: new_id(),
             name: spec.name.clone(),
@@ -457,6 +591,7 @@ impl Service {
             draining: spec.draining.clone(),
             mode: spec.mode,
             affinity,
+            published,
             index,
         })
     }
@@ -504,6 +639,9 @@ impl Service {
         next.draining.retain(|n| !update.undrain.contains(n));
         if let Some(text) = &update.affinity {
             next.affinity = parse_affinity(Some(text), next.mode)?;
+        }
+        if let Some(texts) = &update.publish {
+            next.published = parse_published(texts, next.mode)?;
         }
         Ok(next)
     }
@@ -576,6 +714,81 @@ mod tests {
             selector: Some("app=web".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn published_ports_parse_both_of_dockers_syntaxes() {
+        let p = |t: &str| t.parse::<PublishedPort>();
+        let ingress = |published, target_port, protocol| PublishedPort {
+            protocol,
+            published,
+            target_port,
+            mode: PublishMode::Ingress,
+        };
+        assert_eq!(
+            p("8080:80").expect("short"),
+            ingress(8080, 80, Protocol::Tcp)
+        );
+        assert_eq!(p("53/udp").expect("short"), ingress(53, 53, Protocol::Udp));
+        assert_eq!(
+            p("published=8080,target=80,mode=host,protocol=udp").expect("long"),
+            PublishedPort {
+                mode: PublishMode::Host,
+                ..ingress(8080, 80, Protocol::Udp)
+            }
+        );
+        assert_eq!(
+            p("published=9000").expect("long"),
+            ingress(9000, 9000, Protocol::Tcp)
+        );
+        for bad in [
+            "",
+            "0:80",
+            "8080:80/sctp",
+            "target=80",
+            "published=8080,mode=global",
+            "published=0",
+            "published=8080,target=x",
+        ] {
+            let e = p(bad).expect_err(bad).to_string();
+            assert!(e.contains("published="), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_service_publishes_each_port_once_and_only_with_a_vip() {
+        let n1 = net("n1", "10.1.0.0/24", 1);
+        let make = |publish: &[&str], mode| {
+            let spec = ServiceSpec {
+                publish: publish.iter().map(|t| t.to_string()).collect(),
+                mode,
+                ports: if mode == Mode::Vip {
+                    vec!["80".into()]
+                } else {
+                    vec![]
+                },
+                ..spec("s")
+            };
+            Service::from_spec(
+                &spec,
+                std::slice::from_ref(&n1),
+                &[],
+                &[],
+                &BTreeSet::new(),
+                1,
+            )
+        };
+        let s = make(&["8080:80", "53/udp"], Mode::Vip).expect("published");
+        assert_eq!(s.published.len(), 2);
+        let e = make(&["8080:80", "published=8080,target=81"], Mode::Vip)
+            .expect_err("twice")
+            .to_string();
+        assert!(e.contains("8080/tcp is published twice"), "{e}");
+        make(&["8080:80", "8080:80/udp"], Mode::Vip).expect("tcp and udp are two ports");
+        let e = make(&["8080:80"], Mode::Dnsrr)
+            .expect_err("dnsrr")
+            .to_string();
+        assert!(e.contains("dnsrr"), "{e}");
     }
 
     #[test]

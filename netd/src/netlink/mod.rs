@@ -220,6 +220,65 @@ impl Netlink {
         Ok(None)
     }
 
+    /// Whether `ip` is on a subnet of an address of link `index`: a
+    /// neighbour there, not behind a router.
+    pub async fn on_link(&self, index: u32, ip: Ipv4Addr) -> Result<bool, LinkError> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs
+            .try_next()
+            .await
+            .map_err(nl(format!("listing addresses of link {index}")))?
+        {
+            let msg: AddressMessage = msg;
+            let len = u32::from(msg.header.prefix_len);
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(mine)) = attr {
+                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    if len > 0 && u32::from(*mine) & mask == u32::from(ip) & mask {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// A neighbour entry for `ip` on link `index` that the kernel keeps
+    /// resolved (NTF_EXT_MANAGED, as Cilium asks for its nodes): XDP's FIB
+    /// lookup needs the next hop's MAC before any packet went there. An
+    /// entry that exists already (the host's own) is left as it is.
+    pub async fn ensure_managed_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+    ) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::neighbour::{
+            NeighbourAttribute, NeighbourExtFlags, NeighbourState,
+        };
+        let mut request = self
+            .handle
+            .neighbours()
+            .add(index, std::net::IpAddr::V4(ip))
+            .state(NeighbourState::None);
+        request
+            .message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(nl(format!(
+                "adding a managed neighbour {ip} on link {index}"
+            ))(e)),
+        }
+    }
+
     pub async fn delete(&self, name: &str) -> Result<(), LinkError> {
         if let Some(link) = self.link(name).await? {
             self.handle

@@ -1,0 +1,426 @@
+//! The routing mesh at XDP: a packet from outside the cluster to a port
+//! published on this host's uplink address gets a backend (conntrack, then
+//! Maglev over the service's backends on every host) and a DNAT to it,
+//! keeping the client's own source address. A local backend gets it
+//! straight into its veth; a remote one in VXLAN to its host, marked so
+//! that host sends the replies back through this one. Replies are turned
+//! back into `uplink address:published port` here (`reply_to_client`)
+//! and leave the uplink the way the request came.
+//!
+//! Stages decide; `netd_xdp_mesh` writes and counts.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_xdp_adjust_head},
+    macros::xdp,
+    programs::XdpContext,
+};
+use netd_common::{
+    counters::{DropReason, Hook, Verdict},
+    maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
+    mesh::{MeshNeighbour, PublishedKey, TunnelReturn},
+    parse::{parse, Frame, Headers, Ipv4, L3, L4},
+    service::CtTuple,
+    vxlan,
+};
+
+use crate::{
+    deliver,
+    frame::PacketFrame,
+    maps::{
+        NETD_ENDPOINTS, NETD_HOSTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
+        NETD_PUBLISHED,
+    },
+    metrics,
+    nat::{self, Target},
+    outcome::{Delivery, EndpointAction, Outcome, Plan, Step},
+    overlay::Encap,
+    service::{self, ClientPacket, ServiceKind},
+};
+
+const HOOK: Hook = Hook::XdpUplink;
+const AF_INET: u8 = 2;
+const ETH_HLEN: usize = 14;
+
+/// Whether the uplink program hands `h` to the mesh program: TCP or UDP to
+/// this host's uplink address on a published port.
+#[inline(always)]
+pub fn is_published(h: &Headers) -> bool {
+    let L3::Ipv4(ip) = h.l3 else {
+        return false;
+    };
+    let port = match h.l4 {
+        L4::Tcp { dst_port, .. } | L4::Udp { dst_port, .. } => dst_port,
+        _ => return false,
+    };
+    let ours =
+        matches!(NETD_OVERLAY.get(0), Some(c) if c.underlay != [0; 4] && c.underlay == ip.dst);
+    let key = PublishedKey {
+        port,
+        proto: ip.protocol,
+        _pad: 0,
+    };
+    // SAFETY: the value is only tested for presence.
+    ours && unsafe { NETD_PUBLISHED.get(&key) }.is_some()
+}
+
+/// Into a local backend, or through the tunnel to a remote one.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum MeshStep {
+    #[default]
+    Deliver,
+    Tunnel,
+}
+
+/// The next hop toward a backend's host, from the FIB.
+#[derive(Clone, Copy, Default)]
+pub struct Hop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct MeshAction {
+    pub step: MeshStep,
+    pub deliver: Delivery,
+    pub encap: Encap,
+    pub hop: Hop,
+}
+
+#[xdp]
+pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
+    let frame = PacketFrame::xdp(&ctx);
+    let bytes = frame.wire_len() as u64;
+    let headers = match parse(&frame) {
+        Ok(h) => h,
+        Err(e) => return drop(e.drop_reason(), bytes),
+    };
+    // SAFETY: reading a field of the context the program was given.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let plan = decide(&ctx, &frame, &headers, ingress, bytes);
+    let action = plan.outcome.action;
+    match plan.outcome.step {
+        Step::Pass => return pass(bytes),
+        Step::Drop => return drop(plan.outcome.reason, bytes),
+        Step::Act => {}
+    }
+    if nat::apply(&frame, 0, &plan.at, &plan.nat).is_err() {
+        return drop(DropReason::NatFailed, bytes);
+    }
+    match action.step {
+        MeshStep::Deliver => {
+            let d = action.deliver;
+            if frame.put(0, addresses(d.mac, d.gateway_mac)).is_err() {
+                return drop(DropReason::Malformed, bytes);
+            }
+            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+            // SAFETY: a plain helper call; the kernel checks the ifindex.
+            unsafe { bpf_redirect(d.ifindex, 0) as u32 }
+        }
+        MeshStep::Tunnel => {
+            if write_tunnel(&ctx, &action, plan.at.flow_hash()).is_err() {
+                return drop(DropReason::EncapFailed, bytes);
+            }
+            out_of(action.hop.ifindex, ingress, bytes)
+        }
+    }
+}
+
+/// Sends the frame out of `ifindex`: back where it came from (XDP_TX) or
+/// through a redirect.
+#[inline(always)]
+pub fn out_of(ifindex: u32, ingress: u32, bytes: u64) -> u32 {
+    if ifindex == ingress {
+        metrics::count_verdict(HOOK, Verdict::Tx, bytes);
+        return xdp_action::XDP_TX;
+    }
+    metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+    // SAFETY: a plain helper call; the kernel checks the ifindex.
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// A frame's destination then source MAC.
+#[inline(always)]
+pub fn addresses(dst: [u8; 6], src: [u8; 6]) -> [u8; 12] {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&dst);
+    macs[6..].copy_from_slice(&src);
+    macs
+}
+
+#[inline(always)]
+fn decide(
+    ctx: &XdpContext,
+    frame: &PacketFrame,
+    h: &Headers,
+    ingress: u32,
+    bytes: u64,
+) -> Plan<MeshAction> {
+    let L3::Ipv4(ip) = h.l3 else {
+        return Outcome::pass().into();
+    };
+    let p = ClientPacket::of(0, &ip, &h.l4, bytes);
+    if !p.ports {
+        return Outcome::pass().into();
+    }
+    let mut to = service::established(&p);
+    if to.kind == ServiceKind::NewFlow {
+        let key = PublishedKey {
+            port: p.flow.dst_port,
+            proto: p.flow.proto,
+            _pad: 0,
+        };
+        // SAFETY: the value is copied out at once.
+        let Some(published) = (unsafe { NETD_PUBLISHED.get(&key) }).copied() else {
+            return Outcome::pass().into();
+        };
+        to = service::admit(&p, &published);
+        if to.kind == ServiceKind::Nat {
+            remember_client(frame, ip.src, ingress);
+        }
+    }
+    match to.kind {
+        ServiceKind::Nat => {}
+        ServiceKind::Drop => return Outcome::drop(to.reason).into(),
+        ServiceKind::Refuse => return Outcome::drop(DropReason::NoBackend).into(),
+        ServiceKind::No | ServiceKind::NewFlow => return Outcome::pass().into(),
+    }
+    let at = Target::of(h);
+    Plan {
+        nat: to.nat,
+        at,
+        outcome: toward(ctx, to.route_to, frame.wire_len()),
+    }
+}
+
+/// Where the client's replies leave: the uplink its new flow came in on,
+/// to the MAC it came from. The host stack never saw the client, so its
+/// neighbour table may not know it (Cilium keeps the same map for the
+/// same reason).
+#[inline(always)]
+fn remember_client(frame: &PacketFrame, client: [u8; 4], ingress: u32) {
+    let Ok(macs) = frame.load::<12>(0) else {
+        return;
+    };
+    let mut n = MeshNeighbour {
+        ifindex: ingress,
+        ..MeshNeighbour::default()
+    };
+    n.own.copy_from_slice(&macs[..6]);
+    n.next_hop.copy_from_slice(&macs[6..]);
+    // A failed insert leaves the replies with the last known next hop.
+    let _ = NETD_MESH_NEIGH.insert(&client, &n, 0);
+}
+
+/// Into the backend's veth here, or toward its host.
+#[inline(always)]
+fn toward(ctx: &XdpContext, backend: [u8; 4], frame_len: usize) -> Outcome<MeshAction> {
+    // SAFETY: the value is copied out at once.
+    let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&backend) }).copied() else {
+        return Outcome::drop(DropReason::NotHere);
+    };
+    if peer.ifindex != 0 {
+        return match deliver::to_local(&peer) {
+            Some(deliver) => Outcome::act(MeshAction {
+                step: MeshStep::Deliver,
+                deliver,
+                ..MeshAction::default()
+            }),
+            None => Outcome::drop(DropReason::NotHere),
+        };
+    }
+    tunnel(ctx, &peer, frame_len)
+}
+
+/// VXLAN to the backend's host: the outer addresses from the overlay maps,
+/// the next hop's MACs from the FIB (netd keeps the neighbours of the
+/// cluster's hosts resolved), and the MTU check on the grown packet.
+#[inline(always)]
+fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<MeshAction> {
+    // SAFETY: map values are copied out at once.
+    let (Some(network), Some(host), Some(config)) = (
+        unsafe { NETD_NETWORKS.get(&peer.network) }.copied(),
+        unsafe { NETD_HOSTS.get(&u32::from(peer.host)) }.copied(),
+        NETD_OVERLAY.get(0).copied(),
+    ) else {
+        return Outcome::drop(DropReason::EncapFailed);
+    };
+    if network.vni == 0 || config.underlay == [0; 4] {
+        return Outcome::drop(DropReason::EncapFailed);
+    }
+    // SAFETY: all-zero bytes are a valid bpf_fib_lookup.
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = netd_common::service::PROTO_UDP;
+    fib.__bindgen_anon_1.tot_len = (frame_len - ETH_HLEN + VXLAN_OVERHEAD as usize) as u16;
+    fib.ifindex = config.uplink_ifindex;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(config.underlay);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(host.underlay);
+    // SAFETY: the helper reads and writes `fib`, which lives on this stack.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib as *mut FibParams,
+            core::mem::size_of::<FibParams>() as i32,
+            // As this host's own output: the tunnel starts here, and a
+            // forwarding lookup would need ip_forward on the uplink.
+            BPF_FIB_LOOKUP_OUTPUT,
+        )
+    } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => Outcome::act(MeshAction {
+            step: MeshStep::Tunnel,
+            encap: Encap {
+                vni: network.vni,
+                local: config.underlay,
+                remote: host.underlay,
+                uplink: fib.ifindex,
+                inner_dst: peer.mac,
+                inner_src: fib.smac,
+            },
+            hop: Hop {
+                ifindex: fib.ifindex,
+                smac: fib.smac,
+                dmac: fib.dmac,
+            },
+            ..MeshAction::default()
+        }),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Outcome::drop(DropReason::NoNeighbour),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Outcome::drop(DropReason::TooBig),
+        _ => Outcome::drop(DropReason::EncapFailed),
+    }
+}
+
+/// Grows the frame by the 50 bytes of outer headers and writes them, the
+/// inner Ethernet header included, in one store.
+#[inline(always)]
+fn write_tunnel(ctx: &XdpContext, a: &MeshAction, flow_hash: u32) -> Result<(), ()> {
+    let inner_len = (ctx.data_end() - ctx.data()) as u32;
+    // SAFETY: a plain helper call on the program's own packet.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
+        return Err(());
+    }
+    let e = &a.encap;
+    let outer = vxlan::outer_headers(
+        &vxlan::Outer {
+            local: e.local,
+            remote: e.remote,
+            vni: e.vni,
+            src_port: netd_common::flow::vxlan_source_port(flow_hash),
+            // SAFETY: a plain helper call.
+            ip_id: unsafe { bpf_get_prandom_u32() } as u16,
+            mesh: true,
+        },
+        inner_len,
+    );
+    let mut headers = [0u8; VXLAN_OVERHEAD as usize + ETH_HLEN];
+    headers[..12].copy_from_slice(&addresses(a.hop.dmac, a.hop.smac));
+    headers[12] = 0x08;
+    headers[ETH_HLEN..ETH_HLEN + vxlan::OUTER_LEN].copy_from_slice(&outer);
+    let inner = VXLAN_OVERHEAD as usize;
+    headers[inner..inner + 12].copy_from_slice(&addresses(e.inner_dst, e.inner_src));
+    headers[inner + 12] = 0x08;
+    PacketFrame::xdp(ctx).put(0, headers)
+}
+
+/// A backend's reply on its way to a client of the routing mesh: out of
+/// the uplink the client's request came in on, if this host took it in.
+#[inline(always)]
+pub fn egress_to(client: &[u8; 4]) -> Option<Delivery> {
+    // SAFETY: the value is copied out at once.
+    let n = unsafe { NETD_MESH_NEIGH.get(client) }.copied()?;
+    Some(Delivery {
+        ifindex: n.ifindex,
+        mac: n.next_hop,
+        gateway_mac: n.own,
+    })
+}
+
+/// On a backend's host, a packet the routing mesh tunnelled from the host
+/// `ingress` (marked): the flow's return entry, so replies go back there.
+/// False for a packet that is no TCP or UDP flow.
+#[inline(always)]
+pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> bool {
+    let Some((t, _)) = service::tuple(ip, l4) else {
+        return false;
+    };
+    let reply = CtTuple {
+        src: t.dst,
+        dst: t.src,
+        src_port: t.dst_port,
+        dst_port: t.src_port,
+        ..t
+    };
+    let now = service::now();
+    if let Some(entry) = NETD_MESH_RETURN.get_ptr_mut(&reply) {
+        // SAFETY: the entry is this flow's; a racing write only costs a time.
+        let entry = unsafe { &mut *entry };
+        if entry.ingress == ingress && entry.network == network {
+            entry.last_seen = now;
+            return true;
+        }
+    }
+    let entry = TunnelReturn {
+        ingress,
+        network,
+        last_seen: now,
+    };
+    // A failed insert (LRU: allocation only) leaves the reply untunnelled,
+    // and the client retransmits.
+    let _ = NETD_MESH_RETURN.insert(&reply, &entry, 0);
+    true
+}
+
+/// For a packet from a local endpoint that no other stage took (its
+/// destination is outside the cluster): a backend's reply to a client of
+/// the routing mesh. Translated already (`translated`: this host took the
+/// client in), it leaves the uplink to the client; else, if a host
+/// tunnelled the flow here, it goes back to that host in VXLAN.
+#[inline(always)]
+pub fn from_backend(
+    me: &LocalEndpointEntry,
+    ip: &Ipv4,
+    l4: &L4,
+    translated: bool,
+    to: [u8; 4],
+) -> Option<Outcome<EndpointAction>> {
+    if translated {
+        return egress_to(&to).map(|e| Outcome::act(EndpointAction::uplink(e)));
+    }
+    let (t, _) = service::tuple(ip, l4)?;
+    let back = NETD_MESH_RETURN.get_ptr_mut(&t)?;
+    // SAFETY: as in `remember_ingress`.
+    let back = unsafe { &mut *back };
+    back.last_seen = service::now();
+    // SAFETY: map values are copied out at once.
+    let network = unsafe { NETD_NETWORKS.get(&me.network) }.copied()?;
+    let config = NETD_OVERLAY.get(0).copied()?;
+    if network.vni == 0 || back.network != me.network {
+        return None;
+    }
+    Some(Outcome::act(EndpointAction::encap(Encap {
+        vni: network.vni,
+        local: config.underlay,
+        remote: back.ingress,
+        uplink: config.uplink_ifindex,
+        // The ingress host strips it and addresses the frame itself.
+        inner_dst: me.mac,
+        inner_src: me.mac,
+    })))
+}
+
+#[inline(always)]
+fn drop(reason: DropReason, bytes: u64) -> u32 {
+    metrics::count_drop(HOOK, reason, bytes);
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+fn pass(bytes: u64) -> u32 {
+    metrics::count_verdict(HOOK, Verdict::Pass, bytes);
+    xdp_action::XDP_PASS
+}
