@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::{
     etcd::Etcd,
-    fixture::TempPins,
-    netns::{veth_between, NetNs},
+    fixture::{Fixture, TempPins},
+    netns::{sh, veth_between, within, NetNs},
     process::Netd,
 };
 
@@ -55,10 +55,39 @@ pub fn plug_into_underlay(underlay: &NetNs, host: &NetNs, address: &str) {
     // The underlay end is a bridge port, not an addressed interface.
     underlay.ip(&["addr", "flush", "dev", &outer]);
     underlay.ip(&["link", "set", &outer, "master", "br0"]);
-    // Frames a host's XDP sends back out of its uplink (XDP_TX: the routing
-    // mesh's tunnel and replies) reach a veth peer only with GRO (or XDP)
-    // on the peer; a physical network takes them as it takes any frame.
-    netd::netlink::enable_gro(&underlay.path(), &outer).expect("GRO on the underlay end");
+}
+
+/// Frames a host's XDP sends back out of its uplink (XDP_TX: the routing
+/// mesh's tunnel and its replies) land in the veth peer's XDP ring, and the
+/// kernel wakes that ring only when the peer has an XDP program of its own
+/// (`veth_xdp_flush`); without one they wait for the next frame the peer
+/// happens to receive. A switch port takes any frame, so every port of the
+/// underlay's bridge gets the do-nothing XDP program, attached the way
+/// iproute2 does it (by netlink, held by the device, gone with it).
+pub fn underlay_takes_xdp_tx(underlay: &NetNs) {
+    let mut fixture = Fixture::load();
+    fixture.load_baselines();
+    let pin = fixture.pin_root().join("xdp_pass");
+    fixture.pin_xdp(netd_common::program_names::XDP_BASELINE, &pin);
+    let pin_arg = pin.to_string_lossy().into_owned();
+    let ports =
+        String::from_utf8_lossy(&underlay.ip(&["-o", "link", "show", "master", "br0"]).stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .collect::<Vec<_>>();
+    assert!(!ports.is_empty(), "the underlay bridge has ports");
+    // From a thread in the underlay, not `ip -n`: that remounts /sys, and
+    // the pin is on this mount namespace's bpffs.
+    within(underlay, || {
+        for port in &ports {
+            sh(
+                "ip",
+                &["link", "set", "dev", port, "xdpdrv", "pinned", &pin_arg],
+            );
+        }
+    });
+    std::fs::remove_file(&pin).expect("unpin the do-nothing program");
 }
 
 /// For a host without netd: its `uplink0` finishes checksums on transmit,

@@ -84,6 +84,16 @@ impl Fixture {
             .expect("load the TC baseline");
     }
 
+    /// Pins the loaded XDP program `name` at `path`, so a tool outside
+    /// this process (iproute2) can attach it.
+    pub fn pin_xdp(&mut self, name: &str, path: &std::path::Path) {
+        self.xdp(name).pin(path).expect("pin the XDP program");
+    }
+
+    pub fn pin_root(&self) -> &std::path::Path {
+        self._pins.layout.root()
+    }
+
     pub fn tc(&mut self, name: &str) -> &mut SchedClassifier {
         let program = self
             .datapath

@@ -10,7 +10,10 @@ use std::{
 };
 
 use netd_tests::{
-    cluster::{cluster, eventually, plug_into_underlay, uplink_acts_as_nic, UNDERLAY_PREFIX},
+    cluster::{
+        cluster, eventually, plug_into_underlay, underlay_takes_xdp_tx, uplink_acts_as_nic,
+        UNDERLAY_PREFIX,
+    },
     netns::NetNs,
     services::{backend_of, connect_at, serve, shares},
     traffic::{echo_both_ways, echo_server, ping},
@@ -32,6 +35,7 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
     plug_into_underlay(&underlay, &client, CLIENT);
     // The client's frames arrive with whole checksums, as from a NIC.
     uplink_acts_as_nic(&client);
+    underlay_takes_xdp_tx(&underlay);
     hosts[0].netd.ok(&[
         "network",
         "create",
