@@ -5,17 +5,23 @@
 //! backends see the client's own address.
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    sync::{atomic::AtomicBool, Arc},
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use netd_tests::{
     cluster::{
-        cluster, eventually, plug_into_underlay, underlay_takes_xdp_tx, uplink_acts_as_nic,
-        UNDERLAY_PREFIX,
+        cluster, eventually, map_entries, plug_into_underlay, underlay_takes_xdp_tx,
+        uplink_acts_as_nic, Host, UNDERLAY_PREFIX,
     },
+    etcd::Etcd,
     netns::NetNs,
-    services::{backend_of, connect_at, serve, shares},
+    services::{backend_of, connect_at, serve, shares, Talker},
     traffic::{echo_both_ways, echo_server, ping},
 };
 
@@ -28,9 +34,31 @@ fn host_address(i: usize) -> String {
     format!("{UNDERLAY_PREFIX}.{}", i + 1)
 }
 
-#[test]
-fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address() {
-    let (underlay, _etcd, hosts) = cluster(3, |_| vec!["--uplink=uplink0".into()]);
+/// Three hosts on etcd, a client outside the cluster on the underlay,
+/// overlay network o1 with `web1` on host 1 and `web2` on host 2 (each
+/// answering its name and its peer on 8080, echoing on 5302), and service
+/// `web` publishing 30080 -> 8080 and 30081 -> 5302 in ingress mode.
+struct World {
+    hosts: Vec<Host>,
+    client: NetNs,
+    _backends: Vec<NetNs>,
+    stop: Arc<AtomicBool>,
+    _etcd: Etcd,
+    _underlay: NetNs,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn world(extra: &[&str]) -> World {
+    let (underlay, etcd, hosts) = cluster(3, |_| {
+        let mut args = vec!["--uplink=uplink0".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    });
     let client = NetNs::new("ndMc");
     plug_into_underlay(&underlay, &client, CLIENT);
     // The client's frames arrive with whole checksums, as from a NIC.
@@ -78,13 +106,25 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
                 .any(|l| l.contains(&format!("{PUBLISHED}:8080/tcp")) && l.contains("2/2"))
         });
     }
+    World {
+        _underlay: underlay,
+        _etcd: etcd,
+        hosts,
+        client,
+        _backends: backends,
+        stop,
+    }
+}
 
+#[test]
+fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address() {
+    let World { hosts, client, .. } = &world(&[]);
     // 600 connections, 200 through each host: all answered, spread over
     // both backends, and every backend saw the client's own address.
     let mut all = Vec::new();
     for i in 0..3 {
         let answers: Vec<String> = (0..200)
-            .map(|_| connect_at(&client, &host_address(i), PUBLISHED).1)
+            .map(|_| connect_at(client, &host_address(i), PUBLISHED).1)
             .collect();
         println!("through host-{i}: {:?}", shares(&answers));
         for a in &answers {
@@ -113,7 +153,7 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
         let addr: SocketAddr = format!("{}:{PUBLISHED_ECHO}", host_address(i))
             .parse()
             .expect("address");
-        let (exact, mss) = echo_both_ways(&client, addr, 10 << 20);
+        let (exact, mss) = echo_both_ways(client, addr, 10 << 20);
         assert!(exact, "10 MB through host-{i} came back altered or short");
         assert!(
             (1398..=1410).contains(&mss),
@@ -125,7 +165,7 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
     // the remote one: both kinds are covered by the 200 above when both
     // backends answered through host 1.
     let through_1: Vec<String> = (0..40)
-        .map(|_| connect_at(&client, &host_address(1), PUBLISHED).1)
+        .map(|_| connect_at(client, &host_address(1), PUBLISHED).1)
         .collect();
     assert!(
         through_1.iter().any(|a| backend_of(a) == "web1")
@@ -153,6 +193,114 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
         .expect("client");
     assert!(reached, "a host process on port 7000 is reachable");
     assert_eq!(host_listener.join().expect("listener"), CLIENT);
-    assert!(ping(&client, &host_address(0), 3), "ping to host-0");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(ping(client, &host_address(0), 3), "ping to host-0");
+}
+
+const NEAR: u16 = 30090;
+
+/// Backends chosen for `n` new connections through host `i`'s `port`.
+fn picks(client: &NetNs, i: usize, port: u16, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| backend_of(&connect_at(client, &host_address(i), port).1).to_string())
+        .collect()
+}
+
+#[test]
+fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_departed_host_is_dropped(
+) {
+    let mut w = world(&["--host-lease-ttl=2", "--host-grace=2"]);
+    let World { hosts, client, .. } = &mut w;
+
+    // mode=host: each host answers with its own backend; host 0 has none,
+    // so the port is not netd's there and its own stack refuses it.
+    hosts[0].netd.ok(&[
+        "service",
+        "create",
+        "near",
+        "--network",
+        "o1",
+        "--port",
+        "81:8080/tcp",
+        "--selector",
+        "app=web",
+        "--publish",
+        &format!("published={NEAR},target=8080,mode=host"),
+    ]);
+    for (i, own) in [(1, "web1"), (2, "web2")] {
+        eventually("host-mode port answered", || {
+            client
+                .run(move || {
+                    TcpStream::connect_timeout(
+                        &format!("{}:{NEAR}", host_address(i)).parse().expect("addr"),
+                        Duration::from_millis(500),
+                    )
+                    .is_ok()
+                })
+                .join()
+                .expect("client")
+        });
+        let seen = picks(client, i, NEAR, 20);
+        assert!(seen.iter().all(|b| b == own), "through host-{i}: {seen:?}");
+    }
+    let refused = client
+        .run(|| {
+            TcpStream::connect_timeout(
+                &format!("{}:{NEAR}", host_address(0)).parse().expect("addr"),
+                Duration::from_secs(3),
+            )
+            .map(|_| ())
+            .map_err(|e| e.kind())
+        })
+        .join()
+        .expect("client");
+    assert_eq!(
+        refused,
+        Err(ErrorKind::ConnectionRefused),
+        "host-0 has no backend"
+    );
+
+    // A connection tunnelled through host 0 keeps talking while host 0's
+    // netd is stopped, started, killed and started again.
+    let (conn, greeting) = connect_at(client, &host_address(0), PUBLISHED);
+    let first = backend_of(&greeting).to_string();
+    let talker = Talker::start(&conn);
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    let Host { ns, netd, .. } = &mut hosts[0];
+    pause();
+    netd.stop();
+    pause();
+    netd.restart(ns);
+    pause();
+    netd.kill();
+    pause();
+    netd.restart(ns);
+    pause();
+    let answers = talker.finish();
+    assert!(answers.len() > 40, "{} exchanges", answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.as_deref(), Ok(first.as_str()), "exchange {i}");
+    }
+
+    // Host 2 dies (netd and uplink gone): once its lease and grace are
+    // over, the others take web2 out of their tables, and new connections
+    // through hosts 0 and 1 all go to web1.
+    let before: Vec<u64> = hosts[..2]
+        .iter()
+        .map(|h| map_entries(h, "NETD_BACKENDS"))
+        .collect();
+    hosts[2].netd.kill();
+    hosts[2].ns.ip(&["link", "set", "uplink0", "down"]);
+    for (h, before) in hosts[..2].iter().zip(before) {
+        // web2 leaves web's table and near's VIP table.
+        eventually("web2 out of the backends", || {
+            map_entries(h, "NETD_BACKENDS") == before - 2
+        });
+    }
+    for i in [0, 1] {
+        let seen = picks(client, i, PUBLISHED, 20);
+        assert!(
+            seen.iter().all(|b| b == "web1"),
+            "through host-{i}: {seen:?}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use netd_tests::{
-    cluster::{cluster, eventually, Host},
+    cluster::{cluster, eventually, map_entries, Host},
     netns::NetNs,
     process::metric,
     traffic::{ping, tcp, PingUnderway},
@@ -51,19 +51,6 @@ fn isolation_drops(h: &Host) -> u64 {
 /// Entries of NETD_ENDPOINTS on `h`, from `netd status`.
 fn endpoint_entries(h: &Host) -> u64 {
     map_entries(h, "NETD_ENDPOINTS")
-}
-
-/// Entries of `map` on `h`, from `netd status`.
-fn map_entries(h: &Host, map: &str) -> u64 {
-    let status: serde_json::Value =
-        serde_json::from_str(&h.netd.ok(&["status", "--json"])).expect("json");
-    status["maps"]
-        .as_array()
-        .expect("maps")
-        .iter()
-        .find(|m| m["name"] == map)
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("{map} in status"))
 }
 
 #[test]
