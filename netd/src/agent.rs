@@ -21,7 +21,7 @@ use crate::{
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
         reconcile::{compile, reconcile_from, Cluster, HostLink},
-        service_traffic::{ServiceTraffic, Traffic},
+        service_traffic::{ServiceTraffic, Traffic, TrafficKey},
         Datapath,
     },
     logging::chain,
@@ -522,15 +522,10 @@ impl<S: Store> Agent<S> {
         // without the store, this sweep's traffic goes uncounted.
         if !grew.is_empty() {
             if let Ok(services) = self.control.services().await {
-                let names = service_names(&services);
-                let labelled: Vec<_> = grew
-                    .into_iter()
-                    .filter_map(|((table, ip), t)| {
-                        let name = names.get(&table)?.clone();
-                        Some((name, std::net::Ipv4Addr::from(ip).to_string(), t))
-                    })
-                    .collect();
-                self.metrics.add_service_traffic(&labelled);
+                let (to_vips, to_published) = label_traffic(&services, grew);
+                self.metrics.add_service_traffic(&to_vips);
+                self.metrics
+                    .add_published_traffic(&self.control.host(), &to_published);
             }
         }
         swept
@@ -576,6 +571,33 @@ impl<S: Store> Agent<S> {
         let state = self.state.lock().await;
         Ok(fill(&state.maps.read()?, &state.maps))
     }
+}
+
+/// Labels for what grew: flows to a service's VIP (service, backend), and
+/// flows to a published port on this host (service, port, backend).
+#[allow(clippy::type_complexity)]
+fn label_traffic(
+    services: &[crate::model::Service],
+    grew: Vec<(TrafficKey, Traffic)>,
+) -> (
+    Vec<(String, String, Traffic)>,
+    Vec<(String, u16, String, Traffic)>,
+) {
+    let by_index: BTreeMap<u32, &crate::model::Service> =
+        services.iter().map(|s| (s.index, s)).collect();
+    let (mut to_vips, mut to_published) = (Vec::new(), Vec::new());
+    for (key, t) in grew {
+        let Some(service) = by_index.get(&key.service) else {
+            continue;
+        };
+        let backend = std::net::Ipv4Addr::from(key.backend).to_string();
+        if service.vip == Some(std::net::Ipv4Addr::from(key.to)) {
+            to_vips.push((service.name.clone(), backend, t));
+        } else {
+            to_published.push((service.name.clone(), key.to_port, backend, t));
+        }
+    }
+    (to_vips, to_published)
 }
 
 /// The gauges' view of the model: backends are counted as this host's

@@ -43,6 +43,9 @@ pub struct Metrics {
     service_connections: IntCounterVec,
     service_packets: IntCounterVec,
     service_bytes: IntCounterVec,
+    published_connections: IntCounterVec,
+    published_packets: IntCounterVec,
+    published_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -141,6 +144,30 @@ impl Metrics {
             "netd_service_bytes_total",
             "Bytes from this host's clients to a service, by backend (from conntrack, every sweep).",
         )?;
+        let per_published = |name: &str, help: &str| {
+            IntCounterVec::new(
+                Opts::new(name, help),
+                &["service", "port", "ingress_host", "backend"],
+            )
+        };
+        let published_connections = per_published(
+            "netd_published_connections_total",
+            "New flows that came in on this host's uplink to a published port, by service, \
+             port and backend (seen by the conntrack sweep).",
+        )?;
+        let published_packets = per_published(
+            "netd_published_packets_total",
+            "Packets from outside clients to a published port on this host, by service, port \
+             and backend (from conntrack, every sweep).",
+        )?;
+        let published_bytes = per_published(
+            "netd_published_bytes_total",
+            "Bytes from outside clients to a published port on this host, by service, port \
+             and backend (from conntrack, every sweep).",
+        )?;
+        registry.register(Box::new(published_connections.clone()))?;
+        registry.register(Box::new(published_packets.clone()))?;
+        registry.register(Box::new(published_bytes.clone()))?;
         registry.register(Box::new(service_connections.clone()))?;
         registry.register(Box::new(service_packets.clone()))?;
         registry.register(Box::new(service_bytes.clone()))?;
@@ -169,6 +196,9 @@ impl Metrics {
             service_connections,
             service_packets,
             service_bytes,
+            published_connections,
+            published_packets,
+            published_bytes,
         })
     }
 
@@ -205,6 +235,24 @@ impl Metrics {
                 .with_label_values(&labels)
                 .inc_by(t.packets);
             self.service_bytes
+                .with_label_values(&labels)
+                .inc_by(t.bytes);
+        }
+    }
+
+    /// Adds what each (service, published port, backend) did since the
+    /// last sweep, with this host as the ingress.
+    pub fn add_published_traffic(&self, host: &str, grew: &[(String, u16, String, Traffic)]) {
+        for (service, port, backend, t) in grew {
+            let port = port.to_string();
+            let labels = [service.as_str(), port.as_str(), host, backend.as_str()];
+            self.published_connections
+                .with_label_values(&labels)
+                .inc_by(t.connections);
+            self.published_packets
+                .with_label_values(&labels)
+                .inc_by(t.packets);
+            self.published_bytes
                 .with_label_values(&labels)
                 .inc_by(t.bytes);
         }

@@ -168,7 +168,16 @@ pub struct FlowFilter {
 pub type ServiceNames = BTreeMap<u32, String>;
 
 pub fn service_names(services: &[Service]) -> ServiceNames {
-    services.iter().map(|s| (s.index, s.name.clone())).collect()
+    // A host-mode published port's flows carry its own table's number.
+    services
+        .iter()
+        .flat_map(|s| {
+            [
+                (s.index, s.name.clone()),
+                (netd_common::mesh::HOST_MODE_TABLE | s.index, s.name.clone()),
+            ]
+        })
+        .collect()
 }
 
 impl FlowFilter {
