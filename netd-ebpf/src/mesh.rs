@@ -32,7 +32,7 @@ use crate::{
     frame::PacketFrame,
     maps::{
         NETD_ENDPOINTS, NETD_HOSTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
-        NETD_PUBLISHED,
+        NETD_PUBLISHED, NETD_REV_NAT,
     },
     metrics,
     nat::{self, Target},
@@ -181,6 +181,12 @@ fn decide(
         to = service::admit(&p, &published);
         if to.kind == ServiceKind::Nat {
             remember_client(frame, ip.src, ingress);
+            // This host takes the flow in now: a return entry left by an
+            // earlier flow on the same client port that another host
+            // tunnelled here must not pull its replies there (nor, by
+            // matching, spare a stale reverse entry in `remember_ingress`).
+            let reply = p.flow.reply(to.route_to, published.target_port, p.flow.src);
+            let _ = NETD_MESH_RETURN.remove(&reply);
         }
     }
     match to.kind {
@@ -369,6 +375,10 @@ pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> b
         network,
         last_seen: now,
     };
+    // A reverse NAT entry left by an earlier flow this host took in itself
+    // on the same client port would send the replies out of this host's
+    // uplink, from the wrong address: the new ingress wins.
+    let _ = NETD_REV_NAT.remove(&reply);
     // A failed insert (LRU: allocation only) leaves the reply untunnelled,
     // and the client retransmits.
     let _ = NETD_MESH_RETURN.insert(&reply, &entry, 0);

@@ -8,7 +8,7 @@ use netd_common::{
     counters::DropReason,
     flow::flow_hash,
     nat::{Addr, Nat},
-    parse::{Ipv4, L4, TCP_FIN, TCP_RST},
+    parse::{Ipv4, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     service::{
         maglev_slot, AffinityEntry, AffinityKey, BackendKey, CtEntry, CtTuple, RevNatEntry,
         ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY,
@@ -184,6 +184,12 @@ fn tracked(p: &ClientPacket, now: u64) -> Option<ToService> {
     if unsafe { NETD_BACKENDS.get(&key) }.is_none() {
         // The backend left (or the service went): balanced again as if
         // new (see conntrack in the docs).
+        return None;
+    }
+    if is_reopening(p.tcp_flags, entry.flags) {
+        // A client port reused after its flow closed is a new connection,
+        // recorded afresh (as the kernel's conntrack does from TIME_WAIT):
+        // through the routing mesh, it may have come in on another host.
         return None;
     }
     entry.last_seen = now;
@@ -401,6 +407,11 @@ pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
 pub fn now() -> u64 {
     // SAFETY: a plain helper call.
     unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+fn is_reopening(tcp_flags: u8, ct_flags: u16) -> bool {
+    tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && ct_flags & (CT_SEEN_FIN | CT_SEEN_RST) != 0
 }
 
 #[inline(always)]

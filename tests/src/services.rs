@@ -104,6 +104,33 @@ pub fn connect_at(client: &NetNs, ip: &str, port: u16) -> (TcpStream, String) {
         .expect("client thread")
 }
 
+/// [`connect_at`] from the client's port `from_port`, closed with a RST so
+/// that the next call can take the port again at once: the greeting.
+pub fn connect_from_port(client: &NetNs, ip: &str, port: u16, from_port: u16) -> String {
+    let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    client
+        .run(move || {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            socket.set_reuse_address(true).expect("SO_REUSEADDR");
+            // Closed by a RST: no TIME_WAIT holds the port's next use.
+            socket
+                .set_linger(Some(Duration::ZERO))
+                .expect("SO_LINGER");
+            let local: SocketAddr = format!("0.0.0.0:{from_port}").parse().expect("local");
+            socket.bind(&local.into()).expect("bind the client port");
+            socket
+                .connect_timeout(&addr.into(), Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("connect to {addr} from port {from_port}: {e}"));
+            let conn: TcpStream = socket.into();
+            conn.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            read_line(&conn).expect("greeting")
+        })
+        .join()
+        .expect("client thread")
+}
+
 fn read_line(mut conn: &TcpStream) -> std::io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];

@@ -21,7 +21,7 @@ use netd_tests::{
     },
     etcd::Etcd,
     netns::NetNs,
-    services::{backend_of, connect_at, serve, shares, Talker},
+    services::{backend_of, connect_at, connect_from_port, serve, shares, Talker},
     traffic::{echo_both_ways, echo_server, ping},
 };
 
@@ -136,6 +136,12 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
         }
         all.extend(answers);
     }
+    // Each ingress host counts the connections it took, per backend.
+    for (i, h) in hosts.iter().enumerate() {
+        eventually("the published connections counted", || {
+            published_connections(h, i, PUBLISHED) == 200
+        });
+    }
     let count = shares(&all);
     assert_eq!(count.keys().collect::<Vec<_>>(), ["web1", "web2"]);
     for (backend, n) in &count {
@@ -143,6 +149,16 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
             (270..=330).contains(n),
             "{backend} got {n} of 600, not within 10% of its 300"
         );
+    }
+
+    // One client port through every host in turn: a flow's return path
+    // follows the host that took it in last, whoever took in the earlier
+    // ones (host 1's own backend, or a tunnel from host 0 or 2).
+    for round in 0..4 {
+        for i in [1, 0, 2] {
+            let a = connect_from_port(client, &host_address(i), PUBLISHED, 40123);
+            assert!(a.ends_with(CLIENT), "round {round} through host-{i}: {a}");
+        }
     }
 
     // 10 MB each way, byte-exact, through the tunnel (host 0) and through
@@ -197,6 +213,25 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
 }
 
 const NEAR: u16 = 30090;
+
+/// `netd_published_connections_total` of host `i` for `port`, summed over
+/// the backends.
+fn published_connections(h: &Host, i: usize, port: u16) -> u64 {
+    let Some(scrape) = h.netd.scrape(&h.ns) else {
+        return 0;
+    };
+    let labels = [
+        format!("ingress_host=\"host-{i}\""),
+        format!("port=\"{port}\""),
+        "service=\"web\"".to_string(),
+    ];
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("netd_published_connections_total{"))
+        .filter(|l| labels.iter().all(|want| l.contains(want.as_str())))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
 
 /// Backends chosen for `n` new connections through host `i`'s `port`.
 fn picks(client: &NetNs, i: usize, port: u16, n: usize) -> Vec<String> {
