@@ -525,7 +525,7 @@ impl<S: Store> Agent<S> {
                 let (to_vips, to_published) = label_traffic(&services, grew);
                 self.metrics.add_service_traffic(&to_vips);
                 self.metrics
-                    .add_published_traffic(&self.control.host(), &to_published);
+                    .add_published_traffic(self.control.host(), &to_published);
             }
         }
         swept

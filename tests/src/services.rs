@@ -114,9 +114,7 @@ pub fn connect_from_port(client: &NetNs, ip: &str, port: u16, from_port: u16) ->
                 .expect("socket");
             socket.set_reuse_address(true).expect("SO_REUSEADDR");
             // Closed by a RST: no TIME_WAIT holds the port's next use.
-            socket
-                .set_linger(Some(Duration::ZERO))
-                .expect("SO_LINGER");
+            socket.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
             let local: SocketAddr = format!("0.0.0.0:{from_port}").parse().expect("local");
             socket.bind(&local.into()).expect("bind the client port");
             socket
