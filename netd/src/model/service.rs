@@ -128,7 +128,7 @@ impl fmt::Display for PublishedPort {
             self.published, self.target_port, self.protocol
         )?;
         if self.mode == PublishMode::Host {
-            f.write_str(" (host)")?;
+            f.write_str("(host)")?;
         }
         Ok(())
     }
