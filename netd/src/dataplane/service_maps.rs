@@ -42,61 +42,12 @@ pub fn compile_services(
             continue;
         };
         let table = service.index;
-        let backends: Vec<_> = service
-            .backends_in(endpoints)
-            .into_iter()
+        let all = service.backends_in(endpoints);
+        let backends: Vec<&Backend> = all
+            .iter()
             .filter(|b| reachable.contains(&b.ip.octets()))
             .collect();
-        let mut turns = Vec::new();
-        for b in &backends {
-            state.put(
-                tables::BACKENDS,
-                BackendKey {
-                    table,
-                    ip: b.ip.octets(),
-                },
-                BackendEntry {
-                    state: if b.draining {
-                        BACKEND_DRAINING
-                    } else {
-                        BACKEND_ACTIVE
-                    },
-                    weight: b.weight,
-                },
-            );
-            if !b.draining {
-                turns.push(maglev::Backend {
-                    id: u32::from(b.ip),
-                    weight: b.weight,
-                });
-            }
-        }
-        let mut set: Vec<(u32, u32)> = turns.iter().map(|b| (b.id, b.weight)).collect();
-        set.sort_unstable();
-        let slots = computed.entry(set).or_insert_with(|| {
-            maglev_table(&turns).unwrap_or_else(|e| {
-                warn!(service = %service.name, error = %e, "no Maglev table: new flows are refused");
-                None
-            })
-        });
-        let (flags, affinity_secs) = match service.affinity {
-            Affinity::None => (0, 0),
-            Affinity::ClientIp { timeout_secs } => (SERVICE_AFFINITY, timeout_secs),
-        };
-        let active = match slots {
-            Some(slots) => {
-                state.put(tables::MAGLEV, table, *slots);
-                turns.len() as u32
-            }
-            None => 0,
-        };
-        let entry = |table, active, target_port: u16| ServiceEntry {
-            table,
-            active,
-            target_port: target_port.to_be_bytes(),
-            flags,
-            affinity_secs,
-        };
+        let active = compile_table(state, service, table, &backends, &mut computed);
         for port in service
             .published
             .iter()
@@ -105,7 +56,7 @@ pub fn compile_services(
             state.put(
                 tables::PUBLISHED,
                 published_key(port),
-                entry(table, active, port.target_port),
+                service_entry(service, table, active, port.target_port),
             );
         }
         if service
@@ -124,13 +75,7 @@ pub fn compile_services(
                     proto: port.protocol.number(),
                     _pad: 0,
                 },
-                ServiceEntry {
-                    table,
-                    active,
-                    target_port: port.target_port.to_be_bytes(),
-                    flags,
-                    affinity_secs,
-                },
+                service_entry(service, table, active, port.target_port),
             );
         }
         state.put(
@@ -150,20 +95,44 @@ pub fn compile_services(
 fn compile_host_mode(
     state: &mut MapState,
     service: &Service,
-    backends: &[Backend],
+    backends: &[&Backend],
     local: &BTreeSet<[u8; 4]>,
     computed: &mut BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>>,
 ) {
     let table = HOST_MODE_TABLE | service.index;
     let here: Vec<&Backend> = backends
         .iter()
+        .copied()
         .filter(|b| local.contains(&b.ip.octets()))
         .collect();
     if here.is_empty() {
         return;
     }
+    let active = compile_table(state, service, table, &here, computed);
+    for port in service
+        .published
+        .iter()
+        .filter(|p| p.mode == PublishMode::Host)
+    {
+        state.put(
+            tables::PUBLISHED,
+            published_key(port),
+            service_entry(service, table, active, port.target_port),
+        );
+    }
+}
+
+/// Maglev table `table` of `service` over `backends`: their entries, and
+/// the table itself unless none takes new flows. How many do.
+fn compile_table(
+    state: &mut MapState,
+    service: &Service,
+    table: u32,
+    backends: &[&Backend],
+    computed: &mut BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>>,
+) -> u32 {
     let mut turns = Vec::new();
-    for b in &here {
+    for b in backends {
         state.put(
             tables::BACKENDS,
             BackendKey {
@@ -188,36 +157,32 @@ fn compile_host_mode(
     }
     let mut set: Vec<(u32, u32)> = turns.iter().map(|b| (b.id, b.weight)).collect();
     set.sort_unstable();
-    let slots = computed
-        .entry(set)
-        .or_insert_with(|| maglev_table(&turns).ok().flatten());
-    let active = match slots {
+    let slots = computed.entry(set).or_insert_with(|| {
+        maglev_table(&turns).unwrap_or_else(|e| {
+            warn!(service = %service.name, error = %e, "no Maglev table: new flows are refused");
+            None
+        })
+    });
+    match slots {
         Some(slots) => {
             state.put(tables::MAGLEV, table, *slots);
             turns.len() as u32
         }
         None => 0,
-    };
+    }
+}
+
+fn service_entry(service: &Service, table: u32, active: u32, target_port: u16) -> ServiceEntry {
     let (flags, affinity_secs) = match service.affinity {
         Affinity::None => (0, 0),
         Affinity::ClientIp { timeout_secs } => (SERVICE_AFFINITY, timeout_secs),
     };
-    for port in service
-        .published
-        .iter()
-        .filter(|p| p.mode == PublishMode::Host)
-    {
-        state.put(
-            tables::PUBLISHED,
-            published_key(port),
-            ServiceEntry {
-                table,
-                active,
-                target_port: port.target_port.to_be_bytes(),
-                flags,
-                affinity_secs,
-            },
-        );
+    ServiceEntry {
+        table,
+        active,
+        target_port: target_port.to_be_bytes(),
+        flags,
+        affinity_secs,
     }
 }
 
