@@ -197,32 +197,29 @@ impl Netlink {
 
     /// The first IPv4 address on `name`, if any.
     pub async fn first_ipv4(&self, name: &str) -> Result<Option<Ipv4Addr>, LinkError> {
-        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
         let index = self.index(name).await?;
-        let mut addrs = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(msg) = addrs
-            .try_next()
-            .await
-            .map_err(nl(format!("listing addresses of {name}")))?
-        {
-            let msg: AddressMessage = msg;
-            for attr in msg.attributes {
-                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr {
-                    return Ok(Some(ip));
-                }
-            }
-        }
-        Ok(None)
+        let addresses = self.ipv4_addresses(index, name).await?;
+        Ok(addresses.first().map(|&(ip, _)| ip))
     }
 
     /// Whether `ip` is on a subnet of an address of link `index`: a
     /// neighbour there, not behind a router.
     pub async fn on_link(&self, index: u32, ip: Ipv4Addr) -> Result<bool, LinkError> {
+        let addresses = self.ipv4_addresses(index, &format!("link {index}")).await?;
+        Ok(addresses.iter().any(|&(mine, len)| {
+            let len = u32::from(len);
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            len > 0 && u32::from(mine) & mask == u32::from(ip) & mask
+        }))
+    }
+
+    /// The IPv4 addresses of link `index` (`what` names it in errors), each
+    /// with its prefix length, in the kernel's order.
+    async fn ipv4_addresses(
+        &self,
+        index: u32,
+        what: &str,
+    ) -> Result<Vec<(Ipv4Addr, u8)>, LinkError> {
         use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
         let mut addrs = self
             .handle
@@ -230,23 +227,20 @@ impl Netlink {
             .get()
             .set_link_index_filter(index)
             .execute();
+        let mut found = Vec::new();
         while let Some(msg) = addrs
             .try_next()
             .await
-            .map_err(nl(format!("listing addresses of link {index}")))?
+            .map_err(nl(format!("listing addresses of {what}")))?
         {
             let msg: AddressMessage = msg;
-            let len = u32::from(msg.header.prefix_len);
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(std::net::IpAddr::V4(mine)) = attr {
-                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                    if len > 0 && u32::from(*mine) & mask == u32::from(ip) & mask {
-                        return Ok(true);
-                    }
+                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr {
+                    found.push((*ip, msg.header.prefix_len));
                 }
             }
         }
-        Ok(false)
+        Ok(found)
     }
 
     /// A neighbour entry for `ip` on link `index` that the kernel keeps
