@@ -31,14 +31,15 @@ use crate::{
     deliver,
     frame::PacketFrame,
     maps::{
-        NETD_ENDPOINTS, NETD_HOSTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
+        NETD_ENDPOINTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
         NETD_PUBLISHED, NETD_REV_NAT,
     },
     metrics,
     nat::{self, Target},
     outcome::{Delivery, EndpointAction, Outcome, Plan, Step},
-    overlay::Encap,
+    overlay::{self, Encap},
     service::{self, ClientPacket, ServiceKind},
+    uplink::{drop, pass},
 };
 
 const HOOK: Hook = Hook::XdpUplink;
@@ -247,25 +248,17 @@ fn toward(ctx: &XdpContext, backend: [u8; 4], frame_len: usize) -> Outcome<MeshA
 /// cluster's hosts resolved), and the MTU check on the grown packet.
 #[inline(always)]
 fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<MeshAction> {
-    // SAFETY: map values are copied out at once.
-    let (Some(network), Some(host), Some(config)) = (
-        unsafe { NETD_NETWORKS.get(&peer.network) }.copied(),
-        unsafe { NETD_HOSTS.get(&u32::from(peer.host)) }.copied(),
-        NETD_OVERLAY.get(0).copied(),
-    ) else {
+    let Some(mut encap) = overlay::encap_for(peer, [0; 6]) else {
         return Outcome::drop(DropReason::EncapFailed);
     };
-    if network.vni == 0 || config.underlay == [0; 4] {
-        return Outcome::drop(DropReason::EncapFailed);
-    }
     // SAFETY: all-zero bytes are a valid bpf_fib_lookup.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = netd_common::service::PROTO_UDP;
     fib.__bindgen_anon_1.tot_len = (frame_len - ETH_HLEN + VXLAN_OVERHEAD as usize) as u16;
-    fib.ifindex = config.uplink_ifindex;
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(config.underlay);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(host.underlay);
+    fib.ifindex = encap.uplink;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(encap.local);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(encap.remote);
     // SAFETY: the helper reads and writes `fib`, which lives on this stack.
     let rc = unsafe {
         bpf_fib_lookup(
@@ -277,17 +270,12 @@ fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<M
             BPF_FIB_LOOKUP_OUTPUT,
         )
     } as u32;
+    encap.uplink = fib.ifindex;
+    encap.inner_src = fib.smac;
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => Outcome::act(MeshAction {
             step: MeshStep::Tunnel,
-            encap: Encap {
-                vni: network.vni,
-                local: config.underlay,
-                remote: host.underlay,
-                uplink: fib.ifindex,
-                inner_dst: peer.mac,
-                inner_src: fib.smac,
-            },
+            encap,
             hop: Hop {
                 ifindex: fib.ifindex,
                 smac: fib.smac,
@@ -421,16 +409,4 @@ pub fn from_backend(
         inner_dst: me.mac,
         inner_src: me.mac,
     })))
-}
-
-#[inline(always)]
-fn drop(reason: DropReason, bytes: u64) -> u32 {
-    metrics::count_drop(HOOK, reason, bytes);
-    xdp_action::XDP_DROP
-}
-
-#[inline(always)]
-fn pass(bytes: u64) -> u32 {
-    metrics::count_verdict(HOOK, Verdict::Pass, bytes);
-    xdp_action::XDP_PASS
 }

@@ -49,25 +49,36 @@ pub struct Encap {
 /// another host.
 #[inline(always)]
 pub fn encap_to(peer: &EndpointEntry, src_mac: [u8; 6]) -> Outcome<EndpointAction> {
+    match encap_for(peer, src_mac) {
+        Some(encap) => Outcome::act(EndpointAction::encap(encap)),
+        None => Outcome::drop(DropReason::EncapFailed),
+    }
+}
+
+/// The VXLAN wrapping of a frame from `inner_src` to `peer` (on another
+/// host) out of the configured uplink; none when its network has no VNI,
+/// its host is unknown or this host has no underlay address.
+#[inline(always)]
+pub fn encap_for(peer: &EndpointEntry, inner_src: [u8; 6]) -> Option<Encap> {
     // SAFETY: map values are copied out.
     let (Some(network), Some(host), Some(config)) = (
         unsafe { NETD_NETWORKS.get(&peer.network) }.copied(),
         unsafe { NETD_HOSTS.get(&u32::from(peer.host)) }.copied(),
         NETD_OVERLAY.get(0).copied(),
     ) else {
-        return Outcome::drop(DropReason::EncapFailed);
+        return None;
     };
     if network.vni == 0 || config.underlay == [0; 4] {
-        return Outcome::drop(DropReason::EncapFailed);
+        return None;
     }
-    Outcome::act(EndpointAction::encap(Encap {
+    Some(Encap {
         vni: network.vni,
         local: config.underlay,
         remote: host.underlay,
         uplink: config.uplink_ifindex,
         inner_dst: peer.mac,
-        inner_src: src_mac,
-    }))
+        inner_src,
+    })
 }
 
 /// Whether a packet from the underlay is VXLAN to this host's underlay

@@ -107,14 +107,15 @@ pub fn netd_xdp_decap(ctx: XdpContext) -> u32 {
     }
 }
 
+/// The uplink hook's verdicts, counted (also the mesh program's).
 #[inline(always)]
-fn drop(reason: DropReason, bytes: u64) -> u32 {
+pub fn drop(reason: DropReason, bytes: u64) -> u32 {
     metrics::count_drop(HOOK, reason, bytes);
     xdp_action::XDP_DROP
 }
 
 #[inline(always)]
-fn pass(bytes: u64) -> u32 {
+pub fn pass(bytes: u64) -> u32 {
     metrics::count_verdict(HOOK, Verdict::Pass, bytes);
     xdp_action::XDP_PASS
 }
