@@ -451,6 +451,9 @@ pub async fn create_veth_pair(
             .index_and_mac(host_ifname)
             .await?
             .ok_or_else(|| LinkError::NoLink(host_ifname.to_string()))?;
+        // The peer keeps its features when Docker moves it into the
+        // container: XDP's redirects into the endpoint need its NAPI path.
+        enable_gro(Path::new("/proc/self/ns/net"), peer)?;
         host.handle
             .link()
             .set(owned_and_up(index, owner))
