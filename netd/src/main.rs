@@ -160,7 +160,8 @@ enum ServiceCmd {
         /// API's ServiceSpec), all or none.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "network"])]
         file: Option<PathBuf>,
-        /// PORT[:TARGET][/tcp|/udp] (repeatable), e.g. 80:8080/tcp.
+        /// PORT[:TARGET][/tcp|/udp] (repeatable), e.g. 80:8080/tcp. A
+        /// service with --publish and no --port has no VIP.
         #[arg(long = "port", value_name = "PORT[:TARGET][/PROTO]")]
         ports: Vec<String>,
         /// The VIP [default: the network's next free address].

@@ -35,9 +35,9 @@ pub fn compile_services(
     // 10,000 services over a few backend sets, one computation per set.
     let mut computed: BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>> = BTreeMap::new();
     for service in services {
-        let (Mode::Vip, Some(vip)) = (service.mode, service.vip) else {
+        if service.mode != Mode::Vip {
             continue;
-        };
+        }
         let Some(network) = networks.iter().find(|n| n.id == service.network) else {
             continue;
         };
@@ -66,6 +66,10 @@ pub fn compile_services(
         {
             compile_host_mode(state, service, &backends, local, &mut computed);
         }
+        // A service with published ports only has no VIP.
+        let Some(vip) = service.vip else {
+            continue;
+        };
         for port in &service.ports {
             state.put(
                 tables::SERVICES,

@@ -548,11 +548,23 @@ impl Service {
                 }
                 None
             }
+            // Published ports alone need no VIP: nothing inside the
+            // network dials one (Docker's `-p` is such a service).
+            Mode::Vip if ports.is_empty() && !spec.publish.is_empty() => {
+                if spec.vip.is_some() {
+                    return Err(ModelError::invalid(
+                        "vip",
+                        "a service with published ports only has no VIP; give --port for one",
+                    ));
+                }
+                None
+            }
             Mode::Vip => {
                 if ports.is_empty() {
                     return Err(ModelError::invalid(
                         "ports",
-                        "a VIP service needs at least one port (e.g. --port 80:8080/tcp)",
+                        "a VIP service needs at least one port (e.g. --port 80:8080/tcp), \
+                         or --publish alone for one reached from outside only",
                     ));
                 }
                 let requested = spec
@@ -606,11 +618,21 @@ impl Service {
         let mut next = self.clone();
         if let Some(ports) = &update.ports {
             next.ports = parse_ports(ports)?;
-            if next.mode == Mode::Vip && next.ports.is_empty() {
-                return Err(ModelError::invalid(
-                    "ports",
-                    "a VIP service needs at least one port",
-                ));
+            match (next.mode, next.vip, next.ports.is_empty()) {
+                (Mode::Vip, Some(_), true) => {
+                    return Err(ModelError::invalid(
+                        "ports",
+                        "a VIP service needs at least one port",
+                    ))
+                }
+                (Mode::Vip, None, false) => {
+                    return Err(ModelError::invalid(
+                        "ports",
+                        "this service was made with published ports only and has no VIP; \
+                         make a service with --port to have one",
+                    ))
+                }
+                _ => {}
             }
         }
         if let Some(text) = &update.selector {
@@ -642,6 +664,12 @@ impl Service {
         }
         if let Some(texts) = &update.publish {
             next.published = parse_published(texts, next.mode)?;
+            if next.mode == Mode::Vip && next.vip.is_none() && next.published.is_empty() {
+                return Err(ModelError::invalid(
+                    "publish",
+                    "a service without a VIP must publish a port; delete the service instead",
+                ));
+            }
         }
         Ok(next)
     }
@@ -789,6 +817,59 @@ mod tests {
             .expect_err("dnsrr")
             .to_string();
         assert!(e.contains("dnsrr"), "{e}");
+    }
+
+    #[test]
+    fn a_service_may_publish_ports_without_a_vip() {
+        let n1 = net("n1", "10.1.0.0/24", 1);
+        let make = |spec: ServiceSpec| {
+            Service::from_spec(
+                &spec,
+                std::slice::from_ref(&n1),
+                &[],
+                &[],
+                &BTreeSet::new(),
+                1,
+            )
+        };
+        let only = ServiceSpec {
+            ports: vec![],
+            publish: vec!["published=8080,target=80,mode=host".into()],
+            ..spec("docker-1")
+        };
+        let s = make(only.clone()).expect("published only");
+        assert_eq!((s.vip, s.ports.len(), s.published.len()), (None, 0, 1));
+        let e = make(ServiceSpec {
+            vip: Some("10.1.0.9".into()),
+            ..only.clone()
+        })
+        .expect_err("a VIP with no port")
+        .to_string();
+        assert!(e.contains("published ports only has no VIP"), "{e}");
+        let e = s
+            .updated(
+                &ServiceUpdate {
+                    ports: Some(vec!["80".into()]),
+                    ..Default::default()
+                },
+                std::slice::from_ref(&n1),
+                &[],
+            )
+            .expect_err("VIP ports on a service without a VIP")
+            .to_string();
+        assert!(e.contains("has no VIP"), "{e}");
+        let e = s
+            .updated(
+                &ServiceUpdate {
+                    publish: Some(vec![]),
+                    ..Default::default()
+                },
+                std::slice::from_ref(&n1),
+                &[],
+            )
+            .expect_err("nothing left")
+            .to_string();
+        assert!(e.contains("must publish a port"), "{e}");
     }
 
     #[test]
