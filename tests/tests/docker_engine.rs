@@ -14,6 +14,138 @@ use netd_tests::{
 
 const PLUGIN_FLAG: &str = "--docker-plugin-socket=/run/docker/plugins/netd.sock";
 
+const UPLINK_IP: &str = "10.99.0.1";
+const CLIENT_IP: &str = "10.99.0.2";
+const PUBLISHED: u16 = 28080;
+
+/// iptables and nftables as they are now, for "nothing was made".
+fn firewall() -> String {
+    let mut text = String::new();
+    for (program, args) in [
+        ("iptables-save", &[][..]),
+        ("nft", &["list", "ruleset"][..]),
+    ] {
+        let out = Command::new(program).args(args).output().expect(program);
+        // iptables-save stamps each dump with its time.
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if !line.starts_with('#') {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// The client's connection to the published port: what the container
+/// said, and the container's view of who connected.
+fn connect_published(docker: &Docker, client: &NetNs) -> (String, String) {
+    let addr: std::net::SocketAddr = format!("{UPLINK_IP}:{PUBLISHED}").parse().expect("addr");
+    let conn = client
+        .run(move || {
+            let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut line = [0u8; 64];
+            let n = std::io::Read::read(&mut conn, &mut line)?;
+            Ok::<_, std::io::Error>((conn, String::from_utf8_lossy(&line[..n]).trim().to_string()))
+        })
+        .join()
+        .expect("client thread");
+    let (conn, said) = match conn {
+        Ok(ok) => ok,
+        Err(e) => return (format!("no answer: {e}"), String::new()),
+    };
+    let peers = docker.ok(&["exec", "web", "netstat", "-tn"]);
+    drop(conn);
+    (said, peers)
+}
+
+/// `docker run -p` on a netd network: published at the uplink by netd's
+/// XDP with mode=host, the client's address kept, no iptables or nft rule
+/// and no docker-proxy.
+fn publishes_with_docker_run_p(docker: &Docker, netd: &Netd, client: &NetNs) {
+    let rules_before = firewall();
+    let refused = docker.run(&[
+        "run",
+        "-d",
+        "--name",
+        "web-any",
+        "--network",
+        "n1",
+        "-p",
+        "80",
+        IMAGE,
+        "/bin/sleep",
+        "600",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "-p without a host port was accepted"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("fixed host ports only"), "{stderr}");
+    let _ = docker.run(&["rm", "-f", "web-any"]);
+
+    let serve = "while true; do echo hello-from-web | nc -l -p 80; done";
+    run_container_cmd(
+        docker,
+        "web",
+        "n1",
+        &["-p", &format!("{PUBLISHED}:80")],
+        &["/bin/sh", "-c", serve],
+    );
+    let web = docker.ip("web", "n1");
+    let services = netd.ok(&["service", "ls"]);
+    assert!(
+        services.contains(&format!("{PUBLISHED}:80/tcp(host)")),
+        "{services}"
+    );
+    let (said, peers) = connect_published(docker, client);
+    assert_eq!(said, "hello-from-web", "the published port");
+    assert!(
+        peers.contains(&format!("{web}:80")) && peers.contains(&format!("{CLIENT_IP}:")),
+        "the container sees the client's own address:\n{peers}"
+    );
+    // What Docker shows: the daemon reads a driver's port map only as its
+    // own Go types, which a remote driver's JSON never decodes to, so
+    // `docker port` is empty; the container's config keeps the request.
+    assert_eq!(docker.ok(&["port", "web"]), "");
+    let bindings = docker.ok(&["inspect", "-f", "{{json .HostConfig.PortBindings}}", "web"]);
+    assert!(
+        bindings.contains(&format!("\"HostPort\":\"{PUBLISHED}\"")),
+        "{bindings}"
+    );
+
+    assert_eq!(firewall(), rules_before, "iptables or nft rules were made");
+    let proxies = Command::new("pgrep")
+        .arg("docker-proxy")
+        .output()
+        .expect("pgrep");
+    assert!(proxies.stdout.is_empty(), "a docker-proxy runs");
+
+    // A stopped container unpublishes; started again, it publishes again.
+    docker.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(netd.ok(&["service", "ls", "--json"]).trim(), "[]");
+    let (said, _) = connect_published(docker, client);
+    assert!(
+        said.starts_with("no answer"),
+        "a stopped container answered: {said}"
+    );
+    docker.ok(&["start", "web"]);
+    let (said, _) = connect_published(docker, client);
+    assert_eq!(said, "hello-from-web", "published again after a start");
+    docker.ok(&["rm", "-f", "web"]);
+    assert_eq!(netd.ok(&["service", "ls", "--json"]).trim(), "[]");
+}
+
+fn run_container_cmd(docker: &Docker, name: &str, network: &str, extra: &[&str], cmd: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name, "--network", network];
+    args.extend_from_slice(extra);
+    args.push(IMAGE);
+    args.extend_from_slice(cmd);
+    docker.ok(&args);
+}
+
 fn run_container(docker: &Docker, name: &str, network: &str, extra: &[&str]) {
     let mut args = vec!["run", "-d", "--name", name, "--network", network];
     args.extend_from_slice(extra);
@@ -43,7 +175,37 @@ fn docker_networks_through_netd() {
     let host = NetNs::host();
     let pins = TempPins::new();
     let port = netd_tests::free_port();
-    let mut netd = Netd::start(&host, pins.layout.root(), port, &[PLUGIN_FLAG]);
+    // The host's uplink: a veth to a client namespace outside the host.
+    let client = NetNs::new("ndDc");
+    let uplink = netd_tests::unique_name("ndDu");
+    netd_tests::netns::sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            &uplink,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &client.name,
+        ],
+    );
+    host.ip(&["addr", "add", &format!("{UPLINK_IP}/24"), "dev", &uplink]);
+    host.ip(&["link", "set", &uplink, "up"]);
+    client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    netd::netlink::finish_checksums_on_transmit(&client.path(), "eth0")
+        .expect("the client acts as a NIC");
+    let uplink_flag = format!("--uplink={uplink}");
+    let mut netd = Netd::start(
+        &host,
+        pins.layout.root(),
+        port,
+        &[PLUGIN_FLAG, &uplink_flag],
+    );
     netd.wait_ready(&host);
     let veths_before = host_veths();
     let mut docker = Docker::start();
@@ -248,6 +410,8 @@ fn docker_networks_through_netd() {
     let c2 = docker.ip("c2", "n1");
     assert!(pings(&docker, "c1", &c2), "n1 after a dockerd restart");
 
+    publishes_with_docker_run_p(&docker, &netd, &client);
+
     // Removing everything leaves netd with nothing of it.
     for c in ["c1", "c2", "c3", "c4", "c6"] {
         docker.ok(&["rm", "-f", c]);
@@ -262,10 +426,12 @@ fn docker_networks_through_netd() {
     );
     let status: serde_json::Value =
         serde_json::from_str(&netd.ok(&["status", "--json"])).expect("json");
+    // NETD_OVERLAY holds this host's own uplink settings, not Docker's.
     let entries: Vec<u64> = status["maps"]
         .as_array()
         .expect("maps")
         .iter()
+        .filter(|m| m["name"] != "NETD_OVERLAY")
         .map(|m| m["entries"].as_u64().expect("n"))
         .collect();
     assert!(

@@ -308,6 +308,87 @@ fn network_and_endpoint_lifecycle_forwards_like_docker_would() {
     }
     assert_eq!(p.model(), before, "a bad request changed the model");
 
+    // `docker run -p 28080:80 -p 28053:53/udp`: a service named after the
+    // endpoint publishes them with mode=host, and replays change nothing.
+    let services = || p.netd.ok(&["service", "ls", "--json"]);
+    let port_map = json!([
+        { "Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 28080, "HostPortEnd": 28080 },
+        { "Proto": 17, "IP": "", "Port": 53, "HostIP": "", "HostPort": 28053, "HostPortEnd": 28053 }
+    ]);
+    let program = json!({ "NetworkID": NET, "EndpointID": EP1,
+        "Options": { "com.docker.network.portmap": port_map, "com.docker.network.endpoint.exposedports": [] } });
+    p.ok("NetworkDriver.ProgramExternalConnectivity", program.clone());
+    let published = services();
+    let list: Value = serde_json::from_str(&published).expect("json");
+    let service = &list.as_array().expect("list")[0];
+    assert_eq!(
+        service["name"],
+        format!("docker-{}", &EP1[..12]),
+        "{published}"
+    );
+    assert_eq!(service["vip"], Value::Null, "{published}");
+    assert_eq!(
+        service["endpoints"],
+        json!([format!("docker-{}", &EP1[..12])])
+    );
+    let ports: Vec<(u64, u64, String, String)> = service["published"]
+        .as_array()
+        .expect("published")
+        .iter()
+        .map(|p| {
+            (
+                p["published"].as_u64().unwrap_or(0),
+                p["target-port"].as_u64().unwrap_or(0),
+                p["protocol"].as_str().unwrap_or("").to_string(),
+                p["mode"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (28080, 80, "tcp".into(), "host".into()),
+            (28053, 53, "udp".into(), "host".into())
+        ]
+    );
+    p.ok("NetworkDriver.ProgramExternalConnectivity", program);
+    assert_eq!(services(), published, "a replay changed the publication");
+    // What netd cannot publish is refused with the fix, and nothing changes.
+    for (map, expected) in [
+        (
+            json!([{ "Proto": 6, "Port": 80, "HostPort": 0 }]),
+            "fixed host ports only",
+        ),
+        (
+            json!([{ "Proto": 6, "Port": 80, "HostIP": "127.0.0.1", "HostPort": 28081 }]),
+            "leave the address out",
+        ),
+        (json!({ "Proto": 6 }), "com.docker.network.portmap"),
+    ] {
+        let e = p.err(
+            "NetworkDriver.ProgramExternalConnectivity",
+            json!({ "NetworkID": NET, "EndpointID": EP2, "Options": { "com.docker.network.portmap": map } }),
+        );
+        assert!(e.contains(expected), "{e:?} lacks {expected:?}");
+    }
+    // Another container cannot take a host port that is taken.
+    let e = p.err(
+        "NetworkDriver.ProgramExternalConnectivity",
+        json!({ "NetworkID": NET, "EndpointID": EP2, "Options": { "com.docker.network.portmap":
+            [{ "Proto": 6, "Port": 8080, "HostPort": 28080, "HostPortEnd": 28080 }] } }),
+    );
+    assert!(e.contains("28080/tcp is published by service"), "{e}");
+    assert_eq!(
+        services(),
+        published,
+        "a refused request changed the services"
+    );
+    p.ok(
+        "NetworkDriver.RevokeExternalConnectivity",
+        json!({ "NetworkID": NET, "EndpointID": EP1 }),
+    );
+    assert_eq!(services().trim(), "[]", "revoked ports stayed published");
+
     // Leave takes the veth away; delete and delete again (Docker retries).
     for ep in [EP1, EP2] {
         p.ok(

@@ -5,6 +5,7 @@
 
 mod ipam;
 mod network;
+mod port_map;
 
 use std::{path::Path, sync::Arc};
 

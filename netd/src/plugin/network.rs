@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse, Answer, PluginError};
+use super::{parse, port_map, Answer, PluginError};
 use crate::{
     agent::Agent,
     model::{Mac, NetworkSpec},
@@ -68,6 +68,16 @@ struct EndpointRef {
     network_id: String,
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
+}
+
+#[derive(Deserialize)]
+struct ExternalConnectivity {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(rename = "Options", default, deserialize_with = "super::nullable")]
+    options: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +221,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                 let _ = req.network_id;
                 // Idempotent: Docker may retry a delete that already happened.
                 if control.endpoint(&req.endpoint_id).await.is_ok() {
+                    control.unpublish_docker_endpoint(&req.endpoint_id).await?;
                     control.delete_endpoint(&req.endpoint_id).await?;
                     agent.settle().await?;
                 }
@@ -248,10 +259,32 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                 agent.settle().await?;
                 Ok(json!({}))
             }
-            "DiscoverNew"
-            | "DiscoverDelete"
-            | "ProgramExternalConnectivity"
-            | "RevokeExternalConnectivity" => Ok(json!({})),
+            "ProgramExternalConnectivity" => {
+                let req: ExternalConnectivity = parse(method, body)?;
+                let _ = req.network_id;
+                let ports = port_map::published_ports(&req.options)?;
+                let service = control
+                    .publish_docker_endpoint(&req.endpoint_id, &ports)
+                    .await?;
+                agent.settle().await?;
+                if let Some(service) = service {
+                    tracing::info!(
+                        endpoint = %req.endpoint_id,
+                        service = %service.name,
+                        ports = %ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                        "published the container's -p ports"
+                    );
+                }
+                Ok(json!({}))
+            }
+            "RevokeExternalConnectivity" => {
+                let req: EndpointRef = parse(method, body)?;
+                let _ = req.network_id;
+                control.unpublish_docker_endpoint(&req.endpoint_id).await?;
+                agent.settle().await?;
+                Ok(json!({}))
+            }
+            "DiscoverNew" | "DiscoverDelete" => Ok(json!({})),
             _ => Err(PluginError(String::new())),
         }
     };
