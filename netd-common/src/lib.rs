@@ -96,6 +96,9 @@ pub mod program_names {
         (crate::maps::XDP_PROG_DECAP, XDP_DECAP),
         (crate::maps::XDP_PROG_MESH, XDP_MESH),
     ];
+    /// cgroup `connect4` on the cgroup2 root: the host's own connections to
+    /// its published ports, balanced at the socket.
+    pub const SOCK_CONNECT4: &str = "netd_sock_connect4";
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
     /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.

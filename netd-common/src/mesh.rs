@@ -63,6 +63,52 @@ pub struct TunnelReturn {
     pub last_seen: u64,
 }
 
+/// Socket-level balancing of published ports for the host's own
+/// connections (`connect()` to `127.0.0.1:P` or `uplink address:P`),
+/// which XDP never sees. The cgroup hook rewrites the socket's
+/// destination before the kernel routes it.
+pub mod host_local {
+    /// Whether a connection to `dst` from this host is one to a published
+    /// port of this host: loopback, or the uplink address the port is
+    /// published on (`underlay`, 0.0.0.0 when there is none).
+    pub const fn is_ours(dst: [u8; 4], underlay: [u8; 4]) -> bool {
+        dst[0] == 127
+            || (!matches!(underlay, [0, 0, 0, 0])
+                && dst[0] == underlay[0]
+                && dst[1] == underlay[1]
+                && dst[2] == underlay[2]
+                && dst[3] == underlay[3])
+    }
+
+    /// `bpf_sock_addr.user_port` (a 32-bit field holding the port in
+    /// network byte order in its first two bytes) as network-order bytes.
+    pub const fn port_of(user_port: u32) -> [u8; 2] {
+        let b = user_port.to_ne_bytes();
+        [b[0], b[1]]
+    }
+
+    /// Network-order port bytes as `bpf_sock_addr.user_port`.
+    pub const fn user_port(port: [u8; 2]) -> u32 {
+        u32::from_ne_bytes([port[0], port[1], 0, 0])
+    }
+
+    /// Where the host's connection goes: a backend here is dialled
+    /// directly (netd routes its endpoints' addresses to their veths); a
+    /// backend elsewhere through its host's published port, which that
+    /// host's XDP balances, so no tunnel is needed from the host stack.
+    pub const fn destination(
+        backend: [u8; 4],
+        target_port: [u8; 2],
+        backend_host: Option<[u8; 4]>,
+        published_port: [u8; 2],
+    ) -> ([u8; 4], [u8; 2]) {
+        match backend_host {
+            None => (backend, target_port),
+            Some(host) => (host, published_port),
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all are repr(C), Pod (checked by bytemuck), no padding.
@@ -81,5 +127,24 @@ mod tests {
         assert_eq!(size_of::<PublishedKey>(), 4);
         assert_eq!(size_of::<MeshNeighbour>(), 16);
         assert_eq!(size_of::<TunnelReturn>(), 16);
+    }
+
+    #[test]
+    fn the_host_dials_its_published_ports_on_loopback_and_its_uplink_address() {
+        use super::host_local::*;
+        let underlay = [10, 99, 0, 1];
+        assert!(is_ours([127, 0, 0, 1], underlay));
+        assert!(is_ours([127, 1, 2, 3], [0; 4]));
+        assert!(is_ours(underlay, underlay));
+        assert!(!is_ours([10, 99, 0, 2], underlay));
+        assert!(!is_ours([0, 0, 0, 0], [0; 4]), "no uplink: only loopback");
+        // Port 8080 is 0x1f90: network order puts 0x1f first.
+        let port = 8080u16.to_be_bytes();
+        assert_eq!(port_of(user_port(port)), port);
+        assert_eq!(user_port(port).to_ne_bytes()[..2], [0x1f, 0x90]);
+        let (backend, here) = ([10, 71, 0, 4], 80u16.to_be_bytes());
+        assert_eq!(destination(backend, here, None, port), (backend, here));
+        let host = [10, 99, 0, 3];
+        assert_eq!(destination(backend, here, Some(host), port), (host, port));
     }
 }

@@ -22,6 +22,7 @@ mod overlay;
 mod refuse;
 mod service;
 mod service_program;
+mod sock_lb;
 mod uplink;
 
 #[cfg(not(test))]

@@ -404,6 +404,10 @@ impl<S: Store> Agent<S> {
                 .map_err(|e| chain(&e))?;
                 report.links_created += 1;
                 state.attached.remove(&endpoint.host_ifname);
+                self.host
+                    .route_to_endpoint(endpoint.ipv4, made.0)
+                    .await
+                    .map_err(|e| chain(&e))?;
                 made
             }
             None => {

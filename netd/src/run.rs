@@ -107,6 +107,7 @@ async fn serve<S: Store>(
     for a in &attached {
         info!(uplink = %a.ifname, mode = a.mode, replaced = a.replaced, "XDP attached");
     }
+    attach_host_local(&mut datapath);
     let counters = datapath.take_counters()?;
     let metrics = Arc::new(Metrics::new()?);
 
@@ -397,4 +398,24 @@ pub fn teardown(layout: &PinLayout) -> anyhow::Result<()> {
         .with_context(|| format!("removing {}", layout.root().display()))?;
     info!(removed = removed.len(), pin_path = %layout.root().display(), "netd removed");
     Ok(())
+}
+
+/// Published ports for the host's own connections. Without a cgroup2
+/// hierarchy (or with a kernel that refuses the hook) they still work
+/// from everywhere else, so this warns instead of failing the start.
+fn attach_host_local(datapath: &mut crate::dataplane::Datapath) {
+    use crate::dataplane::host_local;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let Some(root) = host_local::cgroup2_root(&mounts) else {
+        warn!("no cgroup2 hierarchy is mounted: this host's own connections to published ports are not balanced (other hosts and clients are)");
+        return;
+    };
+    match host_local::attach(datapath, &root) {
+        Ok(replaced) => {
+            info!(cgroup = %root.display(), replaced, "published ports reachable from this host itself")
+        }
+        Err(e) => {
+            warn!(error = %logging::chain(&e), "this host's own connections to published ports are not balanced")
+        }
+    }
 }

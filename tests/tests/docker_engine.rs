@@ -40,7 +40,25 @@ fn firewall() -> String {
 /// The client's connection to the published port: what the container
 /// said, and the container's view of who connected.
 fn connect_published(docker: &Docker, client: &NetNs) -> (String, String) {
-    let addr: std::net::SocketAddr = format!("{UPLINK_IP}:{PUBLISHED}").parse().expect("addr");
+    connect_published_at(docker, client, UPLINK_IP)
+}
+
+fn connect_published_at(docker: &Docker, client: &NetNs, ip: &str) -> (String, String) {
+    // The container's nc listens again a moment after each connection (and
+    // after a start): a refusal is tried again for a while.
+    let mut answer = once_published(docker, client, ip);
+    for _ in 0..15 {
+        if !answer.0.contains("refused") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        answer = once_published(docker, client, ip);
+    }
+    answer
+}
+
+fn once_published(docker: &Docker, client: &NetNs, ip: &str) -> (String, String) {
+    let addr: std::net::SocketAddr = format!("{ip}:{PUBLISHED}").parse().expect("addr");
     let conn = client
         .run(move || {
             let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
@@ -115,6 +133,13 @@ fn publishes_with_docker_run_p(docker: &Docker, netd: &Netd, client: &NetNs) {
         bindings.contains(&format!("\"HostPort\":\"{PUBLISHED}\"")),
         "{bindings}"
     );
+
+    // From the host itself too, on loopback and on its uplink address.
+    let host = NetNs::host();
+    for ip in ["127.0.0.1", UPLINK_IP] {
+        let (said, _) = connect_published_at(docker, &host, ip);
+        assert_eq!(said, "hello-from-web", "from the host to {ip}:{PUBLISHED}");
+    }
 
     assert_eq!(firewall(), rules_before, "iptables or nft rules were made");
     let proxies = Command::new("pgrep")

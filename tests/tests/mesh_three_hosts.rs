@@ -210,6 +210,29 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
     assert!(reached, "a host process on port 7000 is reachable");
     assert_eq!(host_listener.join().expect("listener"), CLIENT);
     assert!(ping(client, &host_address(0), 3), "ping to host-0");
+
+    // From the hosts themselves, on loopback and on their own address: the
+    // socket is pointed at a backend when it connects. Host 0 has none, so
+    // it dials the backends' hosts' published port; host 1 dials its own
+    // backend directly, or host 2's port. The backend sees the host.
+    for i in [0, 1] {
+        for ip in ["127.0.0.1".to_string(), host_address(i)] {
+            let answers: Vec<String> = (0..24)
+                .map(|_| connect_at(&hosts[i].ns, &ip, PUBLISHED).1)
+                .collect();
+            assert_eq!(
+                shares(&answers).keys().collect::<Vec<_>>(),
+                ["web1", "web2"],
+                "from host-{i} to {ip}:{PUBLISHED}: {answers:?}"
+            );
+            for a in &answers {
+                assert!(
+                    a.ends_with(&host_address(i)),
+                    "from host-{i} to {ip}: the backend saw {a}"
+                );
+            }
+        }
+    }
 }
 
 const NEAR: u16 = 30090;
@@ -296,9 +319,14 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
 
     // A connection tunnelled through host 0 keeps talking while host 0's
     // netd is stopped, started, killed and started again.
+    // So does one host 0 made itself to 127.0.0.1, and the host's new
+    // ones are balanced while its netd is dead (the hook is pinned).
     let (conn, greeting) = connect_at(client, &host_address(0), PUBLISHED);
     let first = backend_of(&greeting).to_string();
     let talker = Talker::start(&conn);
+    let (own_conn, own_greeting) = connect_at(&hosts[0].ns, "127.0.0.1", PUBLISHED);
+    let own_first = backend_of(&own_greeting).to_string();
+    let own_talker = Talker::start(&own_conn);
     let pause = || std::thread::sleep(Duration::from_millis(300));
     let Host { ns, netd, .. } = &mut hosts[0];
     pause();
@@ -308,12 +336,19 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
     pause();
     netd.kill();
     pause();
+    let (_, while_dead) = connect_at(ns, "127.0.0.1", PUBLISHED);
+    assert!(
+        while_dead.ends_with(&host_address(0)),
+        "host-0's own connection with its netd dead: {while_dead}"
+    );
     netd.restart(ns);
     pause();
-    let answers = talker.finish();
-    assert!(answers.len() > 40, "{} exchanges", answers.len());
-    for (i, a) in answers.iter().enumerate() {
-        assert_eq!(a.as_deref(), Ok(first.as_str()), "exchange {i}");
+    for (talker, first) in [(talker, first), (own_talker, own_first)] {
+        let answers = talker.finish();
+        assert!(answers.len() > 40, "{} exchanges", answers.len());
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(a.as_deref(), Ok(first.as_str()), "exchange {i}");
+        }
     }
 
     // Host 2 dies (netd and uplink gone): once its lease and grace are

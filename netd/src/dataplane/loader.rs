@@ -5,7 +5,7 @@ use std::{fs, io, path::PathBuf};
 
 use aya::{
     maps::{PerCpuArray, ProgramArray},
-    programs::{SchedClassifier, Xdp},
+    programs::{CgroupSockAddr, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use netd_common::{map_names, program_names};
@@ -81,10 +81,12 @@ impl Datapath {
             path: layout.root().to_path_buf(),
             source,
         })?;
+        let netns_cookie = super::host_local::netns_cookie();
         let mut loader = EbpfLoader::new();
         loader
             .default_map_pin_directory(layout.maps())
-            .override_global("AYA_LOG_LEVEL", &bpf_log_level, false);
+            .override_global("AYA_LOG_LEVEL", &bpf_log_level, false)
+            .override_global("NETD_NETNS_COOKIE", &netns_cookie, false);
         for decl in super::tables::TABLES {
             let max = sizes.max_entries(decl);
             if max != decl.max_entries {
@@ -98,6 +100,7 @@ impl Datapath {
         };
         datapath.load_xdp(program_names::XDP_UPLINK)?;
         datapath.load_tc(program_names::TC_ENDPOINT)?;
+        datapath.load_sock_addr(program_names::SOCK_CONNECT4)?;
         datapath.fill_tail_calls()?;
         Ok(datapath)
     }
@@ -134,6 +137,30 @@ impl Datapath {
             .load()
             .map_err(|source| LoadError::Program { name, source })?;
         pin_program(&self.layout, name, |path| program.pin(path))
+    }
+
+    fn load_sock_addr(&mut self, name: &'static str) -> Result<(), LoadError> {
+        let program: &mut CgroupSockAddr = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::NoProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| LoadError::Program { name, source })?;
+        pin_program(&self.layout, name, |path| program.pin(path))
+    }
+
+    pub fn sock_addr_program(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut CgroupSockAddr, LoadError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(LoadError::NoProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })
     }
 
     /// Loads the tail-called programs and puts them in their `NETD_PROGS`

@@ -285,6 +285,24 @@ impl Netlink {
         Ok(())
     }
 
+    /// The host reaches the endpoint at `ip` through its veth `index` (and
+    /// answers it the same way): what the host's own connections to a
+    /// published port need. The route goes with the link.
+    pub async fn route_to_endpoint(&self, ip: Ipv4Addr, index: u32) -> Result<(), LinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .output_interface(index)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("adding the host route to {ip}")))
+    }
+
     async fn has_default_route(&self) -> Result<bool, LinkError> {
         let mut routes = self
             .handle
@@ -583,18 +601,6 @@ async fn configure(host: &Netlink, spec: &EndpointLinkSpec<'_>) -> Result<(u32, 
         .execute()
         .await
         .map_err(nl(format!("bringing {} up", spec.host_ifname)))?;
-    // The host reaches the endpoint through its veth (and answers it the same way).
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(spec.ipv4, 32)
-        .output_interface(index)
-        .scope(rtnetlink::packet_route::route::RouteScope::Link)
-        .build();
-    host.handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("adding the host route to {}", spec.ipv4)))?;
+    host.route_to_endpoint(spec.ipv4, index).await?;
     Ok((index, mac))
 }

@@ -1,0 +1,105 @@
+//! Published ports for the host's own connections. `connect()` to
+//! `127.0.0.1:P` or `uplink address:P` never crosses the uplink's XDP, so
+//! this cgroup hook balances at the socket instead (as Cilium's socket LB
+//! does): the socket's destination becomes the backend (one on this host,
+//! reached through the route netd keeps to its veth) or the published port
+//! of the backend's host (whose XDP takes it from there). TCP and
+//! connected UDP; nothing is translated per packet afterwards.
+//!
+//! The hook sits on the cgroup root, so it acts only for sockets of netd's
+//! own network namespace (`NETD_NETNS_COOKIE`, set at load).
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_prandom_u32},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use netd_common::{
+    mesh::{host_local, PublishedKey},
+    service::{maglev_slot, BackendKey, BACKEND_ACTIVE, PROTO_TCP, PROTO_UDP},
+};
+
+use crate::maps::{
+    NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_OVERLAY, NETD_PUBLISHED,
+};
+
+const AF_INET: u32 = 2;
+/// The cgroup hook's "let the call go on" (rewritten or not).
+const PROCEED: i32 = 1;
+
+/// The cookie of netd's network namespace; set by the loader.
+#[unsafe(no_mangle)]
+static NETD_NETNS_COOKIE: u64 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn netd_sock_connect4(ctx: SockAddrContext) -> i32 {
+    let _ = rewrite(&ctx);
+    PROCEED
+}
+
+/// The new destination of a connection to a published port, written into
+/// the socket address; `None` for every other connection (left alone).
+#[inline(always)]
+fn rewrite(ctx: &SockAddrContext) -> Option<()> {
+    // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if sa.user_family != AF_INET {
+        return None;
+    }
+    // SAFETY: the global is read-only after load.
+    let ours = unsafe { core::ptr::read_volatile(&NETD_NETNS_COOKIE) };
+    // SAFETY: a sock_addr context is a valid argument of this helper.
+    if ours == 0 || unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) } != ours {
+        return None;
+    }
+    let proto = match sa.protocol as u8 {
+        p @ (PROTO_TCP | PROTO_UDP) => p,
+        _ => return None,
+    };
+    let dst = sa.user_ip4.to_ne_bytes();
+    let underlay = NETD_OVERLAY.get(0).map_or([0; 4], |c| c.underlay);
+    if !host_local::is_ours(dst, underlay) {
+        return None;
+    }
+    let port = host_local::port_of(sa.user_port);
+    let key = PublishedKey {
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: map values are copied out at once.
+    let service = unsafe { NETD_PUBLISHED.get(&key) }.copied()?;
+    if service.active == 0 {
+        return None;
+    }
+    // No ports exist yet to hash: a random slot spreads connections the
+    // same way Maglev's table weights them.
+    // SAFETY: a helper without arguments.
+    let slot = maglev_slot(unsafe { bpf_get_prandom_u32() });
+    let slot = core::hint::black_box(slot);
+    let table = NETD_MAGLEV.get_ptr(&service.table)?;
+    // SAFETY: the pointer is the map value's; `slot` is below its length.
+    let backend = unsafe { (*table).slots.get(slot) }?.to_ne_bytes();
+    let state = unsafe {
+        NETD_BACKENDS.get(&BackendKey {
+            table: service.table,
+            ip: backend,
+        })
+    }
+    .map(|b| b.state)?;
+    if state != BACKEND_ACTIVE {
+        return None;
+    }
+    // SAFETY: map values are copied out at once.
+    let peer = unsafe { NETD_ENDPOINTS.get(&backend) }.copied()?;
+    let host = if peer.ifindex != 0 {
+        None
+    } else {
+        // SAFETY: as above.
+        Some(unsafe { NETD_HOSTS.get(&(peer.host as u32)) }?.underlay)
+    };
+    let (ip, to_port) = host_local::destination(backend, service.target_port, host, port);
+    sa.user_ip4 = u32::from_ne_bytes(ip);
+    sa.user_port = host_local::user_port(to_port);
+    Some(())
+}
