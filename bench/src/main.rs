@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use netd_common::program_names::{
-    TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR, TC_REFUSE, TC_SERVICE, XDP_BASELINE, XDP_DECAP,
-    XDP_UPLINK,
+    SOCK_CONNECT4, TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR, TC_REFUSE, TC_SERVICE, XDP_BASELINE,
+    XDP_DECAP, XDP_MESH, XDP_UPLINK,
 };
 use netd_tests::fixture::Fixture;
 use serde::Serialize;
@@ -87,10 +87,12 @@ fn main() -> anyhow::Result<()> {
     for name in [
         XDP_UPLINK,
         XDP_DECAP,
+        XDP_MESH,
         TC_ENDPOINT,
         TC_SERVICE,
         TC_ICMP_ERROR,
         TC_REFUSE,
+        SOCK_CONNECT4,
         XDP_BASELINE,
         TC_BASELINE,
     ] {
