@@ -5,7 +5,7 @@ use std::{fs, io, path::PathBuf};
 
 use aya::{
     maps::{PerCpuArray, ProgramArray},
-    programs::{CgroupSockAddr, SchedClassifier, Xdp},
+    programs::{CgroupSockAddr, Program, ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use netd_common::{map_names, program_names};
@@ -114,12 +114,7 @@ impl Datapath {
     }
 
     fn load_xdp(&mut self, name: &'static str) -> Result<(), LoadError> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoadError::NoProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
+        let program: &mut Xdp = program_as(&mut self.ebpf, name)?;
         program
             .load()
             .map_err(|source| LoadError::Program { name, source })?;
@@ -127,12 +122,7 @@ impl Datapath {
     }
 
     fn load_tc(&mut self, name: &'static str) -> Result<(), LoadError> {
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoadError::NoProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
+        let program: &mut SchedClassifier = program_as(&mut self.ebpf, name)?;
         program
             .load()
             .map_err(|source| LoadError::Program { name, source })?;
@@ -140,12 +130,7 @@ impl Datapath {
     }
 
     fn load_sock_addr(&mut self, name: &'static str) -> Result<(), LoadError> {
-        let program: &mut CgroupSockAddr = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoadError::NoProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
+        let program: &mut CgroupSockAddr = program_as(&mut self.ebpf, name)?;
         program
             .load()
             .map_err(|source| LoadError::Program { name, source })?;
@@ -156,11 +141,7 @@ impl Datapath {
         &mut self,
         name: &'static str,
     ) -> Result<&mut CgroupSockAddr, LoadError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(LoadError::NoProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })
+        program_as(&mut self.ebpf, name)
     }
 
     /// Loads the tail-called programs and puts them in their `NETD_PROGS`
@@ -197,12 +178,7 @@ impl Datapath {
     }
 
     pub fn uplink_program(&mut self) -> Result<&mut Xdp, LoadError> {
-        let name = program_names::XDP_UPLINK;
-        self.ebpf
-            .program_mut(name)
-            .ok_or(LoadError::NoProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })
+        program_as(&mut self.ebpf, program_names::XDP_UPLINK)
     }
 
     /// Takes the forwarding maps out of the object (call once).
@@ -241,6 +217,17 @@ impl Datapath {
         let map = PerCpuArray::try_from(map).map_err(CountersError::from)?;
         Ok(CountersReader::new(map)?)
     }
+}
+
+/// Program `name` of the object as its type (`Xdp`, `SchedClassifier`, ...).
+fn program_as<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::NoProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
 }
 
 /// Replaces any pin a previous netd left for this program.
