@@ -48,17 +48,7 @@ pub fn compile_services(
             .filter(|b| reachable.contains(&b.ip.octets()))
             .collect();
         let active = compile_table(state, service, table, &backends, &mut computed);
-        for port in service
-            .published
-            .iter()
-            .filter(|p| p.mode == PublishMode::Ingress)
-        {
-            state.put(
-                tables::PUBLISHED,
-                published_key(port),
-                service_entry(service, table, active, port.target_port),
-            );
-        }
+        put_published(state, service, PublishMode::Ingress, table, active);
         if service
             .published
             .iter()
@@ -113,11 +103,19 @@ fn compile_host_mode(
         return;
     }
     let active = compile_table(state, service, table, &here, computed);
-    for port in service
-        .published
-        .iter()
-        .filter(|p| p.mode == PublishMode::Host)
-    {
+    put_published(state, service, PublishMode::Host, table, active);
+}
+
+/// The `NETD_PUBLISHED` entries of the ports `service` publishes in
+/// `mode`, each pointing at Maglev table `table`.
+fn put_published(
+    state: &mut MapState,
+    service: &Service,
+    mode: PublishMode,
+    table: u32,
+    active: u32,
+) {
+    for port in service.published.iter().filter(|p| p.mode == mode) {
         state.put(
             tables::PUBLISHED,
             published_key(port),
