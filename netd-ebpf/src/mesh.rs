@@ -14,7 +14,7 @@ use aya_ebpf::{
         bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_FRAG_NEEDED,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
     macros::xdp,
     programs::XdpContext,
 };
@@ -24,7 +24,6 @@ use netd_common::{
     mesh::{MeshNeighbour, PublishedKey, TunnelReturn},
     parse::{parse, Frame, Headers, Ipv4, L3, L4},
     service::CtTuple,
-    vxlan,
 };
 
 use crate::{
@@ -298,26 +297,12 @@ fn write_tunnel(ctx: &XdpContext, a: &MeshAction, flow_hash: u32) -> Result<(), 
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
         return Err(());
     }
-    let e = &a.encap;
-    let outer = vxlan::outer_headers(
-        &vxlan::Outer {
-            local: e.local,
-            remote: e.remote,
-            vni: e.vni,
-            src_port: netd_common::flow::vxlan_source_port(flow_hash),
-            // SAFETY: a plain helper call.
-            ip_id: unsafe { bpf_get_prandom_u32() } as u16,
-            mesh: true,
-        },
-        inner_len,
-    );
     let mut headers = [0u8; VXLAN_OVERHEAD as usize + ETH_HLEN];
     headers[..12].copy_from_slice(&addresses(a.hop.dmac, a.hop.smac));
     headers[12] = 0x08;
-    headers[ETH_HLEN..ETH_HLEN + vxlan::OUTER_LEN].copy_from_slice(&outer);
-    let inner = VXLAN_OVERHEAD as usize;
-    headers[inner..inner + 12].copy_from_slice(&addresses(e.inner_dst, e.inner_src));
-    headers[inner + 12] = 0x08;
+    headers[ETH_HLEN..].copy_from_slice(&overlay::encap_headers(
+        &a.encap, flow_hash, inner_len, true,
+    ));
     PacketFrame::xdp(ctx).put(0, headers)
 }
 

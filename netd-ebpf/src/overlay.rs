@@ -210,6 +210,22 @@ pub fn write_encap(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64
         BPF_ADJ_ROOM_MAC,
         (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) as u64 | ENCAP_L2_FLAGS,
     )?;
+    // One write of all 50 bytes: each bpf_skb_store_bytes call has its own
+    // checks and may have to unclone the skb.
+    ctx.store(14, &encap_headers(e, flow_hash, inner_len, false), 0)?;
+    Ok(())
+}
+
+/// The 50 bytes VXLAN puts between the outer Ethernet header and the
+/// inner packet: outer IPv4, UDP and VXLAN, then the inner Ethernet
+/// header. `mesh` marks a routing-mesh packet. TC and XDP both write it.
+#[inline(always)]
+pub fn encap_headers(
+    e: &Encap,
+    flow_hash: u32,
+    inner_len: u32,
+    mesh: bool,
+) -> [u8; VXLAN_OVERHEAD as usize] {
     let outer = vxlan::outer_headers(
         &vxlan::Outer {
             local: e.local,
@@ -218,17 +234,14 @@ pub fn write_encap(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64
             src_port: netd_common::flow::vxlan_source_port(flow_hash),
             // SAFETY: a plain helper call.
             ip_id: unsafe { bpf_get_prandom_u32() } as u16,
-            mesh: false,
+            mesh,
         },
         inner_len,
     );
-    // One write of all 50 bytes: each bpf_skb_store_bytes call has its own
-    // checks and may have to unclone the skb.
     let mut headers = [0u8; VXLAN_OVERHEAD as usize];
     headers[..vxlan::OUTER_LEN].copy_from_slice(&outer);
     headers[36..42].copy_from_slice(&e.inner_dst);
     headers[42..48].copy_from_slice(&e.inner_src);
     headers[48] = 0x08;
-    ctx.store(14, &headers, 0)?;
-    Ok(())
+    headers
 }
