@@ -159,41 +159,32 @@ fn what_is_not_published_passes_untouched() {
 
 #[test]
 fn a_published_port_without_backends_or_a_route_is_a_counted_drop() {
-    let mut f = world(o::B_IP, 0);
     let packet = syn_to(PUBLISHED);
-    let before = f.snapshot();
-    assert_eq!(
-        f.run_xdp(XDP_UPLINK, &packet).expect("run").verdict,
-        XDP_DROP
-    );
-    let after = f.snapshot();
-    assert_counted(
-        &before,
-        &after,
-        &[
-            Slot::Verdict(HOOK, Verdict::Drop),
-            Slot::Drop(HOOK, DropReason::NoBackend),
-        ],
-        packet.len() as u64,
-        "no backend",
-    );
-    // A remote backend whose host has no route here: the tunnel cannot
-    // be built, and nothing is sent.
-    let mut f = world(o::A_IP, 1);
-    let before = f.snapshot();
-    assert_eq!(
-        f.run_xdp(XDP_UPLINK, &packet).expect("run").verdict,
-        XDP_DROP
-    );
-    let after = f.snapshot();
-    assert_counted(
-        &before,
-        &after,
-        &[
-            Slot::Verdict(HOOK, Verdict::Drop),
-            Slot::Drop(HOOK, DropReason::EncapFailed),
-        ],
-        packet.len() as u64,
-        "no route to the backend's host",
-    );
+    // No active backend; and a remote backend whose host has no route
+    // here: the tunnel cannot be built, and nothing is sent.
+    for (backend, active, reason, what) in [
+        (o::B_IP, 0, DropReason::NoBackend, "no backend"),
+        (
+            o::A_IP,
+            1,
+            DropReason::EncapFailed,
+            "no route to the backend's host",
+        ),
+    ] {
+        let mut f = world(backend, active);
+        let before = f.snapshot();
+        assert_eq!(
+            f.run_xdp(XDP_UPLINK, &packet).expect("run").verdict,
+            XDP_DROP,
+            "{what}"
+        );
+        let after = f.snapshot();
+        assert_counted(
+            &before,
+            &after,
+            &[Slot::Verdict(HOOK, Verdict::Drop), Slot::Drop(HOOK, reason)],
+            packet.len() as u64,
+            what,
+        );
+    }
 }
