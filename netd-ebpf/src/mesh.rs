@@ -264,8 +264,9 @@ fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<M
             ctx.ctx as *mut _,
             &mut fib as *mut FibParams,
             core::mem::size_of::<FibParams>() as i32,
-            // As this host's own output: the tunnel starts here, and a
-            // forwarding lookup would need ip_forward on the uplink.
+            // As this host's own output: the tunnel starts here. The
+            // kernel still answers only for a device that forwards, so
+            // netd turns forwarding on for the uplink.
             BPF_FIB_LOOKUP_OUTPUT,
         )
     } as u32;

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod docker;
 pub mod etcd;
 pub mod fixture;
+pub mod mesh_fixture;
 pub mod netns;
 pub mod overlay_fixture;
 pub mod process;
