@@ -3,11 +3,12 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+pub mod connections;
 pub mod report;
 
 use anyhow::{bail, Context};
@@ -81,23 +82,7 @@ pub fn request_response(pair: &Pair, rounds: usize) -> anyhow::Result<Vec<f64>> 
     });
     rx.recv_timeout(Duration::from_secs(5))
         .context("rr server")?;
-    let samples = pair
-        .client
-        .run(move || -> std::io::Result<Vec<f64>> {
-            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-            conn.set_nodelay(true)?;
-            let mut b = [0u8; 1];
-            let mut samples = Vec::with_capacity(rounds);
-            for _ in 0..rounds {
-                let t = Instant::now();
-                conn.write_all(&[1])?;
-                conn.read_exact(&mut b)?;
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok(samples)
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("rr client panicked"))??;
+    let samples = connections::round_trips(&pair.client, addr, rounds)?;
     let _ = server.join();
     Ok(samples)
 }

@@ -16,12 +16,10 @@
 //! program.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::Command,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -33,6 +31,7 @@ use netd::dataplane::{
     maps::{MapOp, MapWriter},
     tables,
 };
+use netd_bench::connections::{self, serve_bytes};
 use netd_common::{
     maps::NetworkEntry,
     program_names::{TC_BASELINE, TC_ENDPOINT},
@@ -152,101 +151,22 @@ fn world() -> World {
     }
 }
 
+/// Each backend serving on `TARGET`.
 fn serve(w: &World) {
     for ns in &w.backends {
-        let stop = w.stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        ns.run(move || {
-            let listener = TcpListener::bind(("0.0.0.0", TARGET)).expect("listen");
-            // A blocking accept that gives up every 100 ms to look at
-            // `stop`: a polling loop's sleeps would be most of what a
-            // connection costs, and hide the dataplanes' differences.
-            accept_timeout(&listener, Duration::from_millis(100)).expect("SO_RCVTIMEO");
-            tx.send(()).expect("ready");
-            let mut byte = [0u8; 1];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((mut c, _)) = listener.accept() {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-                    if c.read_exact(&mut byte).is_ok() {
-                        let _ = c.write_all(&byte);
-                    }
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+        serve_bytes(ns, TARGET, w.stop.clone());
     }
 }
 
-/// Linux applies SO_RCVTIMEO to accept(); std has no setter for a listener.
-fn accept_timeout(listener: &TcpListener, timeout: Duration) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt reads one timeval from `tv` for an fd we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// The median of `args.rounds` rounds of [`connection_rate`].
+/// The median connection rate to `vip`'s service port over `args.rounds`.
 fn median_rate(w: &World, vip: &str, args: &Args) -> anyhow::Result<f64> {
-    let mut rates = (0..args.rounds.max(1))
-        .map(|_| connection_rate(w, vip, args.seconds, args.threads))
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    rates.sort_by(|a, b| a.total_cmp(b));
-    Ok(rates[rates.len() / 2])
-}
-
-/// New connections per second to `vip` for `seconds`, from `threads`
-/// client threads; fails if any connection fails.
-fn connection_rate(w: &World, vip: &str, seconds: u64, threads: usize) -> anyhow::Result<f64> {
-    let addr: SocketAddr = format!("{vip}:{PORT}").parse()?;
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (done, failed) = (done.clone(), failed.clone());
-            w.client.run(move || {
-                let mut byte = [7u8; 1];
-                while Instant::now() < until {
-                    let ok = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-                        .and_then(|mut c| {
-                            c.set_read_timeout(Some(Duration::from_secs(1)))?;
-                            c.write_all(&byte)?;
-                            c.read_exact(&mut byte)
-                        })
-                        .is_ok();
-                    if ok {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in workers {
-        t.join().map_err(|_| anyhow::anyhow!("client thread"))?;
-    }
-    let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        bail!("{failed} connections to {addr} failed");
-    }
-    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+    connections::median_rate(
+        &w.client,
+        format!("{vip}:{PORT}").parse()?,
+        args.seconds,
+        args.threads,
+        args.rounds,
+    )
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
