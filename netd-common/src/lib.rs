@@ -103,4 +103,8 @@ pub mod program_names {
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
     /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.
     pub const TC_BASELINE: &str = "netd_tc_baseline";
+    /// The bench's packet generator: XDP, run with live frames.
+    pub const XDP_GENERATOR: &str = "netd_xdp_generator";
+    /// A TC program that drops everything: the bench's packet sink.
+    pub const TC_SINK: &str = "netd_tc_sink";
 }

@@ -100,6 +100,15 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_OVERHEAD: u32 = 14 + 20 + 8 + 8;
 pub const MAX_HOSTS: u32 = 4096;
 
+/// The frames of the bench's packet generator (`NETD_BENCH_FRAMES`).
+pub const BENCH_FRAMES: u32 = 64;
+pub const BENCH_FRAME_LEN: usize = 64;
+
+/// One whole Ethernet frame the generator sends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct BenchFrame(pub [u8; BENCH_FRAME_LEN]);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all three are repr(C), Pod (checked by bytemuck), no padding.
@@ -109,6 +118,7 @@ mod user {
     unsafe impl aya::Pod for super::HostEntry {}
     unsafe impl aya::Pod for super::OverlayConfig {}
     unsafe impl aya::Pod for super::PinMeta {}
+    unsafe impl aya::Pod for super::BenchFrame {}
 }
 
 #[cfg(test)]
@@ -123,6 +133,7 @@ mod tests {
         assert_eq!(size_of::<NetworkEntry>(), 8);
         assert_eq!(size_of::<HostEntry>(), 8);
         assert_eq!(size_of::<OverlayConfig>(), 8);
+        assert_eq!(size_of::<BenchFrame>(), BENCH_FRAME_LEN);
         assert_eq!(size_of::<PinMeta>(), 40);
     }
 }

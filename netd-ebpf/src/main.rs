@@ -7,6 +7,7 @@
 
 mod arp;
 mod baseline;
+mod bench_traffic;
 mod deliver;
 mod endpoint;
 mod forward;

@@ -84,10 +84,64 @@ impl Fixture {
             .expect("load the TC baseline");
     }
 
+    /// The frames the generator program sends, in turn at random.
+    pub fn set_bench_frames(&mut self, frames: &[netd_common::maps::BenchFrame]) {
+        let map = self
+            .datapath
+            .ebpf_mut()
+            .map_mut("NETD_BENCH_FRAMES")
+            .expect("the generator's frames");
+        let mut array: aya::maps::Array<_, netd_common::maps::BenchFrame> =
+            aya::maps::Array::try_from(map).expect("an array");
+        for i in 0..netd_common::maps::BENCH_FRAMES {
+            array
+                .set(i, frames[i as usize % frames.len()], 0)
+                .expect("write a frame");
+        }
+    }
+
+    /// Sends `packet` `repeat` times as live frames (BPF_PROG_TEST_RUN
+    /// with BPF_F_TEST_XDP_LIVE_FRAMES) through XDP program `name`, as if
+    /// received on `ingress_ifindex` of the calling thread's namespace:
+    /// what the program returns is carried out (XDP_TX sends the frame back
+    /// out of that device).
+    pub fn live_frames(
+        &mut self,
+        name: &str,
+        packet: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> Result<(), ProgramError> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, packet.len() as u32, 0, ingress_ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let program = self.xdp(name);
+        if program.fd().is_err() {
+            program.load()?;
+        }
+        program.test_run(TestRunOptions {
+            data_in: Some(packet),
+            ctx_in: Some(&ctx),
+            repeat,
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::default()
+        })?;
+        Ok(())
+    }
+
     /// Pins the loaded XDP program `name` at `path`, so a tool outside
     /// this process (iproute2) can attach it.
     pub fn pin_xdp(&mut self, name: &str, path: &std::path::Path) {
         self.xdp(name).pin(path).expect("pin the XDP program");
+    }
+
+    /// Loads the TC program `name` and pins it at `path`, for `tc` to
+    /// attach.
+    pub fn pin_tc(&mut self, name: &str, path: &std::path::Path) {
+        let program = self.tc(name);
+        program.load().expect("load the TC program");
+        program.pin(path).expect("pin the TC program");
     }
 
     pub fn pin_root(&self) -> &std::path::Path {
