@@ -130,6 +130,16 @@ impl Fixture {
         Ok(())
     }
 
+    /// Loads the mesh bench's packet generator and sink.
+    pub fn load_bench_traffic(&mut self) {
+        self.xdp(netd_common::program_names::XDP_GENERATOR)
+            .load()
+            .expect("load the generator");
+        self.tc(netd_common::program_names::TC_SINK)
+            .load()
+            .expect("load the sink");
+    }
+
     /// Pins the loaded XDP program `name` at `path`, so a tool outside
     /// this process (iproute2) can attach it.
     pub fn pin_xdp(&mut self, name: &str, path: &std::path::Path) {
