@@ -152,6 +152,16 @@ fn run(cli: Cli) -> Result<()> {
             if !status.success() {
                 bail!("netd-bench-overlay failed ({status})");
             }
+            let mesh_json = json.with_file_name("mesh.json");
+            let status = Command::new(root.join("target/release/netd-bench-mesh"))
+                .arg("--json")
+                .arg(&mesh_json)
+                .env("NETD_BIN", root.join("target/release/netd"))
+                .status()
+                .context("running netd-bench-mesh")?;
+            if !status.success() {
+                bail!("netd-bench-mesh failed ({status})");
+            }
             Ok(())
         }
     }

@@ -22,8 +22,9 @@ const BUILD: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 /// namespaces and veths, ping for traffic, nsenter/setpriv from util-linux,
 /// iperf3 for the bench, a real Docker engine with a busybox to import
 /// for the plugin tests, an etcd server for the cluster store tests,
-/// tcpdump for the kernel VXLAN interoperation test, and iptables and
-/// nftables for the services bench's kube-proxy baselines.
+/// tcpdump for the kernel VXLAN interoperation test, iptables and
+/// nftables for the services and mesh benches' baselines, trafgen
+/// (netsniff-ng) and ethtool for the mesh bench's packet rate.
 const TOOLS: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -36,6 +37,8 @@ const TOOLS: &[&str] = &[
     "tcpdump",
     "iptables",
     "nftables",
+    "netsniff-ng",
+    "ethtool",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
