@@ -12,6 +12,7 @@ use crate::{
 };
 
 pub const ICMP_PORT_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
 
 /// The TTL of what netd sends: Linux's default.
 const TTL: u8 = 64;
@@ -84,18 +85,35 @@ pub fn tcp_reset(
 /// a new IPv4 header from the datagram's destination, the ICMP header,
 /// then `ip` and `l4` as they came.
 pub fn port_unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8]) -> [u8; UNREACHABLE_LEN] {
+    unreachable(ip, l4, ICMP_PORT_UNREACH, 0)
+}
+
+/// The ICMP fragmentation needed (RFC 1191) answering a packet with DF
+/// set that cannot go on without fragments: like [`port_unreachable`],
+/// with the largest packet that can, `mtu`, in the header's second word.
+pub fn fragmentation_needed(ip: &[u8; IPV4_HLEN], l4: &[u8; 8], mtu: u16) -> [u8; UNREACHABLE_LEN] {
+    unreachable(ip, l4, ICMP_FRAG_NEEDED, mtu)
+}
+
+fn unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8], code: u8, mtu: u16) -> [u8; UNREACHABLE_LEN] {
     let (src, dst) = (addr(ip, 16), addr(ip, 12));
     let mut out = [0u8; UNREACHABLE_LEN];
     out[..IPV4_HLEN].copy_from_slice(&ipv4_header(UNREACHABLE_LEN as u16, PROTO_ICMP, src, dst));
     let icmp = &mut out[IPV4_HLEN..];
     icmp[0] = ICMP_DEST_UNREACH;
-    icmp[1] = ICMP_PORT_UNREACH;
+    icmp[1] = code;
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
     icmp[8..28].copy_from_slice(ip);
     icmp[28..36].copy_from_slice(l4);
     let check = (!checksum::fold(checksum::sum(icmp))).to_be_bytes();
     icmp[2] = check[0];
     icmp[3] = check[1];
     out
+}
+
+/// Whether the IPv4 header `ip` forbids fragmenting its packet.
+pub fn dont_fragment(ip: &[u8; IPV4_HLEN]) -> bool {
+    ip[6] & 0x40 != 0
 }
 
 fn addr(ip: &[u8; IPV4_HLEN], at: usize) -> [u8; 4] {
@@ -176,6 +194,53 @@ mod tests {
     fn a_rst_is_never_answered() {
         let (ip, tcp) = split(&tcp_segment(false, None, true, &[]), 20);
         assert!(tcp_reset(&ip, &tcp.try_into().unwrap(), 0).is_none());
+    }
+
+    #[test]
+    fn a_packet_too_big_gets_fragmentation_needed_with_the_mtu() {
+        let mut segment = Vec::new();
+        let mut header = etherparse::Ipv4Header::new(0, 64, IpNumber::TCP, CLIENT, VIP).unwrap();
+        header.dont_fragment = true;
+        PacketBuilder::ip(etherparse::IpHeaders::Ipv4(header, Default::default()))
+            .tcp(40000, 80, 1000, 64240)
+            .write(&mut segment, &[7; 1460])
+            .unwrap();
+        let (ip, l4) = split(&segment, 8);
+        assert!(dont_fragment(&ip));
+        let out = fragmentation_needed(&ip, &l4.try_into().unwrap(), 1450);
+        let p = SlicedPacket::from_ip(&out).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(outer)) = &p.net else {
+            panic!("not IPv4")
+        };
+        let header = outer.header().to_header();
+        assert_eq!(header.calc_header_checksum(), header.header_checksum);
+        assert_eq!(
+            outer.header().source(),
+            VIP,
+            "from where the client sent it"
+        );
+        assert_eq!(outer.header().destination(), CLIENT);
+        let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+            panic!("not ICMP")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1450
+                }
+            )
+        );
+        let again = etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+        assert_eq!(again.checksum, icmp.checksum());
+        assert_eq!(
+            icmp.payload(),
+            &segment[..28],
+            "the header and 8 bytes quoted"
+        );
+        let mut unset = ip;
+        unset[6] &= !0x40;
+        assert!(!dont_fragment(&unset));
     }
 
     #[test]

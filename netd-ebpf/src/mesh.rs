@@ -11,10 +11,10 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        bpf_fib_lookup as FibParams, xdp_action, xdp_md, BPF_FIB_LKUP_RET_FRAG_NEEDED,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::xdp,
     programs::XdpContext,
 };
@@ -23,6 +23,7 @@ use netd_common::{
     maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
     mesh::{MeshNeighbour, PublishedKey, TunnelReturn},
     parse::{parse, Frame, Headers, Ipv4, L3, L4},
+    refusal::{dont_fragment, fragmentation_needed, UNREACHABLE_LEN},
     service::CtTuple,
 };
 
@@ -67,12 +68,15 @@ pub fn is_published(h: &Headers) -> bool {
     ours && unsafe { NETD_PUBLISHED.get(&key) }.is_some()
 }
 
-/// Into a local backend, or through the tunnel to a remote one.
+/// Into a local backend, through the tunnel to a remote one, or, for a
+/// packet with DF set that the tunnel would make too big, back to the
+/// client as ICMP fragmentation needed.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub enum MeshStep {
     #[default]
     Deliver,
     Tunnel,
+    TooBig,
 }
 
 /// The next hop toward a backend's host, from the FIB.
@@ -89,6 +93,8 @@ pub struct MeshAction {
     pub deliver: Delivery,
     pub encap: Encap,
     pub hop: Hop,
+    /// TooBig: the largest packet the tunnel takes.
+    pub mtu: u16,
 }
 
 #[xdp]
@@ -107,6 +113,14 @@ pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
         Step::Pass => return pass(bytes),
         Step::Drop => return drop(plan.outcome.reason, bytes),
         Step::Act => {}
+    }
+    if action.step == MeshStep::TooBig {
+        // The packet goes no further: it becomes the answer, untranslated.
+        if write_too_big(ctx.ctx, plan.at.l3, plan.at.l4, action.mtu).is_err() {
+            return drop(DropReason::TooBig, bytes);
+        }
+        metrics::count_drop(HOOK, DropReason::TooBig, bytes);
+        return xdp_action::XDP_TX;
     }
     if nat::apply(&frame, 0, &plan.at, &plan.nat).is_err() {
         return drop(DropReason::NatFailed, bytes);
@@ -127,6 +141,7 @@ pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
             }
             out_of(action.hop.ifindex, ingress, bytes)
         }
+        MeshStep::TooBig => drop(DropReason::TooBig, bytes),
     }
 }
 
@@ -196,10 +211,21 @@ fn decide(
         ServiceKind::No | ServiceKind::NewFlow => return Outcome::pass().into(),
     }
     let at = Target::of(h);
+    let mut outcome = toward(ctx, to.route_to, frame.wire_len());
+    if outcome.step == Step::Act
+        && outcome.action.step == MeshStep::TooBig
+        && !frame
+            .load::<20>(usize::from(h.l3_offset))
+            .is_ok_and(|ip| dont_fragment(&ip))
+    {
+        // Fragments are not made here: a packet that allows them is
+        // dropped, counted.
+        outcome = Outcome::drop(DropReason::TooBig);
+    }
     Plan {
         nat: to.nat,
         at,
-        outcome: toward(ctx, to.route_to, frame.wire_len()),
+        outcome,
     }
 }
 
@@ -284,7 +310,12 @@ fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<M
             ..MeshAction::default()
         }),
         BPF_FIB_LKUP_RET_NO_NEIGH => Outcome::drop(DropReason::NoNeighbour),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Outcome::drop(DropReason::TooBig),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Outcome::act(MeshAction {
+            step: MeshStep::TooBig,
+            // SAFETY: the helper wrote the MTU into the union it answered with.
+            mtu: unsafe { fib.__bindgen_anon_1.mtu_result }.saturating_sub(VXLAN_OVERHEAD as u16),
+            ..MeshAction::default()
+        }),
         _ => Outcome::drop(DropReason::EncapFailed),
     }
 }
@@ -305,6 +336,37 @@ fn write_tunnel(ctx: &XdpContext, a: &MeshAction, flow_hash: u32) -> Result<(), 
         &a.encap, flow_hash, inner_len, true,
     ));
     PacketFrame::xdp(ctx).put(0, headers)
+}
+
+/// Turns the packet into the ICMP fragmentation needed that answers it
+/// (`netd_common::refusal`), from the address it was sent to, back to the
+/// MAC it came from; the frame is cut to the answer's length.
+#[inline(always)]
+fn write_too_big(ctx: *mut xdp_md, l3: u16, l4: u16, mtu: u16) -> Result<(), ()> {
+    let ctx = XdpContext::new(ctx);
+    let (l3, l4) = (usize::from(l3), usize::from(l4));
+    let frame = PacketFrame::xdp(&ctx);
+    let ip: [u8; 20] = frame.load(l3)?;
+    if ip[0] != 0x45 || l4 != l3 + 20 {
+        return Err(());
+    }
+    let quoted: [u8; 8] = frame.load(l4)?;
+    let macs: [u8; 12] = frame.load(0)?;
+    let answer = fragmentation_needed(&ip, &quoted, mtu);
+    let shrink = frame
+        .wire_len()
+        .checked_sub(l3 + UNREACHABLE_LEN)
+        .ok_or(())?;
+    // SAFETY: a plain helper call on the program's own packet.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(shrink as i32)) } != 0 {
+        return Err(());
+    }
+    let frame = PacketFrame::xdp(&ctx);
+    frame.put(l3, answer)?;
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    frame.put(0, swapped)
 }
 
 /// A backend's reply on its way to a client of the routing mesh: out of

@@ -21,6 +21,7 @@ use netd_tests::{
 
 const XDP_DROP: i64 = 1;
 const XDP_PASS: i64 = 2;
+const XDP_TX: i64 = 3;
 const XDP_REDIRECT: i64 = 4;
 const HOOK: Hook = Hook::XdpUplink;
 
@@ -119,6 +120,93 @@ fn a_new_flow_to_a_remote_backend_is_tunnelled_to_its_host_keeping_the_client() 
     assert_eq!(dst, (o::A_IP, TARGET));
     let ct: CtEntry = lookup(&mut f, map_names::CT, &flow()).expect("tracked");
     assert_eq!((ct.backend_ip, ct.table), (o::A_IP, TABLE));
+}
+
+/// A SYN from the client to the published port carrying `payload` bytes,
+/// with DF set or not.
+fn big_syn(df: bool, payload: usize) -> Vec<u8> {
+    let mut ip =
+        etherparse::Ipv4Header::new(0, 60, etherparse::IpNumber::TCP, CLIENT, o::HERE_UNDERLAY)
+            .expect("header");
+    ip.dont_fragment = df;
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(ROUTER_MAC, UPLINK_MAC)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(CLIENT_PORT, PUBLISHED, 7, 64240)
+        .syn()
+        .write(&mut out, &vec![0x33; payload])
+        .expect("packet");
+    out
+}
+
+#[test]
+fn a_packet_the_tunnel_would_make_too_big_gets_fragmentation_needed_if_it_forbids_fragments() {
+    let mut f = published_fixture(o::A_IP, 1);
+    let underlay = Underlay::new(&mut f);
+    underlay.ns.ip(&["link", "set", "up0", "mtu", "1000"]);
+    // 1040 bytes of IP, 1090 once wrapped: over up0's 1000.
+    let packet = big_syn(true, 1000);
+    let before = f.snapshot();
+    let run = underlay
+        .run(|| f.run_xdp(XDP_UPLINK, &packet))
+        .expect("run");
+    let after = f.snapshot();
+    assert_counted(
+        &before,
+        &after,
+        &[
+            Slot::Verdict(HOOK, Verdict::Drop),
+            Slot::Drop(HOOK, DropReason::TooBig),
+        ],
+        packet.len() as u64,
+        "too big for the tunnel",
+    );
+    assert_eq!(
+        run.verdict, XDP_TX,
+        "the answer goes back out of the uplink"
+    );
+    let out = run.output;
+    assert_eq!(out.len(), 14 + 20 + 8 + 28, "IPv4, ICMP, the quote");
+    assert_eq!(&out[..6], &ROUTER_MAC, "to the MAC the packet came from");
+    assert_eq!(&out[6..12], &UPLINK_MAC);
+    let ip = &out[14..34];
+    assert_eq!(
+        testpkt::internet_checksum(ip),
+        0,
+        "IPv4 checksum (summed independently)"
+    );
+    assert_eq!(
+        (ip[9], &ip[12..16], &ip[16..20]),
+        (1, &o::HERE_UNDERLAY[..], &CLIENT[..])
+    );
+    let icmp = &out[34..];
+    assert_eq!(
+        testpkt::internet_checksum(icmp),
+        0,
+        "ICMP checksum (summed independently)"
+    );
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (3, 4),
+        "destination unreachable, fragmentation needed"
+    );
+    assert_eq!(
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+        1000 - 50,
+        "the MTU left inside the tunnel"
+    );
+    assert_eq!(
+        &icmp[8..36],
+        &packet[14..42],
+        "the packet as the client sent it, quoted"
+    );
+
+    // Without DF nothing is sent back: fragments are not made here.
+    let packet = big_syn(false, 1000);
+    let run = underlay
+        .run(|| f.run_xdp(XDP_UPLINK, &packet))
+        .expect("run");
+    assert_eq!(run.verdict, XDP_DROP);
 }
 
 #[test]

@@ -28,6 +28,8 @@ use netd_tests::{
 const CLIENT: &str = "10.96.0.100";
 const PUBLISHED: u16 = 30080;
 const PUBLISHED_ECHO: u16 = 30081;
+/// Published UDP, for the path MTU check (nothing answers it).
+const PUBLISHED_UDP: u16 = 30082;
 const ECHO_PORT: u16 = 5302;
 
 fn host_address(i: usize) -> String {
@@ -97,6 +99,8 @@ fn world(extra: &[&str]) -> World {
         &format!("{PUBLISHED}:8080/tcp"),
         "--publish",
         &format!("published={PUBLISHED_ECHO},target={ECHO_PORT}"),
+        "--publish",
+        &format!("{PUBLISHED_UDP}:5353/udp"),
     ]);
     for h in &hosts {
         eventually("the published service on every host", || {
@@ -177,6 +181,14 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
         );
     }
 
+    // A full-size datagram with DF through the tunnel would be 50 bytes too
+    // big for the uplink: host 0 answers with ICMP fragmentation needed,
+    // and the client's kernel lowers its path MTU to what fits.
+    let to: SocketAddr = format!("{}:{PUBLISHED_UDP}", host_address(0))
+        .parse()
+        .expect("address");
+    assert_eq!(path_mtu_after_full_size_datagrams(client, to), 1450);
+
     // A flow through host 1 that went to its local backend, and one to
     // the remote one: both kinds are covered by the 200 above when both
     // backends answered through host 1.
@@ -236,6 +248,56 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
 }
 
 const NEAR: u16 = 30090;
+
+/// The path MTU the client's kernel keeps for `to` after sending it
+/// 1500-byte datagrams with DF set (IP_PMTUDISC_DO) for up to 3 s, until it
+/// learns a smaller one.
+fn path_mtu_after_full_size_datagrams(client: &NetNs, to: SocketAddr) -> i32 {
+    client
+        .run(move || {
+            use std::os::fd::AsRawFd;
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            socket.connect(to).expect("connect");
+            let fd = socket.as_raw_fd();
+            let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let pmtudisc_do: libc::c_int = libc::IP_PMTUDISC_DO;
+            // SAFETY: setsockopt reads one int from a live local.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU_DISCOVER,
+                    (&pmtudisc_do as *const libc::c_int).cast(),
+                    int,
+                )
+            };
+            assert_eq!(rc, 0, "IP_MTU_DISCOVER");
+            let mut mtu: libc::c_int = 0;
+            for _ in 0..60 {
+                // EMSGSIZE once the kernel knows better: expected.
+                let _ = socket.send(&[0u8; 1472]);
+                std::thread::sleep(Duration::from_millis(50));
+                let mut len = int;
+                // SAFETY: getsockopt writes at most `len` bytes into `mtu`.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::IPPROTO_IP,
+                        libc::IP_MTU,
+                        (&mut mtu as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                assert_eq!(rc, 0, "IP_MTU");
+                if mtu < 1500 {
+                    break;
+                }
+            }
+            mtu
+        })
+        .join()
+        .expect("client")
+}
 
 /// `netd_published_connections_total` of host `i` for `port`, summed over
 /// the backends.
