@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use netd_common::program_names::{
-    SOCK_CONNECT4, TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR, TC_REFUSE, TC_SERVICE, XDP_BASELINE,
-    XDP_DECAP, XDP_MESH, XDP_UPLINK,
+    SOCK_CONNECT4, SOCK_RECVMSG4, SOCK_SENDMSG4, TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR,
+    TC_REFUSE, TC_SERVICE, XDP_BASELINE, XDP_DECAP, XDP_MESH, XDP_UPLINK,
 };
 use netd_tests::fixture::Fixture;
 use serde::Serialize;
@@ -93,6 +93,8 @@ fn main() -> anyhow::Result<()> {
         TC_ICMP_ERROR,
         TC_REFUSE,
         SOCK_CONNECT4,
+        SOCK_SENDMSG4,
+        SOCK_RECVMSG4,
         XDP_BASELINE,
         TC_BASELINE,
     ] {

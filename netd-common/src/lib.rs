@@ -58,6 +58,7 @@ pub mod map_names {
     pub const MESH_NEIGH: &str = "NETD_MESH_NEIGH";
     /// [`crate::mesh::TunnelReturn`] by the reply's tuple (LRU).
     pub const MESH_RETURN: &str = "NETD_MESH_RETURN";
+    pub const SOCK_REVNAT: &str = "NETD_SOCK_REVNAT";
     /// Programs the uplink program tail-calls, by [`crate::maps::XDP_PROG_DECAP`].
     pub const XDP_PROGS: &str = "NETD_XDP_PROGS";
     /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
@@ -99,6 +100,17 @@ pub mod program_names {
     /// cgroup `connect4` on the cgroup2 root: the host's own connections to
     /// its published ports, balanced at the socket.
     pub const SOCK_CONNECT4: &str = "netd_sock_connect4";
+    /// cgroup `sendmsg4`: the same for unconnected UDP, per datagram.
+    pub const SOCK_SENDMSG4: &str = "netd_sock_sendmsg4";
+    /// cgroup `recvmsg4`: answers to those datagrams seem to come from the
+    /// address the application sent to.
+    pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
+    /// Every cgroup hook, with the name its pinned link takes.
+    pub const SOCK_ADDR: [(&str, &str); 3] = [
+        (SOCK_CONNECT4, "cgroup-connect4"),
+        (SOCK_SENDMSG4, "cgroup-sendmsg4"),
+        (SOCK_RECVMSG4, "cgroup-recvmsg4"),
+    ];
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";
     /// A TC program that only returns `TC_ACT_OK`: the baseline of the TC hook.

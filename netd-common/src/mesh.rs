@@ -21,6 +21,8 @@ use bytemuck::{Pod, Zeroable};
 pub const MAX_PUBLISHED: u32 = 4096;
 /// Clients whose next hop the ingress host remembers (LRU).
 pub const MAX_MESH_NEIGHBOURS: u32 = 65536;
+/// The host's own UDP sockets' rewritten destinations (LRU).
+pub const MAX_SOCK_REVNAT: u32 = 65536;
 
 /// The Maglev table of a service's ports published with `mode=host` is
 /// this bit with the service's index: this host's own backends only.
@@ -61,6 +63,29 @@ pub struct TunnelReturn {
     pub network: u32,
     /// `bpf_ktime_get_coarse_ns` of the last packet either way.
     pub last_seen: u64,
+}
+
+/// `NETD_SOCK_REVNAT` key: a socket of the host's own (by cookie) and the
+/// backend address the hook sent its UDP datagrams to instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRevNatKey {
+    pub cookie: u64,
+    pub ip: [u8; 4],
+    /// Network byte order.
+    pub port: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// `NETD_SOCK_REVNAT` value: the address the application sent to, which
+/// its answers must seem to come from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockRevNatEntry {
+    pub ip: [u8; 4],
+    /// Network byte order.
+    pub port: [u8; 2],
+    pub _pad: [u8; 2],
 }
 
 /// Socket-level balancing of published ports for the host's own
@@ -115,6 +140,8 @@ mod user {
     unsafe impl aya::Pod for super::PublishedKey {}
     unsafe impl aya::Pod for super::MeshNeighbour {}
     unsafe impl aya::Pod for super::TunnelReturn {}
+    unsafe impl aya::Pod for super::SockRevNatKey {}
+    unsafe impl aya::Pod for super::SockRevNatEntry {}
 }
 
 #[cfg(test)]
@@ -127,6 +154,8 @@ mod tests {
         assert_eq!(size_of::<PublishedKey>(), 4);
         assert_eq!(size_of::<MeshNeighbour>(), 16);
         assert_eq!(size_of::<TunnelReturn>(), 16);
+        assert_eq!(size_of::<SockRevNatKey>(), 16);
+        assert_eq!(size_of::<SockRevNatEntry>(), 8);
     }
 
     #[test]

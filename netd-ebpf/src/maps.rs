@@ -13,7 +13,10 @@ use netd_common::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
     },
-    mesh::{MeshNeighbour, PublishedKey, TunnelReturn, MAX_MESH_NEIGHBOURS, MAX_PUBLISHED},
+    mesh::{
+        MeshNeighbour, PublishedKey, SockRevNatEntry, SockRevNatKey, TunnelReturn,
+        MAX_MESH_NEIGHBOURS, MAX_PUBLISHED, MAX_SOCK_REVNAT,
+    },
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
         RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
@@ -110,6 +113,13 @@ pub static NETD_MESH_NEIGH: LruHashMap<[u8; 4], MeshNeighbour> =
 #[map(name = "NETD_MESH_RETURN")]
 pub static NETD_MESH_RETURN: LruHashMap<CtTuple, TunnelReturn> =
     LruHashMap::pinned(DEFAULT_CT_ENTRIES, 0);
+
+/// The host's own UDP sockets balanced at `sendmsg` (or `connect`), by
+/// socket cookie and backend address: the address the application sent
+/// to, which `recvmsg` puts back as the answers' source.
+#[map(name = "NETD_SOCK_REVNAT")]
+pub static NETD_SOCK_REVNAT: LruHashMap<SockRevNatKey, SockRevNatEntry> =
+    LruHashMap::pinned(MAX_SOCK_REVNAT, 0);
 
 /// Programs the endpoint program tail-calls (`PROG_SERVICE`): filled by
 /// netd at load, before any program is attached. Pinned, so the slots

@@ -4,23 +4,27 @@
 //! does): the socket's destination becomes the backend (one on this host,
 //! reached through the route netd keeps to its veth) or the published port
 //! of the backend's host (whose XDP takes it from there). TCP and
-//! connected UDP; nothing is translated per packet afterwards.
+//! connected UDP at `connect()`; unconnected UDP at each `sendmsg()`, with
+//! the socket and the backend remembered so that `recvmsg()` shows the
+//! answer coming from the address the application sent to. Nothing is
+//! translated per packet.
 //!
 //! The hook sits on the cgroup root, so it acts only for sockets of netd's
 //! own network namespace (`NETD_NETNS_COOKIE`, set at load).
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_prandom_u32},
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use netd_common::{
-    mesh::{host_local, PublishedKey},
+    mesh::{host_local, PublishedKey, SockRevNatEntry, SockRevNatKey},
     service::{maglev_slot, BackendKey, BACKEND_ACTIVE, PROTO_TCP, PROTO_UDP},
 };
 
 use crate::maps::{
     NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_OVERLAY, NETD_PUBLISHED,
+    NETD_SOCK_REVNAT,
 };
 
 const AF_INET: u32 = 2;
@@ -33,14 +37,76 @@ static NETD_NETNS_COOKIE: u64 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn netd_sock_connect4(ctx: SockAddrContext) -> i32 {
-    let _ = rewrite(&ctx);
+    balance(&ctx);
     PROCEED
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn netd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    balance(&ctx);
+    PROCEED
+}
+
+/// An answer from a backend a socket's datagrams were sent to instead:
+/// its source becomes the address the application sent to.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn netd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let key = SockRevNatKey {
+        // SAFETY: a sock_addr context is a valid argument of this helper.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
+        ip: sa.user_ip4.to_ne_bytes(),
+        port: host_local::port_of(sa.user_port),
+        _pad: [0; 2],
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(asked) = unsafe { NETD_SOCK_REVNAT.get(&key) }.copied() {
+        sa.user_ip4 = u32::from_ne_bytes(asked.ip);
+        sa.user_port = host_local::user_port(asked.port);
+    }
+    PROCEED
+}
+
+/// Rewrites the destination of a connection or datagram to a published
+/// port; for UDP also remembers it, for `recvmsg`.
+#[inline(always)]
+fn balance(ctx: &SockAddrContext) {
+    let Some(r) = rewrite(ctx) else {
+        return;
+    };
+    if r.proto != PROTO_UDP {
+        return;
+    }
+    let key = SockRevNatKey {
+        // SAFETY: a sock_addr context is a valid argument of this helper.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
+        ip: r.to_ip,
+        port: r.to_port,
+        _pad: [0; 2],
+    };
+    let asked = SockRevNatEntry {
+        ip: r.asked_ip,
+        port: r.asked_port,
+        _pad: [0; 2],
+    };
+    // A failed insert leaves that answer showing the backend's address.
+    let _ = NETD_SOCK_REVNAT.insert(&key, &asked, 0);
+}
+
+/// What [`rewrite`] did: the address asked for, and the one written.
+struct Rewrite {
+    proto: u8,
+    asked_ip: [u8; 4],
+    asked_port: [u8; 2],
+    to_ip: [u8; 4],
+    to_port: [u8; 2],
 }
 
 /// The new destination of a connection to a published port, written into
 /// the socket address; `None` for every other connection (left alone).
 #[inline(always)]
-fn rewrite(ctx: &SockAddrContext) -> Option<()> {
+fn rewrite(ctx: &SockAddrContext) -> Option<Rewrite> {
     // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
     if sa.user_family != AF_INET {
@@ -101,5 +167,11 @@ fn rewrite(ctx: &SockAddrContext) -> Option<()> {
     let (ip, to_port) = host_local::destination(backend, service.target_port, host, port);
     sa.user_ip4 = u32::from_ne_bytes(ip);
     sa.user_port = host_local::user_port(to_port);
-    Some(())
+    Some(Rewrite {
+        proto,
+        asked_ip: dst,
+        asked_port: port,
+        to_ip: ip,
+        to_port,
+    })
 }

@@ -21,7 +21,7 @@ use netd_tests::{
     },
     etcd::Etcd,
     netns::NetNs,
-    services::{backend_of, connect_at, connect_from_port, serve, shares, Talker},
+    services::{backend_of, connect_at, connect_from_port, serve, shares, udp_ask, Talker},
     traffic::{echo_both_ways, echo_server, ping},
 };
 
@@ -245,9 +245,42 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
             }
         }
     }
+
+    // Unconnected UDP from the hosts themselves: each datagram is balanced
+    // when it is sent, and every answer seems to come from the address it
+    // was sent to (`udp_ask` checks the source, and `recvmsg` would show
+    // the backend's, or its host's, without the hook).
+    for i in [0, 1] {
+        for ip in ["127.0.0.1".to_string(), host_address(i)] {
+            let to: SocketAddr = format!("{ip}:{PUBLISHED_UDP}").parse().expect("address");
+            // A socket each: one socket's datagrams to a backend's host are
+            // one flow there, which keeps its backend.
+            let answers: Vec<String> = (0..24)
+                .map(|_| udp_ask(&unconnected_udp(&hosts[i].ns), to).expect("an answer"))
+                .collect();
+            assert_eq!(
+                shares(&answers).keys().collect::<Vec<_>>(),
+                ["web1", "web2"],
+                "from host-{i} to {to} by sendto: {answers:?}"
+            );
+        }
+    }
 }
 
 const NEAR: u16 = 30090;
+
+/// A UDP socket of `ns`, not connected, answers awaited for 2 s.
+fn unconnected_udp(ns: &NetNs) -> std::net::UdpSocket {
+    ns.run(|| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        socket
+    })
+    .join()
+    .expect("socket")
+}
 
 /// The path MTU the client's kernel keeps for `to` after sending it
 /// 1500-byte datagrams with DF set (IP_PMTUDISC_DO) for up to 3 s, until it
@@ -389,6 +422,13 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
     let (own_conn, own_greeting) = connect_at(&hosts[0].ns, "127.0.0.1", PUBLISHED);
     let own_first = backend_of(&own_greeting).to_string();
     let own_talker = Talker::start(&own_conn);
+    // And a UDP socket that sends without connecting, asked again while
+    // netd is dead and after it is back.
+    let own_udp = unconnected_udp(&hosts[0].ns);
+    let udp_to: SocketAddr = format!("127.0.0.1:{PUBLISHED_UDP}")
+        .parse()
+        .expect("address");
+    udp_ask(&own_udp, udp_to).expect("a UDP answer before the restarts");
     let pause = || std::thread::sleep(Duration::from_millis(300));
     let Host { ns, netd, .. } = &mut hosts[0];
     pause();
@@ -403,8 +443,10 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
         while_dead.ends_with(&host_address(0)),
         "host-0's own connection with its netd dead: {while_dead}"
     );
+    udp_ask(&own_udp, udp_to).expect("a UDP answer with netd dead");
     netd.restart(ns);
     pause();
+    udp_ask(&own_udp, udp_to).expect("a UDP answer after the restart");
     for (talker, first) in [(talker, first), (own_talker, own_first)] {
         let answers = talker.finish();
         assert!(answers.len() > 40, "{} exchanges", answers.len());

@@ -1,9 +1,10 @@
 //! The host's own connections to its published ports (`curl
-//! 127.0.0.1:8080`, `curl <uplink address>:8080`): the `connect4` program
-//! on the cgroup2 root, balancing at the socket. Its link is pinned with
-//! the others, so it outlives a restart or a kill -9; a new netd attaches
-//! its program beside the old one before unpinning it, so no connection
-//! goes unbalanced in between.
+//! 127.0.0.1:8080`, `curl <uplink address>:8080`, a UDP `sendto`): the
+//! `connect4`, `sendmsg4` and `recvmsg4` programs on the cgroup2 root,
+//! balancing at the socket. Their links are pinned with the others, so
+//! they outlive a restart or a kill -9; a new netd attaches each program
+//! beside the old one before unpinning it, so nothing goes unbalanced in
+//! between.
 
 use std::{
     fs, io,
@@ -15,8 +16,6 @@ use netd_common::program_names;
 
 use super::{Datapath, LoadError, PinLayout};
 
-const LINK_NAME: &str = "cgroup-connect4";
-
 #[derive(Debug, thiserror::Error)]
 pub enum HostLocalError {
     #[error(transparent)]
@@ -27,11 +26,9 @@ pub enum HostLocalError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "attaching {} to the cgroup2 root {path}",
-        program_names::SOCK_CONNECT4
-    )]
+    #[error("attaching {program} to the cgroup2 root {path}")]
     Attach {
+        program: &'static str,
         path: PathBuf,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -83,17 +80,33 @@ pub fn cgroup2_root(mounts: &str) -> Option<PathBuf> {
     })
 }
 
-/// Attaches the program to the cgroup2 root at `root`, replacing the link
-/// a previous netd pinned. Returns whether one was replaced.
-pub fn attach(datapath: &mut Datapath, root: &Path) -> Result<bool, HostLocalError> {
-    let layout: PinLayout = datapath.layout().clone();
-    let path = layout.links().join(LINK_NAME);
-    let fresh = layout.links().join(format!("{LINK_NAME}-new"));
+/// Attaches every cgroup hook to the cgroup2 root at `root`, each
+/// replacing the link a previous netd pinned. Returns how many were
+/// replaced.
+pub fn attach(datapath: &mut Datapath, root: &Path) -> Result<usize, HostLocalError> {
     let cgroup = fs::File::open(root).map_err(|source| HostLocalError::Cgroup {
         path: root.to_path_buf(),
         source,
     })?;
+    let mut replaced = 0;
+    for (program, link) in program_names::SOCK_ADDR {
+        replaced += usize::from(attach_one(datapath, &cgroup, root, program, link)?);
+    }
+    Ok(replaced)
+}
+
+fn attach_one(
+    datapath: &mut Datapath,
+    cgroup: &fs::File,
+    root: &Path,
+    name: &'static str,
+    link_name: &str,
+) -> Result<bool, HostLocalError> {
+    let layout: PinLayout = datapath.layout().clone();
+    let path = layout.links().join(link_name);
+    let fresh = layout.links().join(format!("{link_name}-new"));
     let attach_err = |source: Box<dyn std::error::Error + Send + Sync>| HostLocalError::Attach {
+        program: name,
         path: root.to_path_buf(),
         source,
     };
@@ -101,11 +114,11 @@ pub fn attach(datapath: &mut Datapath, root: &Path) -> Result<bool, HostLocalErr
         path: path.clone(),
         source,
     };
-    let program = datapath.sock_addr_program(program_names::SOCK_CONNECT4)?;
+    let program = datapath.sock_addr_program(name)?;
     // A BPF link on a cgroup always runs beside others; link_create takes
     // no attach flags (BPF_F_ALLOW_MULTI there is EINVAL), hence Single.
     let id = program
-        .attach(&cgroup, CgroupAttachMode::Single)
+        .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|e| attach_err(Box::new(e)))?;
     let link = program.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
     let link = FdLink::try_from(link).map_err(|e| attach_err(Box::new(e)))?;

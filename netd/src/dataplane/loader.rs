@@ -100,7 +100,9 @@ impl Datapath {
         };
         datapath.load_xdp(program_names::XDP_UPLINK)?;
         datapath.load_tc(program_names::TC_ENDPOINT)?;
-        datapath.load_sock_addr(program_names::SOCK_CONNECT4)?;
+        for (name, _) in program_names::SOCK_ADDR {
+            datapath.load_sock_addr(name)?;
+        }
         datapath.fill_tail_calls()?;
         Ok(datapath)
     }

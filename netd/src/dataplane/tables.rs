@@ -22,7 +22,10 @@ use netd_common::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
     },
-    mesh::{MeshNeighbour, PublishedKey, TunnelReturn, MAX_MESH_NEIGHBOURS, MAX_PUBLISHED},
+    mesh::{
+        MeshNeighbour, PublishedKey, SockRevNatEntry, SockRevNatKey, TunnelReturn,
+        MAX_MESH_NEIGHBOURS, MAX_PUBLISHED, MAX_SOCK_REVNAT,
+    },
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
         RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
@@ -196,6 +199,9 @@ pub const PUBLISHED: Table<PublishedKey, ServiceEntry> = Table::new(map_names::P
 pub const MESH_NEIGH: Table<[u8; 4], MeshNeighbour> = Table::new(map_names::MESH_NEIGH);
 /// On a backend's host, the ingress host of each mesh flow, by reply tuple.
 pub const MESH_RETURN: Table<CtTuple, TunnelReturn> = Table::new(map_names::MESH_RETURN);
+/// The host's own UDP sockets balanced at `sendmsg`: the address each
+/// backend's answers must seem to come from.
+pub const SOCK_REVNAT: Table<SockRevNatKey, SockRevNatEntry> = Table::new(map_names::SOCK_REVNAT);
 
 /// Programs the endpoint program tail-calls, filled by netd at load.
 pub const PROGS: TableDecl = prog_array(map_names::PROGS, MAX_PROGS);
@@ -238,6 +244,7 @@ pub const TABLES: &[TableDecl] = &[
     AFFINITY.lru_hash(MAX_AFFINITY),
     MESH_NEIGH.lru_hash(MAX_MESH_NEIGHBOURS),
     MESH_RETURN.lru_hash(DEFAULT_CT_ENTRIES),
+    SOCK_REVNAT.lru_hash(MAX_SOCK_REVNAT),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
     PROGS,
