@@ -90,6 +90,37 @@ pub fn underlay_takes_xdp_tx(underlay: &NetNs) {
     std::fs::remove_file(&pin).expect("unpin the do-nothing program");
 }
 
+/// For a host without netd, as libnetwork's overlay driver builds one: a
+/// kernel VXLAN device `vx0` (VNI `vni`, port 4789, from `local` on
+/// `uplink0`) in a new bridge `bridge`, both up, flooding to `peer` by an
+/// all-zero FDB entry and learning MACs.
+pub fn kernel_vxlan_bridge(host: &NetNs, vni: &str, local: &str, peer: &str, bridge: &str) {
+    host.ip(&[
+        "link", "add", "vx0", "type", "vxlan", "id", vni, "dstport", "4789", "local", local, "dev",
+        "uplink0",
+    ]);
+    let ns = host.name.as_str();
+    sh(
+        "bridge",
+        &[
+            "-n",
+            ns,
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "vx0",
+            "dst",
+            peer,
+        ],
+    );
+    host.ip(&["link", "add", bridge, "type", "bridge"]);
+    host.ip(&["link", "set", "vx0", "master", bridge]);
+    for dev in ["vx0", bridge] {
+        host.ip(&["link", "set", dev, "up"]);
+    }
+}
+
 /// For a host without netd: its `uplink0` finishes checksums on transmit,
 /// as a NIC does before the wire; netd does the same to a veth uplink of
 /// its own, with this same call.

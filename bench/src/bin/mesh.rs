@@ -49,8 +49,8 @@ use netd_common::{
 };
 use netd_tests::{
     cluster::{
-        cluster, plug_into_underlay, underlay_takes_xdp_tx, uplink_acts_as_nic, Host,
-        UNDERLAY_PREFIX,
+        cluster, kernel_vxlan_bridge, plug_into_underlay, underlay_takes_xdp_tx,
+        uplink_acts_as_nic, Host, UNDERLAY_PREFIX,
     },
     etcd::Etcd,
     fixture::Fixture,
@@ -241,42 +241,15 @@ fn docker_world() -> anyhow::Result<World> {
         let host = NetNs::new("bmH");
         plug_into_underlay(&underlay, &host, &host_address(i));
         uplink_acts_as_nic(&host);
-        host.ip(&[
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
+        kernel_vxlan_bridge(
+            &host,
             OVERLAY_VNI,
-            "dstport",
-            "4789",
-            "local",
             &host_address(i),
-            "dev",
-            "uplink0",
-        ]);
-        sh(
-            "bridge",
-            &[
-                "-n",
-                &host.name,
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "vx0",
-                "dst",
-                &host_address(1 - i),
-            ],
+            &host_address(1 - i),
+            "ov0",
         );
-        host.ip(&["link", "add", "ov0", "type", "bridge"]);
-        host.ip(&["link", "set", "vx0", "master", "ov0"]);
         let own = if i == 0 { INGRESS_SNAT } else { "10.43.0.254" };
         host.ip(&["addr", "add", &format!("{own}/24"), "dev", "ov0"]);
-        for dev in ["vx0", "ov0"] {
-            host.ip(&["link", "set", dev, "up"]);
-        }
         hosts.push(host);
     }
     let client = NetNs::new("bmC");

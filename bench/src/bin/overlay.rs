@@ -19,7 +19,7 @@ use clap::Parser;
 use netd_bench::{measure, percentile, print_comparison, Pair, Setup};
 use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE, XDP_UPLINK};
 use netd_tests::{
-    cluster::{cluster, plug_into_underlay, uplink_acts_as_nic, Host},
+    cluster::{cluster, kernel_vxlan_bridge, plug_into_underlay, uplink_acts_as_nic, Host},
     etcd::Etcd,
     netns::{sh, veth_between, NetNs},
     overlay_fixture::*,
@@ -64,26 +64,7 @@ fn kernel_vxlan_pair() -> (Pair, Vec<NetNs>) {
         plug_into_underlay(&underlay, &host, &me);
         // What netd does to its own veth uplink, so both setups pay alike.
         uplink_acts_as_nic(&host);
-        host.ip(&[
-            "link", "add", "vx0", "type", "vxlan", "id", KERNEL_VNI, "dstport", "4789", "local",
-            &me, "dev", "uplink0",
-        ]);
-        sh(
-            "bridge",
-            &[
-                "-n",
-                &host.name,
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "vx0",
-                "dst",
-                &other,
-            ],
-        );
-        host.ip(&["link", "add", "br0", "type", "bridge"]);
-        host.ip(&["link", "set", "vx0", "master", "br0"]);
+        kernel_vxlan_bridge(&host, KERNEL_VNI, &me, &other, "br0");
         let sandbox = NetNs::new("bkS");
         veth_between(
             &sandbox,
@@ -96,9 +77,6 @@ fn kernel_vxlan_pair() -> (Pair, Vec<NetNs>) {
         sandbox.ip(&["link", "set", "eth0", "mtu", "1450"]);
         host.ip(&["addr", "flush", "dev", "c0"]);
         host.ip(&["link", "set", "c0", "master", "br0"]);
-        for dev in ["vx0", "br0"] {
-            host.ip(&["link", "set", dev, "up"]);
-        }
         keep.push(host);
         sandboxes.push(sandbox);
     }
