@@ -59,10 +59,45 @@ pub struct MeshNeighbour {
 pub struct TunnelReturn {
     /// The ingress host's underlay address (the outer source it came from).
     pub ingress: [u8; 4],
-    /// The backend's network, whose VNI the reply goes back in.
-    pub network: u32,
+    /// The backend's network, whose VNI the reply goes back in. Once a
+    /// u32: an entry an older netd wrote reads the same (little-endian,
+    /// networks below 65536, the next two bytes 0).
+    pub network: u16,
+    /// [`RETURN_OPENING`] or 0.
+    pub flags: u8,
+    pub _pad: u8,
     /// `bpf_ktime_get_coarse_ns` of the last packet either way.
     pub last_seen: u64,
+}
+
+/// The flow's latest tunnelled packet was a TCP SYN: the backend's SYN-ACK
+/// answers that one, through the tunnel.
+pub const RETURN_OPENING: u8 = 1;
+
+/// The flags a tunnelled packet with TCP flags `tcp` (none for UDP) leaves
+/// in its flow's return entry: a SYN without ACK opens a connection; any
+/// later packet of the client's ends the opening.
+pub const fn return_flags(tcp: Option<u8>) -> u8 {
+    match tcp {
+        Some(f) if f & crate::parse::TCP_SYN != 0 && f & crate::parse::TCP_ACK == 0 => {
+            RETURN_OPENING
+        }
+        _ => 0,
+    }
+}
+
+/// Whether a backend's reply with TCP flags `tcp` (none for UDP) goes back
+/// through the entry with `flags`. A SYN-ACK does only if a tunnelled SYN
+/// opened the entry: otherwise its SYN came some other way (the host
+/// itself dialling the backend directly, from a port an earlier tunnelled
+/// flow used) and the entry is that earlier flow's, stale.
+pub const fn reply_follows(flags: u8, tcp: Option<u8>) -> bool {
+    match tcp {
+        Some(f) if f & crate::parse::TCP_SYN != 0 && f & crate::parse::TCP_ACK != 0 => {
+            flags & RETURN_OPENING != 0
+        }
+        _ => true,
+    }
 }
 
 /// `NETD_SOCK_REVNAT` key: a socket of the host's own (by cookie) and the
@@ -148,6 +183,37 @@ mod user {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn a_syn_ack_follows_a_return_entry_only_a_tunnelled_syn_opened() {
+        use crate::parse::{TCP_ACK, TCP_FIN, TCP_SYN};
+        let syn = Some(TCP_SYN);
+        let syn_ack = Some(TCP_SYN | TCP_ACK);
+        let ack = Some(TCP_ACK);
+        assert_eq!(return_flags(syn), RETURN_OPENING);
+        for later in [ack, Some(TCP_FIN | TCP_ACK), None] {
+            assert_eq!(return_flags(later), 0);
+        }
+        assert!(reply_follows(return_flags(syn), syn_ack));
+        assert!(!reply_follows(return_flags(ack), syn_ack), "stale");
+        for reply in [ack, Some(TCP_FIN | TCP_ACK), None] {
+            assert!(reply_follows(0, reply));
+            assert!(reply_follows(RETURN_OPENING, reply));
+        }
+    }
+
+    #[test]
+    fn a_return_entry_an_older_netd_wrote_reads_the_same() {
+        let mut old = [0u8; 16];
+        old[..4].copy_from_slice(&[192, 0, 2, 7]);
+        old[4..8].copy_from_slice(&3u32.to_le_bytes());
+        old[8..].copy_from_slice(&99u64.to_le_bytes());
+        let entry: TunnelReturn = bytemuck::pod_read_unaligned(&old);
+        assert_eq!(
+            (entry.ingress, entry.network, entry.flags, entry.last_seen),
+            ([192, 0, 2, 7], 3, 0, 99)
+        );
+    }
 
     #[test]
     fn layouts_have_no_hidden_padding() {

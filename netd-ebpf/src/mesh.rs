@@ -21,7 +21,7 @@ use aya_ebpf::{
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
-    mesh::{MeshNeighbour, PublishedKey, TunnelReturn},
+    mesh::{reply_follows, return_flags, MeshNeighbour, PublishedKey, TunnelReturn},
     parse::{parse, Frame, Headers, Ipv4, L3, L4},
     refusal::{dont_fragment, fragmentation_needed, UNREACHABLE_LEN},
     service::CtTuple,
@@ -369,6 +369,15 @@ fn write_too_big(ctx: *mut xdp_md, l3: u16, l4: u16, mtu: u16) -> Result<(), ()>
     frame.put(0, swapped)
 }
 
+/// A TCP segment's flags; none for anything else.
+#[inline(always)]
+fn tcp_flags(l4: &L4) -> Option<u8> {
+    match l4 {
+        L4::Tcp { flags, .. } => Some(*flags),
+        _ => None,
+    }
+}
+
 /// A backend's reply on its way to a client of the routing mesh: out of
 /// the uplink the client's request came in on, if this host took it in.
 #[inline(always)]
@@ -398,17 +407,23 @@ pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> b
         ..t
     };
     let now = service::now();
+    let flags = return_flags(tcp_flags(l4));
+    // Networks are numbered below MAX_NETWORKS, far below 65536.
+    let network = network as u16;
     if let Some(entry) = NETD_MESH_RETURN.get_ptr_mut(&reply) {
         // SAFETY: the entry is this flow's; a racing write only costs a time.
         let entry = unsafe { &mut *entry };
         if entry.ingress == ingress && entry.network == network {
             entry.last_seen = now;
+            entry.flags = flags;
             return true;
         }
     }
     let entry = TunnelReturn {
         ingress,
         network,
+        flags,
+        _pad: 0,
         last_seen: now,
     };
     // A reverse NAT entry left by an earlier flow this host took in itself
@@ -441,11 +456,16 @@ pub fn from_backend(
     let back = NETD_MESH_RETURN.get_ptr_mut(&t)?;
     // SAFETY: as in `remember_ingress`.
     let back = unsafe { &mut *back };
+    if !reply_follows(back.flags, tcp_flags(l4)) {
+        // An earlier flow's: this connection is answered the way it came.
+        let _ = NETD_MESH_RETURN.remove(&t);
+        return None;
+    }
     back.last_seen = service::now();
     // SAFETY: map values are copied out at once.
     let network = unsafe { NETD_NETWORKS.get(&me.network) }.copied()?;
     let config = NETD_OVERLAY.get(0).copied()?;
-    if network.vni == 0 || back.network != me.network {
+    if network.vni == 0 || u32::from(back.network) != me.network {
         return None;
     }
     Some(Outcome::act(EndpointAction::encap(Encap {

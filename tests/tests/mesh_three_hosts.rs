@@ -479,16 +479,12 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
     }
 }
 
-/// Known bug, reproduced: host 1 reaches web1 through host 2's published
-/// port (tunnelled back to host 1, which records the flow's return entry),
-/// then dials 127.0.0.1 from the same port and its hook picks web1, which
-/// it dials directly. web1's SYN-ACK to 10.96.0.2:port matches the stale
-/// return entry, goes back to host 2 and reaches host 1 from
-/// host 2:30080: the connection times out. It made the host-local check
-/// above fail once in CI. The fix wanted: a return entry serves a SYN-ACK
-/// only if a tunnelled SYN opened it.
+/// Host 1 reaches web1 through host 2's published port (tunnelled back to
+/// host 1, which keeps the flow's return entry), then dials 127.0.0.1
+/// from the same port, and its hook picks web1, dialled directly. web1's
+/// SYN-ACK to 10.96.0.2:port must not follow the earlier flow's entry back
+/// to host 2 (it did once in CI: the connection timed out).
 #[test]
-#[ignore = "known bug: a stale NETD_MESH_RETURN entry takes a host-local direct dial's SYN-ACK"]
 fn a_direct_dial_from_a_port_a_tunnelled_flow_used_is_answered() {
     let World { hosts, .. } = &world(&[]);
     let port = (40500..40540)
