@@ -74,30 +74,25 @@ pub struct TunnelReturn {
 /// answers that one, through the tunnel.
 pub const RETURN_OPENING: u8 = 1;
 
-/// The flags a tunnelled packet with TCP flags `tcp` (none for UDP) leaves
-/// in its flow's return entry: a SYN without ACK opens a connection; any
+/// The flags a tunnelled packet with TCP flags `tcp` (0 for UDP) leaves in
+/// its flow's return entry: a SYN without ACK opens a connection; any
 /// later packet of the client's ends the opening.
-pub const fn return_flags(tcp: Option<u8>) -> u8 {
-    match tcp {
-        Some(f) if f & crate::parse::TCP_SYN != 0 && f & crate::parse::TCP_ACK == 0 => {
-            RETURN_OPENING
-        }
-        _ => 0,
+pub const fn return_flags(tcp: u8) -> u8 {
+    if tcp & crate::parse::TCP_SYN != 0 && tcp & crate::parse::TCP_ACK == 0 {
+        RETURN_OPENING
+    } else {
+        0
     }
 }
 
-/// Whether a backend's reply with TCP flags `tcp` (none for UDP) goes back
+/// Whether a backend's reply with TCP flags `tcp` (0 for UDP) goes back
 /// through the entry with `flags`. A SYN-ACK does only if a tunnelled SYN
 /// opened the entry: otherwise its SYN came some other way (the host
 /// itself dialling the backend directly, from a port an earlier tunnelled
 /// flow used) and the entry is that earlier flow's, stale.
-pub const fn reply_follows(flags: u8, tcp: Option<u8>) -> bool {
-    match tcp {
-        Some(f) if f & crate::parse::TCP_SYN != 0 && f & crate::parse::TCP_ACK != 0 => {
-            flags & RETURN_OPENING != 0
-        }
-        _ => true,
-    }
+pub const fn reply_follows(flags: u8, tcp: u8) -> bool {
+    let syn_ack = crate::parse::TCP_SYN | crate::parse::TCP_ACK;
+    tcp & syn_ack != syn_ack || flags & RETURN_OPENING != 0
 }
 
 /// `NETD_SOCK_REVNAT` key: a socket of the host's own (by cookie) and the
@@ -187,16 +182,15 @@ mod tests {
     #[test]
     fn a_syn_ack_follows_a_return_entry_only_a_tunnelled_syn_opened() {
         use crate::parse::{TCP_ACK, TCP_FIN, TCP_SYN};
-        let syn = Some(TCP_SYN);
-        let syn_ack = Some(TCP_SYN | TCP_ACK);
-        let ack = Some(TCP_ACK);
+        // UDP carries no flags: 0.
+        let (syn, syn_ack, ack, udp) = (TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, 0);
         assert_eq!(return_flags(syn), RETURN_OPENING);
-        for later in [ack, Some(TCP_FIN | TCP_ACK), None] {
+        for later in [ack, TCP_FIN | TCP_ACK, udp] {
             assert_eq!(return_flags(later), 0);
         }
         assert!(reply_follows(return_flags(syn), syn_ack));
         assert!(!reply_follows(return_flags(ack), syn_ack), "stale");
-        for reply in [ack, Some(TCP_FIN | TCP_ACK), None] {
+        for reply in [ack, TCP_FIN | TCP_ACK, udp] {
             assert!(reply_follows(0, reply));
             assert!(reply_follows(RETURN_OPENING, reply));
         }

@@ -369,15 +369,6 @@ fn write_too_big(ctx: *mut xdp_md, l3: u16, l4: u16, mtu: u16) -> Result<(), ()>
     frame.put(0, swapped)
 }
 
-/// A TCP segment's flags; none for anything else.
-#[inline(always)]
-fn tcp_flags(l4: &L4) -> Option<u8> {
-    match l4 {
-        L4::Tcp { flags, .. } => Some(*flags),
-        _ => None,
-    }
-}
-
 /// A backend's reply on its way to a client of the routing mesh: out of
 /// the uplink the client's request came in on, if this host took it in.
 #[inline(always)]
@@ -396,7 +387,7 @@ pub fn egress_to(client: &[u8; 4]) -> Option<Delivery> {
 /// False for a packet that is no TCP or UDP flow.
 #[inline(always)]
 pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> bool {
-    let Some((t, _)) = service::tuple(ip, l4) else {
+    let Some((t, tcp_flags)) = service::tuple(ip, l4) else {
         return false;
     };
     let reply = CtTuple {
@@ -407,7 +398,7 @@ pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> b
         ..t
     };
     let now = service::now();
-    let flags = return_flags(tcp_flags(l4));
+    let flags = return_flags(tcp_flags);
     // Networks are numbered below MAX_NETWORKS, far below 65536.
     let network = network as u16;
     if let Some(entry) = NETD_MESH_RETURN.get_ptr_mut(&reply) {
@@ -452,11 +443,11 @@ pub fn from_backend(
     if translated {
         return egress_to(&to).map(|e| Outcome::act(EndpointAction::uplink(e)));
     }
-    let (t, _) = service::tuple(ip, l4)?;
+    let (t, tcp_flags) = service::tuple(ip, l4)?;
     let back = NETD_MESH_RETURN.get_ptr_mut(&t)?;
     // SAFETY: as in `remember_ingress`.
     let back = unsafe { &mut *back };
-    if !reply_follows(back.flags, tcp_flags(l4)) {
+    if !reply_follows(back.flags, tcp_flags) {
         // An earlier flow's: this connection is answered the way it came.
         let _ = NETD_MESH_RETURN.remove(&t);
         return None;
