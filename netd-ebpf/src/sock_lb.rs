@@ -53,13 +53,11 @@ pub fn netd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
 pub fn netd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let key = SockRevNatKey {
-        // SAFETY: a sock_addr context is a valid argument of this helper.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
-        ip: sa.user_ip4.to_ne_bytes(),
-        port: host_local::port_of(sa.user_port),
-        _pad: [0; 2],
-    };
+    let key = revnat_key(
+        &ctx,
+        sa.user_ip4.to_ne_bytes(),
+        host_local::port_of(sa.user_port),
+    );
     // SAFETY: the value is copied out at once.
     if let Some(asked) = unsafe { NETD_SOCK_REVNAT.get(&key) }.copied() {
         sa.user_ip4 = u32::from_ne_bytes(asked.ip);
@@ -78,13 +76,7 @@ fn balance(ctx: &SockAddrContext) {
     if r.proto != PROTO_UDP {
         return;
     }
-    let key = SockRevNatKey {
-        // SAFETY: a sock_addr context is a valid argument of this helper.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
-        ip: r.to_ip,
-        port: r.to_port,
-        _pad: [0; 2],
-    };
+    let key = revnat_key(ctx, r.to_ip, r.to_port);
     let asked = SockRevNatEntry {
         ip: r.asked_ip,
         port: r.asked_port,
@@ -92,6 +84,18 @@ fn balance(ctx: &SockAddrContext) {
     };
     // A failed insert leaves that answer showing the backend's address.
     let _ = NETD_SOCK_REVNAT.insert(&key, &asked, 0);
+}
+
+/// The `NETD_SOCK_REVNAT` key of this socket and a backend address.
+#[inline(always)]
+fn revnat_key(ctx: &SockAddrContext, ip: [u8; 4], port: [u8; 2]) -> SockRevNatKey {
+    SockRevNatKey {
+        // SAFETY: a sock_addr context is a valid argument of this helper.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
+        ip,
+        port,
+        _pad: [0; 2],
+    }
 }
 
 /// What [`rewrite`] did: the address asked for, and the one written.
