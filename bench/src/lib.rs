@@ -91,6 +91,59 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
 
+/// A program path's cost from single runs (each its own BPF_PROG_TEST_RUN,
+/// for paths that rewrite the packet), beside the do-nothing program of
+/// its hook run the same way.
+#[derive(Serialize)]
+pub struct PathCost {
+    pub path: &'static str,
+    pub median_ns: f64,
+    pub p99_ns: f64,
+    /// Against the do-nothing program of the same hook, also run singly.
+    pub ratio_to_noop: f64,
+}
+
+impl PathCost {
+    /// `path`'s cost from `samples` (ns, in any order), against the
+    /// no-op's median `noop_ns`.
+    pub fn of(path: &'static str, mut samples: Vec<f64>, noop_ns: f64) -> Self {
+        samples.sort_by(|a, b| a.total_cmp(b));
+        let median_ns = percentile(&samples, 0.5);
+        Self {
+            path,
+            median_ns,
+            p99_ns: percentile(&samples, 0.99),
+            ratio_to_noop: median_ns / noop_ns,
+        }
+    }
+}
+
+/// The median of `samples`, in any order.
+pub fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    percentile(&sorted, 0.5)
+}
+
+/// The table of [`PathCost`]s.
+pub fn print_path_costs(costs: &[PathCost]) {
+    let title = "program path (one run each)";
+    let width = costs
+        .iter()
+        .map(|c| c.path.len())
+        .fold(title.len(), usize::max);
+    println!(
+        "{title:<width$} {:>10} {:>10} {:>9}",
+        "median ns", "p99 ns", "vs no-op"
+    );
+    for c in costs {
+        println!(
+            "{:<width$} {:>10.0} {:>10.0} {:>8.2}x",
+            c.path, c.median_ns, c.p99_ns, c.ratio_to_noop
+        );
+    }
+}
+
 /// Throughput over `seconds` of iperf3, then `round_trips` request/response
 /// round trips.
 pub fn measure(

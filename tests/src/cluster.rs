@@ -121,6 +121,15 @@ pub fn kernel_vxlan_bridge(host: &NetNs, vni: &str, local: &str, peer: &str, bri
     }
 }
 
+/// A client outside the cluster on the underlay at `address`, its frames
+/// arriving with whole checksums, as from a NIC.
+pub fn outside_client(underlay: &NetNs, prefix: &str, address: &str) -> NetNs {
+    let client = NetNs::new(prefix);
+    plug_into_underlay(underlay, &client, address);
+    uplink_acts_as_nic(&client);
+    client
+}
+
 /// For a host without netd: its `uplink0` finishes checksums on transmit,
 /// as a NIC does before the wire; netd does the same to a veth uplink of
 /// its own, with this same call.

@@ -169,14 +169,7 @@ impl Underlay {
 
     /// up0's MAC: the tunnel's outer source.
     pub fn mac(&self) -> [u8; 6] {
-        let out = self.ns.ip(&["-j", "link", "show", "up0"]);
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
-        let text = links[0]["address"].as_str().expect("up0 has a MAC");
-        let mut mac = [0u8; 6];
-        for (byte, hex) in mac.iter_mut().zip(text.split(':')) {
-            *byte = u8::from_str_radix(hex, 16).expect("a hex byte");
-        }
-        mac
+        self.ns.mac("up0")
     }
 
     /// `run` from a thread in the namespace, where the FIB lookups are made.

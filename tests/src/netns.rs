@@ -68,6 +68,20 @@ impl NetNs {
         sh("ip", &all)
     }
 
+    /// The MAC address of `dev` in this namespace.
+    pub fn mac(&self, dev: &str) -> [u8; 6] {
+        let out = self.ip(&["-j", "link", "show", dev]);
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
+        let text = links[0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{dev} has no MAC"));
+        let mut mac = [0u8; 6];
+        for (byte, hex) in mac.iter_mut().zip(text.split(':')) {
+            *byte = u8::from_str_radix(hex, 16).expect("a hex byte");
+        }
+        mac
+    }
+
     /// A command run inside the namespace (not asserted to succeed).
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
         Command::new("ip")

@@ -16,8 +16,8 @@ use std::{
 
 use netd_tests::{
     cluster::{
-        cluster, eventually, map_entries, plug_into_underlay, underlay_takes_xdp_tx,
-        uplink_acts_as_nic, Host, UNDERLAY_PREFIX,
+        cluster, eventually, map_entries, outside_client, underlay_takes_xdp_tx, Host,
+        UNDERLAY_PREFIX,
     },
     etcd::Etcd,
     netns::NetNs,
@@ -61,10 +61,7 @@ fn world(extra: &[&str]) -> World {
         args.extend(extra.iter().map(|a| a.to_string()));
         args
     });
-    let client = NetNs::new("ndMc");
-    plug_into_underlay(&underlay, &client, CLIENT);
-    // The client's frames arrive with whole checksums, as from a NIC.
-    uplink_acts_as_nic(&client);
+    let client = outside_client(&underlay, "ndMc", CLIENT);
     underlay_takes_xdp_tx(&underlay);
     hosts[0].netd.ok(&[
         "network",

@@ -40,8 +40,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use netd_bench::{
     connections::{median_rate, round_trips, serve_bytes},
-    percentile,
+    median, percentile, print_path_costs,
     report::{write_html, Bars},
+    PathCost,
 };
 use netd_common::{
     maps::BenchFrame,
@@ -49,7 +50,7 @@ use netd_common::{
 };
 use netd_tests::{
     cluster::{
-        cluster, kernel_vxlan_bridge, plug_into_underlay, underlay_takes_xdp_tx,
+        cluster, kernel_vxlan_bridge, outside_client, plug_into_underlay, underlay_takes_xdp_tx,
         uplink_acts_as_nic, Host, UNDERLAY_PREFIX,
     },
     etcd::Etcd,
@@ -157,9 +158,7 @@ fn netd_world() -> anyhow::Result<World> {
     let (underlay, etcd, hosts) = cluster(2, |_| {
         vec!["--uplink=uplink0".into(), "--log-level=warn".into()]
     });
-    let client = NetNs::new("bmC");
-    plug_into_underlay(&underlay, &client, CLIENT);
-    uplink_acts_as_nic(&client);
+    let client = outside_client(&underlay, "bmC", CLIENT);
     underlay_takes_xdp_tx(&underlay);
     hosts[0].netd.ok(&[
         "network",
@@ -252,9 +251,7 @@ fn docker_world() -> anyhow::Result<World> {
         host.ip(&["addr", "add", &format!("{own}/24"), "dev", "ov0"]);
         hosts.push(host);
     }
-    let client = NetNs::new("bmC");
-    plug_into_underlay(&underlay, &client, CLIENT);
-    uplink_acts_as_nic(&client);
+    let client = outside_client(&underlay, "bmC", CLIENT);
 
     let host0 = &hosts[0];
     host0.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -538,22 +535,11 @@ struct PacketRate {
 fn sink_packet(w: &World, flow: u16) -> anyhow::Result<Vec<u8>> {
     let ip = |s: &str| -> anyhow::Result<[u8; 4]> { Ok(s.parse::<std::net::Ipv4Addr>()?.octets()) };
     let mut out = Vec::new();
-    etherparse::PacketBuilder::ethernet2(mac(&w.client)?, mac(w.ingress())?)
+    etherparse::PacketBuilder::ethernet2(w.client.mac("uplink0"), w.ingress().mac("uplink0"))
         .ipv4(ip(CLIENT)?, ip(&host_address(0))?, 64)
         .udp(10_000 + flow % 64, SINK)
         .write(&mut out, &[0x41; 22])?;
     Ok(out)
-}
-
-fn mac(ns: &NetNs) -> anyhow::Result<[u8; 6]> {
-    let out = ns.ip(&["-j", "link", "show", "uplink0"]);
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let text = links[0]["address"].as_str().context("MAC")?;
-    let mut mac = [0u8; 6];
-    for (byte, hex) in mac.iter_mut().zip(text.split(':')) {
-        *byte = u8::from_str_radix(hex, 16)?;
-    }
-    Ok(mac)
 }
 
 /// The same packets, as trafgen's configuration (it writes the lengths and
@@ -568,8 +554,8 @@ fn trafgen_config(w: &World) -> anyhow::Result<tempfile::NamedTempFile> {
     let config = format!(
         "cpu({GENERATOR_CPU}): {{ eth(da={}, sa={}), ipv4(saddr={CLIENT}, daddr={}, ttl=64), \
          udp(sp=dinc(10000, 10063), dp={SINK}), fill(0x41, 22) }}\n",
-        text(mac(w.ingress())?),
-        text(mac(&w.client)?),
+        text(w.ingress().mac("uplink0")),
+        text(w.client.mac("uplink0")),
         host_address(0),
     );
     let file = tempfile::NamedTempFile::new()?;
@@ -773,14 +759,6 @@ fn connections(w: &World, args: &Args) -> anyhow::Result<Vec<Connections>> {
     Ok(out)
 }
 
-#[derive(Serialize)]
-struct PathCost {
-    path: &'static str,
-    median_ns: f64,
-    p99_ns: f64,
-    ratio_to_noop: f64,
-}
-
 /// Each path timed one run at a time (the mesh rewrites the packet, so a
 /// repeated run would time another path), interleaved with the XDP no-op
 /// run the same way. A new flow is a SYN from a port not seen before; an
@@ -818,20 +796,11 @@ fn path_costs(runs: usize) -> anyhow::Result<Vec<PathCost>> {
         "mesh tunnel to a remote backend, new flow",
         "mesh tunnel to a remote backend, established",
     ];
-    let sorted = samples.map(|mut v| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v
-    });
-    let noop = percentile(&sorted[0], 0.5);
+    let noop = median(&samples[0]);
     Ok(names
         .into_iter()
-        .zip(&sorted)
-        .map(|(path, v)| PathCost {
-            path,
-            median_ns: percentile(v, 0.5),
-            p99_ns: percentile(v, 0.99),
-            ratio_to_noop: percentile(v, 0.5) / noop,
-        })
+        .zip(samples)
+        .map(|(path, v)| PathCost::of(path, v, noop))
         .collect())
 }
 
@@ -935,16 +904,7 @@ fn main() -> anyhow::Result<()> {
         targets.connections_ratio_remote,
         targets.tunnel_p99_over_local
     );
-    println!(
-        "{:<46} {:>10} {:>10} {:>9}",
-        "program path (one run each)", "median ns", "p99 ns", "vs no-op"
-    );
-    for c in &costs {
-        println!(
-            "{:<46} {:>10.0} {:>10.0} {:>8.2}x",
-            c.path, c.median_ns, c.p99_ns, c.ratio_to_noop
-        );
-    }
+    print_path_costs(&costs);
 
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;

@@ -16,7 +16,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use netd_bench::{measure, percentile, print_comparison, Pair, Setup};
+use netd_bench::{
+    measure, median, percentile, print_comparison, print_path_costs, Pair, PathCost, Setup,
+};
 use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE, XDP_UPLINK};
 use netd_tests::{
     cluster::{cluster, kernel_vxlan_bridge, plug_into_underlay, uplink_acts_as_nic, Host},
@@ -130,15 +132,6 @@ fn netd_overlay() -> NetdOverlay {
     }
 }
 
-#[derive(Serialize)]
-struct ProgramCost {
-    path: &'static str,
-    median_ns: f64,
-    p99_ns: f64,
-    /// Against the do-nothing program of the same hook, also run singly.
-    ratio_to_noop: f64,
-}
-
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     v
@@ -146,7 +139,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 /// Encap and decap timed one run at a time, interleaved with the
 /// do-nothing programs run the same way.
-fn program_costs(runs: usize) -> anyhow::Result<Vec<ProgramCost>> {
+fn program_costs(runs: usize) -> anyhow::Result<Vec<PathCost>> {
     let mut encap = encap_fixture();
     encap.load_baselines();
     let to_b = ipv4_udp_between(A_MAC, A_IP, HOST_MAC, B_IP);
@@ -179,19 +172,13 @@ fn program_costs(runs: usize) -> anyhow::Result<Vec<ProgramCost>> {
         samples[2].push(encap.time_xdp(XDP_BASELINE, &from_a, 1));
         samples[3].push(decap.time_xdp(XDP_UPLINK, &from_a, 1));
     }
-    let [tc_noop, enc, xdp_noop, dec] = samples.map(sorted);
-    let (tc0, xdp0) = (percentile(&tc_noop, 0.5), percentile(&xdp_noop, 0.5));
-    let row = |path, v: &[f64], noop: f64| ProgramCost {
-        path,
-        median_ns: percentile(v, 0.5),
-        p99_ns: percentile(v, 0.99),
-        ratio_to_noop: percentile(v, 0.5) / noop,
-    };
+    let [tc_noop, enc, xdp_noop, dec] = samples;
+    let (tc0, xdp0) = (median(&tc_noop), median(&xdp_noop));
     Ok(vec![
-        row("tc no-op (single runs)", &tc_noop, tc0),
-        row("tc encap to a remote endpoint", &enc, tc0),
-        row("xdp no-op (single runs)", &xdp_noop, xdp0),
-        row("xdp decap to a local endpoint", &dec, xdp0),
+        PathCost::of("tc no-op (single runs)", tc_noop, tc0),
+        PathCost::of("tc encap to a remote endpoint", enc, tc0),
+        PathCost::of("xdp no-op (single runs)", xdp_noop, xdp0),
+        PathCost::of("xdp decap to a local endpoint", dec, xdp0),
     ])
 }
 
@@ -317,16 +304,7 @@ fn main() -> anyhow::Result<()> {
 
     print_comparison("cross-host", &kernel, &netd);
     println!();
-    println!(
-        "{:<34} {:>10} {:>10} {:>9}",
-        "program path (one run each)", "median ns", "p99 ns", "vs no-op"
-    );
-    for c in &costs {
-        println!(
-            "{:<34} {:>10.0} {:>10.0} {:>8.2}x",
-            c.path, c.median_ns, c.p99_ns, c.ratio_to_noop
-        );
-    }
+    print_path_costs(&costs);
     println!(
         "\nconvergence (created on host-0 -> first reply from host-1), {} trials: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (the create call itself: p50 {:.1} ms)",
         converged.trials, converged.p50_ms, converged.p99_ms, converged.max_ms, converged.create_call_p50_ms
