@@ -339,6 +339,25 @@ pub fn local_endpoint(
     ]
 }
 
+/// `ip` an active backend of Maglev table `table`, weight 1.
+pub fn active_backend(table: u32, ip: [u8; 4]) -> netd::dataplane::maps::MapOp {
+    netd::dataplane::maps::MapOp::put(
+        netd::dataplane::tables::BACKENDS,
+        netd_common::service::BackendKey { table, ip },
+        netd_common::service::BackendEntry {
+            state: netd_common::service::BACKEND_ACTIVE,
+            weight: 1,
+        },
+    )
+}
+
+/// A Maglev table whose every slot is `backend`.
+pub fn maglev_all_to(backend: [u8; 4]) -> netd_common::service::MaglevTable {
+    let mut table = netd_common::service::MaglevTable::default();
+    table.slots.fill(u32::from_ne_bytes(backend));
+    table
+}
+
 /// An IPv4 address and a port.
 pub type Endpoint = ([u8; 4], u16);
 

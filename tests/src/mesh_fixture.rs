@@ -13,13 +13,11 @@ use netd::dataplane::{
 use netd_common::{
     maps::{EndpointEntry, OverlayConfig},
     mesh::PublishedKey,
-    service::{
-        BackendEntry, BackendKey, CtTuple, MaglevTable, ServiceEntry, BACKEND_ACTIVE, PROTO_TCP,
-    },
+    service::{CtTuple, ServiceEntry, PROTO_TCP},
 };
 
 use crate::{
-    fixture::{local_endpoint, Fixture},
+    fixture::{active_backend, local_endpoint, maglev_all_to, Fixture},
     netns::{within, NetNs},
     overlay_fixture as o,
 };
@@ -51,19 +49,8 @@ pub fn published_fixture(backend: [u8; 4], active: u32) -> Fixture {
             host: o::PEER_HOST,
         },
     ));
-    for ip in [o::A_IP, o::B_IP] {
-        ops.push(MapOp::put(
-            tables::BACKENDS,
-            BackendKey { table: TABLE, ip },
-            BackendEntry {
-                state: BACKEND_ACTIVE,
-                weight: 1,
-            },
-        ));
-    }
-    let mut table = MaglevTable::default();
-    table.slots.fill(u32::from_ne_bytes(backend));
-    ops.push(MapOp::put(tables::MAGLEV, TABLE, table));
+    ops.extend([o::A_IP, o::B_IP].map(|ip| active_backend(TABLE, ip)));
+    ops.push(MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(backend)));
     ops.push(MapOp::put(
         tables::PUBLISHED,
         PublishedKey {

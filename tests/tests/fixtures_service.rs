@@ -19,13 +19,16 @@ use netd_common::{
     maps::{NetworkEntry, PROG_SERVICE},
     program_names::{TC_ENDPOINT, XDP_UPLINK},
     service::{
-        AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
-        RevNatEntry, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING,
-        HAIRPIN_IP, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
+        AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, RevNatEntry,
+        ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, BACKEND_DRAINING, HAIRPIN_IP,
+        PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
     },
 };
 use netd_tests::{
-    fixture::{addresses, assert_counted, local_endpoint, Endpoint, Fixture, Slot},
+    fixture::{
+        active_backend, addresses, assert_counted, local_endpoint, maglev_all_to, Endpoint,
+        Fixture, Slot,
+    },
     overlay_fixture as o,
 };
 
@@ -73,17 +76,8 @@ fn world(backend: [u8; 4]) -> World {
     ] {
         ops.extend(local_endpoint(ifindex, 1, ip, mac, HOST_MAC));
     }
-    for ip in [B_IP, D_IP, A_IP] {
-        ops.push(MapOp::put(
-            tables::BACKENDS,
-            BackendKey { table: TABLE, ip },
-            BackendEntry {
-                state: BACKEND_ACTIVE,
-                weight: 1,
-            },
-        ));
-    }
-    ops.push(MapOp::put(tables::MAGLEV, TABLE, all_to(backend)));
+    ops.extend([B_IP, D_IP, A_IP].map(|ip| active_backend(TABLE, ip)));
+    ops.push(MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(backend)));
     ops.extend(service_ports(1));
     ops.push(MapOp::put(
         tables::VIPS,
@@ -166,14 +160,6 @@ fn record_reply(f: &mut Fixture, reply: CtTuple, entry: RevNatEntry) {
     let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
         aya::maps::HashMap::try_from(map).expect("a hash map");
     rev.insert(reply, entry, 0).expect("insert");
-}
-
-fn all_to(backend: [u8; 4]) -> MaglevTable {
-    let mut t = MaglevTable::default();
-    t.slots
-        .iter_mut()
-        .for_each(|s| *s = u32::from_ne_bytes(backend));
-    t
 }
 
 /// An ICMP port unreachable from `from` to `to` in a frame between `macs`
@@ -307,7 +293,7 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
     run(&mut w, &flow);
     // The table now sends everything to D: the flow stays on B...
     w.f.maps
-        .apply(&MapOp::put(tables::MAGLEV, TABLE, all_to(D_IP)))
+        .apply(&MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(D_IP)))
         .expect("map write");
     let (_, out) = run(&mut w, &flow);
     assert_eq!(addresses(&out).2, (B_IP, TARGET), "an established flow");
@@ -694,7 +680,7 @@ fn with_client_affinity_new_flows_keep_the_clients_backend_until_it_drains_or_ti
     // The table now sends everything to D; A's new flows stay on B, by
     // TCP and by UDP alike (affinity is per service, not per port).
     w.f.maps
-        .apply(&MapOp::put(tables::MAGLEV, TABLE, all_to(D_IP)))
+        .apply(&MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(D_IP)))
         .expect("map write");
     assert_eq!(new_flow_goes_to(&mut w, 40001), (B_IP, TARGET), "sticky");
     let (_, out) = run(&mut w, &udp((A_IP, 40002), (VIP, 53), A_MAC));

@@ -35,13 +35,10 @@ use netd_bench::connections::{self, serve_bytes};
 use netd_common::{
     maps::NetworkEntry,
     program_names::{TC_BASELINE, TC_ENDPOINT},
-    service::{
-        BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
-        PROTO_TCP,
-    },
+    service::{MaglevTable, ServiceEntry, ServiceKey, VipEntry, PROTO_TCP},
 };
 use netd_tests::{
-    fixture::{local_endpoint, Fixture, TempPins},
+    fixture::{active_backend, local_endpoint, maglev_all_to, Fixture, TempPins},
     netns::{veth_between, NetNs},
     process::Netd,
 };
@@ -470,14 +467,7 @@ fn lb_path(repeat: u32) -> LbPath {
             [0x02, 0x6e, 10, 1, 0, 10 + b],
             host_mac,
         ));
-        ops.push(MapOp::put(
-            tables::BACKENDS,
-            BackendKey { table: 1, ip },
-            BackendEntry {
-                state: BACKEND_ACTIVE,
-                weight: 1,
-            },
-        ));
+        ops.push(active_backend(1, ip));
     }
     for (i, slot) in table.slots.iter_mut().enumerate() {
         *slot = u32::from_ne_bytes([10, 1, 0, 10 + (i % BACKENDS) as u8]);
@@ -559,20 +549,9 @@ fn lb_path(repeat: u32) -> LbPath {
     // The ping-pong pair: backend 10.1.0.10:8080 is also a VIP, back to
     // VIP:80, so every repeated run is an established flow's DNAT.
     let b = [10, 1, 0, 10];
-    let mut back = MaglevTable::default();
-    back.slots
-        .iter_mut()
-        .for_each(|s| *s = u32::from_ne_bytes(vip));
     for op in [
-        MapOp::put(
-            tables::BACKENDS,
-            BackendKey { table: 2, ip: vip },
-            BackendEntry {
-                state: BACKEND_ACTIVE,
-                weight: 1,
-            },
-        ),
-        MapOp::put(tables::MAGLEV, 2, back),
+        active_backend(2, vip),
+        MapOp::put(tables::MAGLEV, 2, maglev_all_to(vip)),
         MapOp::put(
             tables::SERVICES,
             ServiceKey {
