@@ -119,10 +119,13 @@ pub enum DropReason {
     /// backend's host, without DF (with DF it is answered with ICMP
     /// fragmentation needed).
     TooBig = 15,
+    /// Refused by policy: a deny rule, or no rule allowing it in a
+    /// direction that is default-deny (the rule's own counters say which).
+    PolicyDenied = 16,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -139,6 +142,7 @@ impl DropReason {
         DropReason::NoServiceProgram,
         DropReason::NoNeighbour,
         DropReason::TooBig,
+        DropReason::PolicyDenied,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -159,6 +163,7 @@ impl DropReason {
             DropReason::NoServiceProgram => "no_service_program",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::TooBig => "too_big",
+            DropReason::PolicyDenied => "policy_denied",
         }
     }
 }

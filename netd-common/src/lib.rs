@@ -13,6 +13,7 @@ pub mod maps;
 pub mod mesh;
 pub mod nat;
 pub mod parse;
+pub mod policy;
 pub mod refusal;
 pub mod service;
 pub mod vxlan;
@@ -59,6 +60,16 @@ pub mod map_names {
     /// [`crate::mesh::TunnelReturn`] by the reply's tuple (LRU).
     pub const MESH_RETURN: &str = "NETD_MESH_RETURN";
     pub const SOCK_REVNAT: &str = "NETD_SOCK_REVNAT";
+    /// [`crate::policy::PolicyVerdict`] by [`crate::policy::PolicyKey`] (LPM trie).
+    pub const POLICY: &str = "NETD_POLICY";
+    /// Identity (`u32`) by [`crate::policy::IpcacheKey`] (LPM trie).
+    pub const IPCACHE: &str = "NETD_IPCACHE";
+    /// `ENFORCE_*` flags (`u32`) by local endpoint address.
+    pub const POLICY_EPS: &str = "NETD_POLICY_EPS";
+    /// [`crate::policy::PolicyCtEntry`] by [`crate::service::CtTuple`] (LRU).
+    pub const POLICY_CT: &str = "NETD_POLICY_CT";
+    /// [`crate::policy::RuleHits`] per CPU by rule id (LRU).
+    pub const RULE_HITS: &str = "NETD_RULE_HITS";
     /// Programs the uplink program tail-calls, by [`crate::maps::XDP_PROG_DECAP`].
     pub const XDP_PROGS: &str = "NETD_XDP_PROGS";
     /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
@@ -92,10 +103,14 @@ pub mod program_names {
     /// XDP, tail-called by the uplink program: a published port of the
     /// routing mesh, DNATed to a backend here or tunnelled to its host.
     pub const XDP_MESH: &str = "netd_xdp_mesh";
+    /// XDP, tail-called by the decap and mesh programs: a packet for a
+    /// local endpoint, judged by its ingress policy and redirected.
+    pub const XDP_DELIVER: &str = "netd_xdp_deliver";
     /// The programs in `NETD_XDP_PROGS`, by slot.
-    pub const XDP_TAIL_CALLED: [(u32, &str); 2] = [
+    pub const XDP_TAIL_CALLED: [(u32, &str); 3] = [
         (crate::maps::XDP_PROG_DECAP, XDP_DECAP),
         (crate::maps::XDP_PROG_MESH, XDP_MESH),
+        (crate::maps::XDP_PROG_DELIVER, XDP_DELIVER),
     ];
     /// cgroup `connect4` on the cgroup2 root: the host's own connections to
     /// its published ports, balanced at the socket.

@@ -92,6 +92,7 @@ pub const MAX_PROGS: u32 = 4;
 /// `NETD_XDP_PROGS` slots: the programs the uplink program tail-calls.
 pub const XDP_PROG_DECAP: u32 = 0;
 pub const XDP_PROG_MESH: u32 = 1;
+pub const XDP_PROG_DELIVER: u32 = 2;
 pub const MAX_XDP_PROGS: u32 = 4;
 
 /// The VXLAN UDP port (IANA).

@@ -28,6 +28,7 @@ use crate::{
     nat::{self, Target},
     outcome::{ArpAnswer, Delivery, EndpointAction, EndpointStep, Outcome, Plan, Step},
     overlay,
+    policy::{self, PolicyFlow, CHECK_EGRESS, CHECK_INGRESS},
     service::{self, ClientPacket, ServiceKind},
 };
 
@@ -47,7 +48,51 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
             _ => {}
         }
     }
-    carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+    admit_and_carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+}
+
+/// Policy's verdict on `plan`, then [`carry_out`] for what it admits. A
+/// BPF call of its own, so the policy flow is not in the entry's frame,
+/// which `decide`'s frame is stacked on. (The service program, whose
+/// deepest call is shallower, calls the two itself.)
+#[inline(never)]
+pub fn admit_and_carry_out(
+    skb: *mut __sk_buff,
+    plan: &Plan<EndpointAction>,
+    ifindex: u32,
+    bytes: u64,
+) -> i32 {
+    if let Some(flow) = policy_flow(plan) {
+        let verdict = policy::admit(&flow, bytes);
+        if verdict != policy::ADMITTED {
+            return denied(&TcContext::new(skb), verdict, bytes);
+        }
+    }
+    carry_out(skb, plan, ifindex, bytes)
+}
+
+/// What policy judges of a plan: an IPv4 packet leaving its container,
+/// for its sender's egress and, delivered here, its receiver's ingress.
+/// ARP answers and drops are not judged.
+#[inline(always)]
+pub fn policy_flow(plan: &Plan<EndpointAction>) -> Option<PolicyFlow> {
+    let o = &plan.outcome;
+    let check = match (o.step, o.action.step) {
+        (Step::Act, EndpointStep::Deliver) => CHECK_EGRESS | CHECK_INGRESS,
+        (Step::Act, EndpointStep::Encap | EndpointStep::Uplink) | (Step::Pass, _) => CHECK_EGRESS,
+        _ => return None,
+    };
+    if plan.at.l3 == 0 {
+        return None;
+    }
+    Some(PolicyFlow::of(&plan.at, &plan.nat, check))
+}
+
+/// A drop by policy: counted as `policy_denied`; `rule` has its own count.
+#[inline(always)]
+pub fn denied(ctx: &TcContext, rule: u64, bytes: u64) -> i32 {
+    debug!(ctx, "endpoint: policy denied, rule {}", rule);
+    drop(ctx, DropReason::PolicyDenied, bytes)
 }
 
 /// What every endpoint-side program counts a packet by and where it came
@@ -69,9 +114,9 @@ pub fn tail_call(ctx: &TcContext, slot: u32, bytes: u64) -> i32 {
     drop(ctx, DropReason::NoServiceProgram, bytes)
 }
 
-/// Applies `plan`'s translations and carries out its outcome: the end of
-/// the endpoint program and of the service program it hands packets to.
-/// A BPF call with its own frame. Tail calls are the entry points' own.
+/// Applies `plan`'s translations and carries out its outcome (ICMP errors
+/// go straight here: they belong to a flow, and policy does not judge
+/// them). A BPF call with its own frame. Tail calls are the entry points' own.
 #[inline(never)]
 pub fn carry_out(
     skb: *mut __sk_buff,

@@ -20,6 +20,7 @@ mod metrics;
 mod nat;
 mod outcome;
 mod overlay;
+mod policy;
 mod refuse;
 mod service;
 mod service_program;

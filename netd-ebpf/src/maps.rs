@@ -5,7 +5,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
 };
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
@@ -16,6 +16,10 @@ use netd_common::{
     mesh::{
         MeshNeighbour, PublishedKey, SockRevNatEntry, SockRevNatKey, TunnelReturn,
         MAX_MESH_NEIGHBOURS, MAX_PUBLISHED, MAX_SOCK_REVNAT,
+    },
+    policy::{
+        PolicyCtEntry, PolicyMatch, PolicyVerdict, RuleHits, MAX_IPCACHE, MAX_POLICY_CT,
+        MAX_POLICY_ENTRIES, MAX_RULE_COUNTERS,
     },
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
@@ -120,6 +124,38 @@ pub static NETD_MESH_RETURN: LruHashMap<CtTuple, TunnelReturn> =
 #[map(name = "NETD_SOCK_REVNAT")]
 pub static NETD_SOCK_REVNAT: LruHashMap<SockRevNatKey, SockRevNatEntry> =
     LruHashMap::pinned(MAX_SOCK_REVNAT, 0);
+
+/// Policy verdicts by (local endpoint, direction, peer identity) and then
+/// protocol and port as a prefix. Written by netd.
+#[map(name = "NETD_POLICY")]
+pub static NETD_POLICY: LpmTrie<PolicyMatch, PolicyVerdict> =
+    LpmTrie::pinned(MAX_POLICY_ENTRIES, 0);
+
+/// Peer identities by address prefix: endpoints as /32, CIDR peers.
+#[map(name = "NETD_IPCACHE")]
+pub static NETD_IPCACHE: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_IPCACHE, 0);
+
+/// Local endpoints some policy selects, by address: the directions that
+/// are default-deny. Absent: open, as without policy.
+#[map(name = "NETD_POLICY_EPS")]
+pub static NETD_POLICY_EPS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// Flows policy let through, by their first packet's tuple: the rest of
+/// the flow and its replies pass on it. Written here, swept by netd.
+#[map(name = "NETD_POLICY_CT")]
+pub static NETD_POLICY_CT: LruHashMap<CtTuple, PolicyCtEntry> =
+    LruHashMap::pinned(MAX_POLICY_CT, 0);
+
+/// Each rule's packets and bytes allowed, dropped and audited, by rule id.
+#[map(name = "NETD_RULE_HITS")]
+pub static NETD_RULE_HITS: LruPerCpuHashMap<u32, RuleHits> =
+    LruPerCpuHashMap::pinned(MAX_RULE_COUNTERS, 0);
+
+/// One per CPU: the packet the decap or mesh program hands the delivery
+/// program it tail-calls. Not pinned: only programs of one object share it.
+#[map(name = "NETD_XDP_DELIVERY")]
+pub static NETD_XDP_DELIVERY: PerCpuArray<crate::uplink::XdpDelivery> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Programs the endpoint program tail-calls (`PROG_SERVICE`): filled by
 /// netd at load, before any program is attached. Pinned, so the slots

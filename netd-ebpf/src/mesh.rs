@@ -38,8 +38,9 @@ use crate::{
     nat::{self, Target},
     outcome::{Delivery, EndpointAction, Outcome, Plan, Step},
     overlay::{self, Encap},
+    policy::{PolicyFlow, CHECK_INGRESS},
     service::{self, ClientPacket, ServiceKind},
-    uplink::{drop, pass},
+    uplink::{self, drop, pass},
 };
 
 const HOOK: Hook = Hook::XdpUplink;
@@ -107,7 +108,7 @@ pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
     };
     // SAFETY: reading a field of the context the program was given.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let plan = decide(&ctx, &frame, &headers, ingress, bytes);
+    let plan = decide(&ctx, &frame, &headers, bytes);
     let action = plan.outcome.action;
     match plan.outcome.step {
         Step::Pass => return pass(bytes),
@@ -131,9 +132,8 @@ pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
             if frame.put(0, addresses(d.mac, d.gateway_mac)).is_err() {
                 return drop(DropReason::Malformed, bytes);
             }
-            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
-            // SAFETY: a plain helper call; the kernel checks the ifindex.
-            unsafe { bpf_redirect(d.ifindex, 0) as u32 }
+            let flow = PolicyFlow::of(&plan.at, &plan.nat, CHECK_INGRESS);
+            uplink::deliver(&ctx, &flow, d.ifindex, bytes)
         }
         MeshStep::Tunnel => {
             if write_tunnel(&ctx, &action, plan.at.flow_hash()).is_err() {
@@ -168,13 +168,7 @@ pub fn addresses(dst: [u8; 6], src: [u8; 6]) -> [u8; 12] {
 }
 
 #[inline(always)]
-fn decide(
-    ctx: &XdpContext,
-    frame: &PacketFrame,
-    h: &Headers,
-    ingress: u32,
-    bytes: u64,
-) -> Plan<MeshAction> {
+fn decide(ctx: &XdpContext, frame: &PacketFrame, h: &Headers, bytes: u64) -> Plan<MeshAction> {
     let L3::Ipv4(ip) = h.l3 else {
         return Outcome::pass().into();
     };
@@ -195,7 +189,8 @@ fn decide(
         };
         to = service::admit(&p, &published);
         if to.kind == ServiceKind::Nat {
-            remember_client(frame, ip.src, ingress);
+            // SAFETY: reading a field of the context the program was given.
+            remember_client(frame, ip.src, unsafe { (*ctx.ctx).ingress_ifindex });
             // This host takes the flow in now: a return entry left by an
             // earlier flow on the same client port that another host
             // tunnelled here must not pull its replies there (nor, by

@@ -49,6 +49,7 @@ pub struct Target {
     pub src: [u8; 4],
     pub dst: [u8; 4],
     pub src_port: [u8; 2],
+    /// ICMP: its type and code.
     pub dst_port: [u8; 2],
     /// TCP or UDP: the ports are real and can be translated.
     pub ports: bool,
@@ -66,6 +67,8 @@ impl Target {
                 src_port, dst_port, ..
             }
             | L4::Udp { src_port, dst_port } => (src_port, dst_port, true),
+            // Never translated (`ports` is false): what policy matches on.
+            L4::Icmp { kind, code } => ([0; 2], [kind, code], false),
             _ => ([0; 2], [0; 2], false),
         };
         Target {

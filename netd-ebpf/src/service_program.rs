@@ -22,6 +22,7 @@ use crate::{
     maps::NETD_LOCAL_EPS,
     nat::Target,
     outcome::{EndpointAction, Plan},
+    policy,
     service::{self, ClientPacket, ServiceKind},
 };
 
@@ -40,6 +41,12 @@ pub fn netd_tc_service(ctx: TcContext) -> i32 {
         ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(&ctx, to.reason, bytes),
     };
     let plan = plan(&p.me, route_to, &nat, &p.at);
+    if let Some(flow) = endpoint::policy_flow(&plan) {
+        let verdict = policy::admit(&flow, bytes);
+        if verdict != policy::ADMITTED {
+            return endpoint::denied(&ctx, verdict, bytes);
+        }
+    }
     carry_out(ctx.skb.skb, &plan, ifindex, bytes)
 }
 

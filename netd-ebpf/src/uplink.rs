@@ -20,17 +20,21 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::{XDP_PROG_DECAP, XDP_PROG_MESH},
+    icmp,
+    maps::{XDP_PROG_DECAP, XDP_PROG_DELIVER, XDP_PROG_MESH},
     parse::{parse, Frame},
+    policy::PROTO_ICMP,
 };
 
 use crate::{
     frame::PacketFrame,
     icmp_quote::{self, QuoteNat},
-    maps::NETD_XDP_PROGS,
-    mesh, metrics, nat,
+    maps::{NETD_XDP_DELIVERY, NETD_XDP_PROGS},
+    mesh, metrics,
+    nat::{self, Target},
     outcome::{Outcome, Step},
     overlay,
+    policy::{self, PolicyFlow, CHECK_INGRESS},
 };
 
 const HOOK: Hook = Hook::XdpUplink;
@@ -98,13 +102,66 @@ pub fn netd_xdp_decap(ctx: XdpContext) -> u32 {
                 let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
                 return mesh::out_of(out.ifindex, ingress, bytes);
             }
-            metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
-            // SAFETY: as above.
-            unsafe { bpf_redirect(decap.into.ifindex, 0) as u32 }
+            if is_icmp_error(&decap.inner) {
+                metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+                // SAFETY: as above.
+                return unsafe { bpf_redirect(decap.into.ifindex, 0) as u32 };
+            }
+            let flow = PolicyFlow::of(&decap.inner, &decap.nat, CHECK_INGRESS);
+            deliver(&ctx, &flow, decap.into.ifindex, bytes)
         }
         Step::Drop => drop(outcome.reason, bytes),
         Step::Pass => pass(bytes),
     }
+}
+
+/// Into a local endpoint's veth, once policy admits it: the packet is
+/// ready (translated, stripped, addressed); the delivery program judges
+/// `flow` and redirects it. A tail call, so policy gets a stack of its
+/// own: the decap and mesh programs have none to spare.
+#[inline(always)]
+pub fn deliver(ctx: &XdpContext, flow: &PolicyFlow, ifindex: u32, bytes: u64) -> u32 {
+    let Some(scratch) = NETD_XDP_DELIVERY.get_ptr_mut(0) else {
+        return drop(DropReason::NoServiceProgram, bytes);
+    };
+    // SAFETY: this CPU's slot, read by the program tail-called next on
+    // this CPU before anything else runs here.
+    unsafe {
+        (*scratch).flow = *flow;
+        (*scratch).ifindex = ifindex;
+        (*scratch).bytes = bytes;
+    }
+    // SAFETY: the slot holds an XDP program or nothing; on success this
+    // call does not return.
+    unsafe { NETD_XDP_PROGS.tail_call(ctx, XDP_PROG_DELIVER) };
+    drop(DropReason::NoServiceProgram, bytes)
+}
+
+/// Tail-called by the decap and mesh programs with a packet for a local
+/// endpoint (`NETD_XDP_DELIVERY`): the receiver's ingress policy, then
+/// the redirect into its veth.
+#[xdp]
+pub fn netd_xdp_deliver(ctx: XdpContext) -> u32 {
+    let Some(scratch) = NETD_XDP_DELIVERY.get(0) else {
+        let bytes = PacketFrame::xdp(&ctx).wire_len() as u64;
+        return drop(DropReason::NoServiceProgram, bytes);
+    };
+    // Counted as it arrived, before the decap stripped it.
+    let (flow, ifindex, bytes) = (scratch.flow, scratch.ifindex, scratch.bytes);
+    if policy::admit(&flow, bytes) != policy::ADMITTED {
+        return drop(DropReason::PolicyDenied, bytes);
+    }
+    metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+    // SAFETY: a plain helper call; the kernel checks the ifindex.
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// What the decap and mesh programs hand the delivery program.
+#[derive(Clone, Copy, Default)]
+pub struct XdpDelivery {
+    pub flow: PolicyFlow,
+    pub ifindex: u32,
+    pub bytes: u64,
 }
 
 /// The uplink hook's verdicts, counted (also the mesh program's).
@@ -118,6 +175,12 @@ pub fn drop(reason: DropReason, bytes: u64) -> u32 {
 pub fn pass(bytes: u64) -> u32 {
     metrics::count_verdict(HOOK, Verdict::Pass, bytes);
     xdp_action::XDP_PASS
+}
+
+/// ICMP errors belong to a flow (their quote's): policy does not judge them.
+#[inline(always)]
+pub fn is_icmp_error(t: &Target) -> bool {
+    t.proto == PROTO_ICMP && icmp::is_error(t.dst_port[0])
 }
 
 /// Translates the quote of the ICMP error `strip` bytes into the frame.

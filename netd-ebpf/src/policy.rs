@@ -1,0 +1,192 @@
+//! Policy: may a packet between two endpoints (or an endpoint and an
+//! address outside) pass? Egress is judged for a sender on this host,
+//! ingress for a receiver on this host, on the packet as its endpoints
+//! see it: after a service's DNAT, before a reply's reverse NAT.
+//!
+//! An endpoint no policy selects is open, and its flows cost one lookup.
+//! Otherwise a flow policy let through is in `NETD_POLICY_CT`, which lets
+//! the rest of it and its replies pass; a new one is judged by the
+//! peer's identity (`NETD_IPCACHE`) and two lookups in `NETD_POLICY`
+//! (that identity, and any peer). The stage records the flows it admits
+//! and counts its rules' hits, as the service stage records its flows.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use netd_common::{
+    nat::Nat,
+    policy::{
+        lookup_key, stronger, PolicyCtEntry, PolicyVerdict, RuleHits, ACTION_DENY, EGRESS,
+        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, RULE_DEFAULT_DENY,
+    },
+    service::{CtTuple, CT_SEEN_REPLY},
+};
+
+use crate::{
+    maps::{NETD_IPCACHE, NETD_POLICY, NETD_POLICY_CT, NETD_POLICY_EPS, NETD_RULE_HITS},
+    nat::Target,
+    service,
+};
+
+/// Judge the sender's egress (it is on this host).
+pub const CHECK_EGRESS: u8 = 1;
+/// Judge the receiver's ingress (it is on this host).
+pub const CHECK_INGRESS: u8 = 2;
+
+/// A packet as policy judges it. Every byte defined: it crosses a BPF call.
+#[derive(Clone, Copy, Default)]
+pub struct PolicyFlow {
+    pub tuple: CtTuple,
+    /// What rules match on: the destination port, or ICMP type and code.
+    pub port: [u8; 2],
+    /// `CHECK_*` bits.
+    pub check: u8,
+    pub _pad: u8,
+}
+
+impl PolicyFlow {
+    /// The packet `at`, after `nat` when it has a new destination (a
+    /// service's backend); `check` says which of its ends are here.
+    #[inline(always)]
+    pub fn of(at: &Target, nat: &Nat, check: u8) -> Self {
+        let (dst, dst_port) = match nat.new_dst() {
+            Some(to) => (to.ip, to.port),
+            None => (at.dst, at.dst_port),
+        };
+        let ports = at.ports;
+        PolicyFlow {
+            tuple: CtTuple {
+                src: at.src,
+                dst,
+                src_port: if ports { at.src_port } else { [0; 2] },
+                dst_port: if ports { dst_port } else { [0; 2] },
+                proto: at.proto,
+                _pad: [0; 3],
+            },
+            port: dst_port,
+            check,
+            _pad: 0,
+        }
+    }
+}
+
+/// Packets `admit` let through return this; a drop returns the rule.
+pub const ADMITTED: u64 = u64::MAX;
+
+/// Whether `flow` may pass: [`ADMITTED`], or the id of the rule that
+/// drops it ([`RULE_DEFAULT_DENY`] when none allowed it). A BPF call
+/// with its own frame, made by the entry points once their stages are
+/// done, so it never adds to their deepest frame.
+#[inline(never)]
+pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
+    let t = flow.tuple;
+    // Either end's flags, any direction: a flow to or from an endpoint
+    // with a policy is tracked, so its replies pass whichever way that
+    // policy points.
+    let src_flags = if flow.check & CHECK_EGRESS != 0 {
+        enforced(&t.src)
+    } else {
+        0
+    };
+    let dst_flags = if flow.check & CHECK_INGRESS != 0 {
+        enforced(&t.dst)
+    } else {
+        0
+    };
+    if src_flags == 0 && dst_flags == 0 {
+        return ADMITTED;
+    }
+    let now = service::now();
+    if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&t) {
+        // SAFETY: this flow's entry; a racing write only costs a time.
+        unsafe { (*ct).last_seen = now };
+        return ADMITTED;
+    }
+    let reply = CtTuple {
+        src: t.dst,
+        dst: t.src,
+        src_port: t.dst_port,
+        dst_port: t.src_port,
+        ..t
+    };
+    if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&reply) {
+        // SAFETY: as above.
+        let ct = unsafe { &mut *ct };
+        ct.last_seen = now;
+        ct.flags |= CT_SEEN_REPLY;
+        return ADMITTED;
+    }
+    let port = u16::from_be_bytes(flow.port);
+    if src_flags & ENFORCE_EGRESS != 0 {
+        let v = judge(t.src, EGRESS, identity(&t.dst), t.proto, port);
+        if count(&v, bytes) {
+            return u64::from(v.rule);
+        }
+    }
+    if dst_flags & ENFORCE_INGRESS != 0 {
+        let v = judge(t.dst, INGRESS, identity(&t.src), t.proto, port);
+        if count(&v, bytes) {
+            return u64::from(v.rule);
+        }
+    }
+    let entry = PolicyCtEntry {
+        last_seen: now,
+        created: now,
+        flags: 0,
+        _pad: [0; 6],
+    };
+    // A failed insert (LRU: allocation only) judges the next packet again.
+    let _ = NETD_POLICY_CT.insert(&t, &entry, 0);
+    ADMITTED
+}
+
+/// The endpoint's `ENFORCE_*` flags; 0 for one no policy selects.
+#[inline(always)]
+fn enforced(endpoint: &[u8; 4]) -> u32 {
+    // SAFETY: the value is copied out at once.
+    unsafe { NETD_POLICY_EPS.get(endpoint) }
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The identity of a peer address: its longest prefix in the ipcache.
+#[inline(always)]
+fn identity(ip: &[u8; 4]) -> u32 {
+    let key = Key::new(32, *ip);
+    NETD_IPCACHE.get(&key).copied().unwrap_or(IDENTITY_WORLD)
+}
+
+/// The stronger of the rules for this peer and for any peer; the default
+/// deny when neither has one.
+#[inline(always)]
+fn judge(endpoint: [u8; 4], direction: u8, peer: u32, proto: u8, port: u16) -> PolicyVerdict {
+    let by_peer = lookup(&lookup_key(endpoint, direction, peer, proto, port));
+    let by_any = lookup(&lookup_key(endpoint, direction, IDENTITY_ANY, proto, port));
+    stronger(by_peer, by_any).unwrap_or(PolicyVerdict {
+        rule: RULE_DEFAULT_DENY,
+        action: ACTION_DENY,
+        _pad: [0; 3],
+    })
+}
+
+#[inline(always)]
+fn lookup(key: &netd_common::policy::PolicyKey) -> Option<PolicyVerdict> {
+    let key = Key::new(key.prefixlen, key.data);
+    NETD_POLICY.get(&key).copied()
+}
+
+/// Counts the rule's hit; true when the packet is to be dropped. An audit
+/// rule counts what it would drop and lets it through.
+#[inline(always)]
+fn count(v: &PolicyVerdict, bytes: u64) -> bool {
+    if v.rule != RULE_DEFAULT_DENY {
+        match NETD_RULE_HITS.get_ptr_mut(&v.rule) {
+            // SAFETY: this CPU's copy of the counter.
+            Some(hits) => unsafe { (*hits).count(v.action, bytes) },
+            None => {
+                let mut hits = RuleHits::default();
+                hits.count(v.action, bytes);
+                let _ = NETD_RULE_HITS.insert(&v.rule, &hits, 0);
+            }
+        }
+    }
+    v.action == ACTION_DENY
+}
