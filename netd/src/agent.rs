@@ -20,6 +20,8 @@ use crate::{
         },
         endpoint_attach::{detach_endpoint, pinned_endpoint_links},
         maps::{fill, KernelMaps, MapFill, MapState, MapWriteError, MapWriter},
+        policy_maps::compile_policies,
+        policy_state::PolicyState,
         reconcile::{compile, reconcile_from, Cluster, HostLink},
         service_traffic::{ServiceTraffic, Traffic, TrafficKey},
         Datapath,
@@ -81,6 +83,7 @@ struct State {
     datapath: Datapath,
     maps: KernelMaps,
     conntrack: Conntrack,
+    policy: PolicyState,
     /// What the control maps hold as of the last pass that wrote every op
     /// it meant to: the next pass diffs against it instead of reading
     /// every map back. None: read the kernel (start, a failed write, the
@@ -137,6 +140,7 @@ impl<S: Store> Agent<S> {
     ) -> Result<Self, AgentError> {
         let maps = datapath.take_forwarding_maps()?;
         let conntrack = datapath.take_conntrack()?;
+        let policy = datapath.take_policy_state()?;
         let pin_path = datapath.layout().root().display().to_string();
         Ok(Self {
             control,
@@ -152,6 +156,7 @@ impl<S: Store> Agent<S> {
                 datapath,
                 maps,
                 conntrack,
+                policy,
                 written: None,
                 traffic: ServiceTraffic::default(),
                 conntrack_nearly_full: false,
@@ -209,6 +214,7 @@ impl<S: Store> Agent<S> {
             endpoints,
             hosts: members,
             services,
+            policies,
         } = self.control.model().await?;
         let (networks, endpoints) = (&networks, &endpoints);
         let mut report = Report::default();
@@ -239,7 +245,15 @@ impl<S: Store> Agent<S> {
             overlay: self.overlay,
         };
         let read = started.elapsed();
-        let desired = compile(networks, endpoints, &services, &links, &cluster);
+        let mut desired = compile(networks, endpoints, &services, &links, &cluster);
+        compile_policies(
+            &mut desired,
+            networks,
+            endpoints,
+            &services,
+            &policies,
+            |e| links.contains_key(&e.id),
+        );
         let compiled = started.elapsed();
         let current = match (source, state.written.take()) {
             (MapSource::LastWritten, Some(written)) => written,
@@ -493,6 +507,8 @@ impl<S: Store> Agent<S> {
         let (swept, grew) = {
             let mut state = self.state.lock().await;
             let swept = state.conntrack.sweep(timeouts, monotonic_ns());
+            let (_, policy_flows) = state.policy.sweep(timeouts, monotonic_ns());
+            self.metrics.update_policy_flows(policy_flows);
             let grew = state.traffic.observe(&swept.seen);
             let capacity = state.conntrack.capacity();
             self.metrics.update_conntrack(&swept, capacity);
@@ -518,6 +534,13 @@ impl<S: Store> Agent<S> {
             state.conntrack_nearly_full = nearly_full;
             (swept, grew)
         };
+        if let Ok(policies) = self.control.policies().await {
+            if !policies.is_empty() {
+                let hits = self.rule_hits(&policies).await;
+                self.metrics
+                    .update_rule_hits(&label_rules(&policies, &hits));
+            }
+        }
         let grew: Vec<_> = grew
             .into_iter()
             .filter(|(_, t)| *t != Traffic::default())
@@ -533,6 +556,17 @@ impl<S: Store> Agent<S> {
             }
         }
         swept
+    }
+
+    /// Each rule's hits on this host; the counters of removed policies go.
+    pub async fn rule_hits(
+        &self,
+        policies: &[crate::model::Policy],
+    ) -> BTreeMap<u32, netd_common::policy::RuleHits> {
+        let mut state = self.state.lock().await;
+        let live: BTreeSet<u32> = policies.iter().map(|p| p.index).collect();
+        state.policy.forget_rules(|index| live.contains(&index));
+        state.policy.hits()
     }
 
     /// Conntrack's flows that match `filter`, for `netd conntrack ls`.
@@ -575,6 +609,23 @@ impl<S: Store> Agent<S> {
         let state = self.state.lock().await;
         Ok(fill(&state.maps.read()?, &state.maps))
     }
+}
+
+/// Each counted rule as (policy, direction, number from 1, hits).
+pub fn label_rules(
+    policies: &[crate::model::Policy],
+    hits: &BTreeMap<u32, netd_common::policy::RuleHits>,
+) -> Vec<(String, &'static str, usize, netd_common::policy::RuleHits)> {
+    let by_index: BTreeMap<u32, &crate::model::Policy> =
+        policies.iter().map(|p| (p.index, p)).collect();
+    hits.iter()
+        .filter_map(|(id, h)| {
+            let (index, position) = netd_common::policy::rule_of(*id);
+            let p = by_index.get(&index)?;
+            let (direction, number) = p.rule_label(position)?;
+            Some((p.name.clone(), direction, number, *h))
+        })
+        .collect()
 }
 
 /// Labels for what grew: flows to a service's VIP (service, backend), and

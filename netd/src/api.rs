@@ -22,8 +22,8 @@ use crate::{
     dataplane::conntrack::{FlowFilter, FlowView},
     dataplane::maps::MapFill,
     model::{
-        Backend, Endpoint, EndpointSpec, ModelError, Network, NetworkSpec, Service, ServiceSpec,
-        ServiceUpdate,
+        Backend, Endpoint, EndpointSpec, ModelError, Network, NetworkSpec, Policy, PolicySpec,
+        Service, ServiceSpec, ServiceUpdate,
     },
     store::Store,
 };
@@ -296,6 +296,91 @@ async fn flush_conntrack<S: Store>(
     Ok(Json(serde_json::json!({ "flushed": flushed })))
 }
 
+/// A policy with its rules' hits on this host.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyView {
+    #[serde(flatten)]
+    pub policy: Policy,
+    /// Rules that decided anything here: direction, number from 1, hits.
+    pub hits: Vec<RuleHitsView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RuleHitsView {
+    pub direction: String,
+    pub rule: usize,
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub denied_packets: u64,
+    pub denied_bytes: u64,
+    pub audited_packets: u64,
+    pub audited_bytes: u64,
+}
+
+async fn policy_views<S: Store>(agent: &Agent<S>, policies: Vec<Policy>) -> Vec<PolicyView> {
+    let hits = agent.rule_hits(&policies).await;
+    let labelled = crate::agent::label_rules(&policies, &hits);
+    policies
+        .into_iter()
+        .map(|policy| PolicyView {
+            hits: labelled
+                .iter()
+                .filter(|(name, ..)| *name == policy.name)
+                .map(|(_, direction, rule, h)| RuleHitsView {
+                    direction: direction.to_string(),
+                    rule: *rule,
+                    allowed_packets: h.allowed_packets,
+                    allowed_bytes: h.allowed_bytes,
+                    denied_packets: h.denied_packets,
+                    denied_bytes: h.denied_bytes,
+                    audited_packets: h.audited_packets,
+                    audited_bytes: h.audited_bytes,
+                })
+                .collect(),
+            policy,
+        })
+        .collect()
+}
+
+async fn list_policies<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Result<Json<Vec<PolicyView>>, ApiError> {
+    let policies = agent.control().policies().await?;
+    Ok(Json(policy_views(&agent, policies).await))
+}
+
+/// Creates a policy; returns once this host enforces it.
+async fn create_policy<S: Store>(
+    State(agent): State<Shared<S>>,
+    Json(spec): Json<PolicySpec>,
+) -> Result<(StatusCode, Json<Policy>), ApiError> {
+    let policy = agent.control().create_policy(&spec).await?;
+    agent.settle().await?;
+    Ok((StatusCode::CREATED, Json(policy)))
+}
+
+async fn get_policy<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<PolicyView>, ApiError> {
+    let policy = agent.control().policy(&name).await?;
+    let mut views = policy_views(&agent, vec![policy]).await;
+    views
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no policy named {name:?}")))
+}
+
+async fn delete_policy<S: Store>(
+    State(agent): State<Shared<S>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Policy>, ApiError> {
+    let policy = agent.control().delete_policy(&name).await?;
+    agent.settle().await?;
+    Ok(Json(policy))
+}
+
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
     let maps = agent.map_fill().await?;
     Ok(Json(Status {
@@ -325,6 +410,14 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
         .route(
             "/endpoints/{name}",
             get(get_endpoint::<S>).delete(delete_endpoint::<S>),
+        )
+        .route(
+            "/policies",
+            get(list_policies::<S>).post(create_policy::<S>),
+        )
+        .route(
+            "/policies/{name}",
+            get(get_policy::<S>).delete(delete_policy::<S>),
         )
         .route(
             "/services",

@@ -14,8 +14,8 @@ use ipnet::Ipv4Net;
 
 use crate::{
     model::{
-        check_name, Endpoint, EndpointSpec, Host, ModelError, Network, NetworkSpec, Service,
-        ServiceSpec, ServiceUpdate,
+        check_name, Endpoint, EndpointSpec, Host, ModelError, Network, NetworkSpec, Policy,
+        PolicySpec, Service, ServiceSpec, ServiceUpdate,
     },
     store::{Store, StoreError, Txn},
 };
@@ -24,6 +24,7 @@ pub const PREFIX: &str = "/netd/";
 const NETWORKS: &str = "/netd/networks/";
 const ENDPOINTS: &str = "/netd/endpoints/";
 const SERVICES: &str = "/netd/services/";
+const POLICIES: &str = "/netd/policies/";
 
 /// Registrations of running netds, under a lease: a key per live host.
 pub const HOSTS: &str = "/netd/hosts/";
@@ -81,6 +82,16 @@ fn service_name_key(name: &str) -> String {
 fn published_key(port: &crate::model::PublishedPort) -> String {
     format!("/netd/published/{}/{}", port.protocol, port.published)
 }
+fn policy_key(id: &str) -> String {
+    format!("{POLICIES}{id}")
+}
+fn policy_name_key(name: &str) -> String {
+    format!("/netd/policy-names/{name}")
+}
+fn policy_index_key(index: u32) -> String {
+    format!("/netd/policy-index/{index}")
+}
+
 fn service_index_key(index: u32) -> String {
     format!("/netd/service-index/{index}")
 }
@@ -275,6 +286,7 @@ pub struct Model {
     /// Every member, marked alive or not.
     pub hosts: Vec<Host>,
     pub services: Vec<Service>,
+    pub policies: Vec<Policy>,
 }
 
 impl<S: Store> Control<S> {
@@ -409,12 +421,15 @@ impl<S: Store> Control<S> {
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
         let mut services: Vec<Service> = self.decode_all(SERVICES, entries);
         services.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut policies: Vec<Policy> = self.decode_all(POLICIES, entries);
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Model {
             revision: snapshot.revision,
             networks,
             endpoints,
             hosts: self.members_in(entries),
             services,
+            policies,
         })
     }
 
@@ -792,6 +807,63 @@ impl<S: Store> Control<S> {
         )
         .await?;
         Ok(endpoint)
+    }
+}
+
+/// Policies: a name and an index (its rules' counters), unique by compare.
+/// A policy is replaced by removing it and creating it again.
+impl<S: Store> Control<S> {
+    pub async fn policies(&self) -> Result<Vec<Policy>, ControlError> {
+        let mut list: Vec<Policy> = self.load(POLICIES).await?;
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    pub async fn policy(&self, name_or_id: &str) -> Result<Policy, ControlError> {
+        let list = self.policies().await?;
+        by_name_or_id(list, "policy", name_or_id, |p| (&p.name, &p.id))
+    }
+
+    pub async fn create_policy(&self, spec: &PolicySpec) -> Result<Policy, ControlError> {
+        let mut attempt = 0;
+        loop {
+            let networks = self.networks().await?;
+            let services = self.services().await?;
+            let policies = self.policies().await?;
+            if policies.iter().any(|p| p.name == spec.name) {
+                return Err(ModelError::Exists {
+                    kind: "policy",
+                    name: spec.name.clone(),
+                }
+                .into());
+            }
+            let used: BTreeSet<u32> = policies.iter().map(|p| p.index).collect();
+            // Rule ids are `index << 16 | position`, within 32 bits.
+            let Some(index) = (1..=u32::from(u16::MAX)).find(|i| !used.contains(i)) else {
+                return Err(ModelError::invalid("name", "65535 policies exist already").into());
+            };
+            let policy = Policy::from_spec(spec, &networks, &services, index)?;
+            let txn = Txn::new()
+                .absent(policy_name_key(&policy.name))
+                .absent(policy_index_key(index))
+                .put(policy_key(&policy.id), to_json(&policy))
+                .put(policy_name_key(&policy.name), policy.id.clone())
+                .put(policy_index_key(index), policy.id.clone());
+            match self.commit(txn).await {
+                Ok(_) => return Ok(policy),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
+    }
+
+    pub async fn delete_policy(&self, name_or_id: &str) -> Result<Policy, ControlError> {
+        let policy = self.policy(name_or_id).await?;
+        let txn = Txn::new()
+            .delete(policy_key(&policy.id))
+            .delete(policy_name_key(&policy.name))
+            .delete(policy_index_key(policy.index));
+        self.commit(txn).await?;
+        Ok(policy)
     }
 }
 
@@ -1409,6 +1481,7 @@ impl<S: Store> Control<S> {
                     labels: Default::default(),
                     vni: None,
                     ipam_pool: Some(pool.id.clone()),
+                    default_deny: false,
                 },
             };
             let taken = self.addresses_taken(&pool.id).await?;

@@ -8,15 +8,15 @@ use std::{
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use netd::{
-    api::{ExternalHostSpec, ServiceView, Status},
+    api::{ExternalHostSpec, PolicyView, ServiceView, Status},
     client::Client,
     config::{FileConfig, Overrides, RunConfig, DEFAULT_PIN_PATH, DEFAULT_SOCKET},
     dataplane::conntrack::FlowView,
     dataplane::PinLayout,
     logging,
     model::{
-        Endpoint, EndpointSpec, Host, Mode, Network, NetworkSpec, Service, ServiceSpec,
-        ServiceUpdate,
+        parse_rule, Endpoint, EndpointSpec, Host, Mode, Network, NetworkSpec, Policy, PolicySpec,
+        Service, ServiceSpec, ServiceUpdate,
     },
     run,
 };
@@ -57,6 +57,9 @@ enum Command {
     /// Services: a VIP load-balanced across endpoints: create, ls, inspect, update, rm.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Policies: L3/L4 rules per endpoint, by label: create, ls, inspect, rm.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// The flows to VIPs this host tracks: ls, flush.
     #[command(subcommand)]
     Conntrack(ConntrackCmd),
@@ -135,6 +138,10 @@ enum NetworkCmd {
         /// A cluster-wide network across hosts (VXLAN; needs --store etcd://...).
         #[arg(long)]
         overlay: bool,
+        /// Every endpoint's ingress and egress are closed until a policy
+        /// allows their traffic.
+        #[arg(long)]
+        default_deny: bool,
     },
     /// List networks.
     Ls {
@@ -237,6 +244,50 @@ enum ServiceCmd {
         unpublish: bool,
     },
     /// Remove a service.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Create a policy. A rule is `ACTION [from|to PEER]... [PROTO[/PORTS]]`:
+    /// ACTION allow, deny or log (counts what it would drop, drops
+    /// nothing); PEER `key=value[,...]`, `network:NAME`, `service:NAME` or
+    /// `cidr:PREFIX[,except:PREFIX...]`; PROTO tcp, udp (PORTS `80,8000-8100`),
+    /// icmp (`TYPE[:CODE]`) or any. No peer: any peer. E.g.
+    /// `--ingress 'allow from tier=web tcp/8080'`.
+    Create {
+        name: String,
+        /// Only endpoints of this network.
+        #[arg(long)]
+        network: Option<String>,
+        /// `key=value[,...]`: the endpoints with all these labels.
+        #[arg(long = "select", value_name = "KEY=VALUE[,...]")]
+        selector: Option<String>,
+        /// An ingress rule (repeatable): the selected endpoints' ingress
+        /// becomes default-deny.
+        #[arg(long = "ingress", value_name = "RULE")]
+        ingress: Vec<String>,
+        /// An egress rule (repeatable): likewise for egress.
+        #[arg(long = "egress", value_name = "RULE")]
+        egress: Vec<String>,
+        /// Default-deny ingress even without --ingress rules.
+        #[arg(long)]
+        deny_ingress: bool,
+        /// Default-deny egress even without --egress rules.
+        #[arg(long)]
+        deny_egress: bool,
+        /// The whole policy as JSON (the API's PolicySpec) instead.
+        #[arg(long, short = 'f', value_name = "FILE", conflicts_with_all = ["ingress", "egress", "network", "selector"])]
+        file: Option<PathBuf>,
+    },
+    /// List policies with their rules' hits on this host.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one policy and its rules' hits as JSON.
+    Inspect { name: String },
+    /// Remove a policy.
     Rm { name: String },
 }
 
@@ -343,6 +394,9 @@ fn main() -> ExitCode {
             Command::Service(cmd) => {
                 client_runtime().and_then(|rt| rt.block_on(service(&Client::new(&cli.socket), cmd)))
             }
+            Command::Policy(cmd) => {
+                client_runtime().and_then(|rt| rt.block_on(policy(&Client::new(&cli.socket), cmd)))
+            }
             Command::Conntrack(cmd) => client_runtime()
                 .and_then(|rt| rt.block_on(conntrack(&Client::new(&cli.socket), cmd))),
             Command::Status { json } => {
@@ -431,8 +485,10 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
             aux_addresses,
             labels,
             overlay,
+            default_deny,
         } => {
             let spec = NetworkSpec {
+                default_deny,
                 name,
                 subnet,
                 gateway,
@@ -555,6 +611,106 @@ fn weights(items: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
             Err(_) => bail!("--weight {k}={v}: the weight is a number from 1 to 256"),
         })
         .collect()
+}
+
+async fn policy(client: &Client, cmd: PolicyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Create {
+            name,
+            network,
+            selector,
+            ingress,
+            egress,
+            deny_ingress,
+            deny_egress,
+            file,
+        } => {
+            let spec = match file {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let mut spec: PolicySpec = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a policy (JSON)", file.display()))?;
+                    spec.name = name;
+                    spec
+                }
+                None => {
+                    let rules = |texts: Vec<String>, deny: bool| -> anyhow::Result<_> {
+                        let list = texts
+                            .iter()
+                            .map(|t| parse_rule(t))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok((deny || !list.is_empty()).then_some(list))
+                    };
+                    PolicySpec {
+                        name,
+                        network,
+                        selector,
+                        ingress: rules(ingress, deny_ingress)?,
+                        egress: rules(egress, deny_egress)?,
+                    }
+                }
+            };
+            let p: Policy = client.post("/policies", &spec).await?;
+            println!("{}", p.id);
+        }
+        PolicyCmd::Ls { json } => {
+            let list: Vec<PolicyView> = client.get("/policies").await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<20}  {:<24}  {:<14}  {:>12}  {:>12}  {:>12}",
+                "NAME", "SELECTS", "RULE", "ALLOWED", "DENIED", "AUDITED"
+            );
+            for v in list {
+                let p = &v.policy;
+                let selects: Vec<String> =
+                    p.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let selects = if selects.is_empty() {
+                    "(all)".to_string()
+                } else {
+                    selects.join(",")
+                };
+                let mut rows: Vec<(String, u64, u64, u64)> = Vec::new();
+                for (direction, list) in [("ingress", &p.ingress), ("egress", &p.egress)] {
+                    for i in 1..=list.as_ref().map_or(0, Vec::len) {
+                        let h = v
+                            .hits
+                            .iter()
+                            .find(|h| h.direction == direction && h.rule == i);
+                        rows.push((
+                            format!("{direction}/{i}"),
+                            h.map_or(0, |h| h.allowed_packets),
+                            h.map_or(0, |h| h.denied_packets),
+                            h.map_or(0, |h| h.audited_packets),
+                        ));
+                    }
+                }
+                if rows.is_empty() {
+                    rows.push(("-".into(), 0, 0, 0));
+                }
+                for (i, (rule, a, d, l)) in rows.into_iter().enumerate() {
+                    let (name, sel) = if i == 0 {
+                        (p.name.as_str(), selects.as_str())
+                    } else {
+                        ("", "")
+                    };
+                    println!("{name:<20}  {sel:<24}  {rule:<14}  {a:>12}  {d:>12}  {l:>12}");
+                }
+            }
+        }
+        PolicyCmd::Inspect { name } => print_json(
+            &client
+                .get::<PolicyView>(&format!("/policies/{name}"))
+                .await?,
+        )?,
+        PolicyCmd::Rm { name } => {
+            let p: Policy = client.delete(&format!("/policies/{name}")).await?;
+            println!("{}", p.name);
+        }
+    }
+    Ok(())
 }
 
 async fn service(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {

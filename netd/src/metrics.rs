@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use netd_common::counters::{DropReason, Hook, Verdict};
+use netd_common::policy::RuleHits;
 use prometheus::{
     GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -46,6 +47,9 @@ pub struct Metrics {
     published_connections: IntCounterVec,
     published_packets: IntCounterVec,
     published_bytes: IntCounterVec,
+    rule_packets: IntCounterVec,
+    rule_bytes: IntCounterVec,
+    policy_flows: IntGauge,
 }
 
 impl Metrics {
@@ -165,6 +169,28 @@ impl Metrics {
             "Bytes from outside clients to a published port on this host, by service, port \
              and backend (from conntrack, every sweep).",
         )?;
+        let per_rule = |name: &str, help: &str| {
+            IntCounterVec::new(
+                Opts::new(name, help),
+                &["policy", "direction", "rule", "verdict"],
+            )
+        };
+        let rule_packets = per_rule(
+            "netd_policy_rule_packets_total",
+            "Packets each policy rule decided on this host, by verdict: allowed, denied, \
+             audited (a log rule: would have been dropped, was not). Read every sweep.",
+        )?;
+        let rule_bytes = per_rule(
+            "netd_policy_rule_bytes_total",
+            "Bytes each policy rule decided on this host, by verdict (see the packets).",
+        )?;
+        let policy_flows = IntGauge::new(
+            "netd_policy_flows",
+            "Flows policy let through that this host tracks (NETD_POLICY_CT) at the last sweep.",
+        )?;
+        registry.register(Box::new(rule_packets.clone()))?;
+        registry.register(Box::new(rule_bytes.clone()))?;
+        registry.register(Box::new(policy_flows.clone()))?;
         registry.register(Box::new(published_connections.clone()))?;
         registry.register(Box::new(published_packets.clone()))?;
         registry.register(Box::new(published_bytes.clone()))?;
@@ -199,7 +225,31 @@ impl Metrics {
             published_connections,
             published_packets,
             published_bytes,
+            rule_packets,
+            rule_bytes,
+            policy_flows,
         })
+    }
+
+    pub fn update_policy_flows(&self, flows: usize) {
+        self.policy_flows.set(flows as i64);
+    }
+
+    /// Each rule's totals on this host: (policy, direction, rule number
+    /// within its direction from 1, hits).
+    pub fn update_rule_hits(&self, rules: &[(String, &'static str, usize, RuleHits)]) {
+        for (policy, direction, rule, h) in rules {
+            let rule = rule.to_string();
+            for (verdict, packets, bytes) in [
+                ("allowed", h.allowed_packets, h.allowed_bytes),
+                ("denied", h.denied_packets, h.denied_bytes),
+                ("audited", h.audited_packets, h.audited_bytes),
+            ] {
+                let labels = [policy.as_str(), direction, rule.as_str(), verdict];
+                set_total(&self.rule_packets.with_label_values(&labels), packets);
+                set_total(&self.rule_bytes.with_label_values(&labels), bytes);
+            }
+        }
     }
 
     /// After each pass: records skipped so far (a total kept by Control)

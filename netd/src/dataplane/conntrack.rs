@@ -266,9 +266,9 @@ pub struct Conntrack {
 #[derive(Debug, thiserror::Error)]
 #[error("conntrack map {map}")]
 pub struct ConntrackError {
-    map: &'static str,
+    pub(super) map: &'static str,
     #[source]
-    source: MapError,
+    pub(super) source: MapError,
 }
 
 fn err(map: &'static str) -> impl Fn(MapError) -> ConntrackError {

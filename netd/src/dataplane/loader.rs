@@ -210,6 +210,14 @@ impl Datapath {
         super::conntrack::Conntrack::new(flows, replies, affinity).map_err(LoadError::Conntrack)
     }
 
+    /// Takes policy's datapath maps out of the object (call once).
+    pub fn take_policy_state(&mut self) -> Result<super::policy_state::PolicyState, LoadError> {
+        let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
+        let flows = take(map_names::POLICY_CT)?;
+        let hits = take(map_names::RULE_HITS)?;
+        super::policy_state::PolicyState::new(flows, hits).map_err(LoadError::Conntrack)
+    }
+
     /// Takes the counters map out of the object (call once).
     pub fn take_counters(&mut self) -> Result<CountersReader, LoadError> {
         let map = self

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use aya::maps::{
+    lpm_trie::{Key as LpmKey, LpmTrie},
+    Array, HashMap, Map, MapData, MapError,
+};
 
 use super::tables::{self, MapKind, Table, TableDecl};
 
@@ -249,6 +252,60 @@ where
     fn delete(&mut self, key: &[u8]) -> Result<(), MapError> {
         match self.map.remove(&pod::<K>(key)?) {
             Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+}
+
+/// An LPM trie: its key bytes are the prefix length (native order) then
+/// the data `D`, as the kernel and `netd_common::policy`'s keys have them.
+struct LpmTable<D: aya::Pod, V: aya::Pod> {
+    map: LpmTrie<MapData, D, V>,
+    max_entries: u32,
+}
+
+pub fn open_lpm<D, V>(map: Map) -> Result<Box<dyn KernelTable>, MapError>
+where
+    D: Plain,
+    V: Plain,
+{
+    let max_entries = max_entries_of(&map);
+    let map: LpmTrie<MapData, D, V> = LpmTrie::try_from(map)?;
+    Ok(Box::new(LpmTable { map, max_entries }))
+}
+
+fn lpm_key<D: Plain>(bytes: &[u8]) -> Result<LpmKey<D>, MapError> {
+    let (prefix, data) = bytes.split_at_checked(4).ok_or(MapError::KeyNotFound)?;
+    let prefix: [u8; 4] = prefix.try_into().map_err(|_| MapError::KeyNotFound)?;
+    Ok(LpmKey::new(u32::from_ne_bytes(prefix), pod::<D>(data)?))
+}
+
+impl<D: Plain, V: Plain> KernelTable for LpmTable<D, V> {
+    fn read(&self) -> Result<Entries, MapError> {
+        let mut entries = Entries::new();
+        for item in self.map.iter() {
+            let (k, v) = item?;
+            let mut key = k.prefix_len().to_ne_bytes().to_vec();
+            key.extend_from_slice(bytemuck::bytes_of(&k.data()));
+            entries.insert(key, bytemuck::bytes_of(&v).to_vec());
+        }
+        Ok(entries)
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), MapError> {
+        self.map.insert(&lpm_key::<D>(key)?, pod::<V>(value)?, 0)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), MapError> {
+        match self.map.remove(&lpm_key::<D>(key)?) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             other => other,
         }
     }

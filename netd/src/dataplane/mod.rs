@@ -10,6 +10,8 @@ pub mod maps;
 pub mod object;
 pub mod owner;
 pub mod pins;
+pub mod policy_maps;
+pub mod policy_state;
 pub mod reconcile;
 pub mod service_maps;
 pub mod service_traffic;

@@ -26,6 +26,10 @@ use netd_common::{
         MeshNeighbour, PublishedKey, SockRevNatEntry, SockRevNatKey, TunnelReturn,
         MAX_MESH_NEIGHBOURS, MAX_PUBLISHED, MAX_SOCK_REVNAT,
     },
+    policy::{
+        IpcacheKey, PolicyCtEntry, PolicyKey, PolicyMatch, PolicyVerdict, RuleHits, MAX_IPCACHE,
+        MAX_POLICY_CT, MAX_POLICY_ENTRIES, MAX_RULE_COUNTERS,
+    },
     service::{
         AffinityEntry, AffinityKey, BackendEntry, BackendKey, CtEntry, CtTuple, MaglevTable,
         RevNatEntry, ServiceEntry, ServiceKey, VipEntry, DEFAULT_CT_ENTRIES, MAX_AFFINITY,
@@ -33,7 +37,7 @@ use netd_common::{
     },
 };
 
-use super::maps::{open_array, open_hash, KernelTable, Plain};
+use super::maps::{open_array, open_hash, open_lpm, KernelTable, Plain};
 
 /// The kernel's map types netd uses (`bpf_map_type` numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub enum MapKind {
     LruHash = 9,
     /// Programs to tail-call, by slot.
     ProgArray = 3,
+    LruPerCpuHash = 10,
+    /// Longest-prefix match; keys are a prefix length and the data.
+    LpmTrie = 11,
     /// An outer map whose values are inner maps (one per key), each a
     /// table of its own named `OUTER/<key as hex>`.
     HashOfMaps = 13,
@@ -132,6 +139,26 @@ impl<K: Plain, V: Plain> Table<K, V> {
     }
 }
 
+impl<K: Plain, V: Plain> Table<K, V> {
+    /// An LPM trie whose key `K` is a prefix length then the data `D`.
+    pub const fn lpm<D: Plain>(self, max_entries: u32, owner: Owner) -> TableDecl {
+        TableDecl {
+            kind: MapKind::LpmTrie,
+            open: Some(open_lpm::<D, V>),
+            ..self.hash(max_entries, owner)
+        }
+    }
+
+    /// Per-CPU counters the programs create, evicting the least used.
+    pub const fn lru_per_cpu_hash(self, max_entries: u32) -> TableDecl {
+        TableDecl {
+            kind: MapKind::LruPerCpuHash,
+            open: None,
+            ..self.hash(max_entries, Owner::Datapath)
+        }
+    }
+}
+
 impl<V: Plain> Table<u32, V> {
     pub const fn array(self, max_entries: u32, owner: Owner) -> TableDecl {
         TableDecl {
@@ -203,6 +230,17 @@ pub const MESH_RETURN: Table<CtTuple, TunnelReturn> = Table::new(map_names::MESH
 /// backend's answers must seem to come from.
 pub const SOCK_REVNAT: Table<SockRevNatKey, SockRevNatEntry> = Table::new(map_names::SOCK_REVNAT);
 
+/// Policy verdicts by (endpoint, direction, identity, protocol/port prefix).
+pub const POLICY: Table<PolicyKey, PolicyVerdict> = Table::new(map_names::POLICY);
+/// Identities by address prefix.
+pub const IPCACHE: Table<IpcacheKey, u32> = Table::new(map_names::IPCACHE);
+/// The default-deny directions of each local endpoint some policy selects.
+pub const POLICY_EPS: Table<[u8; 4], u32> = Table::new(map_names::POLICY_EPS);
+/// Flows policy let through.
+pub const POLICY_CT: Table<CtTuple, PolicyCtEntry> = Table::new(map_names::POLICY_CT);
+/// Per-rule hits, per CPU.
+pub const RULE_HITS: Table<u32, RuleHits> = Table::new(map_names::RULE_HITS);
+
 /// Programs the endpoint program tail-calls, filled by netd at load.
 pub const PROGS: TableDecl = prog_array(map_names::PROGS, MAX_PROGS);
 
@@ -239,6 +277,13 @@ pub const TABLES: &[TableDecl] = &[
     SERVICES.hash(MAX_SERVICE_PORTS, Owner::Control { order: 7 }),
     VIPS.hash(MAX_VIPS, Owner::Control { order: 8 }),
     PUBLISHED.hash(MAX_PUBLISHED, Owner::Control { order: 7 }),
+    // Verdicts and identities before the flags that make an endpoint
+    // default-deny: it is never enforced before what allows its traffic.
+    POLICY.lpm::<PolicyMatch>(MAX_POLICY_ENTRIES, Owner::Control { order: 9 }),
+    IPCACHE.lpm::<[u8; 4]>(MAX_IPCACHE, Owner::Control { order: 10 }),
+    POLICY_EPS.hash(MAX_ENDPOINTS, Owner::Control { order: 11 }),
+    POLICY_CT.lru_hash(MAX_POLICY_CT),
+    RULE_HITS.lru_per_cpu_hash(MAX_RULE_COUNTERS),
     CT.lru_hash(DEFAULT_CT_ENTRIES),
     REV_NAT.lru_hash(DEFAULT_CT_ENTRIES),
     AFFINITY.lru_hash(MAX_AFFINITY),

@@ -6,12 +6,16 @@ mod endpoint;
 mod error;
 mod mac;
 mod network;
+mod policy;
 mod service;
 
 pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
 pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
+pub use policy::{
+    parse_rule, Action, Direction, Peer, PeerSpec, Policy, PolicySpec, Proto, Rule, RuleSpec,
+};
 pub use service::{
     parse_selector, Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service,
     ServicePort, ServiceSpec, ServiceUpdate,

@@ -25,6 +25,11 @@ pub struct NetworkSpec {
     /// A cluster-wide network joined across hosts by VXLAN (etcd store).
     #[serde(default)]
     pub overlay: bool,
+    /// Every endpoint's ingress and egress are default-deny: only what a
+    /// policy allows passes. Left out when false, so this CLI still talks
+    /// to a netd from before policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_deny: bool,
 }
 
 /// A network: one IPv4 subnet whose endpoints talk freely among
@@ -49,6 +54,9 @@ pub struct Network {
     /// that pool's registry, where Docker's IPAM calls claim them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam_pool: Option<String>,
+    /// See [`NetworkSpec::default_deny`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_deny: bool,
 }
 
 impl Network {
@@ -176,6 +184,7 @@ impl Network {
             labels: spec.labels.clone(),
             vni: None,
             ipam_pool: None,
+            default_deny: spec.default_deny,
         })
     }
 }

@@ -127,6 +127,18 @@ fn generic_options(
     Ok(out)
 }
 
+/// `-o netd.policy=default-deny`: the network's endpoints are
+/// default-deny both ways until a policy allows their traffic.
+fn default_deny(options: &BTreeMap<String, String>) -> Result<bool, PluginError> {
+    match options.get("netd.policy").map(String::as_str) {
+        None | Some("open") => Ok(false),
+        Some("default-deny") => Ok(true),
+        Some(other) => Err(PluginError(format!(
+            "netd.policy={other}: the choices are default-deny and open"
+        ))),
+    }
+}
+
 pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Option<Answer> {
     let control = agent.control();
     let answer = async {
@@ -152,6 +164,7 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                 }
                 let spec = NetworkSpec {
                     name: String::new(),
+                    aux_addresses: BTreeMap::new(),
                     subnet: ip.pool.clone(),
                     gateway: if ip.gateway.is_empty() {
                         None
@@ -162,9 +175,15 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                         Ok(subnet) => control.sub_pool_of(&subnet).await.map(|r| r.to_string()),
                         Err(_) => None,
                     },
+                    ..NetworkSpec::default()
+                };
+                let labels = generic_options(&req.options)?;
+                let spec = NetworkSpec {
+                    default_deny: default_deny(&labels)?,
                     aux_addresses,
-                    labels: generic_options(&req.options)?,
+                    labels,
                     overlay: false,
+                    ..spec
                 };
                 control.create_docker_network(&req.network_id, spec).await?;
                 agent.settle().await?;
