@@ -323,3 +323,73 @@ fn vxlan_not_for_this_host_or_port_is_the_hosts_business() {
         assert_eq!(run.output, packet, "{what}");
     }
 }
+
+/// Ingress policy on the decap path: the receiver's rules decide, by the
+/// remote sender's identity (found from its address), in the delivery
+/// program the decap program tail-calls.
+#[test]
+fn decapsulation_is_judged_by_the_receivers_ingress_policy() {
+    use netd_common::policy::{
+        rule_id, IpcacheKey, PolicyKey, PolicyMatch, PolicyVerdict, ACTION_ALLOW, ENFORCE_INGRESS,
+        INGRESS, PROTO_BITS,
+    };
+    let mut f = decap_fixture();
+    f.maps
+        .apply(&MapOp::put(tables::POLICY_EPS, B_IP, ENFORCE_INGRESS))
+        .expect("map");
+    let packet = vxlan(
+        PEER_UNDERLAY,
+        HERE_UNDERLAY,
+        VNI,
+        0x08,
+        &ipv4_udp_between(A_MAC, A_IP, B_MAC, B_IP),
+    );
+    let before = f.snapshot();
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_DROP, "default-deny, nothing allows A");
+    assert_counted(
+        &before,
+        &f.snapshot(),
+        &[
+            Slot::Verdict(Hook::XdpUplink, Verdict::Drop),
+            Slot::Drop(Hook::XdpUplink, DropReason::PolicyDenied),
+        ],
+        packet.len() as u64,
+        "denied",
+    );
+    // A's identity, and B letting it in on any UDP port.
+    const A_IDENTITY: u32 = 300;
+    let allow = [
+        MapOp::put(
+            tables::IPCACHE,
+            IpcacheKey {
+                prefixlen: 32,
+                ip: A_IP,
+            },
+            A_IDENTITY,
+        ),
+        MapOp::put(
+            tables::POLICY,
+            PolicyKey {
+                prefixlen: PROTO_BITS,
+                data: PolicyMatch {
+                    endpoint: B_IP,
+                    direction: INGRESS,
+                    identity: A_IDENTITY.to_be_bytes(),
+                    proto: 17,
+                    port: [0; 2],
+                },
+            },
+            PolicyVerdict {
+                rule: rule_id(1, 0),
+                action: ACTION_ALLOW,
+                _pad: [0; 3],
+            },
+        ),
+    ];
+    for op in &allow {
+        f.maps.apply(op).expect("map");
+    }
+    let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+    assert_eq!(run.verdict, XDP_REDIRECT, "allowed by the rule");
+}
