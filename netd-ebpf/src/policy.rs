@@ -15,7 +15,7 @@ use netd_common::{
     nat::Nat,
     policy::{
         lookup_key, stronger, PolicyCtEntry, PolicyVerdict, RuleHits, ACTION_DENY, EGRESS,
-        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, RULE_DEFAULT_DENY,
+        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, PROTO_ICMP, RULE_DEFAULT_DENY,
     },
     service::{CtTuple, CT_SEEN_REPLY},
 };
@@ -25,6 +25,9 @@ use crate::{
     nat::Target,
     service,
 };
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// Judge the sender's egress (it is on this host).
 pub const CHECK_EGRESS: u8 = 1;
@@ -51,13 +54,24 @@ impl PolicyFlow {
             Some(to) => (to.ip, to.port),
             None => (at.dst, at.dst_port),
         };
-        let ports = at.ports;
+        // ICMP is tracked by message: an echo request as [0] → [8, 0],
+        // so the echo reply ([8, 0] → [0]) is its reverse; anything else
+        // by its own type and code, which nothing answers in kind.
+        let (src_port, tuple_dst_port) = if at.ports {
+            (at.src_port, dst_port)
+        } else if at.proto == PROTO_ICMP && at.dst_port[0] == ICMP_ECHO_REPLY {
+            ([ICMP_ECHO_REQUEST, 0], [0; 2])
+        } else if at.proto == PROTO_ICMP {
+            ([0; 2], at.dst_port)
+        } else {
+            ([0; 2], [0; 2])
+        };
         PolicyFlow {
             tuple: CtTuple {
                 src: at.src,
                 dst,
-                src_port: if ports { at.src_port } else { [0; 2] },
-                dst_port: if ports { dst_port } else { [0; 2] },
+                src_port,
+                dst_port: tuple_dst_port,
                 proto: at.proto,
                 _pad: [0; 3],
             },
