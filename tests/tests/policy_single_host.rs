@@ -143,6 +143,26 @@ fn three_tiers_only_the_allowed_pairs_talk_and_restarts_keep_it_so() {
     for (what, from, to, port) in refused {
         assert!(!opens(&from.ns, &to.ip, port), "{what} must be refused");
     }
+    // Through a VIP, the backend's ingress decides (after the DNAT).
+    let out = netd.ok(&[
+        "service",
+        "create",
+        "apisvc",
+        "--network",
+        "n1",
+        "--selector",
+        "tier=api",
+        "--port",
+        "80:8080/tcp",
+    ]);
+    let vip = out.split_whitespace().nth(1).expect("VIP").to_string();
+    assert!(opens(&web.ns, &vip, 80), "web→VIP:80→api:8080");
+    // `other` has no policy, so its egress is open: api's ingress refuses.
+    let other = tier(&netd, "other");
+    assert!(
+        !opens(&other.ns, &vip, 80),
+        "other→VIP:80 refused by api's ingress"
+    );
     let denied = scrape(
         &netd,
         &host,
@@ -203,6 +223,7 @@ fn three_tiers_only_the_allowed_pairs_talk_and_restarts_keep_it_so() {
         !opens(&web.ns, &db.ip, OTHER_PORT),
         "web's egress still allows only api"
     );
+    netd.ok(&["service", "rm", "apisvc"]);
     netd.ok(&["policy", "rm", "web"]);
     netd.ok(&["policy", "rm", "api"]);
     assert!(opens(&web.ns, &db.ip, DB_PORT), "all open again");
