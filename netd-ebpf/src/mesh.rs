@@ -24,7 +24,6 @@ use netd_common::{
     mesh::{reply_follows, return_flags, MeshNeighbour, PublishedKey, TunnelReturn},
     parse::{parse, Frame, Headers, Ipv4, L3, L4},
     refusal::{dont_fragment, fragmentation_needed, UNREACHABLE_LEN},
-    service::CtTuple,
 };
 
 use crate::{
@@ -385,13 +384,7 @@ pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> b
     let Some((t, tcp_flags)) = service::tuple(ip, l4) else {
         return false;
     };
-    let reply = CtTuple {
-        src: t.dst,
-        dst: t.src,
-        src_port: t.dst_port,
-        dst_port: t.src_port,
-        ..t
-    };
+    let reply = t.reply(t.dst, t.dst_port, t.src);
     let now = service::now();
     let flags = return_flags(tcp_flags);
     // Networks are numbered below MAX_NETWORKS, far below 65536.

@@ -15,7 +15,8 @@ use netd_common::{
     nat::Nat,
     policy::{
         lookup_key, stronger, PolicyCtEntry, PolicyVerdict, RuleHits, ACTION_DENY, EGRESS,
-        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, PROTO_ICMP, RULE_DEFAULT_DENY,
+        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, PROTO_ICMP,
+        RULE_DEFAULT_DENY,
     },
     service::{CtTuple, CT_SEEN_REPLY},
 };
@@ -114,13 +115,7 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
         unsafe { (*ct).last_seen = now };
         return ADMITTED;
     }
-    let reply = CtTuple {
-        src: t.dst,
-        dst: t.src,
-        src_port: t.dst_port,
-        dst_port: t.src_port,
-        ..t
-    };
+    let reply = t.reply(t.dst, t.dst_port, t.src);
     if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&reply) {
         // SAFETY: as above.
         let ct = unsafe { &mut *ct };
