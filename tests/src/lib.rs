@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod mesh_fixture;
 pub mod netns;
 pub mod overlay_fixture;
+pub mod policy;
 pub mod process;
 pub mod services;
 pub mod traffic;

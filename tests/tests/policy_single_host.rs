@@ -3,91 +3,14 @@
 //! real TCP between them. Only web→api:8080 and api→db:5432 are allowed;
 //! every other pair is refused both ways and the counters name the rule.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use netd_tests::{
     fixture::TempPins,
     netns::NetNs,
+    policy::{create_policy, opens, tier, Held, API_PORT, DB_PORT, OTHER_PORT},
     process::{metric, Netd},
 };
-
-const API_PORT: u16 = 8080;
-const DB_PORT: u16 = 5432;
-const OTHER_PORT: u16 = 9999;
-
-struct Tier {
-    ns: NetNs,
-    ip: String,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Tier {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Accepts on every port of `ports` and echoes each connection's bytes.
-fn listen(ns: &NetNs, ports: &[u16], stop: Arc<AtomicBool>) {
-    for &port in ports {
-        let stop = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        ns.run(move || {
-            let l = TcpListener::bind(("0.0.0.0", port)).expect("listen");
-            l.set_nonblocking(true).expect("nonblocking");
-            tx.send(()).expect("ready");
-            while !stop.load(Ordering::SeqCst) {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        std::thread::spawn(move || {
-                            let _ = c.set_nonblocking(false);
-                            let mut buf = [0u8; 64];
-                            while let Ok(n @ 1..) = c.read(&mut buf) {
-                                if c.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        rx.recv().expect("listener ready");
-    }
-}
-
-/// A TCP connection from `from` to `ip:port` that echoes a line: open.
-fn opens(from: &NetNs, ip: &str, port: u16) -> bool {
-    let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
-    from.run(move || {
-        let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_millis(700)) else {
-            return false;
-        };
-        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut buf = [0u8; 5];
-        c.write_all(b"ping\n").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
-    })
-    .join()
-    .expect("client")
-}
-
-fn tier(netd: &Netd, name: &str) -> Tier {
-    let ns = NetNs::new("ndP");
-    let label = format!("tier={name}");
-    let ip = netd.endpoint(name, "n1", &ns, &["--label", &label]);
-    let stop = Arc::new(AtomicBool::new(false));
-    listen(&ns, &[API_PORT, DB_PORT, OTHER_PORT], stop.clone());
-    Tier { ns, ip, stop }
-}
 
 fn scrape(netd: &Netd, ns: &NetNs, what: &str) -> u64 {
     metric(&netd.scrape(ns).expect("metrics"), what).unwrap_or(0)
@@ -100,35 +23,35 @@ fn three_tiers_only_the_allowed_pairs_talk_and_restarts_keep_it_so() {
     let mut netd = Netd::start(&host, pins.layout.root(), netd_tests::free_port(), &[]);
     netd.wait_ready(&host);
     netd.ok(&["network", "create", "n1", "--subnet", "10.33.0.0/24"]);
-    let web = tier(&netd, "web");
-    let api = tier(&netd, "api");
-    let db = tier(&netd, "db");
+    let web = tier(&netd, "web", "n1");
+    let api = tier(&netd, "api", "n1");
+    let db = tier(&netd, "db", "n1");
     assert!(
         opens(&web.ns, &db.ip, DB_PORT),
         "without policy, all is open"
     );
 
-    for (name, select, ingress, egress) in [
-        ("web", "tier=web", None, Some("allow to tier=api tcp/8080")),
-        (
-            "api",
-            "tier=api",
-            Some("allow from tier=web tcp/8080"),
-            Some("allow to tier=db tcp/5432"),
-        ),
-        ("db", "tier=db", Some("allow from tier=api tcp/5432"), None),
-    ] {
-        let mut args = vec!["policy", "create", name, "--select", select];
-        match ingress {
-            Some(rule) => args.extend(["--ingress", rule]),
-            None => args.push("--deny-ingress"),
-        }
-        match egress {
-            Some(rule) => args.extend(["--egress", rule]),
-            None => args.push("--deny-egress"),
-        }
-        netd.ok(&args);
-    }
+    create_policy(
+        &netd,
+        "web",
+        "tier=web",
+        &[],
+        &["allow to tier=api tcp/8080"],
+    );
+    create_policy(
+        &netd,
+        "api",
+        "tier=api",
+        &["allow from tier=web tcp/8080"],
+        &["allow to tier=db tcp/5432"],
+    );
+    create_policy(
+        &netd,
+        "db",
+        "tier=db",
+        &["allow from tier=api tcp/5432"],
+        &[],
+    );
     // The API call returns once this host enforces it.
     assert!(opens(&web.ns, &api.ip, API_PORT), "web→api:8080");
     assert!(opens(&api.ns, &db.ip, DB_PORT), "api→db:5432");
@@ -158,7 +81,7 @@ fn three_tiers_only_the_allowed_pairs_talk_and_restarts_keep_it_so() {
     let vip = out.split_whitespace().nth(1).expect("VIP").to_string();
     assert!(opens(&web.ns, &vip, 80), "web→VIP:80→api:8080");
     // `other` has no policy, so its egress is open: api's ingress refuses.
-    let other = tier(&netd, "other");
+    let other = tier(&netd, "other", "n1");
     assert!(
         !opens(&other.ns, &vip, 80),
         "other→VIP:80 refused by api's ingress"
@@ -186,32 +109,21 @@ fn three_tiers_only_the_allowed_pairs_talk_and_restarts_keep_it_so() {
 
     // A connection open across a restart and a kill -9 keeps working,
     // and nothing opens meanwhile.
-    let addr: SocketAddr = format!("{}:{API_PORT}", api.ip).parse().expect("addr");
-    let mut held = web
-        .ns
-        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect"))
-        .join()
-        .expect("client");
-    held.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let echo = |c: &mut TcpStream| {
-        let mut buf = [0u8; 3];
-        c.write_all(b"hi\n").is_ok() && c.read_exact(&mut buf).is_ok()
-    };
-    assert!(echo(&mut held));
+    let mut held = Held::open(&web.ns, &api.ip, API_PORT);
+    assert!(held.echoes());
     netd.stop();
-    assert!(echo(&mut held), "while netd is stopped");
+    assert!(held.echoes(), "while netd is stopped");
     assert!(
         !opens(&web.ns, &db.ip, DB_PORT),
         "web→db while netd is stopped"
     );
     netd.restart(&host);
-    assert!(echo(&mut held), "after the restart");
+    assert!(held.echoes(), "after the restart");
     netd.kill();
-    assert!(echo(&mut held), "after kill -9");
+    assert!(held.echoes(), "after kill -9");
     assert!(!opens(&db.ns, &web.ip, API_PORT), "db→web after kill -9");
     netd.restart(&host);
-    assert!(echo(&mut held), "after the second start");
+    assert!(held.echoes(), "after the second start");
 
     // A rule removed: new connections are refused once the call returns.
     netd.ok(&["policy", "rm", "db"]);
