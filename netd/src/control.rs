@@ -82,6 +82,11 @@ fn service_name_key(name: &str) -> String {
 fn published_key(port: &crate::model::PublishedPort) -> String {
     format!("/netd/published/{}/{}", port.protocol, port.published)
 }
+/// A policy is one store value, written in one request: etcd's default
+/// limit on a request is 1.5 MiB, and the transaction carries two small
+/// keys besides.
+pub const MAX_STORED_POLICY: usize = 1_400_000;
+
 fn policy_key(id: &str) -> String {
     format!("{POLICIES}{id}")
 }
@@ -843,10 +848,25 @@ impl<S: Store> Control<S> {
                 return Err(ModelError::invalid("name", "65535 policies exist already").into());
             };
             let policy = Policy::from_spec(spec, &networks, &services, index)?;
+            let stored = to_json(&policy);
+            if stored.len() > MAX_STORED_POLICY {
+                return Err(ModelError::invalid(
+                    "ingress",
+                    format!(
+                        "{} rules take {} bytes in the store, over the {MAX_STORED_POLICY} a policy may take \
+                         (etcd refuses requests over 1.5 MiB): split them across policies that select \
+                         the same endpoints",
+                        policy.ingress.as_ref().map_or(0, Vec::len)
+                            + policy.egress.as_ref().map_or(0, Vec::len),
+                        stored.len()
+                    ),
+                )
+                .into());
+            }
             let txn = Txn::new()
                 .absent(policy_name_key(&policy.name))
                 .absent(policy_index_key(index))
-                .put(policy_key(&policy.id), to_json(&policy))
+                .put(policy_key(&policy.id), stored)
                 .put(policy_name_key(&policy.name), policy.id.clone())
                 .put(policy_index_key(index), policy.id.clone());
             match self.commit(txn).await {
@@ -1656,6 +1676,49 @@ mod tests {
             netns: netns.into(),
             ..Default::default()
         }
+    }
+
+    /// `count` rules allowing `tier=web` on a port each.
+    fn port_rules(count: usize) -> Vec<crate::model::RuleSpec> {
+        (0..count)
+            .map(|i| crate::model::RuleSpec {
+                peers: vec![crate::model::PeerSpec {
+                    selector: Some("tier=web".into()),
+                    ..Default::default()
+                }],
+                proto: crate::model::Proto::Tcp,
+                ports: vec![(1000 + i).to_string()],
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_policy_too_large_for_one_store_value_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let c = Control::new(EmbeddedStore::open(dir.path()).expect("store"));
+            let big = |name: &str, count| PolicySpec {
+                name: name.into(),
+                selector: Some("tier=api".into()),
+                ingress: Some(port_rules(count)),
+                ..Default::default()
+            };
+            c.create_policy(&big("ten-thousand", 10_000))
+                .await
+                .expect("10,000 rules fit");
+            let before = c.store().list(PREFIX).await.expect("list");
+            let err = c
+                .create_policy(&big("too-big", 30_000))
+                .await
+                .expect_err("30,000 rules do not")
+                .to_string();
+            assert!(
+                err.contains("30000 rules take") && err.contains("split them"),
+                "{err}"
+            );
+            assert_eq!(c.store().list(PREFIX).await.expect("list"), before);
+        });
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn tier(netd: &Netd, name: &str, network: &str) -> Tier {
 }
 
 /// Accepts on `port` until `stop` and echoes each connection's bytes.
-fn echo_on(ns: &NetNs, port: u16, stop: Arc<AtomicBool>) {
+pub fn echo_on(ns: &NetNs, port: u16, stop: Arc<AtomicBool>) {
     let (tx, rx) = std::sync::mpsc::channel();
     ns.run(move || {
         let l = TcpListener::bind(("0.0.0.0", port)).expect("listen");

@@ -23,6 +23,8 @@ use super::{check_name, new_id, parse_selector, ModelError, Network, Service};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySpec {
+    /// Optional in `netd policy create NAME -f FILE`, which gives it.
+    #[serde(default)]
     pub name: String,
     /// Only endpoints of this network (name or id); all of them when
     /// there is no selector.
@@ -150,7 +152,7 @@ pub struct Rule {
     pub proto: Proto,
     /// Inclusive ranges; empty: every port (or every ICMP message).
     pub ports: Vec<(u16, u16)>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<(u8, Option<u8>)>,
 }
 
