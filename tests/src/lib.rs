@@ -12,6 +12,7 @@ pub mod mesh_fixture;
 pub mod netns;
 pub mod overlay_fixture;
 pub mod policy;
+pub mod policy_fixture;
 pub mod process;
 pub mod services;
 pub mod traffic;

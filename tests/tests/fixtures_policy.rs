@@ -10,150 +10,20 @@
 use std::collections::BTreeMap;
 
 use etherparse::PacketBuilder;
-use netd::{
-    dataplane::{
-        maps::{MapOp, MapState, MapWriter},
-        policy_maps::compile_policies,
-        tables,
-    },
-    model::{parse_rule, Endpoint, EndpointSpec, Network, NetworkSpec, Policy, PolicySpec},
-};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    maps::NetworkEntry,
     policy::{rule_id, RuleHits},
     program_names::TC_ENDPOINT,
 };
-use netd_tests::fixture::{assert_counted, local_endpoint, Fixture, Slot};
+use netd_tests::{
+    fixture::{assert_counted, Fixture, Slot},
+    policy_fixture::{fixture, mac, model, place, policy, tcp, API_IP, HOST_MAC, WEB_IP},
+};
 
 const TC_ACT_OK: i64 = 0;
 const TC_ACT_SHOT: i64 = 2;
 const TC_ACT_REDIRECT: i64 = 7;
 const HOOK: Hook = Hook::TcEndpoint;
-
-const HERE: u32 = 1;
-const ELSEWHERE: u32 = 50;
-const WEB_IP: [u8; 4] = [10, 1, 0, 2];
-const API_IP: [u8; 4] = [10, 1, 0, 3];
-const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
-
-fn mac(ip: [u8; 4]) -> [u8; 6] {
-    [0x02, 0x6e, ip[0], ip[1], ip[2], ip[3]]
-}
-
-/// web and api on network n1, with labels tier=web and tier=api.
-fn model() -> (Vec<Network>, Vec<Endpoint>) {
-    let net = Network::from_spec(
-        &NetworkSpec {
-            name: "n1".into(),
-            subnet: "10.1.0.0/24".into(),
-            ..Default::default()
-        },
-        &[],
-        1,
-    )
-    .expect("network");
-    let networks = vec![net];
-    let mut endpoints = Vec::new();
-    for (name, ip) in [("web", WEB_IP), ("api", API_IP)] {
-        let spec = EndpointSpec {
-            name: name.into(),
-            network: "n1".into(),
-            netns: format!("/run/netns/{name}").into(),
-            ip: Some(std::net::Ipv4Addr::from(ip).to_string()),
-            labels: BTreeMap::from([("tier".into(), name.into())]),
-            ..Default::default()
-        };
-        endpoints.push(Endpoint::from_spec(&spec, &networks, &endpoints).expect("endpoint"));
-    }
-    (networks, endpoints)
-}
-
-/// A policy `index` selecting `tier`, with these rules (None: the
-/// direction is not governed).
-fn policy(
-    networks: &[Network],
-    index: u32,
-    tier: &str,
-    ingress: Option<&[&str]>,
-    egress: Option<&[&str]>,
-) -> Policy {
-    let rules = |list: Option<&[&str]>| {
-        list.map(|l| l.iter().map(|r| parse_rule(r).expect("rule")).collect())
-    };
-    let spec = PolicySpec {
-        name: format!("p{index}"),
-        selector: Some(format!("tier={tier}")),
-        ingress: rules(ingress),
-        egress: rules(egress),
-        ..Default::default()
-    };
-    Policy::from_spec(&spec, networks, &[], index).expect("policy")
-}
-
-/// The datapath with web at `sender` (ifindex 1) or api there, and the
-/// policy maps compiled from `policies`.
-fn fixture(policies: &[Policy]) -> Fixture {
-    let mut f = Fixture::load();
-    f.maps
-        .apply(&MapOp::put(
-            tables::NETWORKS,
-            1,
-            NetworkEntry {
-                gateway: [10, 1, 0, 1],
-                vni: 0,
-            },
-        ))
-        .expect("network");
-    place(&mut f, WEB_IP);
-    let (networks, endpoints) = model();
-    let mut state = MapState::default();
-    compile_policies(&mut state, &networks, &endpoints, &[], policies, |_| true);
-    for table in [
-        tables::POLICY.name,
-        tables::IPCACHE.name,
-        tables::POLICY_EPS.name,
-    ] {
-        for (key, value) in state.entries(table).into_iter().flatten() {
-            f.maps
-                .apply(&MapOp::Put {
-                    table: table.into(),
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-                .expect("policy map write");
-        }
-    }
-    f
-}
-
-/// Puts `sender` at ifindex 1 (where test runs come in), the other
-/// endpoint elsewhere.
-fn place(f: &mut Fixture, sender: [u8; 4]) {
-    let other = if sender == WEB_IP { API_IP } else { WEB_IP };
-    for op in local_endpoint(HERE, 1, sender, mac(sender), HOST_MAC)
-        .into_iter()
-        .chain(local_endpoint(
-            ELSEWHERE,
-            1,
-            other,
-            mac(other),
-            [0x0a, 0, 0, 0, 0, 2],
-        ))
-    {
-        f.maps.apply(&op).expect("endpoint");
-    }
-}
-
-fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn_ack: bool) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(mac(src), HOST_MAC)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1, 1024);
-    let b = if syn_ack { b.syn().ack(1) } else { b.syn() };
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).expect("packet");
-    out
-}
 
 fn icmp(src: [u8; 4], dst: [u8; 4], kind: u8) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(mac(src), HOST_MAC)
