@@ -162,6 +162,16 @@ fn run(cli: Cli) -> Result<()> {
             if !status.success() {
                 bail!("netd-bench-mesh failed ({status})");
             }
+            let policy_json = json.with_file_name("policy.json");
+            let status = Command::new(root.join("target/release/netd-bench-policy"))
+                .args(["--repeat", &repeat.to_string(), "--json"])
+                .arg(&policy_json)
+                .env("NETD_BIN", root.join("target/release/netd"))
+                .status()
+                .context("running netd-bench-policy")?;
+            if !status.success() {
+                bail!("netd-bench-policy failed ({status})");
+            }
             Ok(())
         }
     }

@@ -276,7 +276,12 @@ impl Identities {
                     }
                 }
                 Peer::Cidr { net, except } => {
-                    for (inner, id) in &self.cidrs {
+                    // Only prefixes starting inside `net` can be inside it:
+                    // a range of the ordered map, not a scan of every CIDR
+                    // (which made 10,000 CIDR rules cost 10^8 checks).
+                    let first = Ipv4Net::new(net.network(), 0).unwrap_or(*net);
+                    let last = Ipv4Net::new(net.broadcast(), 32).unwrap_or(*net);
+                    for (inner, id) in self.cidrs.range(first..=last) {
                         if net.contains(inner) && !except.iter().any(|x| x.contains(inner)) {
                             out.insert(*id);
                         }
@@ -462,6 +467,39 @@ mod tests {
         assert!(verdict(&state, api, IDENTITY_WORLD, 6, 80).is_some());
         assert_eq!(verdict(&state, api, ids.cidrs[&except], 6, 80), None);
         assert!(ids.cidrs.values().all(|id| id & IDENTITY_CIDR_BIT != 0));
+    }
+
+    #[test]
+    fn a_cidr_rule_covers_the_prefixes_inside_it_and_none_beside_it() {
+        let (networks, endpoints) = world();
+        let p = policy(
+            &networks,
+            4,
+            &[
+                "allow from cidr:10.20.0.0/16 tcp/80",
+                "deny from cidr:10.19.255.255/32 tcp/81",
+                "deny from cidr:10.20.0.0/24 tcp/81",
+                "deny from cidr:10.20.255.255/32 tcp/81",
+                "deny from cidr:10.21.0.0/32 tcp/81",
+            ],
+        );
+        let state = compiled(&networks, &endpoints, std::slice::from_ref(&p));
+        let ids = Identities::of(&endpoints, &[], &[p]);
+        let api = &endpoints[1];
+        for (net, inside) in [
+            ("10.19.255.255/32", false),
+            ("10.20.0.0/16", true),
+            ("10.20.0.0/24", true),
+            ("10.20.255.255/32", true),
+            ("10.21.0.0/32", false),
+        ] {
+            let id = ids.cidrs[&net.parse::<Ipv4Net>().expect("net")];
+            assert_eq!(
+                verdict(&state, api, id, 6, 80).is_some(),
+                inside,
+                "{net} inside 10.20.0.0/16"
+            );
+        }
     }
 
     #[test]
