@@ -187,3 +187,28 @@ pub fn print_comparison(title: &str, theirs: &Setup, ours: &Setup) {
         ours.rr_p99_us / theirs.rr_p99_us
     );
 }
+
+/// Loads `rules` into `host` with `tool` (`iptables-restore`, `nft -f`)
+/// from a file, as kube-proxy and Docker hand them over; how long it took.
+pub fn load_rules(
+    host: &NetNs,
+    tool: &str,
+    args: &[&str],
+    rules: &str,
+) -> anyhow::Result<Duration> {
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), rules)?;
+    let path = file.path().to_str().context("path")?;
+    let mut all = args.to_vec();
+    all.push(path);
+    let t = std::time::Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.name, tool])
+        .args(&all)
+        .output()?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        bail!("{tool}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}

@@ -114,63 +114,42 @@ fn run(cli: Cli) -> Result<()> {
             require_root("the benchmarks load BPF programs")?;
             build_netd(true)?;
             cargo(&["build", "--release", "-p", "netd-bench"])?;
-            let status = Command::new(root.join("target/release/netd-bench"))
-                .args(["--repeat", &repeat.to_string(), "--json"])
-                .arg(&json)
-                .status()
-                .context("running netd-bench")?;
-            if !status.success() {
-                bail!("netd-bench failed ({status})");
-            }
-            let host_json = json.with_file_name("host.json");
-            let status = Command::new(root.join("target/release/netd-bench-host"))
-                .args(["--repeat", &repeat.to_string(), "--json"])
-                .arg(&host_json)
-                .env("NETD_BIN", root.join("target/release/netd"))
-                .status()
-                .context("running netd-bench-host")?;
-            if !status.success() {
-                bail!("netd-bench-host failed ({status})");
-            }
-            let services_json = json.with_file_name("services.json");
-            let status = Command::new(root.join("target/release/netd-bench-services"))
-                .args(["--repeat", &repeat.to_string(), "--json"])
-                .arg(&services_json)
-                .env("NETD_BIN", root.join("target/release/netd"))
-                .status()
-                .context("running netd-bench-services")?;
-            if !status.success() {
-                bail!("netd-bench-services failed ({status})");
-            }
-            let overlay_json = json.with_file_name("overlay.json");
-            let status = Command::new(root.join("target/release/netd-bench-overlay"))
-                .arg("--json")
-                .arg(&overlay_json)
-                .env("NETD_BIN", root.join("target/release/netd"))
-                .status()
-                .context("running netd-bench-overlay")?;
-            if !status.success() {
-                bail!("netd-bench-overlay failed ({status})");
-            }
-            let mesh_json = json.with_file_name("mesh.json");
-            let status = Command::new(root.join("target/release/netd-bench-mesh"))
-                .arg("--json")
-                .arg(&mesh_json)
-                .env("NETD_BIN", root.join("target/release/netd"))
-                .status()
-                .context("running netd-bench-mesh")?;
-            if !status.success() {
-                bail!("netd-bench-mesh failed ({status})");
-            }
-            let policy_json = json.with_file_name("policy.json");
-            let status = Command::new(root.join("target/release/netd-bench-policy"))
-                .args(["--repeat", &repeat.to_string(), "--json"])
-                .arg(&policy_json)
-                .env("NETD_BIN", root.join("target/release/netd"))
-                .status()
-                .context("running netd-bench-policy")?;
-            if !status.success() {
-                bail!("netd-bench-policy failed ({status})");
+            // Each bench binary, whether it takes --repeat, and its JSON
+            // (the HTML report lands beside it).
+            let benches = [
+                ("netd-bench", true, json.clone()),
+                ("netd-bench-host", true, json.with_file_name("host.json")),
+                (
+                    "netd-bench-services",
+                    true,
+                    json.with_file_name("services.json"),
+                ),
+                (
+                    "netd-bench-overlay",
+                    false,
+                    json.with_file_name("overlay.json"),
+                ),
+                ("netd-bench-mesh", false, json.with_file_name("mesh.json")),
+                (
+                    "netd-bench-policy",
+                    true,
+                    json.with_file_name("policy.json"),
+                ),
+            ];
+            for (bench, takes_repeat, out) in benches {
+                let mut cmd = Command::new(root.join("target/release").join(bench));
+                if takes_repeat {
+                    cmd.args(["--repeat", &repeat.to_string()]);
+                }
+                let status = cmd
+                    .arg("--json")
+                    .arg(&out)
+                    .env("NETD_BIN", root.join("target/release/netd"))
+                    .status()
+                    .with_context(|| format!("running {bench}"))?;
+                if !status.success() {
+                    bail!("{bench} failed ({status})");
+                }
             }
             Ok(())
         }

@@ -23,7 +23,6 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -33,7 +32,10 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use netd_bench::connections::{self, serve_bytes};
+use netd_bench::{
+    connections::{self, serve_bytes},
+    load_rules,
+};
 use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT};
 use netd_tests::{
     fixture::Fixture,
@@ -414,32 +416,14 @@ fn nft_rules(n: usize, vmap: bool) -> String {
     )
 }
 
-fn load(host: &NetNs, tool: &str, args: &[&str], rules: &str) -> anyhow::Result<Duration> {
-    let file = tempfile::NamedTempFile::new()?;
-    std::fs::write(file.path(), rules)?;
-    let path = file.path().to_str().context("path")?;
-    let mut all = args.to_vec();
-    all.push(path);
-    let t = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &host.name, tool])
-        .args(&all)
-        .output()?;
-    let took = t.elapsed();
-    if !out.status.success() {
-        bail!("{tool}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(took)
-}
-
 fn setup_kernel(system: System, n: usize) -> anyhow::Result<Setup> {
     let world = world();
     let host = router(&world);
     let program = match (system, n) {
         (_, 0) => Duration::ZERO,
-        (System::Iptables, _) => load(&host, "iptables-restore", &[], &iptables_rules(n))?,
-        (System::NftSet, _) => load(&host, "nft", &["-f"], &nft_rules(n, false))?,
-        (System::NftVmap, _) => load(&host, "nft", &["-f"], &nft_rules(n, true))?,
+        (System::Iptables, _) => load_rules(&host, "iptables-restore", &[], &iptables_rules(n))?,
+        (System::NftSet, _) => load_rules(&host, "nft", &["-f"], &nft_rules(n, false))?,
+        (System::NftVmap, _) => load_rules(&host, "nft", &["-f"], &nft_rules(n, true))?,
         (System::Netd, _) => unreachable!("netd has its own setup"),
     };
     serve_bytes(&world.server, PORT, world.stop.clone());

@@ -17,7 +17,6 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -31,7 +30,10 @@ use netd::dataplane::{
     maps::{MapOp, MapWriter},
     tables,
 };
-use netd_bench::connections::{self, serve_bytes};
+use netd_bench::{
+    connections::{self, serve_bytes},
+    load_rules,
+};
 use netd_common::{
     maps::NetworkEntry,
     program_names::{TC_BASELINE, TC_ENDPOINT},
@@ -380,40 +382,22 @@ fn nft_service(s: usize) -> String {
     r
 }
 
-fn load(host: &NetNs, tool: &str, args: &[&str], rules: &str) -> anyhow::Result<Duration> {
-    let file = tempfile::NamedTempFile::new()?;
-    std::fs::write(file.path(), rules)?;
-    let path = file.path().to_str().context("path")?;
-    let mut all = args.to_vec();
-    all.push(path);
-    let t = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &host.name, tool])
-        .args(&all)
-        .output()?;
-    let took = t.elapsed();
-    if !out.status.success() {
-        bail!("{tool}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(took)
-}
-
 fn bench_kernel(args: &Args, system: System, services: usize) -> anyhow::Result<Point> {
     let w = world();
     let host = bridge(&w);
     serve(&w);
     let (program, change) = match system {
         System::Iptables => {
-            let program = load(&host, "iptables-restore", &[], &iptables_rules(services))?;
+            let program = load_rules(&host, "iptables-restore", &[], &iptables_rules(services))?;
             // kube-proxy's partial sync: only the changed service's chains,
             // restored without flushing the rest.
             let s = services - 1;
             let delta = format!("*nat\n:KUBE-SVC-{s} - [0:0]\n{}COMMIT\n", svc_chain(s));
-            let change = load(&host, "iptables-restore", &["--noflush"], &delta)?;
+            let change = load_rules(&host, "iptables-restore", &["--noflush"], &delta)?;
             (program, change)
         }
         System::Nftables => {
-            let program = load(&host, "nft", &["-f"], &nft_rules(services))?;
+            let program = load_rules(&host, "nft", &["-f"], &nft_rules(services))?;
             let s = services - 1;
             let delta = format!(
                 "flush chain ip kube-proxy service-{s}\n\
@@ -423,7 +407,7 @@ fn bench_kernel(args: &Args, system: System, services: usize) -> anyhow::Result<
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let change = load(&host, "nft", &["-f"], &delta)?;
+            let change = load_rules(&host, "nft", &["-f"], &delta)?;
             (program, change)
         }
         System::Netd => unreachable!("netd has its own setup"),
