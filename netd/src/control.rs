@@ -168,6 +168,10 @@ pub struct Limits {
     pub services: u32,
     /// NETD_SERVICES: the ports of all services.
     pub service_ports: u32,
+    /// NETD_POLICY: what the rules selecting a host's endpoints compile to.
+    pub policy_entries: u32,
+    /// NETD_IPCACHE: every endpoint with an identity and every CIDR named.
+    pub ipcache: u32,
 }
 
 impl Default for Limits {
@@ -180,6 +184,8 @@ impl Default for Limits {
             hosts: max(tables::HOSTS.name),
             services: max(tables::MAGLEV.name).min(max(tables::VIPS.name)),
             service_ports: max(tables::SERVICES.name),
+            policy_entries: max(tables::POLICY.name),
+            ipcache: max(tables::IPCACHE.name),
         }
     }
 }
@@ -252,6 +258,50 @@ impl Limits {
                 limit: self.service_ports,
                 have,
             });
+        }
+        Ok(())
+    }
+
+    /// Whether the policy maps compiled from `policies` (`name` among
+    /// them) fit on every host: compiled as each host compiles them.
+    fn policies(
+        &self,
+        name: &str,
+        networks: &[Network],
+        endpoints: &[Endpoint],
+        services: &[Service],
+        policies: &[Policy],
+    ) -> Result<(), ModelError> {
+        use crate::dataplane::{maps::MapState, policy_maps::compile_policies, tables};
+        let mut hosts: BTreeSet<&str> = endpoints.iter().map(|e| e.host.as_str()).collect();
+        if hosts.is_empty() {
+            // No endpoints: the CIDRs still go into every host's ipcache.
+            hosts.insert("");
+        }
+        for host in hosts {
+            let mut state = MapState::default();
+            compile_policies(&mut state, networks, endpoints, services, policies, |e| {
+                e.host == host
+            });
+            for (map, limit, whose) in [
+                (
+                    tables::POLICY.name,
+                    self.policy_entries,
+                    format!("host {host:?}"),
+                ),
+                (tables::IPCACHE.name, self.ipcache, "every host".to_string()),
+            ] {
+                let need = state.count(map);
+                if need > limit as usize {
+                    return Err(ModelError::Overflows {
+                        what: format!("policy {name:?}"),
+                        map,
+                        host: whose,
+                        limit,
+                        need,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -848,6 +898,11 @@ impl<S: Store> Control<S> {
                 return Err(ModelError::invalid("name", "65535 policies exist already").into());
             };
             let policy = Policy::from_spec(spec, &networks, &services, index)?;
+            let endpoints = self.endpoints().await?;
+            let mut all = policies.clone();
+            all.push(policy.clone());
+            self.limits
+                .policies(&policy.name, &networks, &endpoints, &services, &all)?;
             let stored = to_json(&policy);
             if stored.len() > MAX_STORED_POLICY {
                 return Err(ModelError::invalid(
@@ -1716,6 +1771,84 @@ mod tests {
             assert!(
                 err.contains("30000 rules take") && err.contains("split them"),
                 "{err}"
+            );
+            assert_eq!(c.store().list(PREFIX).await.expect("list"), before);
+        });
+    }
+
+    #[test]
+    fn a_policy_past_the_policy_maps_capacity_is_refused_with_the_limit_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        block(async {
+            let limits = Limits {
+                policy_entries: 10,
+                ipcache: 4,
+                ..Limits::default()
+            };
+            let c = Control::on_host(EmbeddedStore::open(dir.path()).expect("store"), "a")
+                .with_limits(limits);
+            c.create_network(&net("n1", "10.1.0.0/24"))
+                .await
+                .expect("n1");
+            c.create_endpoint(&EndpointSpec {
+                labels: [("tier".to_string(), "api".to_string())].into(),
+                ..ep("api", "n1", "/run/netns/api")
+            })
+            .await
+            .expect("api");
+            let spec = |name: &str, ingress| PolicySpec {
+                name: name.into(),
+                selector: Some(
+                    if name == "cidrs" {
+                        "tier=none"
+                    } else {
+                        "tier=api"
+                    }
+                    .into(),
+                ),
+                ingress: Some(ingress),
+                ..Default::default()
+            };
+            let rules = |texts: Vec<String>| -> Vec<crate::model::RuleSpec> {
+                texts
+                    .iter()
+                    .map(|t| crate::model::parse_rule(t))
+                    .collect::<Result<_, _>>()
+                    .expect("rules")
+            };
+            // From any peer: one entry a port.
+            let any_peer_rules = |first: usize, count: usize| {
+                rules(
+                    (first..first + count)
+                        .map(|port| format!("allow tcp/{port}"))
+                        .collect(),
+                )
+            };
+            let cidr_rules = |count: usize| {
+                rules(
+                    (0..count)
+                        .map(|i| format!("allow from cidr:10.9.{i}.0/24 tcp/80"))
+                        .collect(),
+                )
+            };
+            c.create_policy(&spec("nine", any_peer_rules(1000, 9)))
+                .await
+                .expect("9 entries fit in 10");
+            let before = c.store().list(PREFIX).await.expect("list");
+            let refusals = [
+                c.create_policy(&spec("two", any_peer_rules(2000, 2)))
+                    .await
+                    .err(),
+                c.create_policy(&spec("cidrs", cidr_rules(4))).await.err(),
+            ];
+            // "cidrs" selects no endpoint, so it adds no NETD_POLICY entry;
+            // the endpoint's identity plus its 4 CIDRs: 5 ipcache entries.
+            assert_refused(
+                &refusals.map(|r| r.map(|e| e.to_string())),
+                &[
+                    "policy \"two\": it would take 11 entries in the NETD_POLICY map of host \"a\", which holds at most 10",
+                    "policy \"cidrs\": it would take 5 entries in the NETD_IPCACHE map of every host, which holds at most 4",
+                ],
             );
             assert_eq!(c.store().list(PREFIX).await.expect("list"), before);
         });

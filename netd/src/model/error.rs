@@ -25,6 +25,18 @@ pub enum ModelError {
         limit: u32,
         have: usize,
     },
+    #[error(
+        "{what}: it would take {need} entries in the {map} map of {host}, which holds at \
+         most {limit}; narrow its peers and ports or split the endpoints it selects \
+         (nothing was written)"
+    )]
+    Overflows {
+        what: String,
+        map: &'static str,
+        host: String,
+        limit: u32,
+        need: usize,
+    },
     #[error(transparent)]
     Ipam(#[from] crate::ipam::IpamError),
 }
