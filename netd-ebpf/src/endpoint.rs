@@ -62,7 +62,8 @@ pub fn admit_and_carry_out(
     ifindex: u32,
     bytes: u64,
 ) -> i32 {
-    if let Some(flow) = policy_flow(plan) {
+    if let Some(mut flow) = policy_flow(plan) {
+        flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
         let verdict = policy::admit(&flow, bytes);
         if verdict != policy::ADMITTED {
             return denied(&TcContext::new(skb), verdict, bytes);

@@ -10,24 +10,32 @@
 //! (that identity, and any peer). The stage records the flows it admits
 //! and counts its rules' hits, as the service stage records its flows.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{
+    bindings::__sk_buff,
+    maps::lpm_trie::Key,
+    programs::{TcContext, XdpContext},
+};
 use netd_common::{
     nat::Nat,
+    parse::{ETH_HLEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     policy::{
         lookup_key, stronger, PolicyCtEntry, PolicyVerdict, RuleHits, ACTION_DENY, EGRESS,
         ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, PROTO_ICMP,
         RULE_DEFAULT_DENY,
     },
-    service::{CtTuple, CT_SEEN_REPLY},
+    service::{CtTuple, CT_SEEN_FIN, CT_SEEN_REPLY, CT_SEEN_RST, PROTO_TCP},
 };
 
 use crate::{
+    frame::PacketFrame,
     maps::{NETD_IPCACHE, NETD_POLICY, NETD_POLICY_CT, NETD_POLICY_EPS, NETD_RULE_HITS},
     nat::Target,
     service,
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
+/// Where a TCP header keeps its flags.
+const TCP_FLAGS_AT: usize = 13;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// Judge the sender's egress (it is on this host).
@@ -43,7 +51,9 @@ pub struct PolicyFlow {
     pub port: [u8; 2],
     /// `CHECK_*` bits.
     pub check: u8,
-    pub _pad: u8,
+    /// TCP: the packet's flags, set by the entry point that has the
+    /// packet ([`tc_tcp_flags`], [`xdp_tcp_flags`]); 0 otherwise.
+    pub tcp_flags: u8,
 }
 
 impl PolicyFlow {
@@ -78,7 +88,7 @@ impl PolicyFlow {
             },
             port: dst_port,
             check,
-            _pad: 0,
+            tcp_flags: 0,
         }
     }
 }
@@ -110,18 +120,28 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
         return ADMITTED;
     }
     let now = service::now();
-    if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&t) {
-        // SAFETY: this flow's entry; a racing write only costs a time.
-        unsafe { (*ct).last_seen = now };
-        return ADMITTED;
-    }
-    let reply = t.reply(t.dst, t.dst_port, t.src);
-    if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&reply) {
-        // SAFETY: as above.
-        let ct = unsafe { &mut *ct };
-        ct.last_seen = now;
-        ct.flags |= CT_SEEN_REPLY;
-        return ADMITTED;
+    // A connection's opening SYN is always judged, so a rule removed holds
+    // for a new connection even on the tuple of one that ended (or died
+    // without a FIN) and is still tracked.
+    let opening = t.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if !opening {
+        let closing = closing_flags(flow.tcp_flags);
+        if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&t) {
+            // SAFETY: this flow's entry; a racing write only costs a time
+            // or a flag the next packet sets again.
+            let ct = unsafe { &mut *ct };
+            ct.last_seen = now;
+            ct.flags |= closing;
+            return ADMITTED;
+        }
+        let reply = t.reply(t.dst, t.dst_port, t.src);
+        if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&reply) {
+            // SAFETY: as above.
+            let ct = unsafe { &mut *ct };
+            ct.last_seen = now;
+            ct.flags |= CT_SEEN_REPLY | closing;
+            return ADMITTED;
+        }
     }
     let port = u16::from_be_bytes(flow.port);
     if src_flags & ENFORCE_EGRESS != 0 {
@@ -145,6 +165,52 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
     // A failed insert (LRU: allocation only) judges the next packet again.
     let _ = NETD_POLICY_CT.insert(&t, &entry, 0);
     ADMITTED
+}
+
+/// What a segment's flags tell the sweeper: a FIN or RST puts its flow on
+/// conntrack's short closing timeout.
+#[inline(always)]
+fn closing_flags(tcp_flags: u8) -> u16 {
+    let mut f = 0;
+    if tcp_flags & TCP_FIN != 0 {
+        f |= CT_SEEN_FIN;
+    }
+    if tcp_flags & TCP_RST != 0 {
+        f |= CT_SEEN_RST;
+    }
+    f
+}
+
+/// The flags of a TCP segment in a TC program's packet, its L4 header at
+/// `l4`; 0 for anything else. A BPF call, so the entry points that read
+/// it keep their frames.
+#[inline(never)]
+pub fn tc_tcp_flags(skb: *mut __sk_buff, proto: u8, l4: u16) -> u8 {
+    if proto != PROTO_TCP {
+        return 0;
+    }
+    TcContext::new(skb)
+        .load::<u8>(usize::from(l4) + TCP_FLAGS_AT)
+        .unwrap_or(0)
+}
+
+/// The flags of a TCP segment in a ready-to-deliver XDP frame (Ethernet,
+/// IPv4 with any options, TCP); 0 for anything else.
+#[inline(always)]
+pub fn xdp_tcp_flags(ctx: &XdpContext, proto: u8) -> u8 {
+    if proto != PROTO_TCP {
+        return 0;
+    }
+    let frame = PacketFrame::xdp(ctx);
+    let Ok([version_ihl]) = frame.load::<1>(ETH_HLEN) else {
+        return 0;
+    };
+    let l4 = ETH_HLEN + usize::from(version_ihl & 0x0f) * 4;
+    // Two bytes, data offset and flags: a one-byte read's bounds check
+    // compiles to a form the verifier cannot range a variable offset by.
+    frame
+        .load::<2>(l4 + TCP_FLAGS_AT - 1)
+        .map_or(0, |[_, flags]| flags)
 }
 
 /// The endpoint's `ENFORCE_*` flags; 0 for one no policy selects.

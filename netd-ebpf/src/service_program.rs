@@ -41,7 +41,8 @@ pub fn netd_tc_service(ctx: TcContext) -> i32 {
         ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(&ctx, to.reason, bytes),
     };
     let plan = plan(&p.me, route_to, &nat, &p.at);
-    if let Some(flow) = endpoint::policy_flow(&plan) {
+    if let Some(mut flow) = endpoint::policy_flow(&plan) {
+        flow.tcp_flags = policy::tc_tcp_flags(ctx.skb.skb, plan.at.proto, plan.at.l4);
         let verdict = policy::admit(&flow, bytes);
         if verdict != policy::ADMITTED {
             return endpoint::denied(&ctx, verdict, bytes);

@@ -147,7 +147,8 @@ pub fn netd_xdp_deliver(ctx: XdpContext) -> u32 {
         return drop(DropReason::NoServiceProgram, bytes);
     };
     // Counted as it arrived, before the decap stripped it.
-    let (flow, ifindex, bytes) = (scratch.flow, scratch.ifindex, scratch.bytes);
+    let (mut flow, ifindex, bytes) = (scratch.flow, scratch.ifindex, scratch.bytes);
+    flow.tcp_flags = policy::xdp_tcp_flags(&ctx, flow.tuple.proto);
     if policy::admit(&flow, bytes) != policy::ADMITTED {
         return drop(DropReason::PolicyDenied, bytes);
     }

@@ -94,6 +94,13 @@ pub fn fixture(policies: &[Policy]) -> Fixture {
         ))
         .expect("network");
     place(&mut f, WEB_IP);
+    write_policies(&mut f, policies);
+    f
+}
+
+/// Writes the policy maps compiled from `policies` over what is there, as
+/// the reconciler's puts do (entries the new ones leave out stay).
+pub fn write_policies(f: &mut Fixture, policies: &[Policy]) {
     let (networks, endpoints) = model();
     let mut state = MapState::default();
     compile_policies(&mut state, &networks, &endpoints, &[], policies, |_| true);
@@ -112,7 +119,6 @@ pub fn fixture(policies: &[Policy]) -> Fixture {
                 .expect("policy map write");
         }
     }
-    f
 }
 
 /// Puts `sender` at ifindex 1 (where test runs come in), the other

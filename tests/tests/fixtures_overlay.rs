@@ -393,3 +393,107 @@ fn decapsulation_is_judged_by_the_receivers_ingress_policy() {
     let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
     assert_eq!(run.verdict, XDP_REDIRECT, "allowed by the rule");
 }
+
+#[test]
+fn at_the_decap_an_opening_syn_is_judged_again_and_a_fin_is_seen() {
+    use netd::dataplane::conntrack::{monotonic_ns, ConntrackConfig};
+    use netd_common::policy::{
+        rule_id, IpcacheKey, PolicyKey, PolicyMatch, PolicyVerdict, ACTION_ALLOW, ENFORCE_INGRESS,
+        INGRESS, PROTO_BITS,
+    };
+    const A_IDENTITY: u32 = 300;
+    let mut f = decap_fixture();
+    // B lets A in on any TCP port.
+    let rule = MapOp::put(
+        tables::POLICY,
+        PolicyKey {
+            prefixlen: PROTO_BITS,
+            data: PolicyMatch {
+                endpoint: B_IP,
+                direction: INGRESS,
+                identity: A_IDENTITY.to_be_bytes(),
+                proto: 6,
+                port: [0; 2],
+            },
+        },
+        PolicyVerdict {
+            rule: rule_id(1, 0),
+            action: ACTION_ALLOW,
+            _pad: [0; 3],
+        },
+    );
+    for op in [
+        MapOp::put(tables::POLICY_EPS, B_IP, ENFORCE_INGRESS),
+        MapOp::put(
+            tables::IPCACHE,
+            IpcacheKey {
+                prefixlen: 32,
+                ip: A_IP,
+            },
+            A_IDENTITY,
+        ),
+        rule.clone(),
+    ] {
+        f.maps.apply(&op).expect("map");
+    }
+    let segment = |sport: u16, syn: bool, fin: bool| {
+        let b = etherparse::PacketBuilder::ethernet2(A_MAC, B_MAC)
+            .ipv4(A_IP, B_IP, 64)
+            .tcp(sport, 80, 1, 1024);
+        let b = match (syn, fin) {
+            (true, _) => b.syn(),
+            (false, true) => b.ack(1).fin(),
+            (false, false) => b.ack(1),
+        };
+        let mut inner = Vec::new();
+        b.write(&mut inner, &[]).expect("segment");
+        vxlan(PEER_UNDERLAY, HERE_UNDERLAY, VNI, 0x08, &inner)
+    };
+    let expect = |f: &mut Fixture, packet: Vec<u8>, verdict: i64, what: &str| {
+        let run = f.run_xdp(XDP_UPLINK, &packet).expect("run");
+        assert_eq!(run.verdict, verdict, "{what}");
+    };
+    expect(
+        &mut f,
+        segment(41000, true, false),
+        XDP_REDIRECT,
+        "SYN :41000 allowed",
+    );
+    expect(
+        &mut f,
+        segment(41001, true, false),
+        XDP_REDIRECT,
+        "SYN :41001 allowed",
+    );
+    expect(
+        &mut f,
+        segment(41000, false, true),
+        XDP_REDIRECT,
+        "FIN :41000 tracked",
+    );
+    let MapOp::Put { table, key, .. } = rule else {
+        unreachable!("a put")
+    };
+    f.maps
+        .apply(&MapOp::Delete { table, key })
+        .expect("rule removed");
+    expect(
+        &mut f,
+        segment(41001, false, false),
+        XDP_REDIRECT,
+        "ACK :41001 tracked",
+    );
+    expect(
+        &mut f,
+        segment(41001, true, false),
+        XDP_DROP,
+        "a SYN on a tracked tuple is judged again",
+    );
+    // Past the closing timeout and short of the opening one: the flow
+    // that saw a FIN is gone, the one that saw none stays.
+    let timeouts = ConntrackConfig::default();
+    assert!(timeouts.tcp_closing + 1 < timeouts.tcp_opening);
+    let later = monotonic_ns() + (timeouts.tcp_closing + 1) * 1_000_000_000;
+    let mut state = f.datapath.take_policy_state().expect("policy maps");
+    assert_eq!(state.sweep(&timeouts, later), (1, 1), "(expired, live)");
+}

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use etherparse::PacketBuilder;
+use netd::dataplane::conntrack::{monotonic_ns, ConntrackConfig};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     policy::{rule_id, RuleHits},
@@ -17,7 +18,9 @@ use netd_common::{
 };
 use netd_tests::{
     fixture::{assert_counted, Fixture, Slot},
-    policy_fixture::{fixture, mac, model, place, policy, tcp, API_IP, HOST_MAC, WEB_IP},
+    policy_fixture::{
+        fixture, mac, model, place, policy, tcp, write_policies, API_IP, HOST_MAC, WEB_IP,
+    },
 };
 
 const TC_ACT_OK: i64 = 0;
@@ -279,4 +282,63 @@ fn an_endpoint_no_policy_selects_stays_open() {
         TC_ACT_REDIRECT,
         "api→web",
     );
+}
+
+/// A segment of an established connection: ACK, with FIN when `fin`.
+fn segment(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, fin: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(mac(src), HOST_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 2, 1024)
+        .ack(1);
+    let b = if fin { b.fin() } else { b };
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).expect("packet");
+    out
+}
+
+#[test]
+fn an_opening_syn_is_always_judged_and_a_fin_puts_its_flow_on_the_closing_timeout() {
+    let (networks, _) = model();
+    let rule = |action: &str| {
+        let text = format!("{action} from tier=web tcp/8080");
+        policy(&networks, 1, "api", Some(&[text.as_str()]), None)
+    };
+    let mut f = fixture(&[rule("allow")]);
+    for port in [40200, 40201] {
+        let syn = tcp(WEB_IP, API_IP, port, 8080, false);
+        send(&mut f, &syn, TC_ACT_REDIRECT, "web→api:8080 allowed");
+    }
+    place(&mut f, API_IP);
+    for port in [40200, 40201] {
+        let reply = tcp(API_IP, WEB_IP, 8080, port, true);
+        send(&mut f, &reply, TC_ACT_REDIRECT, "api's SYN-ACK");
+    }
+    let fin = segment(API_IP, WEB_IP, 8080, 40200, true);
+    send(&mut f, &fin, TC_ACT_REDIRECT, "api closes :40200");
+    place(&mut f, WEB_IP);
+
+    // The rule turns into a deny, as `policy rm` and a new policy would.
+    write_policies(&mut f, &[rule("deny")]);
+    let ack = segment(WEB_IP, API_IP, 40201, 8080, false);
+    send(
+        &mut f,
+        &ack,
+        TC_ACT_REDIRECT,
+        "an established connection outlives its rule",
+    );
+    for (port, what) in [
+        (40200, "a new connection on a closed one's tuple"),
+        (40201, "a SYN on a live one's tuple"),
+    ] {
+        let syn = tcp(WEB_IP, API_IP, port, 8080, false);
+        send(&mut f, &syn, TC_ACT_SHOT, what);
+    }
+
+    // The sweeper: past the closing timeout, the closed flow is gone and
+    // the established one stays.
+    let timeouts = ConntrackConfig::default();
+    let later = monotonic_ns() + (timeouts.tcp_closing + 1) * 1_000_000_000;
+    assert!(timeouts.tcp_closing + 1 < timeouts.tcp_established);
+    let mut state = f.datapath.take_policy_state().expect("policy maps");
+    assert_eq!(state.sweep(&timeouts, later), (1, 1), "(expired, live)");
 }
