@@ -1,4 +1,6 @@
-//! The CLI's side of the control API: HTTP/JSON over the unix socket.
+//! HTTP/JSON over a unix socket: the CLI's side of netd's control API, and
+//! netd's side of the Docker Engine API (for what the plugin protocol does
+//! not carry: a container's name and labels).
 
 use std::path::{Path, PathBuf};
 
@@ -10,31 +12,47 @@ use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach netd at {path} (is `netd run` running? is this root?)")]
+    #[error("cannot reach {peer} at {path} ({hint})")]
     Connect {
+        peer: &'static str,
+        hint: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("talking to netd")]
+    #[error("talking to the server")]
     Http(#[from] hyper::Error),
-    #[error("bad request to netd")]
+    #[error("bad request")]
     Request(#[from] hyper::http::Error),
-    /// netd refused; the message is netd's.
+    /// The server refused; the message is its own.
     #[error("{0}")]
     Refused(String),
-    #[error("netd answered {status} with an unreadable body: {body}")]
+    #[error("the server answered {status} with an unreadable body: {body}")]
     Unreadable { status: StatusCode, body: String },
 }
 
 pub struct Client {
     socket: PathBuf,
+    peer: &'static str,
+    hint: &'static str,
 }
 
 impl Client {
+    /// netd's control API.
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_path_buf(),
+            peer: "netd",
+            hint: "is `netd run` running? is this root?",
+        }
+    }
+
+    /// dockerd's Engine API.
+    pub fn docker(socket: &Path) -> Self {
+        Self {
+            socket: socket.to_path_buf(),
+            peer: "the Docker API",
+            hint: "is dockerd running? `netd run --docker-api-socket PATH` names its socket",
         }
     }
 
@@ -48,6 +66,8 @@ impl Client {
             UnixStream::connect(&self.socket)
                 .await
                 .map_err(|source| ClientError::Connect {
+                    peer: self.peer,
+                    hint: self.hint,
                     path: self.socket.clone(),
                     source,
                 })?;
@@ -57,7 +77,7 @@ impl Client {
         let request = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "netd")
+            .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let response = sender.send_request(request).await?;
@@ -70,7 +90,12 @@ impl Client {
         }
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .and_then(|v| {
+                // netd's errors are `error`, dockerd's `message`.
+                ["error", "message"]
+                    .iter()
+                    .find_map(|k| v.get(k).and_then(|e| e.as_str()).map(str::to_string))
+            })
             .unwrap_or(text);
         Err(ClientError::Refused(message))
     }

@@ -90,6 +90,7 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
+    pub docker_api_socket: Option<PathBuf>,
     pub store: Option<StoreSpec>,
     pub host_name: Option<String>,
     pub underlay_ip: Option<std::net::Ipv4Addr>,
@@ -131,6 +132,9 @@ pub struct RunConfig {
     pub socket: PathBuf,
     /// Where the Docker plugin listens; None when it is turned off.
     pub docker_plugin_socket: Option<PathBuf>,
+    /// dockerd's Engine API socket, where the plugin reads containers'
+    /// names and labels.
+    pub docker_api_socket: PathBuf,
     pub store: StoreSpec,
     /// This host's name in the cluster (endpoints are published with it).
     pub host_name: String,
@@ -155,6 +159,7 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
+    pub docker_api_socket: Option<PathBuf>,
     pub store: Option<StoreSpec>,
     pub host_name: Option<String>,
     pub underlay_ip: Option<std::net::Ipv4Addr>,
@@ -203,6 +208,12 @@ impl RunConfig {
                         .docker_plugin_socket
                         .or(file.docker_plugin_socket)
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET))
+                }),
+            docker_api_socket: flags
+                .docker_api_socket
+                .or(file.docker_api_socket)
+                .unwrap_or_else(|| {
+                    PathBuf::from(crate::plugin::containers::DEFAULT_DOCKER_API_SOCKET)
                 }),
             store: flags.store.or(file.store).unwrap_or_default(),
             host_name: flags

@@ -5,7 +5,7 @@
 //! kernel: the reconciler follows the store.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -1337,6 +1337,36 @@ impl<S: Store> Control<S> {
         endpoint_id: &str,
         sandbox: std::path::PathBuf,
     ) -> Result<Endpoint, ControlError> {
+        self.update_endpoint(endpoint_id, |e| e.sandbox = sandbox)
+            .await
+    }
+
+    /// After Join: the container's name and labels, from the Docker API
+    /// (those a selector can name; the keys of the rest are logged).
+    pub async fn set_container(
+        &self,
+        endpoint_id: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Endpoint, ControlError> {
+        let (labels, left_out) = crate::model::selectable_labels(labels);
+        if !left_out.is_empty() {
+            tracing::info!(endpoint = %endpoint_id, labels = ?left_out, "container labels no selector can name, left out");
+        }
+        self.update_endpoint(endpoint_id, |e| {
+            e.container = Some(name.to_string());
+            e.labels = labels;
+        })
+        .await
+    }
+
+    /// Reads an endpoint, changes it, and writes it back if nobody wrote
+    /// it meanwhile.
+    async fn update_endpoint(
+        &self,
+        endpoint_id: &str,
+        change: impl FnOnce(&mut Endpoint),
+    ) -> Result<Endpoint, ControlError> {
         let key = endpoint_key(endpoint_id);
         let current = self
             .store
@@ -1347,7 +1377,7 @@ impl<S: Store> Control<S> {
                 name: endpoint_id.to_string(),
             })?;
         let mut endpoint: Endpoint = decode(&key, &current.value)?;
-        endpoint.sandbox = sandbox;
+        change(&mut endpoint);
         self.commit(Txn {
             compares: vec![crate::store::Compare::Revision(
                 key.clone(),

@@ -94,6 +94,10 @@ struct RunArgs {
     /// Socket of the Docker plugin [default: /run/docker/plugins/netd.sock].
     #[arg(long, value_name = "PATH")]
     docker_plugin_socket: Option<PathBuf>,
+    /// dockerd's API socket, where the plugin reads containers' names and
+    /// labels [default: /var/run/docker.sock].
+    #[arg(long, value_name = "PATH")]
+    docker_api_socket: Option<PathBuf>,
     /// Where the model lives: `embedded` (one host) or etcd://HOST:PORT[,HOST:PORT...]
     /// [default: embedded].
     #[arg(long, value_name = "URL")]
@@ -434,6 +438,7 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
             socket,
             docker_plugin: args.docker_plugin,
             docker_plugin_socket: args.docker_plugin_socket,
+            docker_api_socket: args.docker_api_socket,
             store: args.store,
             host_name: args.host_name,
             underlay_ip: args.underlay_ip,

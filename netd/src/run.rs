@@ -168,14 +168,18 @@ async fn serve<S: Store>(
         });
     let mut stop_plugin = stop_tx.subscribe();
     let plugin_agent = agent.clone();
+    let docker_api_socket = config.docker_api_socket.clone();
     let plugin_server = async move {
         match plugin_listener {
             Some(listener) => {
-                axum::serve(listener, plugin::router(plugin_agent))
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_plugin.recv().await;
-                    })
-                    .await
+                axum::serve(
+                    listener,
+                    plugin::router(plugin_agent, Some(docker_api_socket)),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop_plugin.recv().await;
+                })
+                .await
             }
             None => Ok(()),
         }

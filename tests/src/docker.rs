@@ -36,7 +36,8 @@ impl Docker {
         docker
     }
 
-    fn socket(&self) -> PathBuf {
+    /// dockerd's API socket.
+    pub fn socket(&self) -> PathBuf {
         self.dir.path().join("docker.sock")
     }
 

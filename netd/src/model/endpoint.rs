@@ -66,6 +66,9 @@ pub struct Endpoint {
     pub host: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Docker: the container's name, from the Docker API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// Who configures the sandbox side of an endpoint.
@@ -134,6 +137,7 @@ impl Endpoint {
             managed_by: Manager::External,
             host: host.to_string(),
             labels: checked_labels(spec)?,
+            container: None,
         })
     }
 
@@ -172,6 +176,7 @@ impl Endpoint {
             managed_by: Manager::Docker,
             host: String::new(),
             labels: BTreeMap::new(),
+            container: None,
         })
     }
 }
@@ -249,6 +254,7 @@ impl Endpoint {
             managed_by: Manager::Netd,
             host: String::new(),
             labels: checked_labels(spec)?,
+            container: None,
         })
     }
 }
@@ -307,6 +313,25 @@ fn chosen_mac(
 }
 
 /// Labels are what selectors match: the same characters on both sides.
+/// Of a container's labels, those a selector can name (`key=value`, no
+/// commas); the keys of the rest, left out, to be told.
+pub fn selectable_labels(
+    labels: BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut kept = BTreeMap::new();
+    let mut left_out = Vec::new();
+    for (k, v) in labels {
+        let one = BTreeMap::from([(k.clone(), v.clone())]);
+        match super::service::parse_selector(&format!("{k}={v}")) {
+            Ok(parsed) if parsed == one => {
+                kept.insert(k, v);
+            }
+            _ => left_out.push(k),
+        }
+    }
+    (kept, left_out)
+}
+
 fn checked_labels(spec: &EndpointSpec) -> Result<BTreeMap<String, String>, ModelError> {
     let text: Vec<String> = spec
         .labels

@@ -9,7 +9,9 @@ mod network;
 mod policy;
 mod service;
 
-pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
+pub use endpoint::{
+    selectable_labels, Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX,
+};
 pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};

@@ -3,11 +3,15 @@
 //! the same model operation as the CLI's, through the store and the one
 //! reconcile path; answers are JSON, errors `{"Err": "..."}`.
 
+pub mod containers;
 mod ipam;
 mod network;
 mod port_map;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use axum::{
     body::Bytes,
@@ -63,15 +67,23 @@ fn reply(status: StatusCode, value: Value) -> Response {
         .into_response()
 }
 
+/// What the plugin's calls work with.
+pub struct Plugin<S> {
+    pub agent: Arc<Agent<S>>,
+    /// The Docker API, for containers' names and labels; None: not asked.
+    pub containers: Option<Arc<containers::Containers>>,
+}
+
 async fn dispatch<S: Store>(
-    State(agent): State<Arc<Agent<S>>>,
+    State(plugin): State<Arc<Plugin<S>>>,
     UrlPath(method): UrlPath<String>,
     body: Bytes,
 ) -> Response {
+    let agent = &plugin.agent;
     let answer = match method.as_str() {
         "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
         m if m.starts_with("NetworkDriver.") => {
-            match network::call(&agent, &m["NetworkDriver.".len()..], &body).await {
+            match network::call(&plugin, &m["NetworkDriver.".len()..], &body).await {
                 Some(answer) => answer,
                 None => {
                     return reply(
@@ -82,7 +94,7 @@ async fn dispatch<S: Store>(
             }
         }
         m if m.starts_with("IpamDriver.") => {
-            match ipam::call(&agent, &m["IpamDriver.".len()..], &body).await {
+            match ipam::call(agent, &m["IpamDriver.".len()..], &body).await {
                 Some(answer) => answer,
                 None => {
                     return reply(
@@ -111,10 +123,13 @@ async fn dispatch<S: Store>(
     }
 }
 
-pub fn router<S: Store>(agent: Arc<Agent<S>>) -> Router {
+/// `docker_api`: dockerd's socket, where containers' names and labels
+/// are read after Join; None leaves Docker's endpoints without them.
+pub fn router<S: Store>(agent: Arc<Agent<S>>, docker_api: Option<PathBuf>) -> Router {
+    let containers = docker_api.map(|socket| Arc::new(containers::Containers::new(socket)));
     Router::new()
         .route("/{method}", post(dispatch::<S>))
-        .with_state(agent)
+        .with_state(Arc::new(Plugin { agent, containers }))
 }
 
 /// What a user changes when the plugin socket is taken.

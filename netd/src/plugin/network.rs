@@ -5,9 +5,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse, port_map, Answer, PluginError};
+use super::{parse, port_map, Answer, Plugin, PluginError};
 use crate::{
-    agent::Agent,
     model::{Mac, NetworkSpec},
     store::Store,
 };
@@ -139,7 +138,8 @@ fn default_deny(options: &BTreeMap<String, String>) -> Result<bool, PluginError>
     }
 }
 
-pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Option<Answer> {
+pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Option<Answer> {
+    let agent = &plugin.agent;
     let control = agent.control();
     let answer = async {
         match method {
@@ -263,6 +263,13 @@ pub async fn call<S: Store>(agent: &Agent<S>, method: &str, body: &[u8]) -> Opti
                     return Err(PluginError(format!("Join: {reason}")));
                 }
                 let network = control.network(&req.network_id).await?;
+                if let Some(containers) = &plugin.containers {
+                    containers.label_after_join(
+                        agent.clone(),
+                        req.network_id.clone(),
+                        req.endpoint_id.clone(),
+                    );
+                }
                 Ok(json!({
                     "InterfaceName": { "SrcName": endpoint.peer_ifname(), "DstPrefix": "eth" },
                     "Gateway": network.gateway.to_string(),
