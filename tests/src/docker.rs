@@ -150,6 +150,34 @@ impl Docker {
         self.ok(&["import", tar.to_str().expect("path"), IMAGE]);
     }
 
+    /// `docker network create -d netd --ipam-driver netd --subnet SUBNET
+    /// EXTRA.. NAME`, succeeding or not.
+    pub fn create_netd_network(&self, name: &str, subnet: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "--subnet",
+            subnet,
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        self.run(&args)
+    }
+
+    /// [`Docker::create_netd_network`] that must succeed.
+    pub fn netd_network(&self, name: &str, subnet: &str, extra: &[&str]) {
+        let out = self.create_netd_network(name, subnet, extra);
+        assert!(
+            out.status.success(),
+            "docker network create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The container's address on `network`.
     pub fn ip(&self, container: &str, network: &str) -> String {
         self.ok(&[

@@ -236,34 +236,19 @@ fn docker_networks_through_netd() {
     let mut docker = Docker::start();
     docker.import_busybox();
 
-    docker.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.71.0.0/24",
-        "n1",
-    ]);
-    docker.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.72.0.0/24",
-        "--ip-range",
-        "10.72.0.128/25",
-        "--aux-address",
-        "router=10.72.0.129",
-        "-o",
-        "team=blue",
+    docker.netd_network("n1", "10.71.0.0/24", &[]);
+    docker.netd_network(
         "n2",
-    ]);
+        "10.72.0.0/24",
+        &[
+            "--ip-range",
+            "10.72.0.128/25",
+            "--aux-address",
+            "router=10.72.0.129",
+            "-o",
+            "team=blue",
+        ],
+    );
     // Docker's networks are netd's networks, with the options honoured.
     let nets: serde_json::Value =
         serde_json::from_str(&netd.ok(&["network", "ls", "--json"])).expect("json");
@@ -277,19 +262,7 @@ fn docker_networks_through_netd() {
     assert_eq!(n2["ip-range"], "10.72.0.128/25");
     assert_eq!(n2["aux-addresses"]["router"], "10.72.0.129");
     assert_eq!(n2["labels"]["team"], "blue");
-    let mtu = docker.run(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.73.0.0/24",
-        "-o",
-        "mtu=1400",
-        "n3",
-    ]);
+    let mtu = docker.create_netd_network("n3", "10.73.0.0/24", &["-o", "mtu=1400"]);
     assert!(
         !mtu.status.success(),
         "an unsupported driver option was accepted"
@@ -297,17 +270,7 @@ fn docker_networks_through_netd() {
     assert!(String::from_utf8_lossy(&mtu.stderr)
         .contains("option mtu is not supported by the netd driver"));
     // A bad subnet never reaches netd's model.
-    let bad = docker.run(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.71.0.0/16",
-        "n4",
-    ]);
+    let bad = docker.create_netd_network("n4", "10.71.0.0/16", &[]);
     assert!(!bad.status.success(), "an overlapping subnet was accepted");
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("overlaps"),

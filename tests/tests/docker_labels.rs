@@ -58,17 +58,7 @@ fn container_labels_from_docker_select_services_and_leave_with_the_container() {
         &[PLUGIN_FLAG, API_FLAG, socket.to_str().expect("path")],
     );
     netd.wait_ready(&host);
-    docker.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.76.0.0/24",
-        "n1",
-    ]);
+    docker.netd_network("n1", "10.76.0.0/24", &[]);
     let nets: Value = serde_json::from_str(&netd.ok(&["network", "ls", "--json"])).expect("json");
     let network = nets
         .as_array()
