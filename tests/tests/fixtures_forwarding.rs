@@ -281,3 +281,29 @@ fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
         max as usize
     );
 }
+
+/// The reconciler deletes what its state says is there; an entry already
+/// gone (evicted, removed by hand, never written after a failure) must not
+/// turn that into a write failure, whatever the map type reports.
+#[test]
+fn deleting_an_entry_that_is_not_there_is_done_in_every_control_map() {
+    let mut f = Fixture::load();
+    for t in tables::control_tables() {
+        let mut key = vec![0xab; t.key_size as usize];
+        match t.kind {
+            // A whole-length prefix: a valid key no one wrote.
+            tables::MapKind::LpmTrie => {
+                key[..4].copy_from_slice(&((t.key_size - 4) * 8).to_ne_bytes())
+            }
+            // Slot 0 of an array is always there; deleting zeroes it.
+            tables::MapKind::Array | tables::MapKind::PerCpuArray => key.fill(0),
+            _ => {}
+        }
+        f.maps
+            .apply(&MapOp::Delete {
+                table: t.name.into(),
+                key,
+            })
+            .unwrap_or_else(|e| panic!("{}: {}", t.name, netd::logging::chain(&e)));
+    }
+}

@@ -250,14 +250,21 @@ where
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), MapError> {
-        match self.map.remove(&pod::<K>(key)?) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other,
-        }
+        already_gone(self.map.remove(&pod::<K>(key)?))
     }
 
     fn max_entries(&self) -> u32 {
         self.max_entries
+    }
+}
+
+/// A delete of an entry that is not there is done: aya reports it as
+/// `KeyNotFound` or as the syscall's ENOENT, depending on the map type.
+fn already_gone(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
     }
 }
 
@@ -301,13 +308,7 @@ impl<D: Plain, V: Plain> KernelTable for LpmTable<D, V> {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), MapError> {
-        match self.map.remove(&lpm_key::<D>(key)?) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            other => other,
-        }
+        already_gone(self.map.remove(&lpm_key::<D>(key)?))
     }
 
     fn max_entries(&self) -> u32 {
