@@ -17,13 +17,13 @@ use aya_ebpf::{
 };
 use netd_common::{
     nat::Nat,
-    parse::{ETH_HLEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{ETH_HLEN, TCP_ACK, TCP_SYN},
     policy::{
         lookup_key, stronger, PolicyCtEntry, PolicyVerdict, RuleHits, ACTION_DENY, EGRESS,
         ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, PROTO_ICMP,
         RULE_DEFAULT_DENY,
     },
-    service::{CtTuple, CT_SEEN_FIN, CT_SEEN_REPLY, CT_SEEN_RST, PROTO_TCP},
+    service::{CtTuple, CT_SEEN_REPLY, PROTO_TCP},
 };
 
 use crate::{
@@ -125,7 +125,7 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
     // without a FIN) and is still tracked.
     let opening = t.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if !opening {
-        let closing = closing_flags(flow.tcp_flags);
+        let closing = service::closing_flags(flow.tcp_flags);
         if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&t) {
             // SAFETY: this flow's entry; a racing write only costs a time
             // or a flag the next packet sets again.
@@ -165,20 +165,6 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
     // A failed insert (LRU: allocation only) judges the next packet again.
     let _ = NETD_POLICY_CT.insert(&t, &entry, 0);
     ADMITTED
-}
-
-/// What a segment's flags tell the sweeper: a FIN or RST puts its flow on
-/// conntrack's short closing timeout.
-#[inline(always)]
-fn closing_flags(tcp_flags: u8) -> u16 {
-    let mut f = 0;
-    if tcp_flags & TCP_FIN != 0 {
-        f |= CT_SEEN_FIN;
-    }
-    if tcp_flags & TCP_RST != 0 {
-        f |= CT_SEEN_RST;
-    }
-    f
 }
 
 /// The flags of a TCP segment in a TC program's packet, its L4 header at

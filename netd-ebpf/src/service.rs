@@ -414,8 +414,10 @@ fn is_reopening(tcp_flags: u8, ct_flags: u16) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && ct_flags & (CT_SEEN_FIN | CT_SEEN_RST) != 0
 }
 
+/// What a segment's flags tell the sweeper: a FIN or RST puts its flow on
+/// conntrack's short closing timeout (the service's and policy's alike).
 #[inline(always)]
-fn closing_flags(tcp_flags: u8) -> u16 {
+pub fn closing_flags(tcp_flags: u8) -> u16 {
     let mut f = 0;
     if tcp_flags & TCP_FIN != 0 {
         f |= CT_SEEN_FIN;
