@@ -172,16 +172,3 @@ pub fn cluster(n: usize, extra: impl Fn(usize) -> Vec<String>) -> (NetNs, Etcd, 
     }
     (underlay, etcd, hosts)
 }
-
-/// Entries of `map` on `h`, from `netd status`.
-pub fn map_entries(h: &Host, map: &str) -> u64 {
-    let status: serde_json::Value =
-        serde_json::from_str(&h.netd.ok(&["status", "--json"])).expect("json");
-    status["maps"]
-        .as_array()
-        .expect("maps")
-        .iter()
-        .find(|m| m["name"] == map)
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("{map} in status"))
-}

@@ -127,3 +127,52 @@ pub fn create_policy(netd: &Netd, name: &str, select: &str, ingress: &[&str], eg
     }
     netd.ok(&args);
 }
+
+/// The three tiers' policies: web may reach api on 8080 and api db on
+/// 5432, and nothing else moves between them. `api_ingress` adds rules to
+/// api's ingress.
+pub fn three_tier_policies(netd: &Netd, api_ingress: &[&str]) {
+    create_policy(
+        netd,
+        "web",
+        "tier=web",
+        &[],
+        &["allow to tier=api tcp/8080"],
+    );
+    let mut ingress = vec!["allow from tier=web tcp/8080"];
+    ingress.extend_from_slice(api_ingress);
+    create_policy(
+        netd,
+        "api",
+        "tier=api",
+        &ingress,
+        &["allow to tier=db tcp/5432"],
+    );
+    create_policy(
+        netd,
+        "db",
+        "tier=db",
+        &["allow from tier=api tcp/5432"],
+        &[],
+    );
+}
+
+/// Under [`three_tier_policies`]: web→api:8080 and api→db:5432 open (their
+/// replies pass), and the other pairs and ports, both ways, are refused.
+/// How many refusals were tried.
+pub fn only_the_allowed_tiers_talk(web: &Tier, api: &Tier, db: &Tier) -> usize {
+    assert!(opens(&web.ns, &api.ip, API_PORT), "web→api:8080");
+    assert!(opens(&api.ns, &db.ip, DB_PORT), "api→db:5432");
+    let refused = [
+        ("web→db", web, db, DB_PORT),
+        ("web→api:9999", web, api, OTHER_PORT),
+        ("api→web", api, web, API_PORT),
+        ("db→api", db, api, API_PORT),
+        ("db→web", db, web, API_PORT),
+        ("api→db:8080", api, db, API_PORT),
+    ];
+    for (what, from, to, port) in &refused {
+        assert!(!opens(&from.ns, &to.ip, *port), "{what} must be refused");
+    }
+    refused.len()
+}

@@ -145,6 +145,19 @@ impl Netd {
             .to_string()
     }
 
+    /// Entries of `map` as this netd reports them (`netd status --json`).
+    pub fn map_entries(&self, map: &str) -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ok(&["status", "--json"])).expect("status json");
+        status["maps"]
+            .as_array()
+            .expect("maps")
+            .iter()
+            .find(|m| m["name"] == map)
+            .and_then(|m| m["entries"].as_u64())
+            .unwrap_or_else(|| panic!("{map} in status"))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }

@@ -324,15 +324,50 @@ fn vxlan_not_for_this_host_or_port_is_the_hosts_business() {
     }
 }
 
+/// A's identity in the ipcache, and B's ingress rule letting A in on any
+/// port of `proto` (rule 0 of policy 1).
+fn a_allowed_into_b(proto: u8) -> [MapOp; 2] {
+    use netd_common::policy::{
+        rule_id, IpcacheKey, PolicyKey, PolicyMatch, PolicyVerdict, ACTION_ALLOW, INGRESS,
+        PROTO_BITS,
+    };
+    const A_IDENTITY: u32 = 300;
+    [
+        MapOp::put(
+            tables::IPCACHE,
+            IpcacheKey {
+                prefixlen: 32,
+                ip: A_IP,
+            },
+            A_IDENTITY,
+        ),
+        MapOp::put(
+            tables::POLICY,
+            PolicyKey {
+                prefixlen: PROTO_BITS,
+                data: PolicyMatch {
+                    endpoint: B_IP,
+                    direction: INGRESS,
+                    identity: A_IDENTITY.to_be_bytes(),
+                    proto,
+                    port: [0; 2],
+                },
+            },
+            PolicyVerdict {
+                rule: rule_id(1, 0),
+                action: ACTION_ALLOW,
+                _pad: [0; 3],
+            },
+        ),
+    ]
+}
+
 /// Ingress policy on the decap path: the receiver's rules decide, by the
 /// remote sender's identity (found from its address), in the delivery
 /// program the decap program tail-calls.
 #[test]
 fn decapsulation_is_judged_by_the_receivers_ingress_policy() {
-    use netd_common::policy::{
-        rule_id, IpcacheKey, PolicyKey, PolicyMatch, PolicyVerdict, ACTION_ALLOW, ENFORCE_INGRESS,
-        INGRESS, PROTO_BITS,
-    };
+    use netd_common::policy::ENFORCE_INGRESS;
     let mut f = decap_fixture();
     f.maps
         .apply(&MapOp::put(tables::POLICY_EPS, B_IP, ENFORCE_INGRESS))
@@ -358,35 +393,7 @@ fn decapsulation_is_judged_by_the_receivers_ingress_policy() {
         "denied",
     );
     // A's identity, and B letting it in on any UDP port.
-    const A_IDENTITY: u32 = 300;
-    let allow = [
-        MapOp::put(
-            tables::IPCACHE,
-            IpcacheKey {
-                prefixlen: 32,
-                ip: A_IP,
-            },
-            A_IDENTITY,
-        ),
-        MapOp::put(
-            tables::POLICY,
-            PolicyKey {
-                prefixlen: PROTO_BITS,
-                data: PolicyMatch {
-                    endpoint: B_IP,
-                    direction: INGRESS,
-                    identity: A_IDENTITY.to_be_bytes(),
-                    proto: 17,
-                    port: [0; 2],
-                },
-            },
-            PolicyVerdict {
-                rule: rule_id(1, 0),
-                action: ACTION_ALLOW,
-                _pad: [0; 3],
-            },
-        ),
-    ];
+    let allow = a_allowed_into_b(17);
     for op in &allow {
         f.maps.apply(op).expect("map");
     }
@@ -397,41 +404,13 @@ fn decapsulation_is_judged_by_the_receivers_ingress_policy() {
 #[test]
 fn at_the_decap_an_opening_syn_is_judged_again_and_a_fin_is_seen() {
     use netd::dataplane::conntrack::{monotonic_ns, ConntrackConfig};
-    use netd_common::policy::{
-        rule_id, IpcacheKey, PolicyKey, PolicyMatch, PolicyVerdict, ACTION_ALLOW, ENFORCE_INGRESS,
-        INGRESS, PROTO_BITS,
-    };
-    const A_IDENTITY: u32 = 300;
+    use netd_common::policy::ENFORCE_INGRESS;
     let mut f = decap_fixture();
     // B lets A in on any TCP port.
-    let rule = MapOp::put(
-        tables::POLICY,
-        PolicyKey {
-            prefixlen: PROTO_BITS,
-            data: PolicyMatch {
-                endpoint: B_IP,
-                direction: INGRESS,
-                identity: A_IDENTITY.to_be_bytes(),
-                proto: 6,
-                port: [0; 2],
-            },
-        },
-        PolicyVerdict {
-            rule: rule_id(1, 0),
-            action: ACTION_ALLOW,
-            _pad: [0; 3],
-        },
-    );
+    let [identity, rule] = a_allowed_into_b(6);
     for op in [
         MapOp::put(tables::POLICY_EPS, B_IP, ENFORCE_INGRESS),
-        MapOp::put(
-            tables::IPCACHE,
-            IpcacheKey {
-                prefixlen: 32,
-                ip: A_IP,
-            },
-            A_IDENTITY,
-        ),
+        identity,
         rule.clone(),
     ] {
         f.maps.apply(&op).expect("map");

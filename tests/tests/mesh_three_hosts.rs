@@ -15,10 +15,7 @@ use std::{
 };
 
 use netd_tests::{
-    cluster::{
-        cluster, eventually, map_entries, outside_client, underlay_takes_xdp_tx, Host,
-        UNDERLAY_PREFIX,
-    },
+    cluster::{cluster, eventually, outside_client, underlay_takes_xdp_tx, Host, UNDERLAY_PREFIX},
     etcd::Etcd,
     netns::NetNs,
     services::{backend_of, connect_at, connect_from_port, serve, shares, udp_ask, Talker},
@@ -457,14 +454,14 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
     // through hosts 0 and 1 all go to web1.
     let before: Vec<u64> = hosts[..2]
         .iter()
-        .map(|h| map_entries(h, "NETD_BACKENDS"))
+        .map(|h| h.netd.map_entries("NETD_BACKENDS"))
         .collect();
     hosts[2].netd.kill();
     hosts[2].ns.ip(&["link", "set", "uplink0", "down"]);
     for (h, before) in hosts[..2].iter().zip(before) {
         // web2 leaves web's table and near's VIP table.
         eventually("web2 out of the backends", || {
-            map_entries(h, "NETD_BACKENDS") == before - 2
+            h.netd.map_entries("NETD_BACKENDS") == before - 2
         });
     }
     for i in [0, 1] {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use netd_tests::{
-    cluster::{cluster, eventually, map_entries, Host},
+    cluster::{cluster, eventually, Host},
     netns::NetNs,
     process::metric,
     traffic::{ping, tcp, PingUnderway},
@@ -50,7 +50,7 @@ fn isolation_drops(h: &Host) -> u64 {
 
 /// Entries of NETD_ENDPOINTS on `h`, from `netd status`.
 fn endpoint_entries(h: &Host) -> u64 {
-    map_entries(h, "NETD_ENDPOINTS")
+    h.netd.map_entries("NETD_ENDPOINTS")
 }
 
 #[test]
@@ -219,11 +219,11 @@ fn two_overlay_networks_over_three_hosts() {
     assert!(!ok && err.contains("still has endpoints: a2, b2"), "{err}");
     hosts[0].netd.ok(&["endpoint", "rm", "a2"]);
     hosts[0].netd.ok(&["endpoint", "rm", "b2"]);
-    assert_eq!(map_entries(&hosts[1], "NETD_HOSTS"), 2);
+    assert_eq!(hosts[1].netd.map_entries("NETD_HOSTS"), 2);
     hosts[0].netd.ok(&["host", "leave", "host-2"]);
     let t = Instant::now();
     eventually("host-2 leaving host-1's NETD_HOSTS", || {
-        map_entries(&hosts[1], "NETD_HOSTS") == 1
+        hosts[1].netd.map_entries("NETD_HOSTS") == 1
     });
     assert!(
         t.elapsed() < Duration::from_secs(GRACE_SECS),

@@ -61,17 +61,6 @@ fn big_policy() -> Value {
     json!({"selector": "tier=api", "ingress": ingress, "egress": egress})
 }
 
-fn map_entries(netd: &Netd, map: &str) -> u64 {
-    let status: Value = serde_json::from_str(&netd.ok(&["status", "--json"])).expect("json");
-    status["maps"]
-        .as_array()
-        .expect("maps")
-        .iter()
-        .find(|m| m["name"] == map)
-        .and_then(|m| m["entries"].as_u64())
-        .unwrap_or_else(|| panic!("{map} in status"))
-}
-
 #[test]
 fn ten_thousand_rules_and_a_thousand_cidrs_load_and_a_sample_is_enforced() {
     let host = NetNs::new("ndH");
@@ -127,8 +116,8 @@ fn ten_thousand_rules_and_a_thousand_cidrs_load_and_a_sample_is_enforced() {
         "{}",
         &inspect.to_string()[..200]
     );
-    let policy_entries = map_entries(&netd, "NETD_POLICY");
-    let ipcache = map_entries(&netd, "NETD_IPCACHE");
+    let policy_entries = netd.map_entries("NETD_POLICY");
+    let ipcache = netd.map_entries("NETD_IPCACHE");
     println!("NETD_POLICY {policy_entries} entries, NETD_IPCACHE {ipcache}");
     assert!(policy_entries >= 10_000, "NETD_POLICY: {policy_entries}");
     assert!(ipcache >= 1_001 + 2, "NETD_IPCACHE: {ipcache}");
@@ -175,7 +164,7 @@ fn ten_thousand_rules_and_a_thousand_cidrs_load_and_a_sample_is_enforced() {
 
     netd.ok(&["policy", "rm", "big"]);
     assert_eq!(
-        map_entries(&netd, "NETD_POLICY"),
+        netd.map_entries("NETD_POLICY"),
         0,
         "policy rm leaves nothing"
     );
