@@ -34,7 +34,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use netd_bench::{
     connections::{self, serve_bytes},
-    load_rules,
+    load_rules, median,
 };
 use netd_common::program_names::{TC_BASELINE, TC_ENDPOINT};
 use netd_tests::{
@@ -160,11 +160,6 @@ fn netd_rules(n: usize, client: &str) -> Vec<String> {
     rules
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 const SINGLE_RUNS: usize = 4000;
 const PASSES: usize = 5;
 
@@ -206,8 +201,8 @@ fn program_costs(sizes: &[usize], repeat: u32) -> Vec<ProgramCost> {
         .zip(established.into_iter().zip(first))
         .map(|(&rules, (established, first))| ProgramCost {
             rules,
-            established_ns: median(established),
-            first_packet_ns: median(first),
+            established_ns: median(&established),
+            first_packet_ns: median(&first),
         })
         .collect()
 }
@@ -217,16 +212,13 @@ fn baseline(repeat: u32) -> (f64, f64) {
     let mut f = fixture(&[]);
     f.load_baselines();
     let packet = tcp(WEB_IP, API_IP, 40000, PORT, false);
-    let repeated = median(
-        (0..5)
-            .map(|_| f.time_tc(TC_BASELINE, &packet, repeat))
-            .collect(),
-    );
-    let single = median(
-        (0..SINGLE_RUNS)
-            .map(|_| f.time_tc(TC_BASELINE, &packet, 1))
-            .collect(),
-    );
+    let repeated: Vec<f64> = (0..5)
+        .map(|_| f.time_tc(TC_BASELINE, &packet, repeat))
+        .collect();
+    let single: Vec<f64> = (0..SINGLE_RUNS)
+        .map(|_| f.time_tc(TC_BASELINE, &packet, 1))
+        .collect();
+    let (repeated, single) = (median(&repeated), median(&single));
     (repeated, single)
 }
 
@@ -476,8 +468,8 @@ fn measure_size(args: &Args, systems: &[System], n: usize) -> anyhow::Result<Vec
         .map(|(s, (rates, trips))| Point {
             system: s.system,
             rules: s.rules,
-            connections_per_sec: median(rates),
-            rr_p50_us: median(trips),
+            connections_per_sec: median(&rates),
+            rr_p50_us: median(&trips),
             program_secs: s.program.as_secs_f64(),
         })
         .collect())
