@@ -175,9 +175,12 @@ pub fn tc_tcp_flags(skb: *mut __sk_buff, proto: u8, l4: u16) -> u8 {
     if proto != PROTO_TCP {
         return 0;
     }
-    TcContext::new(skb)
-        .load::<u8>(usize::from(l4) + TCP_FLAGS_AT)
-        .unwrap_or(0)
+    // Direct packet access (the parser has made the headers linear): a
+    // helper call cost a packet of an endpoint without policy 10 ns more.
+    // Two bytes, as in `xdp_tcp_flags`.
+    PacketFrame::tc(&TcContext::new(skb))
+        .load::<2>(usize::from(l4) + TCP_FLAGS_AT - 1)
+        .map_or(0, |[_, flags]| flags)
 }
 
 /// The flags of a TCP segment in a ready-to-deliver XDP frame (Ethernet,
