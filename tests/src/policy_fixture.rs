@@ -148,3 +148,15 @@ pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn_ack: bool) ->
     b.write(&mut out, &[]).expect("packet");
     out
 }
+
+/// A segment of an established connection: ACK, with FIN when `fin`.
+pub fn segment(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, fin: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(mac(src), HOST_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 2, 1024)
+        .ack(1);
+    let b = if fin { b.fin() } else { b };
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).expect("packet");
+    out
+}

@@ -19,7 +19,7 @@ use netd_common::{
 use netd_tests::{
     fixture::{assert_counted, Fixture, Slot},
     policy_fixture::{
-        fixture, mac, model, place, policy, tcp, write_policies, API_IP, HOST_MAC, WEB_IP,
+        fixture, mac, model, place, policy, segment, tcp, write_policies, API_IP, HOST_MAC, WEB_IP,
     },
 };
 
@@ -282,18 +282,6 @@ fn an_endpoint_no_policy_selects_stays_open() {
         TC_ACT_REDIRECT,
         "api→web",
     );
-}
-
-/// A segment of an established connection: ACK, with FIN when `fin`.
-fn segment(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, fin: bool) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(mac(src), HOST_MAC)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 2, 1024)
-        .ack(1);
-    let b = if fin { b.fin() } else { b };
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).expect("packet");
-    out
 }
 
 #[test]
