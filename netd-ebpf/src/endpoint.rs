@@ -10,7 +10,6 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use aya_log_ebpf::debug;
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
     icmp,
@@ -66,7 +65,7 @@ pub fn admit_and_carry_out(
         flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
         let verdict = policy::admit(&flow, bytes);
         if verdict != policy::ADMITTED {
-            return denied(&TcContext::new(skb), verdict, bytes);
+            return denied(bytes);
         }
     }
     carry_out(skb, plan, ifindex, bytes)
@@ -89,11 +88,10 @@ pub fn policy_flow(plan: &Plan<EndpointAction>) -> Option<PolicyFlow> {
     Some(PolicyFlow::of(&plan.at, &plan.nat, check))
 }
 
-/// A drop by policy: counted as `policy_denied`; `rule` has its own count.
+/// A drop by policy: counted as `policy_denied` (the rule has its own count).
 #[inline(always)]
-pub fn denied(ctx: &TcContext, rule: u64, bytes: u64) -> i32 {
-    debug!(ctx, "endpoint: policy denied, rule {}", rule);
-    drop(ctx, DropReason::PolicyDenied, bytes)
+pub fn denied(bytes: u64) -> i32 {
+    drop(DropReason::PolicyDenied, bytes)
 }
 
 /// What every endpoint-side program counts a packet by and where it came
@@ -112,7 +110,7 @@ pub fn tail_call(ctx: &TcContext, slot: u32, bytes: u64) -> i32 {
     // SAFETY: the slot holds a program of this type or nothing; on success
     // this call does not return.
     unsafe { NETD_PROGS.tail_call(ctx, slot) };
-    drop(ctx, DropReason::NoServiceProgram, bytes)
+    drop(DropReason::NoServiceProgram, bytes)
 }
 
 /// Applies `plan`'s translations and carries out its outcome (ICMP errors
@@ -135,19 +133,19 @@ pub fn carry_out(
         && action.step == EndpointStep::Deliver
         && frame.read::<6>(ETH_DST) == Some(action.deliver.mac);
     if nat::apply(ctx, 0, &plan.at, &plan.nat).is_err() {
-        return drop(ctx, DropReason::NatFailed, bytes);
+        return drop(DropReason::NatFailed, bytes);
     }
     match outcome.step {
         Step::Pass => {
             metrics::count_verdict(HOOK, Verdict::Pass, bytes);
             TC_ACT_OK
         }
-        Step::Drop => drop(ctx, outcome.reason, bytes),
+        Step::Drop => drop(outcome.reason, bytes),
         Step::Act => match action.step {
             EndpointStep::Deliver => {
                 let Delivery { ifindex, mac, .. } = action.deliver;
                 if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
-                    return drop(ctx, DropReason::Malformed, bytes);
+                    return drop(DropReason::Malformed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // SAFETY: plain helper call; the kernel checks the ifindex.
@@ -156,7 +154,7 @@ pub fn carry_out(
             EndpointStep::Encap => {
                 let e = action.encap;
                 if overlay::write_encap(ctx, &e, plan.at.flow_hash()).is_err() {
-                    return drop(ctx, DropReason::EncapFailed, bytes);
+                    return drop(DropReason::EncapFailed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // The kernel picks the next hop and its MAC for the outer header.
@@ -169,7 +167,7 @@ pub fn carry_out(
                     .store(ETH_DST, &mesh::addresses(out.mac, out.gateway_mac), 0)
                     .is_err()
                 {
-                    return drop(ctx, DropReason::Malformed, bytes);
+                    return drop(DropReason::Malformed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // Out of the uplink, addressed already: no neighbour lookup.
@@ -178,7 +176,7 @@ pub fn carry_out(
             }
             EndpointStep::ArpReply => {
                 if write_arp_reply(ctx, &action.arp).is_err() {
-                    return drop(ctx, DropReason::Malformed, bytes);
+                    return drop(DropReason::Malformed, bytes);
                 }
                 metrics::count_verdict(HOOK, Verdict::Tx, bytes);
                 // Back out of the host veth, to the container that asked.
@@ -187,16 +185,15 @@ pub fn carry_out(
             }
             // Handled by the entry points before this.
             EndpointStep::ToServiceProgram | EndpointStep::ToIcmpErrorProgram => {
-                drop(ctx, DropReason::Malformed, bytes)
+                drop(DropReason::Malformed, bytes)
             }
         },
     }
 }
 
 #[inline(always)]
-pub fn drop(ctx: &TcContext, reason: DropReason, bytes: u64) -> i32 {
+pub fn drop(reason: DropReason, bytes: u64) -> i32 {
     metrics::count_drop(HOOK, reason, bytes);
-    debug!(ctx, "endpoint: drop, reason {}", reason as u32);
     TC_ACT_SHOT
 }
 

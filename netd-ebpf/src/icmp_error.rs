@@ -29,7 +29,7 @@ pub fn netd_tc_icmp_error(ctx: TcContext) -> i32 {
     let mut quote = QuoteNat::default();
     let plan = decide(ctx.skb.skb, ifindex, &mut quote);
     if quote.set && write_quote(ctx.skb.skb, &quote).is_err() {
-        return endpoint::drop(&ctx, DropReason::NatFailed, bytes);
+        return endpoint::drop(DropReason::NatFailed, bytes);
     }
     carry_out(ctx.skb.skb, &plan, ifindex, bytes)
 }

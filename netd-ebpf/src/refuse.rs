@@ -23,10 +23,10 @@ pub fn netd_tc_refuse(ctx: TcContext) -> i32 {
     let (bytes, ifindex) = endpoint::arrival(&ctx);
     let at = match parse_without_ipv6_addresses(&PacketFrame::tc(&ctx)) {
         Ok(h) => Target::of(&h),
-        Err(e) => return endpoint::drop(&ctx, e.drop_reason(), bytes),
+        Err(e) => return endpoint::drop(e.drop_reason(), bytes),
     };
     if write(ctx.skb.skb, &at).is_err() {
-        return endpoint::drop(&ctx, DropReason::NoBackend, bytes);
+        return endpoint::drop(DropReason::NoBackend, bytes);
     }
     metrics::count_drop(endpoint::HOOK, DropReason::NoBackend, bytes);
     // Back out of the host veth, to the container that sent it.

@@ -31,21 +31,21 @@ pub fn netd_tc_service(ctx: TcContext) -> i32 {
     let (bytes, ifindex) = endpoint::arrival(&ctx);
     let mut p = Packet::default();
     if let Err(reason) = classify(ctx.skb.skb, ifindex, bytes, &mut p) {
-        return endpoint::drop(&ctx, reason, bytes);
+        return endpoint::drop(reason, bytes);
     }
     let to = service::new_flow(&p.client);
     let (nat, route_to) = match to.kind {
         ServiceKind::Nat => (to.nat, to.route_to),
         ServiceKind::No => (Nat::NONE, p.client.flow.dst),
         ServiceKind::Refuse => return endpoint::tail_call(&ctx, PROG_REFUSE, bytes),
-        ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(&ctx, to.reason, bytes),
+        ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(to.reason, bytes),
     };
     let plan = plan(&p.me, route_to, &nat, &p.at);
     if let Some(mut flow) = endpoint::policy_flow(&plan) {
         flow.tcp_flags = policy::tc_tcp_flags(ctx.skb.skb, plan.at.proto, plan.at.l4);
         let verdict = policy::admit(&flow, bytes);
         if verdict != policy::ADMITTED {
-            return endpoint::denied(&ctx, verdict, bytes);
+            return endpoint::denied(bytes);
         }
     }
     carry_out(ctx.skb.skb, &plan, ifindex, bytes)

@@ -385,7 +385,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_level);
     let result =
         match cli.command {
-            Command::Run(args) => start(cli.log_level, cli.socket, args),
+            Command::Run(args) => start(cli.socket, args),
             Command::Teardown { pin_path } => run::teardown(&PinLayout::new(pin_path)),
             Command::Network(cmd) => {
                 client_runtime().and_then(|rt| rt.block_on(network(&Client::new(&cli.socket), cmd)))
@@ -422,7 +422,7 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Result<()> {
+fn start(socket: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     let file = match args.config {
         Some(path) => FileConfig::load(&path)?,
         None => FileConfig::default(),
@@ -451,7 +451,7 @@ fn start(log_level: LevelFilter, socket: PathBuf, args: RunArgs) -> anyhow::Resu
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run::run(config, log_level))
+    runtime.block_on(run::run(config))
 }
 
 fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

@@ -12,7 +12,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     sync::broadcast::error::RecvError,
 };
-use tracing::{info, level_filters::LevelFilter, warn};
+use tracing::{info, warn};
 
 use crate::{
     agent::Agent,
@@ -35,7 +35,7 @@ use netd_common::maps::{OverlayConfig, LAYOUT_VERSION, VXLAN_OVERHEAD};
 /// (a deleted veth, a planted map entry).
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
-pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()> {
+pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     system::require_root()?;
     for name in &config.uplinks {
         system::ifindex(name).context("checking --uplink")?;
@@ -54,24 +54,19 @@ pub async fn run(config: RunConfig, log_level: LevelFilter) -> anyhow::Result<()
         StoreSpec::Embedded => {
             let store = EmbeddedStore::open(&config.state_dir)
                 .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
-            serve(store, &config, &layout, log_level).await
+            serve(store, &config, &layout).await
         }
         StoreSpec::Etcd(endpoints) => {
             let store = EtcdStore::connect(endpoints, PREFIX)
                 .await
                 .context("connecting to etcd")?;
             info!(etcd = %endpoints.join(","), "cluster state in etcd");
-            serve(store, &config, &layout, log_level).await
+            serve(store, &config, &layout).await
         }
     }
 }
 
-async fn serve<S: Store>(
-    store: S,
-    config: &RunConfig,
-    layout: &PinLayout,
-    log_level: LevelFilter,
-) -> anyhow::Result<()> {
+async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> anyhow::Result<()> {
     let metrics_listener = metrics::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_addr))?;
@@ -92,14 +87,8 @@ async fn serve<S: Store>(
     let sizes = Sizes {
         conntrack: config.conntrack.max_entries,
     };
-    let mut datapath = load_keeping_state(
-        layout,
-        &cluster_id,
-        logging::bpf_log_level(log_level),
-        &sizes,
-    )?;
+    let mut datapath = load_keeping_state(layout, &cluster_id, &sizes)?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
-    logging::forward_bpf_logs(datapath.ebpf_mut());
     let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
     if attached.is_empty() {
         info!("no uplink configured: serving this host only");
@@ -228,7 +217,6 @@ async fn serve<S: Store>(
 fn load_keeping_state(
     layout: &PinLayout,
     cluster_id: &str,
-    bpf_log_level: u8,
     sizes: &Sizes,
 ) -> anyhow::Result<Datapath> {
     let upgrade = Upgrade::check(layout, cluster_id, sizes)?;
@@ -241,7 +229,7 @@ fn load_keeping_state(
         );
     }
     upgrade.set_aside(layout)?;
-    let datapath = match Datapath::load_sized(layout, bpf_log_level, sizes) {
+    let datapath = match Datapath::load_sized(layout, sizes) {
         Ok(datapath) => datapath,
         Err(e) => {
             upgrade.restore(layout);

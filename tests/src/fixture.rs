@@ -54,7 +54,7 @@ impl Fixture {
     pub fn load() -> Self {
         crate::require_root();
         let pins = TempPins::new();
-        let mut datapath = Datapath::load(&pins.layout, 0).expect("load the datapath");
+        let mut datapath = Datapath::load(&pins.layout).expect("load the datapath");
         let counters = datapath.take_counters().expect("counters map");
         let maps = datapath.take_forwarding_maps().expect("forwarding maps");
         Self {

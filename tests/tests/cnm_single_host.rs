@@ -17,9 +17,13 @@ struct Host {
 }
 
 fn host() -> Host {
+    host_with(&[])
+}
+
+fn host_with(extra: &[&str]) -> Host {
     let ns = NetNs::new("ndH");
     let pins = TempPins::new();
-    let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), &[]);
+    let mut netd = Netd::start(&ns, pins.layout.root(), netd_tests::free_port(), extra);
     netd.wait_ready(&ns);
     Host {
         ns,
@@ -124,6 +128,25 @@ fn two_networks_three_sandboxes_each_talk_within_and_never_across() {
         "n1 and n2 -> both"
     );
     assert!(!ping(&a[1], &both_b, 1), "n1 reached both's n2 address");
+}
+
+/// The log level is the daemon's alone. A per-packet log line in the
+/// programs once took the service program past the verifier's stack
+/// limit, but only at debug, so `netd run --log-level debug` did not start.
+#[test]
+fn at_the_most_verbose_log_level_netd_loads_and_forwards() {
+    let h = host_with(&["--log-level", "trace"]);
+    h.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.13.0.0/24"]);
+    let a = NetNs::new("ndSa");
+    let b = NetNs::new("ndSb");
+    h.endpoint("a", "n1", &a, &[]);
+    let b_ip = h.endpoint("b", "n1", &b, &[]);
+    assert!(ping(&a, &b_ip, 2) && tcp(&a, &b, &b_ip, 64 << 10), "a -> b");
+    assert!(
+        h.netd.log().contains("TRACE"),
+        "netd logged nothing at trace"
+    );
 }
 
 #[test]

@@ -65,18 +65,12 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads every program netd attaches and pins them under `layout`.
-    /// `bpf_log_level` is aya-log's level (0 = off .. 5 = trace) compiled
-    /// into the programs, so disabled log lines cost nothing per packet.
-    pub fn load(layout: &PinLayout, bpf_log_level: u8) -> Result<Self, LoadError> {
-        Self::load_sized(layout, bpf_log_level, &Sizes::default())
+    pub fn load(layout: &PinLayout) -> Result<Self, LoadError> {
+        Self::load_sized(layout, &Sizes::default())
     }
 
     /// The same, with the maps `sizes` names sized so.
-    pub fn load_sized(
-        layout: &PinLayout,
-        bpf_log_level: u8,
-        sizes: &Sizes,
-    ) -> Result<Self, LoadError> {
+    pub fn load_sized(layout: &PinLayout, sizes: &Sizes) -> Result<Self, LoadError> {
         layout.create().map_err(|source| LoadError::PinDir {
             path: layout.root().to_path_buf(),
             source,
@@ -85,7 +79,6 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .default_map_pin_directory(layout.maps())
-            .override_global("AYA_LOG_LEVEL", &bpf_log_level, false)
             .override_global("NETD_NETNS_COOKIE", &netns_cookie, false);
         for decl in super::tables::TABLES {
             let max = sizes.max_entries(decl);
