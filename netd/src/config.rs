@@ -213,7 +213,7 @@ impl RunConfig {
                 .docker_api_socket
                 .or(file.docker_api_socket)
                 .unwrap_or_else(|| {
-                    PathBuf::from(crate::plugin::containers::DEFAULT_DOCKER_API_SOCKET)
+                    PathBuf::from(crate::plugin::docker_api::DEFAULT_DOCKER_API_SOCKET)
                 }),
             store: flags.store.or(file.store).unwrap_or_default(),
             host_name: flags

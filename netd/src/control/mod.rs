@@ -1,5 +1,5 @@
-//! Model operations over the store: every request (CLI, API, later the
-//! Docker plugin) becomes one of these, checked against the model and
+//! Model operations over the store: every request (CLI, API, the Docker
+//! plugin) becomes one of these, checked against the model and
 //! committed in one transaction whose compares keep names, addresses and
 //! map indexes unique even with several writers. Nothing here touches the
 //! kernel: the reconciler follows the store.
@@ -54,6 +54,11 @@ fn network_key(id: &str) -> String {
 }
 fn network_name_key(name: &str) -> String {
     format!("/netd/names/network/{name}")
+}
+/// Held by the network with that subnet: two writers creating networks
+/// of one subnet at once (two Docker hosts, say) cannot both succeed.
+fn subnet_key(subnet: &ipnet::Ipv4Net) -> String {
+    format!("/netd/subnets/{}", subnet.to_string().replace('/', "-"))
 }
 fn vni_key(vni: u32) -> String {
     format!("/netd/vni/{vni}")
@@ -677,6 +682,8 @@ impl<S: Store> Control<S> {
                 .absent(network_key(&network.id))
                 .absent(network_name_key(&network.name))
                 .absent(network_index_key(index))
+                .absent(subnet_key(&network.subnet))
+                .put(subnet_key(&network.subnet), network.id.clone())
                 .put(network_key(&network.id), to_json(&network))
                 .put(network_name_key(&network.name), network.id.clone())
                 .put(network_index_key(index), network.id.clone());
@@ -719,7 +726,8 @@ impl<S: Store> Control<S> {
                 .unchanged(network_key(&network.id), revision)
                 .delete(network_key(&network.id))
                 .delete(network_name_key(&network.name))
-                .delete(network_index_key(network.index));
+                .delete(network_index_key(network.index))
+                .delete(subnet_key(&network.subnet));
             if let Some(vni) = network.vni {
                 txn = txn.delete(vni_key(vni));
             }

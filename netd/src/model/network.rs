@@ -57,6 +57,11 @@ pub struct Network {
     /// See [`NetworkSpec::default_deny`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default_deny: bool,
+    /// The Docker networks this one is: each dockerd gives a network its
+    /// own id, so a multi-host one has an id per Docker host (id → host).
+    /// The last one removed removes the network.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub docker: BTreeMap<String, String>,
 }
 
 impl Network {
@@ -185,6 +190,7 @@ impl Network {
             vni: None,
             ipam_pool: None,
             default_deny: spec.default_deny,
+            docker: BTreeMap::new(),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! the same model operation as the CLI's, through the store and the one
 //! reconcile path; answers are JSON, errors `{"Err": "..."}`.
 
-pub mod containers;
+pub mod docker_api;
 mod ipam;
 mod network;
 mod port_map;
@@ -70,8 +70,9 @@ fn reply(status: StatusCode, value: Value) -> Response {
 /// What the plugin's calls work with.
 pub struct Plugin<S> {
     pub agent: Arc<Agent<S>>,
-    /// The Docker API, for containers' names and labels; None: not asked.
-    pub containers: Option<Arc<containers::Containers>>,
+    /// The Docker API, for networks' names and containers' names and
+    /// labels; None: not asked.
+    pub docker_api: Option<Arc<docker_api::DockerApi>>,
 }
 
 async fn dispatch<S: Store>(
@@ -123,13 +124,14 @@ async fn dispatch<S: Store>(
     }
 }
 
-/// `docker_api`: dockerd's socket, where containers' names and labels
-/// are read after Join; None leaves Docker's endpoints without them.
+/// `docker_api`: dockerd's socket, where networks' names are read after
+/// CreateNetwork and containers' names and labels after Join; None leaves
+/// them out.
 pub fn router<S: Store>(agent: Arc<Agent<S>>, docker_api: Option<PathBuf>) -> Router {
-    let containers = docker_api.map(|socket| Arc::new(containers::Containers::new(socket)));
+    let docker_api = docker_api.map(|socket| Arc::new(docker_api::DockerApi::new(socket)));
     Router::new()
         .route("/{method}", post(dispatch::<S>))
-        .with_state(Arc::new(Plugin { agent, containers }))
+        .with_state(Arc::new(Plugin { agent, docker_api }))
 }
 
 /// What a user changes when the plugin socket is taken.

@@ -126,6 +126,17 @@ fn generic_options(
     Ok(out)
 }
 
+/// `-o netd.overlay=true`: one network across the cluster's Docker hosts.
+fn overlay(options: &BTreeMap<String, String>) -> Result<bool, PluginError> {
+    match options.get("netd.overlay").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(PluginError(format!(
+            "netd.overlay={other}: the choices are true and false"
+        ))),
+    }
+}
+
 /// `-o netd.policy=default-deny`: the network's endpoints are
 /// default-deny both ways until a policy allows their traffic.
 fn default_deny(options: &BTreeMap<String, String>) -> Result<bool, PluginError> {
@@ -180,18 +191,24 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
                 let labels = generic_options(&req.options)?;
                 let spec = NetworkSpec {
                     default_deny: default_deny(&labels)?,
+                    overlay: overlay(&labels)?,
                     aux_addresses,
                     labels,
-                    overlay: false,
                     ..spec
                 };
-                control.create_docker_network(&req.network_id, spec).await?;
+                let network = control.create_docker_network(&req.network_id, spec).await?;
                 agent.settle().await?;
+                if let Some(docker_api) = &plugin.docker_api {
+                    docker_api.name_after_create(agent.clone(), req.network_id.clone());
+                }
+                tracing::info!(docker_network = %req.network_id, network = %network.name, subnet = %network.subnet, hosts = network.docker.len(), "Docker network created or joined");
                 Ok(json!({}))
             }
             "DeleteNetwork" => {
                 let req: NetworkOnly = parse(method, body)?;
-                control.delete_network(&req.network_id).await?;
+                if let Some(left) = control.delete_docker_network(&req.network_id).await? {
+                    tracing::info!(docker_network = %req.network_id, network = %left.name, hosts_left = left.docker.keys().filter(|id| **id != req.network_id).count(), "Docker network removed on this host");
+                }
                 agent.settle().await?;
                 Ok(json!({}))
             }
@@ -219,7 +236,7 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
                     answer.insert("MacAddress".into(), json!(endpoint.mac.to_string()));
                 }
                 if iface.address.is_empty() {
-                    let network = control.network(&req.network_id).await?;
+                    let network = control.docker_network(&req.network_id).await?;
                     answer.insert(
                         "Address".into(),
                         json!(format!("{}/{}", endpoint.ipv4, network.subnet.prefix_len())),
@@ -262,9 +279,9 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
                     agent.settle().await?;
                     return Err(PluginError(format!("Join: {reason}")));
                 }
-                let network = control.network(&req.network_id).await?;
-                if let Some(containers) = &plugin.containers {
-                    containers.label_after_join(
+                let network = control.docker_network(&req.network_id).await?;
+                if let Some(docker_api) = &plugin.docker_api {
+                    docker_api.label_after_join(
                         agent.clone(),
                         req.network_id.clone(),
                         req.endpoint_id.clone(),

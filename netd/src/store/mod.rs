@@ -116,3 +116,34 @@ pub trait Store: Send + Sync + 'static {
         ttl_secs: u64,
     ) -> impl Future<Output = ()> + Send + 'static;
 }
+
+/// One store shared by several holders: in a test, the Controls of several
+/// hosts over one store, as netds over one etcd.
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Versioned>, StoreError>> + Send {
+        (**self).get(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, Versioned>, StoreError>> + Send {
+        (**self).list(prefix)
+    }
+    fn snapshot(&self, prefix: &str) -> impl Future<Output = Result<Snapshot, StoreError>> + Send {
+        (**self).snapshot(prefix)
+    }
+    fn commit(&self, txn: Txn) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).commit(txn)
+    }
+    fn watch(&self) -> broadcast::Receiver<WatchEvent> {
+        (**self).watch()
+    }
+    fn keep_registered(
+        &self,
+        key: String,
+        value: String,
+        ttl_secs: u64,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        (**self).keep_registered(key, value, ttl_secs)
+    }
+}

@@ -1,13 +1,15 @@
-//! A Docker endpoint's container, from the Docker Engine API: its name and
-//! labels, which the plugin protocol does not carry. Labels put a container
-//! behind `netd service create --selector` and under policies by label, as
-//! `netd endpoint create --label` does; the name is what it is called by.
+//! What the plugin protocol does not carry, read from the Docker Engine
+//! API: a network's name, and an endpoint's container, with its name and
+//! labels. Labels put a container behind `netd service create --selector`
+//! and under policies by label, as `netd endpoint create --label` does;
+//! names are what users call things by.
 //!
-//! Docker calls Join while it starts the container, before the container
-//! shows the endpoint in the API, so the endpoint is looked up after Join
-//! returns, a few times, and its labels arrive through the one model path
-//! (a store write, then the reconcile). Without the API (no dockerd socket,
-//! no permission) Docker's networks still work, without labels: logged once.
+//! Docker calls CreateNetwork before it stores the network, and Join while
+//! it starts the container, before the container shows the endpoint; so
+//! both are looked up after the call returns, a few times, and arrive
+//! through the one model path (a store write, then the reconcile). Without
+//! the API (no dockerd socket, no permission) Docker's networks still
+//! work, with provisional names and without labels: logged once.
 
 use std::{
     collections::BTreeMap,
@@ -26,12 +28,13 @@ use crate::{agent::Agent, client::Client, control::ControlError, model::ModelErr
 /// Docker's own default socket.
 pub const DEFAULT_DOCKER_API_SOCKET: &str = "/var/run/docker.sock";
 
-/// How long a joined endpoint is looked for before giving up: Docker
-/// finishes starting a container well within it.
+/// How long a new network or joined endpoint is looked for before giving
+/// up: Docker finishes creating a network or starting a container well
+/// within it.
 const LOOK_FOR: Duration = Duration::from_secs(30);
 const EVERY: Duration = Duration::from_millis(200);
 
-pub struct Containers {
+pub struct DockerApi {
     api: Client,
     socket: PathBuf,
     warned: AtomicBool,
@@ -61,6 +64,15 @@ struct Summary {
 struct NetworkSettings {
     #[serde(default)]
     networks: BTreeMap<String, Option<EndpointSettings>>,
+}
+
+/// `GET /networks`'s items, the fields read.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkSummary {
+    #[serde(rename = "Id")]
+    id: String,
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +114,7 @@ fn query_escape(text: &str) -> String {
         .collect()
 }
 
-impl Containers {
+impl DockerApi {
     pub fn new(socket: PathBuf) -> Self {
         Self {
             api: Client::docker(&socket),
@@ -122,6 +134,79 @@ impl Containers {
         let path = format!("/containers/json?all=1&filters={}", query_escape(&filters));
         let list: Vec<Summary> = self.api.get(&path).await?;
         Ok(find(list, endpoint_id))
+    }
+
+    /// The name of Docker network `network_id`, if Docker shows it yet.
+    pub async fn network_name(
+        &self,
+        network_id: &str,
+    ) -> Result<Option<String>, crate::client::ClientError> {
+        let filters = serde_json::json!({ "id": [network_id] }).to_string();
+        let path = format!("/networks?filters={}", query_escape(&filters));
+        let list: Vec<NetworkSummary> = self.api.get(&path).await?;
+        Ok(list
+            .into_iter()
+            .find(|n| n.id == network_id)
+            .map(|n| n.name))
+    }
+
+    /// Asks `look` until it finds something, every [`EVERY`] for up to
+    /// [`LOOK_FOR`]. None when nothing came in time, or when the API cannot
+    /// be reached (logged once for the life of netd).
+    async fn look_for<T, F, Fut>(&self, mut look: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, crate::client::ClientError>>,
+    {
+        let deadline = tokio::time::Instant::now() + LOOK_FOR;
+        loop {
+            match look().await {
+                Ok(Some(found)) => return Some(found),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(EVERY).await
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    if !self.warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            socket = %self.socket.display(),
+                            error = %crate::logging::chain(&e),
+                            "no Docker API: Docker's networks keep provisional names and its \
+                             containers get no labels or names in netd (logged once)"
+                        );
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// After a CreateNetwork: gives the network Docker's name for it, or
+    /// says why it keeps the one it has. In the background.
+    pub fn name_after_create<S: Store>(self: &Arc<Self>, agent: Arc<Agent<S>>, network_id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Some(name) = me.look_for(|| me.network_name(&network_id)).await else {
+                return;
+            };
+            match agent
+                .control()
+                .name_docker_network(&network_id, &name)
+                .await
+            {
+                Ok(None) => {
+                    tracing::info!(network = %network_id, name = %name, "Docker network named")
+                }
+                Ok(Some(why)) => {
+                    tracing::warn!(network = %network_id, docker_name = %name, "the network keeps its netd name: {why}")
+                }
+                // Removed meanwhile.
+                Err(ControlError::Model(ModelError::NotFound { .. })) => {}
+                Err(e) => {
+                    tracing::warn!(network = %network_id, error = %crate::logging::chain(&e), "Docker's network name not applied")
+                }
+            }
+        });
     }
 
     /// After a Join: finds the endpoint's container and gives the endpoint
@@ -146,28 +231,12 @@ impl Containers {
         network_id: &str,
         endpoint_id: &str,
     ) -> Result<(), crate::agent::AgentError> {
-        let deadline = tokio::time::Instant::now() + LOOK_FOR;
-        let container = loop {
-            match self.of_endpoint(network_id, endpoint_id).await {
-                Ok(Some(c)) => break c,
-                Ok(None) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(EVERY).await
-                }
-                Ok(None) => {
-                    tracing::warn!(endpoint = %endpoint_id, "Docker shows no container on this endpoint: it gets no labels");
-                    return Ok(());
-                }
-                Err(e) => {
-                    if !self.warned.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            socket = %self.socket.display(),
-                            error = %crate::logging::chain(&e),
-                            "no Docker API: Docker's containers get no labels or names in netd (logged once)"
-                        );
-                    }
-                    return Ok(());
-                }
-            }
+        let Some(container) = self
+            .look_for(|| self.of_endpoint(network_id, endpoint_id))
+            .await
+        else {
+            tracing::info!(endpoint = %endpoint_id, "no container of this endpoint seen in the Docker API: it gets no labels");
+            return Ok(());
         };
         match agent
             .control()
