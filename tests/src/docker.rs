@@ -2,6 +2,8 @@
 //! pid file and socket, no bridge and no iptables rules, stopped (and its
 //! containers and networks removed) on drop.
 
+use crate::netns::NetNs;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -13,6 +15,12 @@ pub const IMAGE: &str = "netd-busybox:test";
 pub struct Docker {
     dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// The network and IPAM driver `create_netd_network` names: the name
+    /// of netd's plugin socket in /run/docker/plugins.
+    driver: String,
+    /// The network namespace dockerd runs in: its netd's, where Docker
+    /// finds the interfaces netd makes. None: this process's.
+    netns: Option<PathBuf>,
 }
 
 /// The Docker client matching Debian's engine.
@@ -26,14 +34,53 @@ fn client_bin() -> &'static str {
 
 impl Docker {
     pub fn start() -> Self {
+        let mut docker = Self::prepare();
+        docker.spawn_daemon();
+        docker
+    }
+
+    /// A Docker whose daemon is not started yet: its socket and driver
+    /// name are known, for the flags of the netd serving it.
+    pub fn prepare() -> Self {
         crate::require_root();
         let dir = tempfile::Builder::new()
             .prefix("netd-docker-")
             .tempdir()
             .expect("dir");
-        let mut docker = Self { dir, daemon: None };
-        docker.spawn_daemon();
-        docker
+        Self {
+            dir,
+            daemon: None,
+            driver: "netd".into(),
+            netns: None,
+        }
+    }
+
+    /// Starts dockerd in the host namespace `ns`, where its netd runs.
+    pub fn start_in(&mut self, ns: &NetNs) {
+        self.netns = Some(ns.path());
+        self.spawn_daemon();
+    }
+
+    /// Names netd's plugin `driver` (its socket `/run/docker/plugins/DRIVER.sock`)
+    /// for networks made here. Simulated hosts share one filesystem, so each
+    /// one's netd serves its Docker under a name of its own; on real hosts
+    /// every netd is `netd`.
+    pub fn with_driver(mut self, driver: &str) -> Self {
+        self.driver = driver.into();
+        self
+    }
+
+    /// The `--docker-plugin-socket` flag for the netd serving this Docker.
+    pub fn plugin_flag(&self) -> String {
+        format!(
+            "--docker-plugin-socket=/run/docker/plugins/{}.sock",
+            self.driver
+        )
+    }
+
+    /// The `--docker-api-socket` flag for the netd serving this Docker.
+    pub fn api_flag(&self) -> String {
+        format!("--docker-api-socket={}", self.socket().display())
     }
 
     /// dockerd's API socket.
@@ -44,7 +91,15 @@ impl Docker {
     fn spawn_daemon(&mut self) {
         let d = self.dir.path();
         let log = std::fs::File::create(d.join("dockerd.log")).expect("log");
-        let child = Command::new("dockerd")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("dockerd");
+                c
+            }
+            None => Command::new("dockerd"),
+        };
+        let child = command
             .arg("--data-root")
             .arg(d.join("data"))
             .arg("--exec-root")
@@ -157,9 +212,9 @@ impl Docker {
             "network",
             "create",
             "-d",
-            "netd",
+            &self.driver,
             "--ipam-driver",
-            "netd",
+            &self.driver,
             "--subnet",
             subnet,
         ];
@@ -176,6 +231,58 @@ impl Docker {
             "docker network create {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// A connection from `client` to `ip:port`, published by `container`:
+    /// the first line the container said, and its own view of who is
+    /// connected (netstat). A refusal is tried again for a while: the
+    /// container's `nc` listens again a moment after each connection.
+    pub fn published_answer(
+        &self,
+        client: &NetNs,
+        ip: &str,
+        port: u16,
+        container: &str,
+    ) -> (String, String) {
+        let mut answer = self.published_once(client, ip, port, container);
+        for _ in 0..15 {
+            if !answer.0.contains("refused") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            answer = self.published_once(client, ip, port, container);
+        }
+        answer
+    }
+
+    fn published_once(
+        &self,
+        client: &NetNs,
+        ip: &str,
+        port: u16,
+        container: &str,
+    ) -> (String, String) {
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        let conn = client
+            .run(move || {
+                let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+                conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut line = [0u8; 64];
+                let n = std::io::Read::read(&mut conn, &mut line)?;
+                Ok::<_, std::io::Error>((
+                    conn,
+                    String::from_utf8_lossy(&line[..n]).trim().to_string(),
+                ))
+            })
+            .join()
+            .expect("client thread");
+        let (conn, said) = match conn {
+            Ok(ok) => ok,
+            Err(e) => return (format!("no answer: {e}"), String::new()),
+        };
+        let peers = self.ok(&["exec", container, "netstat", "-tn"]);
+        drop(conn);
+        (said, peers)
     }
 
     /// The container's address on `network`.
@@ -196,7 +303,8 @@ impl Drop for Docker {
             for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
                 let _ = self.run(&["rm", "-f", id]);
             }
-            let nets = self.run(&["network", "ls", "-q", "--filter", "driver=netd"]);
+            let filter = format!("driver={}", self.driver);
+            let nets = self.run(&["network", "ls", "-q", "--filter", &filter]);
             for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
                 let _ = self.run(&["network", "rm", id]);
             }

@@ -281,6 +281,16 @@ impl Drop for Netd {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A killed netd leaves its plugin socket; one outside the state
+        // dir (Docker's plugin directory) would outlive the test.
+        for arg in &self.args {
+            if let Some(path) = arg
+                .to_str()
+                .and_then(|a| a.strip_prefix("--docker-plugin-socket="))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         if self.owns_pins {
             let _ = self.teardown();
         }

@@ -44,38 +44,7 @@ fn connect_published(docker: &Docker, client: &NetNs) -> (String, String) {
 }
 
 fn connect_published_at(docker: &Docker, client: &NetNs, ip: &str) -> (String, String) {
-    // The container's nc listens again a moment after each connection (and
-    // after a start): a refusal is tried again for a while.
-    let mut answer = once_published(docker, client, ip);
-    for _ in 0..15 {
-        if !answer.0.contains("refused") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        answer = once_published(docker, client, ip);
-    }
-    answer
-}
-
-fn once_published(docker: &Docker, client: &NetNs, ip: &str) -> (String, String) {
-    let addr: std::net::SocketAddr = format!("{ip}:{PUBLISHED}").parse().expect("addr");
-    let conn = client
-        .run(move || {
-            let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-            conn.set_read_timeout(Some(Duration::from_secs(3)))?;
-            let mut line = [0u8; 64];
-            let n = std::io::Read::read(&mut conn, &mut line)?;
-            Ok::<_, std::io::Error>((conn, String::from_utf8_lossy(&line[..n]).trim().to_string()))
-        })
-        .join()
-        .expect("client thread");
-    let (conn, said) = match conn {
-        Ok(ok) => ok,
-        Err(e) => return (format!("no answer: {e}"), String::new()),
-    };
-    let peers = docker.ok(&["exec", "web", "netstat", "-tn"]);
-    drop(conn);
-    (said, peers)
+    docker.published_answer(client, ip, PUBLISHED, "web")
 }
 
 /// `docker run -p` on a netd network: published at the uplink by netd's

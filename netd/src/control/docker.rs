@@ -213,28 +213,36 @@ impl<S: Store> Control<S> {
                 return Ok(existing);
             }
         }
-        let endpoints = self.endpoints().await?;
-        let mut endpoint = Endpoint::for_docker(endpoint_id, &network, &endpoints, ip, mac)?;
-        endpoint.host = self.host.clone();
-        self.limits.endpoint(
-            &endpoint.host,
-            &endpoint.network,
-            &self.networks().await?,
-            &endpoints,
-        )?;
-        let txn = self
-            .guard_network(Txn::new(), &endpoint.network)
-            .await?
-            .absent(endpoint_key(&endpoint.id));
-        let registry = network.address_registry();
-        let txn = self
-            .claim_address(txn, registry, endpoint.ipv4)
-            .await?
-            .put(endpoint_key(&endpoint.id), to_json(&endpoint))
-            .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
-            .put(address_key(registry, endpoint.ipv4), endpoint.id.clone());
-        self.commit(txn).await?;
-        Ok(endpoint)
+        // Every endpoint creation rewrites its network's record: on a busy
+        // network (containers starting on several hosts at once) the
+        // compare fails and the creation runs again on what is there now.
+        let mut attempt = 0;
+        loop {
+            let endpoints = self.endpoints().await?;
+            let mut endpoint = Endpoint::for_docker(endpoint_id, &network, &endpoints, ip, mac)?;
+            endpoint.host = self.host.clone();
+            self.limits.endpoint(
+                &endpoint.host,
+                &endpoint.network,
+                &self.networks().await?,
+                &endpoints,
+            )?;
+            let txn = self
+                .guard_network(Txn::new(), &endpoint.network)
+                .await?
+                .absent(endpoint_key(&endpoint.id));
+            let registry = network.address_registry();
+            let txn = self
+                .claim_address(txn, registry, endpoint.ipv4)
+                .await?
+                .put(endpoint_key(&endpoint.id), to_json(&endpoint))
+                .put(endpoint_name_key(&endpoint.name), endpoint.id.clone())
+                .put(address_key(registry, endpoint.ipv4), endpoint.id.clone());
+            match self.commit(txn).await {
+                Ok(_) => return Ok(endpoint),
+                Err(e) => retry_after(e, &mut attempt).await?,
+            }
+        }
     }
 
     /// Join (a sandbox path) or Leave (an empty path).
