@@ -123,6 +123,8 @@ pub struct Agent<S> {
     host_grace: Duration,
     /// The latest pass's outcome, for callers waiting on their change.
     applied: tokio::sync::watch::Sender<Applied>,
+    /// The names DNS answers, from the model the latest pass applied.
+    names: tokio::sync::watch::Sender<Arc<crate::dns::Names>>,
     state: Mutex<State>,
 }
 
@@ -152,6 +154,7 @@ impl<S: Store> Agent<S> {
             overlay_mtu,
             host_grace,
             applied: tokio::sync::watch::Sender::new(Applied::default()),
+            names: tokio::sync::watch::Sender::new(Arc::default()),
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -169,6 +172,11 @@ impl<S: Store> Agent<S> {
 
     pub fn control(&self) -> &Control<S> {
         &self.control
+    }
+
+    /// The names DNS answers, as each pass leaves them.
+    pub fn names(&self) -> tokio::sync::watch::Receiver<Arc<crate::dns::Names>> {
+        self.names.subscribe()
     }
 
     /// Waits until this host's datapath has applied the latest commit made
@@ -313,6 +321,15 @@ impl<S: Store> Agent<S> {
                 "reconciled"
             );
         }
+        let names =
+            crate::dns::Names::build(networks, endpoints, &services, |e| self.control.is_local(e));
+        self.names.send_if_modified(|current| {
+            let changed = **current != names;
+            if changed {
+                *current = Arc::new(names);
+            }
+            changed
+        });
         self.applied.send_replace(Applied {
             revision,
             failures: report.failures.clone(),
@@ -457,6 +474,12 @@ impl<S: Store> Agent<S> {
         if !state.attached.contains(&endpoint.host_ifname) {
             if let Err(e) = state.datapath.attach_endpoint(&endpoint.host_ifname) {
                 return Err(chain(&e));
+            }
+            if let Some(network) = networks.iter().find(|n| n.id == endpoint.network) {
+                self.host
+                    .ensure_gateway_address(ifindex, network.gateway)
+                    .await
+                    .map_err(|e| chain(&e))?;
             }
             state.attached.insert(endpoint.host_ifname.clone());
         }

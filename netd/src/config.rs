@@ -77,6 +77,8 @@ pub enum ConfigError {
     BadTimeout { name: &'static str, secs: u64 },
     #[error("conntrack max-entries = {0}: from 64 to 16777216")]
     BadConntrackSize(u32),
+    #[error("dns upstream: {0}")]
+    BadDnsUpstream(String),
 }
 
 /// What a TOML config file may hold; every field is optional.
@@ -91,6 +93,10 @@ pub struct FileConfig {
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
     pub docker_api_socket: Option<PathBuf>,
+    /// Serve DNS on each network's gateway (default true).
+    pub dns: Option<bool>,
+    /// Resolvers for the names netd does not have, `IP` or `IP:PORT`.
+    pub dns_upstreams: Option<Vec<String>>,
     pub store: Option<StoreSpec>,
     pub host_name: Option<String>,
     pub underlay_ip: Option<std::net::Ipv4Addr>,
@@ -135,6 +141,8 @@ pub struct RunConfig {
     /// dockerd's Engine API socket, where the plugin reads containers'
     /// names and labels.
     pub docker_api_socket: PathBuf,
+    /// DNS on each network's gateway; None when it is turned off.
+    pub dns: Option<DnsConfig>,
     pub store: StoreSpec,
     /// This host's name in the cluster (endpoints are published with it).
     pub host_name: String,
@@ -160,12 +168,22 @@ pub struct Overrides {
     pub docker_plugin: Option<bool>,
     pub docker_plugin_socket: Option<PathBuf>,
     pub docker_api_socket: Option<PathBuf>,
+    pub dns: Option<bool>,
+    pub dns_upstreams: Vec<String>,
     pub store: Option<StoreSpec>,
     pub host_name: Option<String>,
     pub underlay_ip: Option<std::net::Ipv4Addr>,
     pub host_lease_ttl: Option<u64>,
     pub host_grace: Option<u64>,
     pub conntrack_max_entries: Option<u32>,
+}
+
+/// netd's DNS server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Where names netd does not have are asked; empty: the host's
+    /// resolv.conf, read at start.
+    pub upstreams: Vec<SocketAddr>,
 }
 
 /// Five minutes: an upgrade or a restart of netd is far shorter.
@@ -215,6 +233,22 @@ impl RunConfig {
                 .unwrap_or_else(|| {
                     PathBuf::from(crate::plugin::docker_api::DEFAULT_DOCKER_API_SOCKET)
                 }),
+            dns: match flags.dns.or(file.dns).unwrap_or(true) {
+                false => None,
+                true => {
+                    let texts = if flags.dns_upstreams.is_empty() {
+                        file.dns_upstreams.unwrap_or_default()
+                    } else {
+                        flags.dns_upstreams
+                    };
+                    let upstreams = texts
+                        .iter()
+                        .map(|t| crate::dns::upstream::parse(t))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(ConfigError::BadDnsUpstream)?;
+                    Some(DnsConfig { upstreams })
+                }
+            },
             store: flags.store.or(file.store).unwrap_or_default(),
             host_name: flags
                 .host_name

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod host_ports;
 pub mod ipam;
 pub mod logging;

@@ -98,6 +98,13 @@ struct RunArgs {
     /// labels [default: /var/run/docker.sock].
     #[arg(long, value_name = "PATH")]
     docker_api_socket: Option<PathBuf>,
+    /// Serve DNS for netd's networks on each one's gateway address [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    dns: Option<bool>,
+    /// A resolver for the names netd does not have, IP or IP:PORT (repeatable)
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    dns_upstreams: Vec<String>,
     /// Where the model lives: `embedded` (one host) or etcd://HOST:PORT[,HOST:PORT...]
     /// [default: embedded].
     #[arg(long, value_name = "URL")]
@@ -439,6 +446,8 @@ fn start(socket: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             docker_plugin: args.docker_plugin,
             docker_plugin_socket: args.docker_plugin_socket,
             docker_api_socket: args.docker_api_socket,
+            dns: args.dns,
+            dns_upstreams: args.dns_upstreams,
             store: args.store,
             host_name: args.host_name,
             underlay_ip: args.underlay_ip,

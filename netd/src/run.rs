@@ -135,6 +135,18 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
         "converged to the store"
     );
     let follower = tokio::spawn(follow_store(agent.clone(), events, report.next_expiry));
+    let dns = config.dns.as_ref().map(|dns| {
+        let upstreams = if dns.upstreams.is_empty() {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            crate::dns::upstream::from_resolv_conf(&text)
+        } else {
+            dns.upstreams.clone()
+        };
+        if upstreams.is_empty() {
+            warn!("DNS: no upstream resolver (none in /etc/resolv.conf, no --dns-upstream): names netd does not have get SERVFAIL");
+        }
+        tokio::spawn(crate::dns::server::serve(agent.names(), upstreams))
+    });
     let registration = tokio::spawn(agent.control().keep_registered(&me, config.host_lease_ttl));
     let sweeper = tokio::spawn(sweep_conntrack(agent.clone(), config.conntrack));
 
@@ -187,6 +199,9 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     let (api_result, plugin_result, metrics_result, ()) =
         tokio::join!(api_server, plugin_server, metrics_server, signals);
     follower.abort();
+    if let Some(dns) = dns {
+        dns.abort();
+    }
     registration.abort();
     sweeper.abort();
     // A clean stop says so at once instead of leaving the lease to run out.

@@ -285,6 +285,30 @@ impl Netlink {
         Ok(())
     }
 
+    /// The network's gateway address on the endpoint's host veth `index`,
+    /// as a Linux bridge holds it: what the container's DNS queries (and
+    /// pings) to its gateway reach. A /32, so it adds no subnet route; the
+    /// same address on several veths is one local address to the host.
+    pub async fn ensure_gateway_address(
+        &self,
+        index: u32,
+        gateway: Ipv4Addr,
+    ) -> Result<(), LinkError> {
+        match self
+            .handle
+            .address()
+            .add(index, gateway.into(), 32)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(nl(format!(
+                "adding the gateway {gateway}/32 to link {index}"
+            ))(e)),
+        }
+    }
+
     /// The host reaches the endpoint at `ip` through its veth `index` (and
     /// answers it the same way): what the host's own connections to a
     /// published port need. The route goes with the link.
