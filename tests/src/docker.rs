@@ -184,7 +184,9 @@ impl Docker {
         std::fs::create_dir_all(rootfs.join("tmp")).expect("rootfs tmp");
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
             .expect("busybox-static is installed");
-        for applet in ["sh", "ping", "nc", "sleep", "ip", "cat", "echo", "netstat"] {
+        for applet in [
+            "sh", "ping", "nc", "sleep", "ip", "cat", "echo", "netstat", "nslookup",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
                 .expect("symlink");
         }

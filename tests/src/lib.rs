@@ -5,6 +5,7 @@
 //! Traffic rule: tests only send packets between namespaces they created.
 
 pub mod cluster;
+pub mod dns;
 pub mod docker;
 pub mod etcd;
 pub mod fixture;

@@ -14,6 +14,7 @@ use std::process::Command;
 
 use netd_tests::{
     cluster::{cluster, eventually, outside_client, underlay_takes_xdp_tx, Host, UNDERLAY_PREFIX},
+    dns::{parse_nslookup, Upstream},
     docker::{Docker, IMAGE},
     etcd::Etcd,
     netns::NetNs,
@@ -23,6 +24,8 @@ use serde_json::Value;
 const SUBNET: &str = "10.57.0.0/24";
 const CLIENT: &str = "10.96.0.100";
 const PUBLISHED: u16 = 28081;
+const GATEWAY: &str = "10.57.0.1";
+const OUTSIDE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 7);
 
 fn host_address(i: usize) -> String {
     format!("{UNDERLAY_PREFIX}.{}", i + 1)
@@ -69,6 +72,12 @@ fn greeting(docker: &Docker, from: &str, ip: &str) -> String {
     said
 }
 
+/// `busybox nslookup NAME` in `container`, through its resolv.conf.
+fn lookup(docker: &Docker, container: &str, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
+    let out = docker.run(&["exec", container, "nslookup", name]);
+    parse_nslookup(&String::from_utf8_lossy(&out.stdout))
+}
+
 fn networks(host: &Host) -> Vec<Value> {
     let text = host.netd.ok(&["network", "ls", "--json"]);
     serde_json::from_str::<Value>(&text)
@@ -109,6 +118,7 @@ fn firewall() -> String {
 struct World {
     dockers: Vec<Docker>,
     hosts: Vec<Host>,
+    _upstream: Upstream,
     client: NetNs,
     _etcd: Etcd,
     _underlay: NetNs,
@@ -123,6 +133,7 @@ fn world() -> World {
             "--uplink=uplink0".to_string(),
             dockers[i].plugin_flag(),
             dockers[i].api_flag(),
+            format!("--dns-upstream={CLIENT}"),
         ]
     });
     // dockerd in its host's namespace: it finds the interfaces netd makes
@@ -137,9 +148,16 @@ fn world() -> World {
     });
     underlay_takes_xdp_tx(&underlay);
     let client = outside_client(&underlay, "ndDc", CLIENT);
+    // The cluster's upstream resolver, outside it on the underlay.
+    let upstream = Upstream::start(
+        &client,
+        CLIENT.parse().expect("ip"),
+        &[("outside.test", OUTSIDE)],
+    );
     World {
         dockers,
         hosts,
+        _upstream: upstream,
         client,
         _etcd: etcd,
         _underlay: underlay,
@@ -180,9 +198,10 @@ fn two_docker_hosts_share_one_overlay_network() {
             && nets[0]["docker"].as_object().is_some_and(|d| d.len() == 2)
     });
 
-    // Containers on different hosts talk.
-    greeter(a, "c1", &[]);
-    greeter(b, "c2", &[]);
+    // Containers on different hosts talk. (`--dns`: Docker's own resolver
+    // answers its containers' names and asks netd the rest.)
+    greeter(a, "c1", &["--dns", GATEWAY]);
+    greeter(b, "c2", &["--dns", GATEWAY]);
     let (ip1, ip2) = (a.ip("c1", "shared"), b.ip("c2", "shared"));
     assert_ne!(ip1, ip2);
     assert!(pings(a, "c1", &ip2), "c1 -> c2 across hosts");
@@ -244,6 +263,56 @@ fn two_docker_hosts_share_one_overlay_network() {
         seen.contains("hello-w0") && seen.contains("hello-w1"),
         "the VIP reaches backends on both hosts: {seen:?}"
     );
+    // Names, from a container through Docker's resolver to netd's.
+    let w_ips = {
+        let mut v = vec![
+            a.ip("w0", "shared").parse().expect("ip"),
+            b.ip("w1", "shared").parse().expect("ip"),
+        ];
+        v.sort();
+        v
+    };
+    assert_eq!(
+        lookup(a, "c1", "web"),
+        Some(vec![vip.parse().expect("vip")])
+    );
+    assert_eq!(lookup(a, "c1", "tasks.web"), Some(w_ips));
+    assert_eq!(
+        lookup(a, "c1", "c2"),
+        Some(vec![ip2.parse().expect("ip")]),
+        "a container on the other host, by its name"
+    );
+    assert_eq!(
+        lookup(a, "c1", "outside.test"),
+        Some(vec![OUTSIDE]),
+        "forwarded upstream"
+    );
+    a.netd_network("private", "10.56.0.0/24", &[]);
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hidden",
+        "--network",
+        "private",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    eventually("hidden is named in netd", || {
+        hosts[0]
+            .netd
+            .ok(&["endpoint", "ls", "--json"])
+            .contains("\"hidden\"")
+    });
+    assert_eq!(
+        lookup(a, "c1", "hidden"),
+        None,
+        "a name of a network c1 is not on"
+    );
+    a.ok(&["rm", "-f", "hidden"]);
+    a.ok(&["network", "rm", "private"]);
+
     b.ok(&["rm", "-f", "w1"]);
     eventually("w1 leaves web with its container", || {
         backends(&hosts[0]).contains("1/1")
