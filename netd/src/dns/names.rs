@@ -201,5 +201,21 @@ mod tests {
             names.listeners,
             BTreeMap::from([(n1.gateway, n1.id.clone()), (n2.gateway, n2.id.clone())])
         );
+
+        // In dnsrr mode the name itself is the backends.
+        let spec = ServiceSpec {
+            name: "rr".into(),
+            network: "n1".into(),
+            selector: Some("app=web".into()),
+            ports: vec!["80:8080/tcp".into()],
+            mode: crate::model::Mode::Dnsrr,
+            ..Default::default()
+        };
+        let rr = Service::from_spec(&spec, &networks, &[], &endpoints, &BTreeSet::new(), 2)
+            .expect("dnsrr service");
+        assert_eq!(rr.vip, None);
+        let names = Names::build(&networks, &endpoints, &[rr], |_| true);
+        let both_backends: Vec<Ipv4Addr> = vec![[10, 1, 0, 10].into(), [10, 1, 0, 11].into()];
+        assert_eq!(names.lookup(&from_web0, "rr"), Some(both_backends));
     }
 }
