@@ -45,3 +45,25 @@ pub fn require_root() {
         "this test needs root (BPF, network namespaces): run it through `cargo xtask test` as root"
     );
 }
+
+/// iptables and nftables as they are now (without iptables-save's time
+/// stamps), for "netd made no firewall rule".
+pub fn firewall() -> String {
+    let mut text = String::new();
+    for (program, args) in [
+        ("iptables-save", &[][..]),
+        ("nft", &["list", "ruleset"][..]),
+    ] {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .expect(program);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if !line.starts_with('#') {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}

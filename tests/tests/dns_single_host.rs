@@ -3,7 +3,7 @@
 //! endpoint names, scope by network, forwarding to an upstream resolver of
 //! the test's own, DNS errors for bad queries, TCP, and a kill -9.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, process::Command, time::Duration};
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 
 use hickory_proto::op::ResponseCode;
 use netd_tests::{
@@ -24,26 +24,9 @@ fn ip(text: &str) -> Ipv4Addr {
     text.parse().expect("an address")
 }
 
-fn firewall() -> String {
-    let mut text = String::new();
-    for (program, args) in [
-        ("iptables-save", &[][..]),
-        ("nft", &["list", "ruleset"][..]),
-    ] {
-        let out = Command::new(program).args(args).output().expect(program);
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if !line.starts_with('#') {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
-
 #[test]
 fn sandboxes_resolve_their_networks_names_and_the_rest_upstream() {
-    let rules_before = firewall();
+    let rules_before = netd_tests::firewall();
     let host = NetNs::new("ndH");
     let upstream_ns = NetNs::new("ndUp");
     veth_between(
@@ -147,5 +130,9 @@ fn sandboxes_resolve_their_networks_names_and_the_rest_upstream() {
     eventually("DNS answers after a restart", || {
         nslookup(&client, "web", N1_GATEWAY) == Some(vec![vip])
     });
-    assert_eq!(firewall(), rules_before, "iptables or nft rules were made");
+    assert_eq!(
+        netd_tests::firewall(),
+        rules_before,
+        "iptables or nft rules were made"
+    );
 }

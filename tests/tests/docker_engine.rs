@@ -18,25 +18,6 @@ const UPLINK_IP: &str = "10.99.0.1";
 const CLIENT_IP: &str = "10.99.0.2";
 const PUBLISHED: u16 = 28080;
 
-/// iptables and nftables as they are now, for "nothing was made".
-fn firewall() -> String {
-    let mut text = String::new();
-    for (program, args) in [
-        ("iptables-save", &[][..]),
-        ("nft", &["list", "ruleset"][..]),
-    ] {
-        let out = Command::new(program).args(args).output().expect(program);
-        // iptables-save stamps each dump with its time.
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if !line.starts_with('#') {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
-
 /// The client's connection to the published port: what the container
 /// said, and the container's view of who connected.
 fn connect_published(docker: &Docker, client: &NetNs) -> (String, String) {
@@ -51,7 +32,7 @@ fn connect_published_at(docker: &Docker, client: &NetNs, ip: &str) -> (String, S
 /// XDP with mode=host, the client's address kept, no iptables or nft rule
 /// and no docker-proxy.
 fn publishes_with_docker_run_p(docker: &Docker, netd: &Netd, client: &NetNs) {
-    let rules_before = firewall();
+    let rules_before = netd_tests::firewall();
     let refused = docker.run(&[
         "run",
         "-d",
@@ -110,7 +91,11 @@ fn publishes_with_docker_run_p(docker: &Docker, netd: &Netd, client: &NetNs) {
         assert_eq!(said, "hello-from-web", "from the host to {ip}:{PUBLISHED}");
     }
 
-    assert_eq!(firewall(), rules_before, "iptables or nft rules were made");
+    assert_eq!(
+        netd_tests::firewall(),
+        rules_before,
+        "iptables or nft rules were made"
+    );
     let proxies = Command::new("pgrep")
         .arg("docker-proxy")
         .output()

@@ -10,8 +10,6 @@
 //! plugins by socket name, so host i's netd serves its Docker as driver
 //! `netd-hi` (on real hosts every netd is `netd`).
 
-use std::process::Command;
-
 use netd_tests::{
     cluster::{cluster, eventually, outside_client, underlay_takes_xdp_tx, Host, UNDERLAY_PREFIX},
     dns::{parse_nslookup, Upstream},
@@ -94,23 +92,6 @@ fn backends(host: &Host) -> String {
         .find(|l| l.starts_with("web"))
         .unwrap_or_default()
         .to_string()
-}
-
-fn firewall() -> String {
-    let mut text = String::new();
-    for (program, args) in [
-        ("iptables-save", &[][..]),
-        ("nft", &["list", "ruleset"][..]),
-    ] {
-        let out = Command::new(program).args(args).output().expect(program);
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if !line.starts_with('#') {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-    }
-    text
 }
 
 /// Dropped in this order: the dockerds first, while the netds their
@@ -320,7 +301,7 @@ fn two_docker_hosts_share_one_overlay_network() {
 
     // `docker run -p` on host A: at host A's address, from outside the
     // cluster, the client's address kept, and no firewall rule made.
-    let rules_before = firewall();
+    let rules_before = netd_tests::firewall();
     let serve = "while true; do echo hello-from-pub | nc -l -p 80; done";
     run(
         a,
@@ -334,7 +315,11 @@ fn two_docker_hosts_share_one_overlay_network() {
         peers.contains(&format!("{CLIENT}:")),
         "the container sees the client's own address:\n{peers}"
     );
-    assert_eq!(firewall(), rules_before, "iptables or nft rules were made");
+    assert_eq!(
+        netd_tests::firewall(),
+        rules_before,
+        "iptables or nft rules were made"
+    );
 
     // rm on A: B keeps the network and its containers keep talking.
     for c in ["c1", "w0", "pub"] {

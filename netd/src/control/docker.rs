@@ -88,11 +88,7 @@ impl<S: Store> Control<S> {
             network
                 .docker
                 .insert(docker_id.to_string(), self.host.clone());
-            let key = network_key(&network.id);
-            let txn = Txn::new()
-                .unchanged(key.clone(), revision)
-                .put(key, to_json(&network));
-            match self.commit(txn).await {
+            match self.commit(rewrite_network(&network, revision)).await {
                 Ok(_) => return Ok(Some(network)),
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
@@ -139,11 +135,7 @@ impl<S: Store> Control<S> {
             })
             .await?;
             network.docker.remove(docker_id);
-            let key = network_key(&network.id);
-            let txn = Txn::new()
-                .unchanged(key.clone(), revision)
-                .put(key, to_json(&network));
-            match self.commit(txn).await {
+            match self.commit(rewrite_network(&network, revision)).await {
                 Ok(_) => return Ok(Some(network)),
                 Err(e) => retry_after(e, &mut attempt).await?,
             }
@@ -185,11 +177,8 @@ impl<S: Store> Control<S> {
             }
             let revision = self.network_revision(&network.id).await?;
             let old = std::mem::replace(&mut network.name, name.to_string());
-            let key = network_key(&network.id);
-            let txn = Txn::new()
-                .unchanged(key.clone(), revision)
+            let txn = rewrite_network(&network, revision)
                 .absent(network_name_key(name))
-                .put(key, to_json(&network))
                 .delete(network_name_key(&old))
                 .put(network_name_key(name), network.id.clone());
             match self.commit(txn).await {
@@ -303,6 +292,14 @@ impl<S: Store> Control<S> {
         .await?;
         Ok(endpoint)
     }
+}
+
+/// `network` written back over its record as read at `revision`.
+fn rewrite_network(network: &Network, revision: u64) -> Txn {
+    let key = network_key(&network.id);
+    Txn::new()
+        .unchanged(key.clone(), revision)
+        .put(key, to_json(network))
 }
 
 /// Docker's network ids: 12 or more hex digits.
