@@ -285,22 +285,20 @@ impl Netlink {
         Ok(())
     }
 
-    /// The network's gateway address on the endpoint's host veth `index`,
-    /// as a Linux bridge holds it: what the container's DNS queries (and
-    /// pings) to its gateway reach. A /32, so it adds no subnet route; the
-    /// same address on several veths is one local address to the host.
+    /// The network's gateway address on the endpoint's host veth `index`:
+    /// what the container's DNS queries (and pings) to its gateway reach.
+    /// A /32, so it adds no subnet route (the same address on several veths
+    /// is one local address to the host), and of host scope, so the host
+    /// never picks it as the source of its own traffic to a container,
+    /// which keeps the address it had.
     pub async fn ensure_gateway_address(
         &self,
         index: u32,
         gateway: Ipv4Addr,
     ) -> Result<(), LinkError> {
-        match self
-            .handle
-            .address()
-            .add(index, gateway.into(), 32)
-            .execute()
-            .await
-        {
+        let mut request = self.handle.address().add(index, gateway.into(), 32);
+        request.message_mut().header.scope = rtnetlink::packet_route::address::AddressScope::Host;
+        match request.execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
             Err(e) => Err(nl(format!(
