@@ -147,8 +147,8 @@ fn world() -> World {
 
 #[test]
 fn two_docker_hosts_share_one_overlay_network() {
-    let w = world();
-    let (dockers, hosts, client) = (&w.dockers, &w.hosts, &w.client);
+    let mut w = world();
+    let (dockers, client) = (&w.dockers, &w.client);
     let (a, b) = (&dockers[0], &dockers[1]);
     let overlay = ["-o", "netd.overlay=true"];
 
@@ -173,7 +173,7 @@ fn two_docker_hosts_share_one_overlay_network() {
     );
     b.netd_network("shared", SUBNET, &overlay);
     eventually("one netd network named shared, of both hosts", || {
-        let nets = networks(&hosts[1]);
+        let nets = networks(&w.hosts[1]);
         nets.len() == 1
             && nets[0]["name"] == "shared"
             && nets[0]["docker"].as_object().is_some_and(|d| d.len() == 2)
@@ -189,6 +189,29 @@ fn two_docker_hosts_share_one_overlay_network() {
     assert!(pings(b, "c2", &ip1), "c2 -> c1 across hosts");
     assert_eq!(greeting(a, "c1", &ip2), "hello-c2", "TCP c1 -> c2");
     assert_eq!(greeting(b, "c2", &ip1), "hello-c1", "TCP c2 -> c1");
+
+    // kill -9 of host B's netd under a ping from A to B: the datapath goes
+    // on, and the restarted netd serves B's Docker again.
+    let pinger = std::thread::scope(|s| {
+        let pinger = s.spawn(|| a.run(&["exec", "c1", "ping", "-c", "20", "-i", "0.2", &ip2]));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let h = &mut w.hosts[1];
+        h.netd.kill();
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        h.netd.restart(&h.ns);
+        pinger.join().expect("pinger")
+    });
+    let said = String::from_utf8_lossy(&pinger.stdout);
+    assert!(
+        said.contains("20 packets received"),
+        "ping across the kill -9:\n{said}"
+    );
+    sleeper(b, "after-restart", &[]);
+    assert!(
+        pings(a, "c1", &b.ip("after-restart", "shared")),
+        "a container started after the restart"
+    );
+    b.ok(&["rm", "-f", "after-restart"]);
 
     // 20 containers started on both hosts at once: 20 distinct addresses.
     std::thread::scope(|s| {
@@ -218,7 +241,7 @@ fn two_docker_hosts_share_one_overlay_network() {
 
     // Labelled containers on both hosts are one service's backends, and
     // leave it with their containers.
-    let created = hosts[0].netd.ok(&[
+    let created = w.hosts[0].netd.ok(&[
         "service",
         "create",
         "web",
@@ -233,7 +256,7 @@ fn two_docker_hosts_share_one_overlay_network() {
     greeter(a, "w0", &["--label", "app=web"]);
     greeter(b, "w1", &["--label", "app=web"]);
     eventually("w0 and w1 are web's backends", || {
-        backends(&hosts[1]).contains("2/2")
+        backends(&w.hosts[1]).contains("2/2")
     });
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..12 {
@@ -281,7 +304,7 @@ fn two_docker_hosts_share_one_overlay_network() {
         "600",
     ]);
     eventually("hidden is named in netd", || {
-        hosts[0]
+        w.hosts[0]
             .netd
             .ok(&["endpoint", "ls", "--json"])
             .contains("\"hidden\"")
@@ -296,7 +319,7 @@ fn two_docker_hosts_share_one_overlay_network() {
 
     b.ok(&["rm", "-f", "w1"]);
     eventually("w1 leaves web with its container", || {
-        backends(&hosts[0]).contains("1/1")
+        backends(&w.hosts[0]).contains("1/1")
     });
 
     // `docker run -p` on host A: at host A's address, from outside the
@@ -325,9 +348,9 @@ fn two_docker_hosts_share_one_overlay_network() {
     for c in ["c1", "w0", "pub"] {
         a.ok(&["rm", "-f", c]);
     }
-    hosts[0].netd.ok(&["service", "rm", "web"]);
+    w.hosts[0].netd.ok(&["service", "rm", "web"]);
     a.ok(&["network", "rm", "shared"]);
-    let nets = networks(&hosts[0]);
+    let nets = networks(&w.hosts[0]);
     assert_eq!(nets.len(), 1, "B's network stays: {nets:?}");
     assert_eq!(nets[0]["docker"].as_object().map(|d| d.len()), Some(1));
     greeter(b, "c3", &[]);
@@ -342,8 +365,8 @@ fn two_docker_hosts_share_one_overlay_network() {
         b.ok(&["rm", "-f", c]);
     }
     b.ok(&["network", "rm", "shared"]);
-    assert!(networks(&hosts[0]).is_empty(), "the network is gone");
+    assert!(networks(&w.hosts[0]).is_empty(), "the network is gone");
     a.netd_network("wider", "10.57.0.0/16", &overlay);
     a.ok(&["network", "rm", "wider"]);
-    assert!(networks(&hosts[1]).is_empty());
+    assert!(networks(&w.hosts[1]).is_empty());
 }
