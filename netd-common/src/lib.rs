@@ -6,6 +6,7 @@
 
 pub mod checksum;
 pub mod counters;
+pub mod events;
 pub mod flow;
 pub mod icmp;
 pub mod maglev;
@@ -39,6 +40,14 @@ pub mod map_names {
     pub const OVERLAY: &str = "NETD_OVERLAY";
     /// [`crate::maps::PinMeta`], one entry: owner and layout of the pins.
     pub const META: &str = "NETD_META";
+    /// Ring buffer of [`crate::events::Event`]s for `netd monitor`.
+    pub const EVENTS: &str = "NETD_EVENTS";
+    /// [`crate::events::MonitorConfig`], one entry: what the monitors want.
+    pub const MONITOR: &str = "NETD_MONITOR";
+    /// Per-CPU [`crate::events::EmitBudget`], one entry.
+    pub const EMIT: &str = "NETD_EMIT";
+    /// Per-CPU [`crate::events::Pending`], one entry.
+    pub const PENDING: &str = "NETD_PENDING";
     /// [`crate::service::ServiceEntry`] by [`crate::service::ServiceKey`].
     pub const SERVICES: &str = "NETD_SERVICES";
     /// [`crate::service::VipEntry`] by VIP.

@@ -37,6 +37,14 @@ const ETH_SRC: usize = 6;
 
 #[classifier]
 pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let verdict = netd_tc_endpoint_verdict(ctx);
+    crate::events::after_tc(skb);
+    verdict
+}
+
+#[inline(always)]
+fn netd_tc_endpoint_verdict(ctx: TcContext) -> i32 {
     let (bytes, ifindex) = arrival(&ctx);
     let frame = PacketFrame::tc(&ctx);
     let plan = decide(&frame, ifindex, bytes);

@@ -25,6 +25,14 @@ use crate::{
 
 #[classifier]
 pub fn netd_tc_icmp_error(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let verdict = netd_tc_icmp_error_verdict(ctx);
+    crate::events::after_tc(skb);
+    verdict
+}
+
+#[inline(always)]
+fn netd_tc_icmp_error_verdict(ctx: TcContext) -> i32 {
     let (bytes, ifindex) = endpoint::arrival(&ctx);
     let mut quote = QuoteNat::default();
     let plan = decide(ctx.skb.skb, ifindex, &mut quote);

@@ -5,10 +5,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
 };
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
+    events::{EmitBudget, MonitorConfig, Pending, EVENTS_RING_BYTES},
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
         MAX_ENDPOINTS, MAX_HOSTS, MAX_NETWORKS, MAX_PROGS, MAX_XDP_PROGS,
@@ -31,6 +34,22 @@ use netd_common::{
 /// Packets and bytes per (hook, verdict) and per (hook, drop reason).
 #[map(name = "NETD_COUNTERS")]
 pub static NETD_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+/// Events for `netd monitor` (see `events.rs`).
+#[map(name = "NETD_EVENTS")]
+pub static NETD_EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+/// What the monitors want (one entry; `kinds` 0 while none listens).
+#[map(name = "NETD_MONITOR")]
+pub static NETD_MONITOR: Array<MonitorConfig> = Array::pinned(1, 0);
+
+/// Each CPU's emission budget and its tallies.
+#[map(name = "NETD_EMIT")]
+pub static NETD_EMIT: PerCpuArray<EmitBudget> = PerCpuArray::pinned(1, 0);
+
+/// Each CPU's event noted by a stage, for its entry point to emit.
+#[map(name = "NETD_PENDING")]
+pub static NETD_PENDING: PerCpuArray<Pending> = PerCpuArray::pinned(1, 0);
 
 /// Endpoints on this host by IPv4 address: where a packet to them goes.
 #[map(name = "NETD_ENDPOINTS")]

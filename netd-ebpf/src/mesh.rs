@@ -99,6 +99,14 @@ pub struct MeshAction {
 
 #[xdp]
 pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    let verdict = netd_xdp_mesh_verdict(ctx);
+    crate::events::after_xdp(raw);
+    verdict
+}
+
+#[inline(always)]
+fn netd_xdp_mesh_verdict(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
     let headers = match parse(&frame) {

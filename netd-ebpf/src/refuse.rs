@@ -20,6 +20,14 @@ use crate::{endpoint, frame::PacketFrame, metrics, nat::Target};
 
 #[classifier]
 pub fn netd_tc_refuse(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let verdict = netd_tc_refuse_verdict(ctx);
+    crate::events::after_tc(skb);
+    verdict
+}
+
+#[inline(always)]
+fn netd_tc_refuse_verdict(ctx: TcContext) -> i32 {
     let (bytes, ifindex) = endpoint::arrival(&ctx);
     let at = match parse_without_ipv6_addresses(&PacketFrame::tc(&ctx)) {
         Ok(h) => Target::of(&h),

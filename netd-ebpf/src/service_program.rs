@@ -28,6 +28,14 @@ use crate::{
 
 #[classifier]
 pub fn netd_tc_service(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let verdict = netd_tc_service_verdict(ctx);
+    crate::events::after_tc(skb);
+    verdict
+}
+
+#[inline(always)]
+fn netd_tc_service_verdict(ctx: TcContext) -> i32 {
     let (bytes, ifindex) = endpoint::arrival(&ctx);
     let mut p = Packet::default();
     if let Err(reason) = classify(ctx.skb.skb, ifindex, bytes, &mut p) {

@@ -41,6 +41,14 @@ const HOOK: Hook = Hook::XdpUplink;
 
 #[xdp]
 pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    let verdict = netd_xdp_uplink_verdict(ctx);
+    crate::events::after_xdp(raw);
+    verdict
+}
+
+#[inline(always)]
+fn netd_xdp_uplink_verdict(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
     let headers = match parse(&frame) {
@@ -72,6 +80,14 @@ pub fn netd_xdp_uplink(ctx: XdpContext) -> u32 {
 /// its stack is its own.
 #[xdp]
 pub fn netd_xdp_decap(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    let verdict = netd_xdp_decap_verdict(ctx);
+    crate::events::after_xdp(raw);
+    verdict
+}
+
+#[inline(always)]
+fn netd_xdp_decap_verdict(ctx: XdpContext) -> u32 {
     let frame = PacketFrame::xdp(&ctx);
     let bytes = frame.wire_len() as u64;
     let outcome = match parse(&frame) {
@@ -142,6 +158,14 @@ pub fn deliver(ctx: &XdpContext, flow: &PolicyFlow, ifindex: u32, bytes: u64) ->
 /// the redirect into its veth.
 #[xdp]
 pub fn netd_xdp_deliver(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    let verdict = netd_xdp_deliver_verdict(ctx);
+    crate::events::after_xdp(raw);
+    verdict
+}
+
+#[inline(always)]
+fn netd_xdp_deliver_verdict(ctx: XdpContext) -> u32 {
     let Some(scratch) = NETD_XDP_DELIVERY.get(0) else {
         let bytes = PacketFrame::xdp(&ctx).wire_len() as u64;
         return drop(DropReason::NoServiceProgram, bytes);

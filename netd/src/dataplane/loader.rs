@@ -18,6 +18,8 @@ use super::{
 pub enum LoadError {
     #[error(transparent)]
     Conntrack(#[from] super::conntrack::ConntrackError),
+    #[error("the monitor's maps")]
+    Events(#[source] aya::maps::MapError),
     #[error("cannot prepare pin directory {path}")]
     PinDir {
         path: PathBuf,
@@ -209,6 +211,16 @@ impl Datapath {
         let flows = take(map_names::POLICY_CT)?;
         let hits = take(map_names::RULE_HITS)?;
         super::policy_state::PolicyState::new(flows, hits).map_err(LoadError::Conntrack)
+    }
+
+    /// Takes the monitor's maps out of the object (call once).
+    pub fn take_events(&mut self) -> Result<super::events::Events, LoadError> {
+        let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
+        let ring = take(map_names::EVENTS)?;
+        let monitor = take(map_names::MONITOR)?;
+        let emit = take(map_names::EMIT)?;
+        let pending = take(map_names::PENDING)?;
+        super::events::Events::new(ring, monitor, emit, pending).map_err(LoadError::Events)
     }
 
     /// Takes the counters map out of the object (call once).

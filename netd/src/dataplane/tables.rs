@@ -51,6 +51,8 @@ pub enum MapKind {
     LruPerCpuHash = 10,
     /// Longest-prefix match; keys are a prefix length and the data.
     LpmTrie = 11,
+    /// A ring buffer; its "entries" are its size in bytes.
+    RingBuf = 27,
     /// An outer map whose values are inner maps (one per key), each a
     /// table of its own named `OUTER/<key as hex>`.
     HashOfMaps = 13,
@@ -247,6 +249,23 @@ pub const PROGS: TableDecl = prog_array(map_names::PROGS, MAX_PROGS);
 /// Programs the uplink program tail-calls, filled by netd at load.
 pub const XDP_PROGS: TableDecl = prog_array(map_names::XDP_PROGS, MAX_XDP_PROGS);
 
+/// `netd monitor`'s events, written by the programs.
+pub const EVENTS: TableDecl = TableDecl {
+    name: map_names::EVENTS,
+    kind: MapKind::RingBuf,
+    key_size: 0,
+    value_size: 0,
+    max_entries: netd_common::events::EVENTS_RING_BYTES,
+    owner: Owner::Datapath,
+    open: None,
+};
+/// What the monitors want, written by netd.
+pub const MONITOR: Table<u32, netd_common::events::MonitorConfig> = Table::new(map_names::MONITOR);
+/// Each CPU's emission budget and tallies.
+pub const EMIT: Table<u32, netd_common::events::EmitBudget> = Table::new(map_names::EMIT);
+/// Each CPU's event noted for its entry point.
+pub const PENDING: Table<u32, netd_common::events::Pending> = Table::new(map_names::PENDING);
+
 /// A prog array: slot → program fd, filled by netd before it attaches.
 const fn prog_array(name: &'static str, max_entries: u32) -> TableDecl {
     TableDecl {
@@ -292,6 +311,10 @@ pub const TABLES: &[TableDecl] = &[
     SOCK_REVNAT.lru_hash(MAX_SOCK_REVNAT),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
     META.array(1, Owner::Netd),
+    EVENTS,
+    MONITOR.array(1, Owner::Netd),
+    EMIT.per_cpu_array(1, Owner::Datapath),
+    PENDING.per_cpu_array(1, Owner::Datapath),
     PROGS,
     XDP_PROGS,
 ];

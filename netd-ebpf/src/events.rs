@@ -1,0 +1,178 @@
+//! Events for `netd monitor`, written to the ring buffer only while a
+//! monitor listens, within each CPU's budget (see `netd_common::events`).
+//!
+//! A stage that counts a drop notes it (`note_drop`, inline: a map write);
+//! the entry point, whose frame is the shallowest, emits it on its way out
+//! (`after_tc`, `after_xdp`) with the packet's first bytes. With no
+//! listener, each costs one array read.
+
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    helpers::generated::{bpf_ktime_get_ns, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+};
+use netd_common::{
+    counters::{DropReason, Hook},
+    events::{Event, EventKind, Pending, CAPTURE_BYTES},
+};
+
+use crate::maps::{NETD_EMIT, NETD_EVENTS, NETD_MONITOR, NETD_PENDING};
+
+/// The kinds some monitor wants now; 0 when none listens.
+#[inline(always)]
+fn wanted() -> u32 {
+    NETD_MONITOR.get(0).map_or(0, |c| c.kinds)
+}
+
+/// Notes a drop for the entry point to emit, if a monitor wants drops.
+#[inline(always)]
+pub fn note_drop(hook: Hook, reason: DropReason) {
+    if wanted() & EventKind::Drop.bit() == 0 {
+        return;
+    }
+    if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot; programs on one CPU do not preempt
+        // each other.
+        unsafe {
+            *pending = Pending {
+                kind: EventKind::Drop as u8,
+                hook: hook as u8,
+                reason: reason as u8,
+                allowed: 0,
+                object: 0,
+            }
+        };
+    }
+}
+
+/// A TC entry point's last step.
+#[inline(always)]
+pub fn after_tc(skb: *mut __sk_buff) {
+    if wanted() != 0 {
+        emit_tc(skb);
+    }
+}
+
+/// An XDP entry point's last step.
+#[inline(always)]
+pub fn after_xdp(ctx: *mut xdp_md) {
+    if wanted() != 0 {
+        emit_xdp(ctx);
+    }
+}
+
+/// Room in the ring for one event, if this CPU's budget allows it; what
+/// the budget or the ring refused is counted.
+#[inline(always)]
+fn reserve() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+    let config = NETD_MONITOR.get(0)?;
+    let budget = NETD_EMIT.get_ptr_mut(0)?;
+    // SAFETY: a plain helper call; this CPU's own budget slot.
+    unsafe {
+        if !(*budget).take(bpf_ktime_get_ns(), config.rate, config.burst) {
+            return None;
+        }
+        let entry = NETD_EVENTS.reserve::<Event>(0);
+        if entry.is_none() {
+            (*budget).lost += 1;
+        }
+        entry
+    }
+}
+
+/// How many bytes of a `len`-byte packet an event carries: 1 to
+/// CAPTURE_BYTES in a form the verifier can see is never 0 (a `len > 0`
+/// check is lost to the compiler's rewriting). A 0-byte packet asks for
+/// CAPTURE_BYTES; that copy fails, and the event says nothing was captured.
+#[inline(always)]
+fn captured(len: u32) -> u32 {
+    const MOST: u32 = CAPTURE_BYTES as u32;
+    if len >= MOST {
+        MOST
+    } else {
+        (len.wrapping_sub(1) & (MOST - 1)) + 1
+    }
+}
+
+/// Moves this CPU's noted event into `event`'s header with the packet's
+/// `ifindex` and `len`, and says how many bytes to capture. Written so
+/// that few values live across helper calls: the emitters' frames are
+/// stacked on the deepest entry points (the mesh program's), and a spill
+/// costs stack they do not have.
+#[inline(always)]
+fn fill(event: *mut Event, slot: *mut Pending, ifindex: u32, len: u32) -> u32 {
+    let n = captured(len);
+    // SAFETY: `event` is a reserved ring entry the size of an Event;
+    // `slot` is this CPU's pending slot.
+    unsafe {
+        let h = &mut (*event).header;
+        h.kind = (*slot).kind;
+        h.hook = (*slot).hook;
+        h.reason = (*slot).reason;
+        h.allowed = (*slot).allowed;
+        h.object = (*slot).object;
+        h.ifindex = ifindex;
+        h.backend = [0; 4];
+        h.len = len;
+        h.captured = n;
+        (*slot).kind = 0;
+    }
+    n
+}
+
+/// This CPU's pending slot, if something is noted in it.
+#[inline(always)]
+fn noted() -> Option<*mut Pending> {
+    let slot = NETD_PENDING.get_ptr_mut(0)?;
+    // SAFETY: this CPU's own slot, as in `note_drop`.
+    (unsafe { (*slot).kind } != 0).then_some(slot)
+}
+
+#[inline(never)]
+fn emit_tc(skb: *mut __sk_buff) {
+    let Some(slot) = noted() else {
+        return;
+    };
+    let Some(mut entry) = reserve() else {
+        // SAFETY: as in `noted`.
+        unsafe { (*slot).kind = 0 };
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: a plain helper call; reading fields of the skb the program
+    // was given; then copying at most CAPTURE_BYTES into the entry's
+    // packet array (a failure leaves the header saying nothing was
+    // captured).
+    unsafe {
+        (*event).header.ts_ns = bpf_ktime_get_ns();
+        let n = fill(event, slot, (*skb).ifindex, (*skb).len);
+        let to = (*event).packet.as_mut_ptr().cast();
+        if bpf_skb_load_bytes(skb.cast(), 0, to, n) < 0 {
+            (*event).header.captured = 0;
+        }
+    }
+    entry.submit(0);
+}
+
+#[inline(never)]
+fn emit_xdp(ctx: *mut xdp_md) {
+    let Some(slot) = noted() else {
+        return;
+    };
+    let Some(mut entry) = reserve() else {
+        // SAFETY: as in `noted`.
+        unsafe { (*slot).kind = 0 };
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: as in `emit_tc`, for the XDP context.
+    unsafe {
+        (*event).header.ts_ns = bpf_ktime_get_ns();
+        let len = (*ctx).data_end.wrapping_sub((*ctx).data);
+        let n = fill(event, slot, (*ctx).ingress_ifindex, len);
+        let to = (*event).packet.as_mut_ptr().cast();
+        if bpf_xdp_load_bytes(ctx, 0, to, n) < 0 {
+            (*event).header.captured = 0;
+        }
+    }
+    entry.submit(0);
+}
