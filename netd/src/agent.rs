@@ -125,6 +125,9 @@ pub struct Agent<S> {
     applied: tokio::sync::watch::Sender<Applied>,
     /// The names DNS answers, from the model the latest pass applied.
     names: tokio::sync::watch::Sender<Arc<crate::dns::Names>>,
+    /// Local endpoints by host veth, for the monitor's events.
+    directory: tokio::sync::watch::Sender<Arc<crate::monitor::Directory>>,
+    monitor: Arc<crate::monitor::Hub>,
     state: Mutex<State>,
 }
 
@@ -143,6 +146,9 @@ impl<S: Store> Agent<S> {
         let maps = datapath.take_forwarding_maps()?;
         let conntrack = datapath.take_conntrack()?;
         let policy = datapath.take_policy_state()?;
+        let events = datapath.take_events()?;
+        let directory = tokio::sync::watch::Sender::new(Arc::default());
+        let monitor = Arc::new(crate::monitor::Hub::new(events, directory.subscribe()));
         let pin_path = datapath.layout().root().display().to_string();
         Ok(Self {
             control,
@@ -155,6 +161,8 @@ impl<S: Store> Agent<S> {
             host_grace,
             applied: tokio::sync::watch::Sender::new(Applied::default()),
             names: tokio::sync::watch::Sender::new(Arc::default()),
+            directory,
+            monitor,
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -172,6 +180,11 @@ impl<S: Store> Agent<S> {
 
     pub fn control(&self) -> &Control<S> {
         &self.control
+    }
+
+    /// The datapath's events, for `netd monitor`.
+    pub fn monitor(&self) -> Arc<crate::monitor::Hub> {
+        self.monitor.clone()
     }
 
     /// The names DNS answers, as each pass leaves them.
@@ -323,6 +336,26 @@ impl<S: Store> Agent<S> {
         }
         let names =
             crate::dns::Names::build(networks, endpoints, &services, |e| self.control.is_local(e));
+        let directory = crate::monitor::Directory {
+            by_host_ifname: endpoints
+                .iter()
+                .filter(|e| links.contains_key(&e.id))
+                .map(|e| {
+                    let network = networks
+                        .iter()
+                        .find(|n| n.id == e.network)
+                        .map_or_else(|| e.network.clone(), |n| n.name.clone());
+                    (e.host_ifname.clone(), (e.name.clone(), network))
+                })
+                .collect(),
+        };
+        self.directory.send_if_modified(|current| {
+            let changed = **current != directory;
+            if changed {
+                *current = Arc::new(directory);
+            }
+            changed
+        });
         self.names.send_if_modified(|current| {
             let changed = **current != names;
             if changed {

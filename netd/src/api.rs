@@ -393,6 +393,42 @@ async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>
     }))
 }
 
+/// `netd monitor`: the datapath's events that match the query, one JSON
+/// object a line, for as long as the client reads. A listener that falls
+/// behind gets a `{"type":"missed","count":N}` line.
+async fn monitor<S: Store>(
+    State(agent): State<Shared<S>>,
+    Query(filter): Query<crate::monitor::Filter>,
+) -> Result<Response, ApiError> {
+    filter
+        .check()
+        .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
+    let listening = agent.monitor().listen();
+    let lines = futures_util::stream::unfold(listening, move |mut l| {
+        let filter = filter.clone();
+        async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let line = match l.rx.recv().await {
+                    Ok(record) if filter.matches(&record) => {
+                        serde_json::to_string(&*record).unwrap_or_default()
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => format!("{{\"type\":\"missed\",\"count\":{n}}}"),
+                    Err(RecvError::Closed) => return None,
+                };
+                let bytes = axum::body::Bytes::from(line + "\n");
+                return Some((Ok::<_, std::convert::Infallible>(bytes), l));
+            }
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
 pub fn router<S: Store>(agent: Shared<S>) -> Router {
     Router::new()
         .route(
@@ -435,6 +471,7 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
             get(list_conntrack::<S>).delete(flush_conntrack::<S>),
         )
         .route("/status", get(status::<S>))
+        .route("/monitor", get(monitor::<S>))
         .route("/hosts", get(list_hosts::<S>).post(add_external_host::<S>))
         .route("/hosts/{name}", delete(remove_host::<S>))
         .with_state(agent)

@@ -56,6 +56,59 @@ impl Client {
         }
     }
 
+    /// A GET whose answer is a stream of lines: `on_line` gets each line
+    /// as it comes, until it returns false or the server ends the stream.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        use http_body_util::BodyExt;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    peer: self.peer,
+                    hint: self.hint,
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            return Err(ClientError::Refused(message));
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if !on_line(String::from_utf8_lossy(&line[..end]).as_ref()) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -13,6 +13,7 @@ pub mod ipam;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod netlink;
 pub mod plugin;
 pub mod run;

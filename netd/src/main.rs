@@ -63,11 +63,42 @@ enum Command {
     /// The flows to VIPs this host tracks: ls, flush.
     #[command(subcommand)]
     Conntrack(ConntrackCmd),
+    /// The datapath's events as they happen: drops with their reason, and
+    /// the packet's first bytes (Ctrl-C stops)
+    Monitor(MonitorArgs),
     /// What netd has: networks, endpoints, map fill.
     Status {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    /// Only events of this type: drop
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Only drops for this reason (as in netd_drops_total's reason label)
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only packets from this endpoint (its host veth)
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Only packets of this network
+    #[arg(long)]
+    network: Option<String>,
+    /// Only packets from or to this address
+    #[arg(long)]
+    address: Option<std::net::Ipv4Addr>,
+    /// One JSON object a line instead of text
+    #[arg(long)]
+    json: bool,
+    /// Also write the packets to FILE, as pcap (tcpdump -r FILE)
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Stop after N events
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
 }
 
 #[derive(Args)]
@@ -410,6 +441,8 @@ fn main() -> ExitCode {
             }
             Command::Conntrack(cmd) => client_runtime()
                 .and_then(|rt| rt.block_on(conntrack(&Client::new(&cli.socket), cmd))),
+            Command::Monitor(args) => client_runtime()
+                .and_then(|rt| rt.block_on(monitor(&Client::new(&cli.socket), args))),
             Command::Status { json } => {
                 client_runtime().and_then(|rt| rt.block_on(status(&Client::new(&cli.socket), json)))
             }
@@ -961,6 +994,56 @@ async fn list_hosts(client: &Client, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn monitor(client: &Client, args: MonitorArgs) -> anyhow::Result<()> {
+    use netd::monitor::{pcap::PcapWriter, Filter, Record};
+    let filter = Filter {
+        kind: args.kind,
+        reason: args.reason,
+        endpoint: args.endpoint,
+        network: args.network,
+        address: args.address,
+    };
+    filter.check().map_err(anyhow::Error::msg)?;
+    let query = serde_urlencoded::to_string(&filter)?;
+    let mut pcap = match &args.pcap {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            Some(PcapWriter::new(std::io::BufWriter::new(file))?)
+        }
+        None => None,
+    };
+    eprintln!("netd monitor: listening (Ctrl-C stops)");
+    let mut seen = 0u64;
+    let mut failed: Option<anyhow::Error> = None;
+    client
+        .stream_lines(&format!("/monitor?{query}"), |line| {
+            let Ok(record) = serde_json::from_str::<Record>(line) else {
+                // `{"type":"missed","count":N}`: this monitor fell behind.
+                eprintln!("netd monitor: {line}");
+                return true;
+            };
+            if let Some(w) = pcap.as_mut() {
+                if let Err(e) = w.write(&record) {
+                    failed = Some(e.into());
+                    return false;
+                }
+            }
+            if args.json {
+                println!("{line}");
+            } else {
+                println!("{}", record.line());
+            }
+            seen += 1;
+            args.count.is_none_or(|n| seen < n)
+        })
+        .await?;
+    match failed {
+        Some(e) => Err(e.context("writing the pcap file")),
+        None => Ok(()),
+    }
 }
 
 async fn status(client: &Client, json: bool) -> anyhow::Result<()> {

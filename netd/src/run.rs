@@ -135,6 +135,7 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
         "converged to the store"
     );
     let follower = tokio::spawn(follow_store(agent.clone(), events, report.next_expiry));
+    let ring_reader = tokio::spawn(agent.monitor().read_ring());
     let dns = config.dns.as_ref().map(|dns| {
         let upstreams = if dns.upstreams.is_empty() {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -199,6 +200,7 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     let (api_result, plugin_result, metrics_result, ()) =
         tokio::join!(api_server, plugin_server, metrics_server, signals);
     follower.abort();
+    ring_reader.abort();
     if let Some(dns) = dns {
         dns.abort();
     }
