@@ -287,6 +287,34 @@ impl Docker {
         (said, peers)
     }
 
+    /// `docker network rm NAME`, tried again for up to 20 s while dockerd
+    /// still counts an endpoint of a container just removed; a failure shows
+    /// dockerd's own account of it.
+    pub fn network_rm(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run(&["network", "rm", name]);
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log = self.daemon_log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "docker network rm {name}: {}\ncontainers: {}\ndockerd's last lines:\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(
+                        &self
+                            .run(&["network", "inspect", "-f", "{{json .Containers}}", name])
+                            .stdout
+                    ),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// The container's address on `network`.
     pub fn ip(&self, container: &str, network: &str) -> String {
         self.ok(&[

@@ -349,7 +349,7 @@ fn two_docker_hosts_share_one_overlay_network() {
         a.ok(&["rm", "-f", c]);
     }
     w.hosts[0].netd.ok(&["service", "rm", "web"]);
-    a.ok(&["network", "rm", "shared"]);
+    a.network_rm("shared");
     let nets = networks(&w.hosts[0]);
     assert_eq!(nets.len(), 1, "B's network stays: {nets:?}");
     assert_eq!(nets[0]["docker"].as_object().map(|d| d.len()), Some(1));
@@ -364,7 +364,7 @@ fn two_docker_hosts_share_one_overlay_network() {
     for c in ["c2", "c3"] {
         b.ok(&["rm", "-f", c]);
     }
-    b.ok(&["network", "rm", "shared"]);
+    b.network_rm("shared");
     assert!(networks(&w.hosts[0]).is_empty(), "the network is gone");
     a.netd_network("wider", "10.57.0.0/16", &overlay);
     a.ok(&["network", "rm", "wider"]);
