@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use netd_common::events::{EventKind, MonitorConfig, DEFAULT_BURST, DEFAULT_RATE};
 use netd_common::program_names::{
     SOCK_CONNECT4, SOCK_RECVMSG4, SOCK_SENDMSG4, TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR,
     TC_REFUSE, TC_SERVICE, XDP_BASELINE, XDP_DECAP, XDP_MESH, XDP_UPLINK,
@@ -35,6 +36,35 @@ enum Program {
     TcBaseline,
     Uplink,
     Endpoint,
+    /// The endpoint program while `netd monitor` listens.
+    Monitored(Listening),
+}
+
+/// How a monitor listens while a path is timed.
+#[derive(Clone, Copy, PartialEq)]
+enum Listening {
+    /// netd's default budget (10,000 events a second per CPU): a flood is
+    /// mostly suppressed, and the ring, which nobody reads, fills.
+    Flood,
+    /// Every drop becomes an event; a reader empties the ring after each
+    /// measurement, whose repeat fits in it.
+    EveryEvent,
+}
+
+/// Events the ring holds with room to spare (1 MiB of 160-byte events).
+const FITS_IN_RING: u32 = 4_000;
+
+fn listening(mode: Listening) -> MonitorConfig {
+    let (rate, burst) = match mode {
+        Listening::Flood => (DEFAULT_RATE, DEFAULT_BURST),
+        Listening::EveryEvent => (u32::MAX, u32::MAX),
+    };
+    MonitorConfig {
+        kinds: EventKind::Drop.bit(),
+        rate,
+        burst,
+        _pad: 0,
+    }
 }
 
 #[derive(Serialize)]
@@ -159,6 +189,25 @@ fn main() -> anyhow::Result<()> {
         Program::Endpoint,
         ipv4_tiny_first_fragment(8),
     ));
+    // The drop path with `netd monitor` listening (the rows above have
+    // it off), and a passing packet's cost of the check.
+    let malformed = ipv4_tcp()[..40].to_vec();
+    paths.push((
+        "endpoint drop malformed, monitor on, flood".into(),
+        Program::Monitored(Listening::Flood),
+        malformed.clone(),
+    ));
+    paths.push((
+        "endpoint drop malformed, monitor on, every event read".into(),
+        Program::Monitored(Listening::EveryEvent),
+        malformed,
+    ));
+    paths.push((
+        "endpoint pass ipv4 tcp, monitor on".into(),
+        Program::Monitored(Listening::Flood),
+        ipv4_tcp(),
+    ));
+    let mut events = f.datapath.take_events().context("the monitor's maps")?;
 
     let mut samples_ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for round in 0..args.rounds {
@@ -170,6 +219,17 @@ fn main() -> anyhow::Result<()> {
                 Program::TcBaseline => f.time_tc(TC_BASELINE, packet, args.repeat),
                 Program::Uplink => f.time_xdp(XDP_UPLINK, packet, args.repeat),
                 Program::Endpoint => f.time_tc(TC_ENDPOINT, packet, args.repeat),
+                Program::Monitored(mode) => {
+                    events.set(listening(*mode))?;
+                    let repeat = match mode {
+                        Listening::Flood => args.repeat,
+                        Listening::EveryEvent => FITS_IN_RING,
+                    };
+                    let ns = f.time_tc(TC_ENDPOINT, packet, repeat);
+                    while events.next_event().is_some() {}
+                    events.set(MonitorConfig::default())?;
+                    ns
+                }
             };
             samples_ns[i].push(ns);
         }
@@ -187,24 +247,24 @@ fn main() -> anyhow::Result<()> {
                 Program::Baseline => XDP_BASELINE,
                 Program::TcBaseline => TC_BASELINE,
                 Program::Uplink => XDP_UPLINK,
-                Program::Endpoint => TC_ENDPOINT,
+                Program::Endpoint | Program::Monitored(_) => TC_ENDPOINT,
             },
             ns_per_packet: *ns,
             ratio_to_baseline: ns / baseline,
             ratio_to_hook_baseline: match program {
                 Program::Baseline | Program::Uplink => ns / baseline,
-                Program::TcBaseline | Program::Endpoint => ns / tc_baseline,
+                Program::TcBaseline | Program::Endpoint | Program::Monitored(_) => ns / tc_baseline,
             },
         })
         .collect();
 
     println!(
-        "{:<44} {:>10} {:>12} {:>14}",
+        "{:<54} {:>10} {:>12} {:>14}",
         "path", "ns/packet", "vs XDP noop", "vs hook noop"
     );
     for row in &rows {
         println!(
-            "{:<44} {:>10.1} {:>12.2} {:>14.2}",
+            "{:<54} {:>10.1} {:>12.2} {:>14.2}",
             row.path, row.ns_per_packet, row.ratio_to_baseline, row.ratio_to_hook_baseline
         );
     }
