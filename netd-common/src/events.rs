@@ -67,8 +67,8 @@ pub struct EventHeader {
     /// The interface the packet came in on: an endpoint's host veth, or
     /// an uplink.
     pub ifindex: u32,
-    /// A policy event's rule (as `NETD_RULE_HITS` numbers it), a
-    /// translation's service index; 0 when none applies.
+    /// A policy event's rule, or a policy drop's (as `NETD_RULE_HITS`
+    /// numbers it); a translation's service index; 0 when none applies.
     pub object: u32,
     /// A translation's backend address, as the wire has it.
     pub backend: [u8; 4],
@@ -125,10 +125,14 @@ pub struct EmitBudget {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Pending {
     pub kind: u8,
-    pub hook: u8,
     pub reason: u8,
     pub allowed: u8,
+    /// The hook is the emitting entry point's: XDP programs are the
+    /// uplink's, TC programs the endpoint's.
+    pub _pad: u8,
     pub object: u32,
+    /// A translation's backend.
+    pub backend: [u8; 4],
 }
 
 #[cfg(feature = "user")]
@@ -181,6 +185,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 32 + CAPTURE_BYTES);
         assert_eq!(core::mem::size_of::<MonitorConfig>(), 16);
         assert_eq!(core::mem::size_of::<EmitBudget>(), 40);
+        assert_eq!(core::mem::size_of::<Pending>(), 12);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::from_u8(kind as u8), Some(kind));
         }

@@ -1,8 +1,8 @@
 //! Events for `netd monitor`, written to the ring buffer only while a
 //! monitor listens, within each CPU's budget (see `netd_common::events`).
 //!
-//! A stage that counts a drop notes it (`note_drop`, inline: a map write);
-//! the entry point, whose frame is the shallowest, emits it on its way out
+//! A stage notes what it saw (`note_drop` where a drop is counted,
+//! `note_policy`, `note_translation`; inline: a map write); the entry point, whose frame is the shallowest, emits it on its way out
 //! (`after_tc`, `after_xdp`) with the packet's first bytes. With no
 //! listener, each costs one array read.
 
@@ -23,9 +23,11 @@ fn wanted() -> u32 {
     NETD_MONITOR.get(0).map_or(0, |c| c.kinds)
 }
 
-/// Notes a drop for the entry point to emit, if a monitor wants drops.
+/// Notes a drop for the entry point to emit, if a monitor wants drops. A
+/// policy denial keeps the rule its stage noted, and a service without
+/// backends the service: the reason says which `object` is.
 #[inline(always)]
-pub fn note_drop(hook: Hook, reason: DropReason) {
+pub fn note_drop(reason: DropReason) {
     if wanted() & EventKind::Drop.bit() == 0 {
         return;
     }
@@ -33,12 +35,64 @@ pub fn note_drop(hook: Hook, reason: DropReason) {
         // SAFETY: this CPU's own slot; programs on one CPU do not preempt
         // each other.
         unsafe {
+            let noted = (*pending).kind;
+            let keeps = (reason == DropReason::PolicyDenied && noted == EventKind::Policy as u8)
+                || (reason == DropReason::NoBackend && noted == EventKind::Translation as u8);
+            (*pending).kind = EventKind::Drop as u8;
+            (*pending).reason = reason as u8;
+            (*pending).allowed = 0;
+            if !keeps {
+                (*pending).object = 0;
+                (*pending).backend = [0; 4];
+            }
+        }
+    }
+}
+
+/// Notes a policy verdict on a flow's first packet: allowed by `rule`, or
+/// denied by it (a denial is noted for drops as well, which carry it).
+#[inline(always)]
+pub fn note_policy(allowed: bool, rule: u32) {
+    let wants = if allowed {
+        EventKind::Policy.bit()
+    } else {
+        EventKind::Policy.bit() | EventKind::Drop.bit()
+    };
+    if wanted() & wants == 0 {
+        return;
+    }
+    if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
+        // SAFETY: as in `note_drop`.
+        unsafe {
             *pending = Pending {
-                kind: EventKind::Drop as u8,
-                hook: hook as u8,
-                reason: reason as u8,
+                kind: EventKind::Policy as u8,
+                reason: 0,
+                allowed: allowed as u8,
+                _pad: 0,
+                object: rule,
+                backend: [0; 4],
+            }
+        };
+    }
+}
+
+/// Notes a new flow's translation to a service's backend; `backend` all
+/// zero: the service had none (a drop follows, which carries the service).
+#[inline(always)]
+pub fn note_translation(service: u32, backend: [u8; 4]) {
+    if wanted() & (EventKind::Translation.bit() | EventKind::Drop.bit()) == 0 {
+        return;
+    }
+    if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
+        // SAFETY: as in `note_drop`.
+        unsafe {
+            *pending = Pending {
+                kind: EventKind::Translation as u8,
+                reason: 0,
                 allowed: 0,
-                object: 0,
+                _pad: 0,
+                object: service,
+                backend,
             }
         };
     }
@@ -93,25 +147,25 @@ fn captured(len: u32) -> u32 {
     }
 }
 
-/// Moves this CPU's noted event into `event`'s header with the packet's
-/// `ifindex` and `len`, and says how many bytes to capture. Written so
+/// Moves this CPU's noted event into `event`'s header with the emitting
+/// program's `hook` and the packet's `ifindex` and `len`, and says how many bytes to capture. Written so
 /// that few values live across helper calls: the emitters' frames are
 /// stacked on the deepest entry points (the mesh program's), and a spill
 /// costs stack they do not have.
 #[inline(always)]
-fn fill(event: *mut Event, slot: *mut Pending, ifindex: u32, len: u32) -> u32 {
+fn fill(event: *mut Event, slot: *mut Pending, hook: Hook, ifindex: u32, len: u32) -> u32 {
     let n = captured(len);
     // SAFETY: `event` is a reserved ring entry the size of an Event;
     // `slot` is this CPU's pending slot.
     unsafe {
         let h = &mut (*event).header;
         h.kind = (*slot).kind;
-        h.hook = (*slot).hook;
+        h.hook = hook as u8;
         h.reason = (*slot).reason;
         h.allowed = (*slot).allowed;
         h.object = (*slot).object;
         h.ifindex = ifindex;
-        h.backend = [0; 4];
+        h.backend = (*slot).backend;
         h.len = len;
         h.captured = n;
         (*slot).kind = 0;
@@ -144,7 +198,7 @@ fn emit_tc(skb: *mut __sk_buff) {
     // captured).
     unsafe {
         (*event).header.ts_ns = bpf_ktime_get_ns();
-        let n = fill(event, slot, (*skb).ifindex, (*skb).len);
+        let n = fill(event, slot, Hook::TcEndpoint, (*skb).ifindex, (*skb).len);
         let to = (*event).packet.as_mut_ptr().cast();
         if bpf_skb_load_bytes(skb.cast(), 0, to, n) < 0 {
             (*event).header.captured = 0;
@@ -168,7 +222,7 @@ fn emit_xdp(ctx: *mut xdp_md) {
     unsafe {
         (*event).header.ts_ns = bpf_ktime_get_ns();
         let len = (*ctx).data_end.wrapping_sub((*ctx).data);
-        let n = fill(event, slot, (*ctx).ingress_ifindex, len);
+        let n = fill(event, slot, Hook::XdpUplink, (*ctx).ingress_ifindex, len);
         let to = (*event).packet.as_mut_ptr().cast();
         if bpf_xdp_load_bytes(ctx, 0, to, n) < 0 {
             (*event).header.captured = 0;

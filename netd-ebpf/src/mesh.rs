@@ -196,6 +196,9 @@ fn decide(ctx: &XdpContext, frame: &PacketFrame, h: &Headers, bytes: u64) -> Pla
         };
         to = service::admit(&p, &published);
         if to.kind == ServiceKind::Nat {
+            // The translation's event, with the packet as the client sent
+            // it; delivery's policy may note a verdict of its own.
+            crate::events::after_xdp(ctx.ctx);
             // SAFETY: reading a field of the context the program was given.
             remember_client(frame, ip.src, unsafe { (*ctx.ctx).ingress_ifindex });
             // This host takes the flow in now: a return entry left by an

@@ -27,6 +27,7 @@ use netd_common::{
 };
 
 use crate::{
+    events,
     frame::PacketFrame,
     maps::{NETD_IPCACHE, NETD_POLICY, NETD_POLICY_CT, NETD_POLICY_EPS, NETD_RULE_HITS},
     nat::Target,
@@ -144,18 +145,26 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
         }
     }
     let port = u16::from_be_bytes(flow.port);
+    // The event names the last rule that judged: the receiver's, when
+    // both ends are here.
+    let mut rule = RULE_DEFAULT_DENY;
     if src_flags & ENFORCE_EGRESS != 0 {
         let v = judge(t.src, EGRESS, identity(&t.dst), t.proto, port);
         if count(&v, bytes) {
+            events::note_policy(false, v.rule);
             return u64::from(v.rule);
         }
+        rule = v.rule;
     }
     if dst_flags & ENFORCE_INGRESS != 0 {
         let v = judge(t.dst, INGRESS, identity(&t.src), t.proto, port);
         if count(&v, bytes) {
+            events::note_policy(false, v.rule);
             return u64::from(v.rule);
         }
+        rule = v.rule;
     }
+    events::note_policy(true, rule);
     let entry = PolicyCtEntry {
         last_seen: now,
         created: now,

@@ -4,7 +4,7 @@
 //! back to the container. The packet itself counts as a `no_backend` drop.
 
 use aya_ebpf::{
-    bindings::__sk_buff,
+    bindings::{__sk_buff, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_skb_change_tail},
     macros::classifier,
     programs::TcContext,
@@ -33,10 +33,12 @@ fn netd_tc_refuse_verdict(ctx: TcContext) -> i32 {
         Ok(h) => Target::of(&h),
         Err(e) => return endpoint::drop(e.drop_reason(), bytes),
     };
-    if write(ctx.skb.skb, &at).is_err() {
-        return endpoint::drop(DropReason::NoBackend, bytes);
-    }
     metrics::count_drop(endpoint::HOOK, DropReason::NoBackend, bytes);
+    // The event carries the client's packet, not the answer it becomes.
+    crate::events::after_tc(ctx.skb.skb);
+    if write(ctx.skb.skb, &at).is_err() {
+        return TC_ACT_SHOT;
+    }
     // Back out of the host veth, to the container that sent it.
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(ifindex, 0) as i32 }

@@ -16,6 +16,7 @@ use netd_common::{
     },
 };
 
+use crate::events;
 use crate::maps::{
     NETD_AFFINITY, NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS,
 };
@@ -246,12 +247,14 @@ pub fn admit(p: &ClientPacket, service: &ServiceEntry) -> ToService {
         reason: DropReason::NoBackend,
         ..ToService::NO
     };
-    if service.active == 0 {
-        return refuse;
-    }
-    let Some(backend_ip) = choose(&service, &flow, now) else {
+    let Some(backend_ip) = (service.active != 0)
+        .then(|| choose(&service, &flow, now))
+        .flatten()
+    else {
+        events::note_translation(service.table, [0; 4]);
         return refuse;
     };
+    events::note_translation(service.table, backend_ip);
     let hairpin = backend_ip == flow.src;
     let flags = closing | if hairpin { CT_HAIRPIN } else { 0 };
     let entry = CtEntry {

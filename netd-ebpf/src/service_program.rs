@@ -43,7 +43,12 @@ fn netd_tc_service_verdict(ctx: TcContext) -> i32 {
     }
     let to = service::new_flow(&p.client);
     let (nat, route_to) = match to.kind {
-        ServiceKind::Nat => (to.nat, to.route_to),
+        ServiceKind::Nat => {
+            // The translation's event, with the packet as the client sent
+            // it; policy may note a verdict of its own.
+            crate::events::after_tc(ctx.skb.skb);
+            (to.nat, to.route_to)
+        }
         ServiceKind::No => (Nat::NONE, p.client.flow.dst),
         ServiceKind::Refuse => return endpoint::tail_call(&ctx, PROG_REFUSE, bytes),
         ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(to.reason, bytes),

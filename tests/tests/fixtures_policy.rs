@@ -1,7 +1,8 @@
 //! Policy on crafted packets through the endpoint program: allow and deny
 //! by label, by CIDR, by port range and by ICMP type; the rules' counters
 //! and the `policy_denied` drops; a reply let through by the policy's
-//! conntrack; an audit rule that drops nothing. The policy maps are
+//! conntrack; an audit rule that drops nothing; the verdict events a
+//! monitor gets. The policy maps are
 //! written from a model by `compile_policies`, as the reconciler does.
 //!
 //! BPF_PROG_TEST_RUN runs TC programs on the loopback device, so the
@@ -13,7 +14,8 @@ use etherparse::PacketBuilder;
 use netd::dataplane::conntrack::{monotonic_ns, ConntrackConfig};
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
-    policy::{rule_id, RuleHits},
+    events::{EventKind, MonitorConfig},
+    policy::{rule_id, RuleHits, RULE_DEFAULT_DENY},
     program_names::TC_ENDPOINT,
 };
 use netd_tests::{
@@ -329,4 +331,101 @@ fn an_opening_syn_is_always_judged_and_a_fin_puts_its_flow_on_the_closing_timeou
     assert!(timeouts.tcp_closing + 1 < timeouts.tcp_established);
     let mut state = f.datapath.take_policy_state().expect("policy maps");
     assert_eq!(state.sweep(&timeouts, later), (1, 1), "(expired, live)");
+}
+
+/// Emission of `kinds`, within a budget no test reaches.
+fn monitoring(events: &mut netd::dataplane::events::Events, kinds: &[EventKind]) {
+    events
+        .set(MonitorConfig {
+            kinds: kinds.iter().fold(0, |bits, k| bits | k.bit()),
+            rate: 1_000_000,
+            burst: 10_000,
+            _pad: 0,
+        })
+        .expect("monitor on");
+}
+
+/// The events emitted so far: (kind, reason, allowed, rule) of each.
+fn verdicts(events: &mut netd::dataplane::events::Events) -> Vec<(u8, u8, u8, u32)> {
+    std::iter::from_fn(|| events.next_event())
+        .map(|e| {
+            (
+                e.header.kind,
+                e.header.reason,
+                e.header.allowed,
+                e.header.object,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_flows_verdict_is_an_event_naming_its_rule_and_a_denial_is_a_drop_that_names_it() {
+    let (networks, _) = model();
+    let api = policy(
+        &networks,
+        4,
+        "api",
+        Some(&["allow from tier=web tcp/8080", "deny from tier=web tcp/22"]),
+        None,
+    );
+    let mut f = fixture(&[api]);
+    let mut events = f.datapath.take_events().expect("the monitor's maps");
+    monitoring(&mut events, &[EventKind::Drop, EventKind::Policy]);
+    let (policy, drop) = (EventKind::Policy as u8, EventKind::Drop as u8);
+    let denied = DropReason::PolicyDenied as u8;
+
+    send(
+        &mut f,
+        &tcp(WEB_IP, API_IP, 40000, 8080, false),
+        TC_ACT_REDIRECT,
+        "allowed",
+    );
+    assert_eq!(verdicts(&mut events), [(policy, 0, 1, rule_id(4, 0))]);
+    // The flow's next segment passes on the policy's conntrack: no verdict.
+    send(
+        &mut f,
+        &segment(WEB_IP, API_IP, 40000, 8080, false),
+        TC_ACT_REDIRECT,
+        "the next segment",
+    );
+    assert_eq!(verdicts(&mut events), []);
+
+    send(
+        &mut f,
+        &tcp(WEB_IP, API_IP, 40001, 22, false),
+        TC_ACT_SHOT,
+        "by the deny rule",
+    );
+    assert_eq!(verdicts(&mut events), [(drop, denied, 0, rule_id(4, 1))]);
+    send(
+        &mut f,
+        &tcp(WEB_IP, API_IP, 40002, 9999, false),
+        TC_ACT_SHOT,
+        "by no rule",
+    );
+    assert_eq!(
+        verdicts(&mut events),
+        [(drop, denied, 0, RULE_DEFAULT_DENY)]
+    );
+
+    // A monitor of verdicts only: the denial is a verdict, still naming
+    // its rule (netd monitor shows both as a policy_denied drop).
+    monitoring(&mut events, &[EventKind::Policy]);
+    send(
+        &mut f,
+        &tcp(WEB_IP, API_IP, 40003, 22, false),
+        TC_ACT_SHOT,
+        "verdicts only",
+    );
+    assert_eq!(verdicts(&mut events), [(policy, 0, 0, rule_id(4, 1))]);
+    // And of drops only: the allowed flow is no event.
+    monitoring(&mut events, &[EventKind::Drop]);
+    send(
+        &mut f,
+        &tcp(WEB_IP, API_IP, 40004, 8080, false),
+        TC_ACT_REDIRECT,
+        "drops only",
+    );
+    assert_eq!(verdicts(&mut events), []);
 }

@@ -1,7 +1,8 @@
 //! The service path of the endpoint program on crafted packets: DNAT of a
 //! packet to a VIP, reverse NAT of the reply, conntrack keeping a flow on
 //! its backend, hairpin, the refusals of a port without backends (RST,
-//! ICMP port unreachable), ICMP errors translated, and counted drops.
+//! ICMP port unreachable), ICMP errors translated, counted drops, and the
+//! translation events a monitor gets.
 //! Checksums of the output are checked by etherparse, not by netd's code.
 //!
 //! BPF_PROG_TEST_RUN runs TC programs on an skb of the loopback device, so
@@ -15,6 +16,7 @@ use netd::dataplane::{
 };
 use netd_common::{
     counters::{DropReason, Hook, Verdict},
+    events::{EventKind, MonitorConfig},
     map_names,
     maps::{NetworkEntry, PROG_SERVICE},
     program_names::{TC_ENDPOINT, XDP_UPLINK},
@@ -738,4 +740,54 @@ fn with_client_affinity_new_flows_keep_the_clients_backend_until_it_drains_or_ti
         "no affinity"
     );
     assert_eq!(affinity_of(&mut w, A_IP).map(|a| a.backend), Some(B_IP));
+}
+
+#[test]
+fn a_new_flows_translation_is_an_event_and_a_refusal_is_a_drop_naming_the_service() {
+    let mut w = world(B_IP);
+    let mut events = w.f.datapath.take_events().expect("the monitor's maps");
+    events
+        .set(MonitorConfig {
+            kinds: EventKind::Drop.bit() | EventKind::Translation.bit(),
+            rate: 1_000_000,
+            burst: 10_000,
+            _pad: 0,
+        })
+        .expect("monitor on");
+    let mut drain = || std::iter::from_fn(|| events.next_event()).collect::<Vec<_>>();
+
+    let syn = tcp((A_IP, 40000), (VIP, 80), A_MAC);
+    assert_eq!(run(&mut w, &syn).0, TC_ACT_REDIRECT);
+    let got = drain();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let h = got[0].header;
+    assert_eq!(
+        (h.kind, h.hook, h.object, h.backend),
+        (EventKind::Translation as u8, HOOK as u8, TABLE, B_IP)
+    );
+    assert_eq!(&got[0].packet[..syn.len()], &syn[..], "the client's packet");
+    // Its next packet is tracked: no new translation.
+    assert_eq!(run(&mut w, &syn).0, TC_ACT_REDIRECT);
+    assert!(drain().is_empty());
+
+    without_backends(&mut w);
+    let other = tcp((A_IP, 40001), (VIP, 80), A_MAC);
+    refused(&mut w, "tcp", &other);
+    let got = drain();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let h = got[0].header;
+    assert_eq!(
+        (h.kind, h.reason, h.object, h.backend),
+        (
+            EventKind::Drop as u8,
+            DropReason::NoBackend as u8,
+            TABLE,
+            [0; 4]
+        )
+    );
+    assert_eq!(
+        &got[0].packet[..other.len()],
+        &other[..],
+        "the client's packet, not the RST it became"
+    );
 }

@@ -273,3 +273,52 @@ fn a_map_that_cannot_be_carried_over_or_a_newer_layout_refuses_the_start_and_cha
     );
     assert!(ping(&w.s1, &w.a2, 2), "the running datapath was touched");
 }
+
+/// The value size of a pinned map, as bpftool shows it.
+fn value_size(path: &std::path::Path) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(path)
+        .output()
+        .expect("bpftool");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool -j");
+    info["bytes_value"].as_u64().expect("bytes_value")
+}
+
+#[test]
+fn a_packets_scratch_map_of_another_shape_is_made_afresh_under_traffic() {
+    let mut w = world(&netd_bin());
+    let pending = w.pins.layout.map("NETD_PENDING");
+    let want = value_size(&pending);
+
+    // NETD_PENDING as the first monitor release pinned it (8-byte notes).
+    w.netd.stop();
+    std::fs::remove_file(&pending).expect("unpin");
+    bpftool(&[
+        "map",
+        "create",
+        pending.to_str().expect("path"),
+        "type",
+        "percpu_array",
+        "key",
+        "4",
+        "value",
+        "8",
+        "entries",
+        "1",
+        "name",
+        "NETD_PENDING",
+    ]);
+    let traffic = PingUnderway::start(&w.s1, &w.a2, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    w.netd.restart(&w.host);
+    let (sent, received) = traffic.finish();
+    assert_eq!(received, sent, "pings lost:\n{}", w.netd.log());
+    assert_eq!(value_size(&pending), want, "{}", w.netd.log());
+    assert!(
+        w.netd.log().contains("NETD_PENDING"),
+        "the log does not say what was made afresh:\n{}",
+        w.netd.log()
+    );
+    assert!(!w.pins.layout.carry().exists());
+}

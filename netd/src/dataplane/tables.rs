@@ -66,6 +66,9 @@ pub enum Owner {
     Datapath,
     /// Written by netd at start.
     Netd,
+    /// A packet's scratch, written and read within one program run: an
+    /// upgrade that changes its shape makes it afresh, carrying nothing.
+    Scratch,
 }
 
 pub type Opener = fn(aya::maps::Map) -> Result<Box<dyn KernelTable>, aya::maps::MapError>;
@@ -314,7 +317,7 @@ pub const TABLES: &[TableDecl] = &[
     EVENTS,
     MONITOR.array(1, Owner::Netd),
     EMIT.per_cpu_array(1, Owner::Datapath),
-    PENDING.per_cpu_array(1, Owner::Datapath),
+    PENDING.per_cpu_array(1, Owner::Scratch),
     PROGS,
     XDP_PROGS,
 ];

@@ -3,8 +3,8 @@
 //! against its declaration in [`super::tables`]:
 //!
 //! - the same type, key and value size and max_entries: reused as it is;
-//! - a map that can be carried over (another max_entries, or layout 1's
-//!   packed counters): its pin is set aside under `carry/`, the loader makes
+//! - a map that can be carried over (another max_entries, layout 1's
+//!   packed counters, or a packet's scratch of another shape, made afresh): its pin is set aside under `carry/`, the loader makes
 //!   the new map, [`Upgrade::finish`] copies what carries over and removes
 //!   the old pin, and only then are the programs swapped into the links;
 //! - anything else: netd refuses to start, names the map and what differs,
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use super::{
     owner,
     pins::open_pinned_map,
-    tables::{MapKind, Sizes, TableDecl, TABLES},
+    tables::{MapKind, Owner, Sizes, TableDecl, TABLES},
     PinLayout,
 };
 
@@ -75,6 +75,8 @@ pub enum Carry {
     Entries,
     /// Layout 1's 26 packed counter slots, each to its slot now.
     CountersV1,
+    /// Scratch of another shape: a new, empty map.
+    Fresh,
 }
 
 /// What the check found: the layout of the pins and the maps to carry over.
@@ -105,6 +107,9 @@ fn carry_for(decl: &TableDecl, info: &MapInfo, sizes: &Sizes) -> Option<Option<C
     }
     if decl.name == map_names::COUNTERS && same_shape && max == layout_v1::SLOTS {
         return Some(Some(Carry::CountersV1));
+    }
+    if decl.owner == Owner::Scratch && kind == decl.kind as u32 {
+        return Some(Some(Carry::Fresh));
     }
     let copyable = matches!(decl.kind, MapKind::Hash | MapKind::Array | MapKind::LruHash)
         && decl.open.is_some();
@@ -213,16 +218,21 @@ impl Upgrade {
             let copied = match carry {
                 Carry::Entries => copy_entries(decl, &old, &new),
                 Carry::CountersV1 => copy_counters_v1(&old, &new),
+                Carry::Fresh => Ok(0),
             }
             .map_err(|source| UpgradeError::Map {
                 path: old.clone(),
                 source,
             })?;
-            info!(
-                map = decl.name,
-                entries = copied,
-                "carried over into the new map"
-            );
+            if *carry == Carry::Fresh {
+                info!(map = decl.name, "scratch map of another shape made afresh");
+            } else {
+                info!(
+                    map = decl.name,
+                    entries = copied,
+                    "carried over into the new map"
+                );
+            }
             if let Err(e) = fs::remove_file(&old) {
                 warn!(path = %old.display(), error = %e, "cannot remove the old pin");
             }
