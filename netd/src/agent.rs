@@ -348,6 +348,14 @@ impl<S: Store> Agent<S> {
                     (e.host_ifname.clone(), (e.name.clone(), network))
                 })
                 .collect(),
+            services: crate::dataplane::conntrack::service_names(&services),
+            policies: policies
+                .iter()
+                .map(|p| {
+                    let ingress = p.ingress.as_ref().map_or(0, Vec::len);
+                    (p.index, (p.name.clone(), ingress))
+                })
+                .collect(),
         };
         self.directory.send_if_modified(|current| {
             let changed = **current != directory;

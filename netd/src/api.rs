@@ -403,7 +403,7 @@ async fn monitor<S: Store>(
     filter
         .check()
         .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?;
-    let listening = agent.monitor().listen();
+    let listening = agent.monitor().listen(filter.kinds());
     let lines = futures_util::stream::unfold(listening, move |mut l| {
         let filter = filter.clone();
         async move {

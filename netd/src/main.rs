@@ -75,7 +75,8 @@ enum Command {
 
 #[derive(Args)]
 struct MonitorArgs {
-    /// Only events of this type: drop
+    /// Only events of this type: drop, policy (verdicts on new flows,
+    /// denials included) or translation (new flows to a service)
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
     /// Only drops for this reason (as in netd_drops_total's reason label)
@@ -87,6 +88,9 @@ struct MonitorArgs {
     /// Only packets of this network
     #[arg(long)]
     network: Option<String>,
+    /// Only translations for this service, and its drops for want of a backend
+    #[arg(long)]
+    service: Option<String>,
     /// Only packets from or to this address
     #[arg(long)]
     address: Option<std::net::Ipv4Addr>,
@@ -1003,6 +1007,7 @@ async fn monitor(client: &Client, args: MonitorArgs) -> anyhow::Result<()> {
         reason: args.reason,
         endpoint: args.endpoint,
         network: args.network,
+        service: args.service,
         address: args.address,
     };
     filter.check().map_err(anyhow::Error::msg)?;

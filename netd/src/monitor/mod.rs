@@ -9,10 +9,7 @@ pub mod record;
 use std::{
     collections::BTreeMap,
     os::fd::AsFd,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
 };
 
 use netd_common::events::{EventKind, MonitorConfig, DEFAULT_BURST, DEFAULT_RATE};
@@ -24,34 +21,76 @@ use tokio::{
 use crate::dataplane::events::Events;
 pub use record::{Filter, Record};
 
+/// The kinds some listener wants.
+fn wanted(wanting: &[usize]) -> u32 {
+    wanting
+        .iter()
+        .zip(EventKind::ALL)
+        .filter(|(count, _)| **count > 0)
+        .fold(0, |bits, (_, kind)| bits | kind.bit())
+}
+
 /// Events a slow listener may fall behind by before it misses some (and
 /// is told how many).
 const BACKLOG: usize = 4096;
 
-/// Who an interface is: its endpoint and network, by host veth name.
+/// The names events are shown with, from the model the last reconcile
+/// pass applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Directory {
+    /// Endpoint and network, by host veth name.
     pub by_host_ifname: BTreeMap<String, (String, String)>,
+    /// Service names by index (a conntrack entry's `table`).
+    pub services: BTreeMap<u32, String>,
+    /// Policies by store index: name, and how many ingress rules come
+    /// before the egress ones.
+    pub policies: BTreeMap<u32, (String, usize)>,
+}
+
+impl Directory {
+    pub fn service_name(&self, index: u32) -> String {
+        self.services
+            .get(&index)
+            .cloned()
+            .unwrap_or_else(|| format!("service-{index}"))
+    }
+
+    /// A rule id as `netd policy ls` numbers it.
+    pub fn rule_name(&self, id: u32) -> String {
+        if id == netd_common::policy::RULE_DEFAULT_DENY {
+            return "default deny".into();
+        }
+        let (index, position) = netd_common::policy::rule_of(id);
+        let position = position as usize;
+        match self.policies.get(&index) {
+            Some((name, ingress)) if position < *ingress => {
+                format!("{name} ingress rule {}", position + 1)
+            }
+            Some((name, ingress)) => format!("{name} egress rule {}", position - ingress + 1),
+            None => format!("rule {id:#x}"),
+        }
+    }
 }
 
 pub struct Hub {
     events: Mutex<Events>,
     tx: broadcast::Sender<Arc<Record>>,
-    listeners: AtomicUsize,
+    /// How many listeners want each kind (by `EventKind::ALL`'s order).
+    wanting: Mutex<[usize; EventKind::ALL.len()]>,
     directory: watch::Receiver<Arc<Directory>>,
 }
 
-/// A listener's hold on the stream: emission stays on while one exists.
+/// A listener's hold on the stream: the kinds it wants are emitted while
+/// it exists.
 pub struct Listening {
     hub: Arc<Hub>,
+    kinds: u32,
     pub rx: broadcast::Receiver<Arc<Record>>,
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        if self.hub.listeners.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.hub.switch(MonitorConfig::default());
-        }
+        self.hub.count_listener(self.kinds, false);
     }
 }
 
@@ -60,25 +99,45 @@ impl Hub {
         Self {
             events: Mutex::new(events),
             tx: broadcast::Sender::new(BACKLOG),
-            listeners: AtomicUsize::new(0),
+            wanting: Mutex::new([0; EventKind::ALL.len()]),
             directory,
         }
     }
 
-    /// A new listener (the first turns emission on).
-    pub fn listen(self: &Arc<Self>) -> Listening {
+    /// A new listener for the event kinds in `kinds` (`EventKind::bit`s):
+    /// the datapath emits each kind while some listener wants it.
+    pub fn listen(self: &Arc<Self>, kinds: u32) -> Listening {
         let rx = self.tx.subscribe();
-        if self.listeners.fetch_add(1, Ordering::SeqCst) == 0 {
+        self.count_listener(kinds, true);
+        Listening {
+            hub: self.clone(),
+            kinds,
+            rx,
+        }
+    }
+
+    fn count_listener(&self, kinds: u32, joins: bool) {
+        let Ok(mut wanting) = self.wanting.lock() else {
+            return;
+        };
+        let before = wanted(&wanting[..]);
+        for (count, kind) in wanting.iter_mut().zip(EventKind::ALL) {
+            if kinds & kind.bit() != 0 {
+                *count = if joins {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
+            }
+        }
+        let now = wanted(&wanting[..]);
+        if now != before {
             self.switch(MonitorConfig {
-                kinds: EventKind::ALL.iter().fold(0, |k, e| k | e.bit()),
+                kinds: now,
                 rate: DEFAULT_RATE,
                 burst: DEFAULT_BURST,
                 _pad: 0,
             });
-        }
-        Listening {
-            hub: self.clone(),
-            rx,
         }
     }
 

@@ -9,7 +9,7 @@ use std::{
 
 use netd_common::{
     counters::{DropReason, Hook},
-    events::{Event, EventKind},
+    events::{Event, EventHeader, EventKind},
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,19 @@ pub struct Record {
     pub hook: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A policy verdict's: `allowed` or `denied` (a denial is a drop too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The policy rule that judged: `POLICY ingress|egress rule N`, or
+    /// `default deny` when no rule allowed the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The service a new flow was translated for (or had no backend in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The backend a translation chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Ipv4Addr>,
     pub ifindex: u32,
     /// The endpoint whose host veth the packet came in on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,13 +92,6 @@ fn hook_name(hook: u8) -> String {
         .into_iter()
         .find(|h| *h as u8 == hook)
         .map_or_else(|| format!("hook-{hook}"), |h| h.name().to_string())
-}
-
-fn reason_name(reason: u8) -> String {
-    DropReason::ALL
-        .into_iter()
-        .find(|r| *r as u8 == reason)
-        .map_or_else(|| format!("reason-{reason}"), |r| r.name().to_string())
 }
 
 /// The interface's name, in this process's network namespace.
@@ -150,6 +156,67 @@ fn proto_name(proto: u8) -> String {
     }
 }
 
+/// What an event says beyond its packet, in the monitor's terms. A policy
+/// denial and a service without backends are drops, whichever kinds the
+/// datapath was asked for: they are noted as a verdict or a translation,
+/// and become drops in the datapath only while drops are wanted too.
+#[derive(Default)]
+struct Meaning {
+    kind: String,
+    reason: Option<String>,
+    verdict: Option<&'static str>,
+    rule: Option<String>,
+    service: Option<String>,
+    backend: Option<Ipv4Addr>,
+}
+
+fn meaning(h: &EventHeader, directory: &Directory) -> Meaning {
+    let drop = |reason: DropReason| Meaning {
+        kind: EventKind::Drop.name().into(),
+        reason: Some(reason.name().into()),
+        ..Meaning::default()
+    };
+    let denied = || Meaning {
+        verdict: Some("denied"),
+        rule: Some(directory.rule_name(h.object)),
+        ..drop(DropReason::PolicyDenied)
+    };
+    let no_backend = || Meaning {
+        service: Some(directory.service_name(h.object)),
+        ..drop(DropReason::NoBackend)
+    };
+    match EventKind::from_u8(h.kind) {
+        Some(EventKind::Drop) => match DropReason::ALL.into_iter().find(|r| *r as u8 == h.reason) {
+            Some(DropReason::PolicyDenied) => denied(),
+            Some(DropReason::NoBackend) => no_backend(),
+            Some(reason) => drop(reason),
+            None => Meaning {
+                kind: EventKind::Drop.name().into(),
+                reason: Some(format!("reason-{}", h.reason)),
+                ..Meaning::default()
+            },
+        },
+        Some(EventKind::Policy) if h.allowed == 0 => denied(),
+        Some(EventKind::Policy) => Meaning {
+            kind: EventKind::Policy.name().into(),
+            verdict: Some("allowed"),
+            rule: Some(directory.rule_name(h.object)),
+            ..Meaning::default()
+        },
+        Some(EventKind::Translation) if h.backend == [0; 4] => no_backend(),
+        Some(EventKind::Translation) => Meaning {
+            kind: EventKind::Translation.name().into(),
+            service: Some(directory.service_name(h.object)),
+            backend: Some(Ipv4Addr::from(h.backend)),
+            ..Meaning::default()
+        },
+        None => Meaning {
+            kind: format!("kind-{}", h.kind),
+            ..Meaning::default()
+        },
+    }
+}
+
 impl Record {
     pub fn of(event: &Event, directory: &Directory, clock: &Clock) -> Self {
         let h = &event.header;
@@ -157,12 +224,16 @@ impl Record {
         let bytes = &event.packet[..captured];
         let parsed = addresses(bytes);
         let named = ifname(h.ifindex).and_then(|n| directory.by_host_ifname.get(&n).cloned());
-        let kind = EventKind::from_u8(h.kind);
+        let m = meaning(h, directory);
         Record {
             time_ns: clock.wall(h.ts_ns),
-            kind: kind.map_or_else(|| format!("kind-{}", h.kind), |k| k.name().to_string()),
+            kind: m.kind,
             hook: hook_name(h.hook),
-            reason: (kind == Some(EventKind::Drop)).then(|| reason_name(h.reason)),
+            reason: m.reason,
+            verdict: m.verdict.map(str::to_string),
+            rule: m.rule,
+            service: m.service,
+            backend: m.backend,
             ifindex: h.ifindex,
             endpoint: named.as_ref().map(|(e, _)| e.clone()),
             network: named.map(|(_, n)| n),
@@ -208,8 +279,20 @@ impl Record {
             }
             _ => String::new(),
         };
+        let mut why = String::new();
+        if let Some(v) = self.verdict.as_deref().filter(|_| self.kind != "drop") {
+            why += &format!(" {v}");
+        }
+        if let Some(rule) = &self.rule {
+            why += &format!(" by {rule}");
+        }
+        match (&self.service, self.backend) {
+            (Some(service), Some(backend)) => why += &format!(" service {service} to {backend}"),
+            (Some(service), None) => why += &format!(" service {service}"),
+            _ => {}
+        }
         format!(
-            "{h:02}:{m:02}:{s:02}.{micros:06} {what} at {at}{flow} len {}",
+            "{h:02}:{m:02}:{s:02}.{micros:06} {what} at {at}{flow} len {}{why}",
             self.len
         )
     }
@@ -226,6 +309,9 @@ pub struct Filter {
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The service of a translation, or of a drop for want of a backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// The packet's source or destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Ipv4Addr>,
@@ -257,8 +343,9 @@ impl Filter {
         let same = |want: &Option<String>, got: Option<&String>| {
             want.as_ref().is_none_or(|w| got == Some(w))
         };
-        same(&self.kind, Some(&r.kind))
+        self.kind.as_ref().is_none_or(|k| is_of_type(r, k))
             && same(&self.reason, r.reason.as_ref())
+            && same(&self.service, r.service.as_ref())
             && same(&self.endpoint, r.endpoint.as_ref())
             && same(&self.network, r.network.as_ref())
             && self
@@ -267,10 +354,30 @@ impl Filter {
     }
 }
 
+/// Whether `r` is an event of `kind`: a policy verdict is an allowed
+/// flow or a policy drop; a translation, a new flow's or a drop for want
+/// of a backend.
+fn is_of_type(r: &Record, kind: &str) -> bool {
+    let dropped_for = |reason: DropReason| r.reason.as_deref() == Some(reason.name());
+    r.kind == kind
+        || (kind == EventKind::Policy.name() && dropped_for(DropReason::PolicyDenied))
+        || (kind == EventKind::Translation.name() && dropped_for(DropReason::NoBackend))
+}
+
+impl Filter {
+    /// The kinds the datapath must emit for this filter.
+    pub fn kinds(&self) -> u32 {
+        EventKind::ALL
+            .iter()
+            .filter(|k| self.kind.as_deref().is_none_or(|want| want == k.name()))
+            .fold(0, |bits, k| bits | k.bit())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netd_common::events::EventHeader;
+    use netd_common::policy::rule_id;
 
     fn drop_of(frame: &[u8]) -> Event {
         let mut packet = [0u8; netd_common::events::CAPTURE_BYTES];
@@ -334,5 +441,111 @@ mod tests {
             endpoint: Some("a".into()),
             ..Default::default()
         }));
+    }
+
+    fn event(kind: EventKind, reason: u8, allowed: u8, object: u32, backend: [u8; 4]) -> Event {
+        let mut e = drop_of(&[]);
+        e.header.kind = kind as u8;
+        e.header.reason = reason;
+        e.header.allowed = allowed;
+        e.header.object = object;
+        e.header.backend = backend;
+        e
+    }
+
+    #[test]
+    fn verdicts_and_translations_read_with_their_names_and_denials_are_drops_either_way() {
+        let directory = Directory {
+            services: [(3, "web".to_string())].into(),
+            policies: [(2, ("api".to_string(), 1))].into(),
+            ..Default::default()
+        };
+        let of = |e: Event| Record::of(&e, &directory, &Clock::now());
+        let type_is = |r: &Record, kind: &str| {
+            Filter {
+                kind: Some(kind.into()),
+                ..Default::default()
+            }
+            .matches(r)
+        };
+
+        let allowed = of(event(EventKind::Policy, 0, 1, rule_id(2, 0), [0; 4]));
+        assert_eq!(allowed.kind, "policy");
+        assert_eq!(allowed.verdict.as_deref(), Some("allowed"));
+        assert_eq!(allowed.rule.as_deref(), Some("api ingress rule 1"));
+        assert!(type_is(&allowed, "policy") && !type_is(&allowed, "drop"));
+        assert!(
+            allowed.line().contains("policy at tc_endpoint"),
+            "{}",
+            allowed.line()
+        );
+        assert!(
+            allowed.line().ends_with("allowed by api ingress rule 1"),
+            "{}",
+            allowed.line()
+        );
+
+        // A denial noted as a verdict (no monitor wanted drops) and one
+        // the datapath made a drop read the same.
+        let denied = DropReason::PolicyDenied as u8;
+        for e in [
+            event(EventKind::Policy, 0, 0, rule_id(2, 1), [0; 4]),
+            event(EventKind::Drop, denied, 0, rule_id(2, 1), [0; 4]),
+        ] {
+            let r = of(e);
+            assert_eq!(
+                (r.kind.as_str(), r.reason.as_deref()),
+                ("drop", Some("policy_denied"))
+            );
+            assert_eq!(r.rule.as_deref(), Some("api egress rule 1"));
+            assert_eq!(r.verdict.as_deref(), Some("denied"));
+            assert!(type_is(&r, "policy") && type_is(&r, "drop"));
+            assert!(r.line().ends_with("by api egress rule 1"), "{}", r.line());
+        }
+        let by_default = of(event(EventKind::Drop, denied, 0, 0, [0; 4]));
+        assert_eq!(by_default.rule.as_deref(), Some("default deny"));
+
+        let translated = of(event(EventKind::Translation, 0, 0, 3, [10, 0, 0, 7]));
+        assert_eq!(translated.kind, "translation");
+        assert_eq!(translated.service.as_deref(), Some("web"));
+        assert_eq!(translated.backend, Some([10, 0, 0, 7].into()));
+        assert!(
+            translated.line().ends_with("service web to 10.0.0.7"),
+            "{}",
+            translated.line()
+        );
+        let web = Filter {
+            service: Some("web".into()),
+            ..Default::default()
+        };
+        assert!(web.matches(&translated));
+
+        let refused = of(event(EventKind::Translation, 0, 0, 3, [0; 4]));
+        assert_eq!(
+            (
+                refused.kind.as_str(),
+                refused.reason.as_deref(),
+                refused.service.as_deref()
+            ),
+            ("drop", Some("no_backend"), Some("web"))
+        );
+        assert!(type_is(&refused, "translation") && web.matches(&refused));
+        // An index netd does not know still says what it is.
+        let unknown = of(event(EventKind::Translation, 0, 0, 9, [10, 0, 0, 7]));
+        assert_eq!(unknown.service.as_deref(), Some("service-9"));
+
+        // What each type asks the datapath for.
+        let kinds = |kind: Option<&str>| {
+            Filter {
+                kind: kind.map(Into::into),
+                ..Default::default()
+            }
+            .kinds()
+        };
+        assert_eq!(kinds(Some("policy")), EventKind::Policy.bit());
+        assert_eq!(
+            kinds(None),
+            EventKind::Drop.bit() | EventKind::Policy.bit() | EventKind::Translation.bit()
+        );
     }
 }
