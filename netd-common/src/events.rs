@@ -120,16 +120,19 @@ pub struct EmitBudget {
 
 /// An event a stage noted where it counted the packet, for the entry
 /// point to emit with the packet's bytes (per CPU, one entry; `kind` 0:
-/// none). The stages run too deep in the stack to call the emitter.
+/// none). The stages run too deep in the stack to call the emitter. The
+/// event's hook is the emitting entry point's: XDP programs are the
+/// uplink's, TC programs the endpoint's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Pending {
     pub kind: u8,
     pub reason: u8,
     pub allowed: u8,
-    /// The hook is the emitting entry point's: XDP programs are the
-    /// uplink's, TC programs the endpoint's.
-    pub _pad: u8,
+    /// The reason + 1 of the drop counted last on this CPU, noted whether
+    /// or not a monitor listens: a TC entry point that drops its packet
+    /// counts it against the sending endpoint, and clears it (0: none).
+    pub dropped: u8,
     pub object: u32,
     /// A translation's backend.
     pub backend: [u8; 4],

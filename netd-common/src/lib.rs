@@ -6,6 +6,7 @@
 
 pub mod checksum;
 pub mod counters;
+pub mod endpoint_stats;
 pub mod events;
 pub mod flow;
 pub mod icmp;
@@ -48,6 +49,8 @@ pub mod map_names {
     pub const EMIT: &str = "NETD_EMIT";
     /// Per-CPU [`crate::events::Pending`], one entry.
     pub const PENDING: &str = "NETD_PENDING";
+    /// Per-CPU [`crate::endpoint_stats::EndpointStats`] by host veth ifindex.
+    pub const ENDPOINT_STATS: &str = "NETD_EP_STATS";
     /// [`crate::service::ServiceEntry`] by [`crate::service::ServiceKey`].
     pub const SERVICES: &str = "NETD_SERVICES";
     /// [`crate::service::VipEntry`] by VIP.

@@ -20,7 +20,7 @@ use netd_common::{
 };
 
 use crate::{
-    arp, forward,
+    arp, endpoint_stats, forward,
     frame::PacketFrame,
     maps::{NETD_LOCAL_EPS, NETD_PROGS},
     mesh, metrics,
@@ -38,7 +38,9 @@ const ETH_SRC: usize = 6;
 #[classifier]
 pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
+    let sender = endpoint_stats::arrived(skb);
     let verdict = netd_tc_endpoint_verdict(ctx);
+    endpoint_stats::after_tc(skb, verdict, sender);
     crate::events::after_tc(skb);
     verdict
 }
@@ -155,6 +157,7 @@ pub fn carry_out(
                 if !addressed && ctx.store(ETH_DST, &mac, 0).is_err() {
                     return drop(DropReason::Malformed, bytes);
                 }
+                endpoint_stats::delivering_to(skb, ifindex);
                 metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // SAFETY: plain helper call; the kernel checks the ifindex.
                 unsafe { bpf_redirect_peer(ifindex, 0) as i32 }

@@ -23,28 +23,34 @@ fn wanted() -> u32 {
     NETD_MONITOR.get(0).map_or(0, |c| c.kinds)
 }
 
-/// Notes a drop for the entry point to emit, if a monitor wants drops. A
-/// policy denial keeps the rule its stage noted, and a service without
-/// backends the service: the reason says which `object` is.
+/// Notes a drop: a TC drop's reason for the endpoint's counters (always), and the
+/// event for the entry point to emit, if a monitor wants drops. A policy
+/// denial keeps the rule its stage noted, and a service without backends
+/// the service: the reason says which `object` is.
 #[inline(always)]
-pub fn note_drop(reason: DropReason) {
+pub fn note_drop(hook: Hook, reason: DropReason) {
+    let Some(pending) = NETD_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    if hook == Hook::TcEndpoint {
+        // SAFETY: this CPU's own slot; programs on one CPU do not preempt
+        // each other.
+        unsafe { (*pending).dropped = reason as u8 + 1 };
+    }
     if wanted() & EventKind::Drop.bit() == 0 {
         return;
     }
-    if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
-        // SAFETY: this CPU's own slot; programs on one CPU do not preempt
-        // each other.
-        unsafe {
-            let noted = (*pending).kind;
-            let keeps = (reason == DropReason::PolicyDenied && noted == EventKind::Policy as u8)
-                || (reason == DropReason::NoBackend && noted == EventKind::Translation as u8);
-            (*pending).kind = EventKind::Drop as u8;
-            (*pending).reason = reason as u8;
-            (*pending).allowed = 0;
-            if !keeps {
-                (*pending).object = 0;
-                (*pending).backend = [0; 4];
-            }
+    // SAFETY: as above.
+    unsafe {
+        let noted = (*pending).kind;
+        let keeps = (reason == DropReason::PolicyDenied && noted == EventKind::Policy as u8)
+            || (reason == DropReason::NoBackend && noted == EventKind::Translation as u8);
+        (*pending).kind = EventKind::Drop as u8;
+        (*pending).reason = reason as u8;
+        (*pending).allowed = 0;
+        if !keeps {
+            (*pending).object = 0;
+            (*pending).backend = [0; 4];
         }
     }
 }
@@ -61,19 +67,7 @@ pub fn note_policy(allowed: bool, rule: u32) {
     if wanted() & wants == 0 {
         return;
     }
-    if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
-        // SAFETY: as in `note_drop`.
-        unsafe {
-            *pending = Pending {
-                kind: EventKind::Policy as u8,
-                reason: 0,
-                allowed: allowed as u8,
-                _pad: 0,
-                object: rule,
-                backend: [0; 4],
-            }
-        };
-    }
+    note(EventKind::Policy, allowed as u8, rule, [0; 4]);
 }
 
 /// Notes a new flow's translation to a service's backend; `backend` all
@@ -83,19 +77,33 @@ pub fn note_translation(service: u32, backend: [u8; 4]) {
     if wanted() & (EventKind::Translation.bit() | EventKind::Drop.bit()) == 0 {
         return;
     }
+    note(EventKind::Translation, 0, service, backend);
+}
+
+/// An event in this CPU's slot; the drop noted for the counters stays.
+#[inline(always)]
+fn note(kind: EventKind, allowed: u8, object: u32, backend: [u8; 4]) {
     if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
         // SAFETY: as in `note_drop`.
         unsafe {
-            *pending = Pending {
-                kind: EventKind::Translation as u8,
-                reason: 0,
-                allowed: 0,
-                _pad: 0,
-                object: service,
-                backend,
-            }
-        };
+            (*pending).kind = kind as u8;
+            (*pending).reason = 0;
+            (*pending).allowed = allowed;
+            (*pending).object = object;
+            (*pending).backend = backend;
+        }
     }
+}
+
+/// The reason + 1 of the drop a TC program counted last on this CPU, taken
+/// (0: none), for the counters of the endpoint that sent the packet.
+#[inline(always)]
+pub fn take_dropped() -> u8 {
+    let Some(pending) = NETD_PENDING.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: as in `note_drop`.
+    unsafe { core::mem::replace(&mut (*pending).dropped, 0) }
 }
 
 /// A TC entry point's last step.

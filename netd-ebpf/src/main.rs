@@ -10,6 +10,7 @@ mod baseline;
 mod bench_traffic;
 mod deliver;
 mod endpoint;
+mod endpoint_stats;
 mod events;
 mod forward;
 mod frame;

@@ -6,11 +6,13 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{
-        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray, RingBuf,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap,
+        ProgramArray, RingBuf,
     },
 };
 use netd_common::{
     counters::{Counter, COUNTER_SLOTS},
+    endpoint_stats::EndpointStats,
     events::{EmitBudget, MonitorConfig, Pending, EVENTS_RING_BYTES},
     maps::{
         EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, PinMeta,
@@ -50,6 +52,13 @@ pub static NETD_EMIT: PerCpuArray<EmitBudget> = PerCpuArray::pinned(1, 0);
 /// Each CPU's event noted by a stage, for its entry point to emit.
 #[map(name = "NETD_PENDING")]
 pub static NETD_PENDING: PerCpuArray<Pending> = PerCpuArray::pinned(1, 0);
+
+/// Each local endpoint's traffic, per CPU, by its host veth's ifindex:
+/// entries made by netd (allocated then, not up front: an entry is 288
+/// bytes on every CPU), counted into by the programs.
+#[map(name = "NETD_EP_STATS")]
+pub static NETD_EP_STATS: PerCpuHashMap<u32, EndpointStats> =
+    PerCpuHashMap::pinned(MAX_ENDPOINTS, BPF_F_NO_PREALLOC);
 
 /// Endpoints on this host by IPv4 address: where a packet to them goes.
 #[map(name = "NETD_ENDPOINTS")]

@@ -25,5 +25,5 @@ pub fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
 pub fn count_drop(hook: Hook, reason: DropReason, bytes: u64) {
     bump(verdict_slot(hook, Verdict::Drop), bytes);
     bump(drop_slot(hook, reason), bytes);
-    crate::events::note_drop(reason);
+    crate::events::note_drop(hook, reason);
 }

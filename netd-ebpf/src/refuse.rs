@@ -22,6 +22,8 @@ use crate::{endpoint, frame::PacketFrame, metrics, nat::Target};
 pub fn netd_tc_refuse(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
     let verdict = netd_tc_refuse_verdict(ctx);
+    // Refused whatever the verdict (the answer goes back to the sender).
+    crate::endpoint_stats::after_tc(skb, TC_ACT_SHOT, core::ptr::null_mut());
     crate::events::after_tc(skb);
     verdict
 }

@@ -177,6 +177,8 @@ fn netd_xdp_deliver_verdict(ctx: XdpContext) -> u32 {
         return drop(DropReason::PolicyDenied, bytes);
     }
     metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
+    // As delivered: decapsulated.
+    crate::endpoint_stats::received(ifindex, PacketFrame::xdp(&ctx).wire_len() as u64);
     // SAFETY: a plain helper call; the kernel checks the ifindex.
     unsafe { bpf_redirect(ifindex, 0) as u32 }
 }

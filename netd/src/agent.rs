@@ -84,6 +84,7 @@ struct State {
     maps: KernelMaps,
     conntrack: Conntrack,
     policy: PolicyState,
+    endpoint_stats: crate::dataplane::endpoint_stats::EndpointStatsMap,
     /// What the control maps hold as of the last pass that wrote every op
     /// it meant to: the next pass diffs against it instead of reading
     /// every map back. None: read the kernel (start, a failed write, the
@@ -147,6 +148,7 @@ impl<S: Store> Agent<S> {
         let conntrack = datapath.take_conntrack()?;
         let policy = datapath.take_policy_state()?;
         let events = datapath.take_events()?;
+        let endpoint_stats = datapath.take_endpoint_stats()?;
         let directory = tokio::sync::watch::Sender::new(Arc::default());
         let monitor = Arc::new(crate::monitor::Hub::new(events, directory.subscribe()));
         let pin_path = datapath.layout().root().display().to_string();
@@ -168,6 +170,7 @@ impl<S: Store> Agent<S> {
                 maps,
                 conntrack,
                 policy,
+                endpoint_stats,
                 written: None,
                 traffic: ServiceTraffic::default(),
                 conntrack_nearly_full: false,
@@ -185,6 +188,20 @@ impl<S: Store> Agent<S> {
     /// The datapath's events, for `netd monitor`.
     pub fn monitor(&self) -> Arc<crate::monitor::Hub> {
         self.monitor.clone()
+    }
+
+    /// The names events and counters are shown with, as each pass leaves them.
+    pub fn directory(&self) -> tokio::sync::watch::Receiver<Arc<crate::monitor::Directory>> {
+        self.directory.subscribe()
+    }
+
+    /// Each local endpoint's traffic and drops, by endpoint name.
+    pub async fn endpoint_traffic(
+        &self,
+    ) -> BTreeMap<String, crate::endpoint_traffic::EndpointTraffic> {
+        let stats = self.state.lock().await.endpoint_stats.read();
+        let directory = self.directory.borrow().clone();
+        crate::endpoint_traffic::named(&directory, &stats)
     }
 
     /// The names DNS answers, as each pass leaves them.
@@ -315,6 +332,12 @@ impl<S: Store> Agent<S> {
                 state.attached.remove(&name);
             }
         }
+
+        // 4. Counters for each endpoint linked here, and none for the rest.
+        let linked: BTreeSet<u32> = links.values().map(|l| l.ifindex).collect();
+        if let Err(e) = state.endpoint_stats.sync(&linked) {
+            warn!(error = %chain(&e), "the endpoints' counters were not brought up to date; retried next pass");
+        }
         self.metrics.update_model(
             &model_sizes(networks, endpoints, &services, &desired),
             &fill(&desired, &state.maps),
@@ -336,17 +359,21 @@ impl<S: Store> Agent<S> {
         }
         let names =
             crate::dns::Names::build(networks, endpoints, &services, |e| self.control.is_local(e));
+        let linked_endpoints: Vec<(&Endpoint, u32, String)> = endpoints
+            .iter()
+            .filter_map(|e| {
+                let link = links.get(&e.id)?;
+                let network = networks
+                    .iter()
+                    .find(|n| n.id == e.network)
+                    .map_or_else(|| e.network.clone(), |n| n.name.clone());
+                Some((e, link.ifindex, network))
+            })
+            .collect();
         let directory = crate::monitor::Directory {
-            by_host_ifname: endpoints
+            by_ifindex: linked_endpoints
                 .iter()
-                .filter(|e| links.contains_key(&e.id))
-                .map(|e| {
-                    let network = networks
-                        .iter()
-                        .find(|n| n.id == e.network)
-                        .map_or_else(|| e.network.clone(), |n| n.name.clone());
-                    (e.host_ifname.clone(), (e.name.clone(), network))
-                })
+                .map(|(e, ifindex, network)| (*ifindex, (e.name.clone(), network.clone())))
                 .collect(),
             services: crate::dataplane::conntrack::service_names(&services),
             policies: policies

@@ -381,6 +381,13 @@ async fn delete_policy<S: Store>(
     Ok(Json(policy))
 }
 
+/// Each local endpoint's traffic and drops, by endpoint name.
+async fn traffic<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Json<std::collections::BTreeMap<String, crate::endpoint_traffic::EndpointTraffic>> {
+    Json(agent.endpoint_traffic().await)
+}
+
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {
     let maps = agent.map_fill().await?;
     Ok(Json(Status {
@@ -472,6 +479,7 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
         )
         .route("/status", get(status::<S>))
         .route("/monitor", get(monitor::<S>))
+        .route("/traffic", get(traffic::<S>))
         .route("/hosts", get(list_hosts::<S>).post(add_external_host::<S>))
         .route("/hosts/{name}", delete(remove_host::<S>))
         .with_state(agent)

@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod dns;
+pub mod endpoint_traffic;
 pub mod host_ports;
 pub mod ipam;
 pub mod logging;

@@ -7,6 +7,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use netd::endpoint_traffic::EndpointTraffic;
 use netd::{
     api::{ExternalHostSpec, PolicyView, ServiceView, Status},
     client::Client,
@@ -619,14 +620,27 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
                 return print_json(&list);
             }
             let networks: Vec<Network> = client.get("/networks").await?;
+            // Counted on the endpoint's own host: `-` for another host's.
+            let traffic: BTreeMap<String, EndpointTraffic> = client.get("/traffic").await?;
             println!(
-                "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  SANDBOX",
-                "NAME", "NETWORK", "IPV4", "MAC", "IFNAME", "HOST"
+                "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  {:>10}  {:>10}  {:<24}  SANDBOX",
+                "NAME", "NETWORK", "IPV4", "MAC", "IFNAME", "HOST", "SENT", "RECEIVED", "DROPPED"
             );
             for e in list {
                 let net = network_name(&networks, &e.network);
+                let (sent, received, dropped) = match traffic.get(&e.name) {
+                    Some(t) => (
+                        t.sent_packets.to_string(),
+                        t.received_packets.to_string(),
+                        match t.dropped() {
+                            0 => "0".to_string(),
+                            n => format!("{n} ({})", t.top_drops(2)),
+                        },
+                    ),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
                 println!(
-                    "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  {}",
+                    "{:<20}  {:<16}  {:<15}  {:<17}  {:<8}  {:<12}  {:>10}  {:>10}  {:<24}  {}",
                     e.name,
                     net,
                     e.ipv4.to_string(),
@@ -637,6 +651,9 @@ async fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
                     } else {
                         e.host.as_str()
                     },
+                    sent,
+                    received,
+                    dropped,
                     e.sandbox.display()
                 );
             }
@@ -1080,6 +1097,28 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
             m.entries,
             m.capacity,
             100.0 * m.entries as f64 / f64::from(m.capacity)
+        );
+    }
+    let traffic: BTreeMap<String, EndpointTraffic> = client.get("/traffic").await?;
+    if traffic.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!(
+        "{:<20}  {:<16}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}  TOP DROP REASONS",
+        "ENDPOINT", "NETWORK", "SENT PKTS", "SENT BYTES", "RECV PKTS", "RECV BYTES", "DROPPED"
+    );
+    for t in traffic.values() {
+        println!(
+            "{:<20}  {:<16}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}  {}",
+            t.endpoint,
+            t.network,
+            t.sent_packets,
+            t.sent_bytes,
+            t.received_packets,
+            t.received_bytes,
+            t.dropped(),
+            t.top_drops(3)
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Prometheus metrics: the datapath counters summed over CPUs, refreshed
 //! from the map on every scrape.
 
+use crate::endpoint_traffic::TrafficSource;
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
@@ -50,6 +51,10 @@ pub struct Metrics {
     rule_packets: IntCounterVec,
     rule_bytes: IntCounterVec,
     policy_flows: IntGauge,
+    endpoint_packets: IntCounterVec,
+    endpoint_bytes: IntCounterVec,
+    endpoint_drops: IntCounterVec,
+    monitor_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -188,6 +193,38 @@ impl Metrics {
             "netd_policy_flows",
             "Flows policy let through that this host tracks (NETD_POLICY_CT) at the last sweep.",
         )?;
+        let per_endpoint = |name: &str, help: &str, last: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["endpoint", "network", last])
+        };
+        let endpoint_packets = per_endpoint(
+            "netd_endpoint_packets_total",
+            "Packets of each endpoint on this host: sent (handed to netd by its veth) and \
+             received (delivered into it by netd). Series go with their endpoint.",
+            "direction",
+        )?;
+        let endpoint_bytes = per_endpoint(
+            "netd_endpoint_bytes_total",
+            "Bytes of each endpoint on this host, sent and received (see the packets).",
+            "direction",
+        )?;
+        let endpoint_drops = per_endpoint(
+            "netd_endpoint_drops_total",
+            "Packets each endpoint on this host sent that netd dropped, by reason (a reason \
+             appears with its first drop). Series go with their endpoint.",
+            "reason",
+        )?;
+        let monitor_events = IntCounterVec::new(
+            Opts::new(
+                "netd_monitor_events_total",
+                "Events the datapath had for netd monitor while one listened: emitted to the \
+                 ring, suppressed by the per-CPU budget, or lost to a full ring.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(monitor_events.clone()))?;
+        registry.register(Box::new(endpoint_packets.clone()))?;
+        registry.register(Box::new(endpoint_bytes.clone()))?;
+        registry.register(Box::new(endpoint_drops.clone()))?;
         registry.register(Box::new(rule_packets.clone()))?;
         registry.register(Box::new(rule_bytes.clone()))?;
         registry.register(Box::new(policy_flows.clone()))?;
@@ -228,7 +265,50 @@ impl Metrics {
             rule_packets,
             rule_bytes,
             policy_flows,
+            endpoint_packets,
+            endpoint_bytes,
+            endpoint_drops,
+            monitor_events,
         })
+    }
+
+    /// The monitor's emission tallies, as the datapath keeps them.
+    pub fn update_monitor(&self, tallies: &netd_common::events::EmitBudget) {
+        for (outcome, n) in [
+            ("emitted", tallies.emitted),
+            ("suppressed", tallies.suppressed),
+            ("lost", tallies.lost),
+        ] {
+            set_total(&self.monitor_events.with_label_values(&[outcome]), n);
+        }
+    }
+
+    /// The endpoints' counters as the datapath has them now: one series
+    /// set per endpoint that exists, none for one that went (each update
+    /// starts afresh, so the series cannot outlive their endpoint).
+    pub fn update_endpoints(&self, traffic: &[crate::endpoint_traffic::EndpointTraffic]) {
+        self.endpoint_packets.reset();
+        self.endpoint_bytes.reset();
+        self.endpoint_drops.reset();
+        for t in traffic {
+            let (e, n) = (t.endpoint.as_str(), t.network.as_str());
+            for (direction, packets, bytes) in [
+                ("sent", t.sent_packets, t.sent_bytes),
+                ("received", t.received_packets, t.received_bytes),
+            ] {
+                self.endpoint_packets
+                    .with_label_values(&[e, n, direction])
+                    .inc_by(packets);
+                self.endpoint_bytes
+                    .with_label_values(&[e, n, direction])
+                    .inc_by(bytes);
+            }
+            for (reason, count) in &t.drops {
+                self.endpoint_drops
+                    .with_label_values(&[e, n, reason.as_str()])
+                    .inc_by(*count);
+            }
+        }
     }
 
     pub fn update_policy_flows(&self, flows: usize) {
@@ -380,21 +460,33 @@ fn set_total(counter: &IntCounter, total: u64) {
 struct Scrape {
     metrics: Arc<Metrics>,
     counters: CountersReader,
+    endpoints: TrafficSource,
+    monitor: Arc<crate::monitor::Hub>,
+    /// One scrape at a time: the endpoints' series are rebuilt by each.
+    one_at_a_time: std::sync::Mutex<()>,
 }
 
 async fn metrics_handler(State(scrape): State<Arc<Scrape>>) -> impl IntoResponse {
-    match scrape.counters.snapshot() {
-        Ok(snapshot) => scrape.metrics.update(&snapshot),
-        Err(e) => {
-            warn!(error = %crate::logging::chain(&e), "reading the counters map failed; serving the last values")
+    let body = {
+        let _only = scrape.one_at_a_time.lock();
+        match scrape.counters.snapshot() {
+            Ok(snapshot) => scrape.metrics.update(&snapshot),
+            Err(e) => {
+                warn!(error = %crate::logging::chain(&e), "reading the counters map failed; serving the last values")
+            }
         }
-    }
+        scrape.metrics.update_endpoints(&scrape.endpoints.read());
+        if let Some(tallies) = scrape.monitor.tallies() {
+            scrape.metrics.update_monitor(&tallies);
+        }
+        scrape.metrics.render()
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        scrape.metrics.render(),
+        body,
     )
 }
 
@@ -408,9 +500,17 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     counters: CountersReader,
+    endpoints: TrafficSource,
+    monitor: Arc<crate::monitor::Hub>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let scrape = Arc::new(Scrape { metrics, counters });
+    let scrape = Arc::new(Scrape {
+        metrics,
+        counters,
+        endpoints,
+        monitor,
+        one_at_a_time: std::sync::Mutex::new(()),
+    });
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/", get(|| async { "netd: metrics at /metrics\n" }))

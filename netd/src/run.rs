@@ -98,6 +98,9 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     }
     attach_host_local(&mut datapath);
     let counters = datapath.take_counters()?;
+    let endpoint_stats_pin = datapath
+        .layout()
+        .map(netd_common::map_names::ENDPOINT_STATS);
     let metrics = Arc::new(Metrics::new()?);
 
     // VXLAN needs an address to send from and an uplink to send through.
@@ -187,9 +190,20 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
         }
     };
     let mut stop_metrics = stop_tx.subscribe();
-    let metrics_server = metrics::serve(metrics_listener, metrics, counters, async move {
-        let _ = stop_metrics.recv().await;
-    });
+    let endpoint_traffic = crate::endpoint_traffic::TrafficSource::new(
+        crate::dataplane::endpoint_stats::EndpointStatsMap::open_pinned(&endpoint_stats_pin)?,
+        agent.directory(),
+    );
+    let metrics_server = metrics::serve(
+        metrics_listener,
+        metrics,
+        counters,
+        endpoint_traffic,
+        agent.monitor(),
+        async move {
+            let _ = stop_metrics.recv().await;
+        },
+    );
     let signals = async move {
         tokio::select! {
             _ = terminate.recv() => info!("SIGTERM: stopping"),

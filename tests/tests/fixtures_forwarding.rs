@@ -307,3 +307,53 @@ fn deleting_an_entry_that_is_not_there_is_done_in_every_control_map() {
             .unwrap_or_else(|e| panic!("{}: {}", t.name, netd::logging::chain(&e)));
     }
 }
+
+#[test]
+fn each_endpoint_counts_what_it_sent_what_it_received_and_its_drops_by_reason() {
+    let mut f = fixture();
+    let mut stats = f.datapath.take_endpoint_stats().expect("NETD_EP_STATS");
+    // Entries for A (here) and B, as netd makes them for its links; none
+    // for C, which is counted nowhere.
+    stats.sync(&[HERE, PEER_IF].into()).expect("entries");
+
+    let to_b = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, B_IP);
+    let to_c = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, C_IP);
+    let spoofed = ipv4_udp_between(A_MAC, [10, 1, 0, 99], A_HOST_MAC, B_IP);
+    for _ in 0..3 {
+        assert_eq!(run(&mut f, &to_b).0, TC_ACT_REDIRECT);
+    }
+    for _ in 0..2 {
+        assert_eq!(run(&mut f, &to_c).0, TC_ACT_SHOT);
+    }
+    assert_eq!(run(&mut f, &spoofed).0, TC_ACT_SHOT);
+    // ARP answered back to A: neither delivered anywhere nor dropped.
+    run(
+        &mut f,
+        &arp(1, A_MAC, [0xff; 6], (A_MAC, A_IP), ([0; 6], B_IP)),
+    );
+
+    let read = stats.read();
+    let (a, b) = (read[&HERE], read[&PEER_IF]);
+    let len = to_b.len() as u64;
+    assert_eq!(a.sent.packets, 3 + 2 + 1 + 1, "everything A handed netd");
+    assert_eq!(a.received.packets, 0);
+    assert_eq!(
+        (b.received.packets, b.received.bytes),
+        (3, 3 * len),
+        "delivered into B"
+    );
+    assert_eq!(b.sent.packets, 0);
+    assert_eq!(a.drops[DropReason::Isolation as usize], 2);
+    assert_eq!(a.drops[DropReason::Spoofed as usize], 1);
+    assert_eq!(a.dropped(), 3);
+    assert_eq!(b.dropped(), 0);
+    assert_eq!(read.len(), 2, "no entry made by the datapath: {read:?}");
+
+    // B leaves: its entry goes; A's counts go on.
+    let synced = stats.sync(&[HERE].into()).expect("sync");
+    assert_eq!((synced.added, synced.removed), (0, 1));
+    assert_eq!(run(&mut f, &to_b).0, TC_ACT_REDIRECT);
+    let read = stats.read();
+    assert_eq!(read.keys().copied().collect::<Vec<_>>(), [HERE]);
+    assert_eq!(read[&HERE].sent.packets, 8);
+}

@@ -20,6 +20,8 @@ pub enum LoadError {
     Conntrack(#[from] super::conntrack::ConntrackError),
     #[error("the monitor's maps")]
     Events(#[source] aya::maps::MapError),
+    #[error(transparent)]
+    EndpointStats(#[from] super::endpoint_stats::EndpointStatsError),
     #[error("cannot prepare pin directory {path}")]
     PinDir {
         path: PathBuf,
@@ -211,6 +213,17 @@ impl Datapath {
         let flows = take(map_names::POLICY_CT)?;
         let hits = take(map_names::RULE_HITS)?;
         super::policy_state::PolicyState::new(flows, hits).map_err(LoadError::Conntrack)
+    }
+
+    /// Takes the endpoints' counters map out of the object (call once).
+    pub fn take_endpoint_stats(
+        &mut self,
+    ) -> Result<super::endpoint_stats::EndpointStatsMap, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::ENDPOINT_STATS)
+            .ok_or(LoadError::NoMap(map_names::ENDPOINT_STATS))?;
+        super::endpoint_stats::EndpointStatsMap::new(map).map_err(LoadError::EndpointStats)
     }
 
     /// Takes the monitor's maps out of the object (call once).

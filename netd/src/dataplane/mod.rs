@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod counters;
 pub mod endpoint_attach;
+pub mod endpoint_stats;
 pub mod events;
 pub mod host_local;
 pub mod loader;

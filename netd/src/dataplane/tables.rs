@@ -44,6 +44,7 @@ use super::maps::{open_array, open_hash, open_lpm, KernelTable, Plain};
 pub enum MapKind {
     Hash = 1,
     Array = 2,
+    PerCpuHash = 5,
     PerCpuArray = 6,
     LruHash = 9,
     /// Programs to tail-call, by slot.
@@ -177,6 +178,19 @@ impl<V: Plain> Table<u32, V> {
         }
     }
 
+    /// Per-CPU values the programs count into, under keys netd makes.
+    pub const fn per_cpu_hash(self, max_entries: u32) -> TableDecl {
+        TableDecl {
+            name: self.name,
+            kind: MapKind::PerCpuHash,
+            key_size: 4,
+            value_size: size::<V>(),
+            max_entries,
+            owner: Owner::Datapath,
+            open: None,
+        }
+    }
+
     pub const fn per_cpu_array(self, max_entries: u32, owner: Owner) -> TableDecl {
         TableDecl {
             name: self.name,
@@ -266,6 +280,9 @@ pub const EVENTS: TableDecl = TableDecl {
 pub const MONITOR: Table<u32, netd_common::events::MonitorConfig> = Table::new(map_names::MONITOR);
 /// Each CPU's emission budget and tallies.
 pub const EMIT: Table<u32, netd_common::events::EmitBudget> = Table::new(map_names::EMIT);
+/// Each local endpoint's traffic and drops, per CPU, by host veth ifindex.
+pub const ENDPOINT_STATS: Table<u32, netd_common::endpoint_stats::EndpointStats> =
+    Table::new(map_names::ENDPOINT_STATS);
 /// Each CPU's event noted for its entry point.
 pub const PENDING: Table<u32, netd_common::events::Pending> = Table::new(map_names::PENDING);
 
@@ -313,6 +330,7 @@ pub const TABLES: &[TableDecl] = &[
     MESH_RETURN.lru_hash(DEFAULT_CT_ENTRIES),
     SOCK_REVNAT.lru_hash(MAX_SOCK_REVNAT),
     COUNTERS.per_cpu_array(COUNTER_SLOTS, Owner::Datapath),
+    ENDPOINT_STATS.per_cpu_hash(MAX_ENDPOINTS),
     META.array(1, Owner::Netd),
     EVENTS,
     MONITOR.array(1, Owner::Netd),

@@ -38,8 +38,8 @@ const BACKLOG: usize = 4096;
 /// pass applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Directory {
-    /// Endpoint and network, by host veth name.
-    pub by_host_ifname: BTreeMap<String, (String, String)>,
+    /// Endpoint and network, by host veth ifindex.
+    pub by_ifindex: BTreeMap<u32, (String, String)>,
     /// Service names by index (a conntrack entry's `table`).
     pub services: BTreeMap<u32, String>,
     /// Policies by store index: name, and how many ingress rules come

@@ -94,18 +94,6 @@ fn hook_name(hook: u8) -> String {
         .map_or_else(|| format!("hook-{hook}"), |h| h.name().to_string())
 }
 
-/// The interface's name, in this process's network namespace.
-fn ifname(ifindex: u32) -> Option<String> {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into `buf`.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return None;
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
 /// A frame's IPv4 flow, as far as its first bytes show it.
 #[derive(Clone, Copy)]
 struct Flow {
@@ -223,7 +211,7 @@ impl Record {
         let captured = (h.captured as usize).min(event.packet.len());
         let bytes = &event.packet[..captured];
         let parsed = addresses(bytes);
-        let named = ifname(h.ifindex).and_then(|n| directory.by_host_ifname.get(&n).cloned());
+        let named = directory.by_ifindex.get(&h.ifindex).cloned();
         let m = meaning(h, directory);
         Record {
             time_ns: clock.wall(h.ts_ns),
