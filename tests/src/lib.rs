@@ -10,6 +10,7 @@ pub mod docker;
 pub mod etcd;
 pub mod fixture;
 pub mod mesh_fixture;
+pub mod monitor;
 pub mod netns;
 pub mod overlay_fixture;
 pub mod policy;

@@ -161,6 +161,12 @@ pub fn within<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
 /// Sends one raw Ethernet frame out of `ifname` in the calling thread's
 /// namespace (AF_PACKET), as a container could.
 pub fn send_raw_frame(ifname: &str, frame: &[u8]) {
+    assert_eq!(send_raw_frames(ifname, frame, 1), 1);
+}
+
+/// Sends `frame` `count` times out of `ifname`, as fast as one socket
+/// goes; how many the kernel took (a full queue refuses some).
+pub fn send_raw_frames(ifname: &str, frame: &[u8], count: u64) -> u64 {
     let index = netd::system::ifindex(ifname).expect("interface");
     // SAFETY: plain socket calls on a descriptor this function owns and closes.
     unsafe {
@@ -175,16 +181,25 @@ pub fn send_raw_frame(ifname: &str, frame: &[u8]) {
         addr.sll_ifindex = index as i32;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let sent = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let error = std::io::Error::last_os_error();
+        let mut taken = 0;
+        let mut error = None;
+        for _ in 0..count {
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if sent == frame.len() as isize {
+                taken += 1;
+            } else {
+                error = Some(std::io::Error::last_os_error());
+            }
+        }
         libc::close(fd);
-        assert_eq!(sent, frame.len() as isize, "sendto: {error}");
+        assert!(taken > 0 || count == 0, "sendto: {error:?}");
+        taken
     }
 }
