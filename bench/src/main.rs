@@ -49,15 +49,20 @@ enum Listening {
     /// Every drop becomes an event; a reader empties the ring after each
     /// measurement, whose repeat fits in it.
     EveryEvent,
+    /// Every drop would be an event, but the reader is idle and the ring
+    /// full: each is counted lost.
+    ReaderIdle,
 }
 
 /// Events the ring holds with room to spare (1 MiB of 160-byte events).
 const FITS_IN_RING: u32 = 4_000;
+/// Events the ring holds at most.
+const RING_EVENTS: u32 = 6_600;
 
 fn listening(mode: Listening) -> MonitorConfig {
     let (rate, burst) = match mode {
         Listening::Flood => (DEFAULT_RATE, DEFAULT_BURST),
-        Listening::EveryEvent => (u32::MAX, u32::MAX),
+        Listening::EveryEvent | Listening::ReaderIdle => (u32::MAX, u32::MAX),
     };
     MonitorConfig {
         kinds: EventKind::Drop.bit(),
@@ -109,6 +114,13 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut f = Fixture::load();
     f.load_baselines();
+    // The sending endpoint has its counters, as netd makes them for every
+    // endpoint link (test runs come in on ifindex 1).
+    f.datapath
+        .take_endpoint_stats()
+        .context("NETD_EP_STATS")?
+        .sync(&[1].into())
+        .context("the endpoint's counters")?;
     let mut programs = Vec::new();
     println!(
         "{:<20} {:>12} {:>22} {:>12}",
@@ -200,6 +212,11 @@ fn main() -> anyhow::Result<()> {
     paths.push((
         "endpoint drop malformed, monitor on, every event read".into(),
         Program::Monitored(Listening::EveryEvent),
+        malformed.clone(),
+    ));
+    paths.push((
+        "endpoint drop malformed, monitor on, reader idle (ring full)".into(),
+        Program::Monitored(Listening::ReaderIdle),
         malformed,
     ));
     paths.push((
@@ -222,9 +239,13 @@ fn main() -> anyhow::Result<()> {
                 Program::Monitored(mode) => {
                     events.set(listening(*mode))?;
                     let repeat = match mode {
-                        Listening::Flood => args.repeat,
+                        Listening::Flood | Listening::ReaderIdle => args.repeat,
                         Listening::EveryEvent => FITS_IN_RING,
                     };
+                    if *mode == Listening::ReaderIdle {
+                        // Fill the ring first.
+                        f.time_tc(TC_ENDPOINT, packet, 2 * RING_EVENTS);
+                    }
                     let ns = f.time_tc(TC_ENDPOINT, packet, repeat);
                     while events.next_event().is_some() {}
                     events.set(MonitorConfig::default())?;
@@ -259,12 +280,12 @@ fn main() -> anyhow::Result<()> {
         .collect();
 
     println!(
-        "{:<54} {:>10} {:>12} {:>14}",
+        "{:<62} {:>10} {:>12} {:>14}",
         "path", "ns/packet", "vs XDP noop", "vs hook noop"
     );
     for row in &rows {
         println!(
-            "{:<54} {:>10.1} {:>12.2} {:>14.2}",
+            "{:<62} {:>10.1} {:>12.2} {:>14.2}",
             row.path, row.ns_per_packet, row.ratio_to_baseline, row.ratio_to_hook_baseline
         );
     }
