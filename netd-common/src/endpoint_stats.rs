@@ -1,7 +1,8 @@
 //! Each local endpoint's traffic, counted by the datapath per CPU and keyed
-//! by its host veth's ifindex: what it sent, what was delivered to it, and
-//! which of its packets were dropped, by reason. netd makes an entry when
-//! it attaches an endpoint's link and removes it with the endpoint; the
+//! by its host veth's ifindex: what was delivered into it, and which of
+//! its packets were dropped, by reason. What it sent, the kernel counts
+//! already (its host veth's received packets). netd makes an entry when it
+//! attaches an endpoint's link and removes it with the endpoint; the
 //! programs only count into entries that exist.
 
 use bytemuck::{Pod, Zeroable};
@@ -16,8 +17,6 @@ const _: () = assert!(DropReason::ALL.len() <= ENDPOINT_DROP_SLOTS);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct EndpointStats {
-    /// Packets from the endpoint: everything its veth handed netd.
-    pub sent: Counter,
     /// Packets netd delivered into the endpoint.
     pub received: Counter,
     /// Of the packets it sent, those dropped, by [`DropReason`].
@@ -37,7 +36,6 @@ unsafe impl aya::Pod for EndpointStats {}
 impl EndpointStats {
     /// Adds `other` into `self`: the user side sums the per-CPU values.
     pub fn add(&mut self, other: &EndpointStats) {
-        self.sent.add(&other.sent);
         self.received.add(&other.received);
         for (mine, theirs) in self.drops.iter_mut().zip(other.drops) {
             *mine = mine.wrapping_add(theirs);
@@ -65,7 +63,7 @@ mod tests {
     #[test]
     fn per_cpu_values_sum_and_the_top_reasons_come_first() {
         let mut a = EndpointStats {
-            sent: Counter {
+            received: Counter {
                 packets: 3,
                 bytes: 300,
             },
@@ -73,30 +71,23 @@ mod tests {
         };
         a.drops[DropReason::Spoofed as usize] = 1;
         let mut b = EndpointStats {
-            sent: Counter {
+            received: Counter {
                 packets: 2,
                 bytes: 100,
-            },
-            received: Counter {
-                packets: 7,
-                bytes: 0,
             },
             ..EndpointStats::default()
         };
         b.drops[DropReason::Isolation as usize] = 4;
         b.drops[DropReason::Spoofed as usize] = 1;
         a.add(&b);
-        assert_eq!(
-            (a.sent.packets, a.sent.bytes, a.received.packets),
-            (5, 400, 7)
-        );
+        assert_eq!((a.received.packets, a.received.bytes), (5, 400));
         assert_eq!(a.dropped(), 6);
         let top: Vec<_> = a.top_drops().collect();
         assert_eq!(top, [(DropReason::Isolation, 4), (DropReason::Spoofed, 2)]);
         assert_eq!(EndpointStats::default().top_drops().count(), 0);
         assert_eq!(
             core::mem::size_of::<EndpointStats>(),
-            32 + 8 * ENDPOINT_DROP_SLOTS
+            16 + 8 * ENDPOINT_DROP_SLOTS
         );
     }
 }

@@ -38,9 +38,9 @@ const ETH_SRC: usize = 6;
 #[classifier]
 pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
-    let sender = endpoint_stats::arrived(skb);
+    endpoint_stats::arrived(skb);
     let verdict = netd_tc_endpoint_verdict(ctx);
-    endpoint_stats::after_tc(skb, verdict, sender);
+    endpoint_stats::after_tc(skb, verdict);
     crate::events::after_tc(skb);
     verdict
 }

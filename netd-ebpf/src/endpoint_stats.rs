@@ -1,13 +1,14 @@
-//! Each local endpoint's counters (`netd_common::endpoint_stats`): what it
-//! sent, counted as its packet arrives; what was delivered into it, counted
-//! where it is handed over; its dropped packets by reason, counted as the
-//! TC entry point leaves. Only into entries netd made for its endpoints.
+//! Each local endpoint's counters (`netd_common::endpoint_stats`): what was
+//! delivered into it, counted where it is handed over; its dropped packets
+//! by reason, counted as the TC entry point leaves. Only into entries netd
+//! made for its endpoints. What it sent, its veth counts (netd reads it):
+//! a packet that passes or is forwarded elsewhere costs no lookup here.
 //!
 //! A TC program that delivers into a local endpoint says which in the
 //! skb's control block: no stack, where the deepest chains have none left.
 
 use aya_ebpf::bindings::{__sk_buff, TC_ACT_REDIRECT, TC_ACT_SHOT};
-use netd_common::endpoint_stats::{EndpointStats, ENDPOINT_DROP_SLOTS};
+use netd_common::endpoint_stats::ENDPOINT_DROP_SLOTS;
 
 use crate::{events, maps::NETD_EP_STATS};
 
@@ -15,25 +16,11 @@ use crate::{events, maps::NETD_EP_STATS};
 /// into (its host veth's ifindex; 0: none).
 const DELIVERED_TO: usize = 0;
 
-/// A TC entry point's first step, for a packet from an endpoint's veth:
-/// counts it sent, and returns the sender's counters for the last step
-/// (one lookup a packet). A BPF call, so the entry's frame stays as it was.
-#[inline(never)]
-pub fn arrived(skb: *mut __sk_buff) -> *mut EndpointStats {
-    // SAFETY: fields of the skb the program was given; the map value is
-    // this CPU's.
-    unsafe {
-        (*skb).cb[DELIVERED_TO] = 0;
-        let ifindex = (*skb).ifindex;
-        match NETD_EP_STATS.get_ptr_mut(&ifindex) {
-            Some(s) => {
-                (*s).sent.packets += 1;
-                (*s).sent.bytes += u64::from((*skb).len);
-                s
-            }
-            None => core::ptr::null_mut(),
-        }
-    }
+/// A TC entry point's first step: no delivery yet.
+#[inline(always)]
+pub fn arrived(skb: *mut __sk_buff) {
+    // SAFETY: a control block word of the skb the program was given.
+    unsafe { (*skb).cb[DELIVERED_TO] = 0 };
 }
 
 /// Marks the packet as delivered into the endpoint behind `ifindex`.
@@ -44,10 +31,10 @@ pub fn delivering_to(skb: *mut __sk_buff, ifindex: u32) {
 }
 
 /// A TC entry point's last step: the packet's drop against the endpoint
-/// that sent it (`sender`: its counters, or null to look them up), or its
-/// delivery into another.
+/// that sent it, or its delivery into another. A BPF call: the entry
+/// points' frames stay as they were.
 #[inline(never)]
-pub fn after_tc(skb: *mut __sk_buff, verdict: i32, sender: *mut EndpointStats) {
+pub fn after_tc(skb: *mut __sk_buff, verdict: i32) {
     // SAFETY: fields of the skb the program was given.
     let (from, to, len) = unsafe { ((*skb).ifindex, (*skb).cb[DELIVERED_TO], (*skb).len) };
     if verdict == TC_ACT_SHOT {
@@ -55,17 +42,11 @@ pub fn after_tc(skb: *mut __sk_buff, verdict: i32, sender: *mut EndpointStats) {
         if reason == 0 {
             return;
         }
-        let sender = if sender.is_null() {
-            match NETD_EP_STATS.get_ptr_mut(&from) {
-                Some(s) => s,
-                None => return,
-            }
-        } else {
-            sender
-        };
-        let slot = usize::from(reason - 1) & (ENDPOINT_DROP_SLOTS - 1);
-        // SAFETY: this CPU's value; the slot is masked into range.
-        unsafe { (*sender).drops[slot] += 1 };
+        if let Some(sender) = NETD_EP_STATS.get_ptr_mut(&from) {
+            let slot = usize::from(reason - 1) & (ENDPOINT_DROP_SLOTS - 1);
+            // SAFETY: this CPU's value; the slot is masked into range.
+            unsafe { (*sender).drops[slot] += 1 };
+        }
     } else if verdict == TC_ACT_REDIRECT && to != 0 {
         received(to, u64::from(len));
     }

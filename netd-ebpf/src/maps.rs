@@ -54,7 +54,7 @@ pub static NETD_EMIT: PerCpuArray<EmitBudget> = PerCpuArray::pinned(1, 0);
 pub static NETD_PENDING: PerCpuArray<Pending> = PerCpuArray::pinned(1, 0);
 
 /// Each local endpoint's traffic, per CPU, by its host veth's ifindex:
-/// entries made by netd (allocated then, not up front: an entry is 288
+/// entries made by netd (allocated then, not up front: an entry is 272
 /// bytes on every CPU), counted into by the programs.
 #[map(name = "NETD_EP_STATS")]
 pub static NETD_EP_STATS: PerCpuHashMap<u32, EndpointStats> =

@@ -23,7 +23,7 @@ pub fn netd_tc_refuse(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
     let verdict = netd_tc_refuse_verdict(ctx);
     // Refused whatever the verdict (the answer goes back to the sender).
-    crate::endpoint_stats::after_tc(skb, TC_ACT_SHOT, core::ptr::null_mut());
+    crate::endpoint_stats::after_tc(skb, TC_ACT_SHOT);
     crate::events::after_tc(skb);
     verdict
 }

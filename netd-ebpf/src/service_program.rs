@@ -30,7 +30,7 @@ use crate::{
 pub fn netd_tc_service(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
     let verdict = netd_tc_service_verdict(ctx);
-    crate::endpoint_stats::after_tc(skb, verdict, core::ptr::null_mut());
+    crate::endpoint_stats::after_tc(skb, verdict);
     crate::events::after_tc(skb);
     verdict
 }

@@ -200,8 +200,9 @@ impl<S: Store> Agent<S> {
         &self,
     ) -> BTreeMap<String, crate::endpoint_traffic::EndpointTraffic> {
         let stats = self.state.lock().await.endpoint_stats.read();
+        let sent = crate::endpoint_traffic::sent_by_host_veths(&self.host).await;
         let directory = self.directory.borrow().clone();
-        crate::endpoint_traffic::named(&directory, &stats)
+        crate::endpoint_traffic::named(&directory, &stats, &sent)
     }
 
     /// The names DNS answers, as each pass leaves them.

@@ -1,6 +1,7 @@
 //! Each local endpoint's traffic as users see it: named, with its drops by
-//! reason, from the datapath's per-endpoint counters. For the metrics,
-//! `netd endpoint ls` and `netd status`.
+//! reason. What it sent is its host veth's received count (the kernel's);
+//! what it received and its drops, the datapath's per-endpoint counters.
+//! For the metrics, `netd endpoint ls` and `netd status`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -41,24 +42,27 @@ impl EndpointTraffic {
     }
 }
 
-/// The counters of the endpoints `directory` names, by endpoint name
-/// (counters of an ifindex it does not name are left out: a link netd is
-/// still making, or one it is removing).
+/// The counters of the endpoints `directory` names, by endpoint name, from
+/// the datapath's `stats` and the host veths' `sent` (packets, bytes) by
+/// ifindex. Counters of an ifindex it does not name are left out: a link
+/// netd is still making, or one it is removing.
 pub fn named(
     directory: &Directory,
     stats: &BTreeMap<u32, EndpointStats>,
+    sent: &BTreeMap<u32, (u64, u64)>,
 ) -> BTreeMap<String, EndpointTraffic> {
     stats
         .iter()
         .filter_map(|(ifindex, s)| {
             let (endpoint, network) = directory.by_ifindex.get(ifindex)?;
+            let (sent_packets, sent_bytes) = sent.get(ifindex).copied().unwrap_or_default();
             Some((
                 endpoint.clone(),
                 EndpointTraffic {
                     endpoint: endpoint.clone(),
                     network: network.clone(),
-                    sent_packets: s.sent.packets,
-                    sent_bytes: s.sent.bytes,
+                    sent_packets,
+                    sent_bytes,
                     received_packets: s.received.packets,
                     received_bytes: s.received.bytes,
                     drops: s
@@ -75,21 +79,42 @@ pub fn named(
 /// pass left the directory (for each Prometheus scrape).
 pub struct TrafficSource {
     map: EndpointStatsMap,
+    links: crate::netlink::Netlink,
     directory: tokio::sync::watch::Receiver<Arc<Directory>>,
 }
 
 impl TrafficSource {
     pub fn new(
         map: EndpointStatsMap,
+        links: crate::netlink::Netlink,
         directory: tokio::sync::watch::Receiver<Arc<Directory>>,
     ) -> Self {
-        Self { map, directory }
+        Self {
+            map,
+            links,
+            directory,
+        }
     }
 
-    pub fn read(&self) -> Vec<EndpointTraffic> {
+    pub async fn read(&self) -> Vec<EndpointTraffic> {
+        let sent = sent_by_host_veths(&self.links).await;
         let directory = self.directory.borrow().clone();
-        named(&directory, &self.map.read()).into_values().collect()
+        named(&directory, &self.map.read(), &sent)
+            .into_values()
+            .collect()
     }
+}
+
+/// What each endpoint sent, as its host veth counted it (empty, and
+/// logged, if the links cannot be listed).
+pub async fn sent_by_host_veths(links: &crate::netlink::Netlink) -> BTreeMap<u32, (u64, u64)> {
+    links
+        .received_by(crate::model::HOST_IFNAME_PREFIX)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::logging::chain(&e), "reading the host veths' counters");
+            BTreeMap::new()
+        })
 }
 
 #[cfg(test)]
@@ -104,12 +129,11 @@ mod tests {
             ..Default::default()
         };
         let mut web = EndpointStats::default();
-        web.sent.packets = 10;
         web.received.bytes = 900;
         web.drops[DropReason::Spoofed as usize] = 2;
         web.drops[DropReason::Isolation as usize] = 5;
         let stats = [(7, web), (8, EndpointStats::default())].into();
-        let named = named(&directory, &stats);
+        let named = named(&directory, &stats, &[(7, (10, 1000))].into());
         assert_eq!(named.len(), 1);
         let t = &named["web"];
         assert_eq!(

@@ -463,19 +463,21 @@ struct Scrape {
     endpoints: TrafficSource,
     monitor: Arc<crate::monitor::Hub>,
     /// One scrape at a time: the endpoints' series are rebuilt by each.
-    one_at_a_time: std::sync::Mutex<()>,
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 async fn metrics_handler(State(scrape): State<Arc<Scrape>>) -> impl IntoResponse {
     let body = {
-        let _only = scrape.one_at_a_time.lock();
+        let _only = scrape.one_at_a_time.lock().await;
         match scrape.counters.snapshot() {
             Ok(snapshot) => scrape.metrics.update(&snapshot),
             Err(e) => {
                 warn!(error = %crate::logging::chain(&e), "reading the counters map failed; serving the last values")
             }
         }
-        scrape.metrics.update_endpoints(&scrape.endpoints.read());
+        scrape
+            .metrics
+            .update_endpoints(&scrape.endpoints.read().await);
         if let Some(tallies) = scrape.monitor.tallies() {
             scrape.metrics.update_monitor(&tallies);
         }
@@ -509,7 +511,7 @@ pub async fn serve(
         counters,
         endpoints,
         monitor,
-        one_at_a_time: std::sync::Mutex::new(()),
+        one_at_a_time: tokio::sync::Mutex::new(()),
     });
     let app = Router::new()
         .route("/metrics", get(metrics_handler))

@@ -192,6 +192,7 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     let mut stop_metrics = stop_tx.subscribe();
     let endpoint_traffic = crate::endpoint_traffic::TrafficSource::new(
         crate::dataplane::endpoint_stats::EndpointStatsMap::open_pinned(&endpoint_stats_pin)?,
+        crate::netlink::Netlink::here()?,
         agent.directory(),
     );
     let metrics_server = metrics::serve(

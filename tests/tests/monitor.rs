@@ -73,19 +73,41 @@ fn monitor_reports_drops_as_json_and_pcap_and_stops_the_datapath_when_gone() {
             "1",
         ],
     );
+    // A second monitor at the same time, of drops only, as JSON: both see
+    // the spoofed packet.
+    let second = Monitor::start(
+        &netd,
+        &[
+            "--json",
+            "--type",
+            "drop",
+            "--address",
+            "10.41.0.99",
+            "--count",
+            "1",
+        ],
+    );
     let mac_a = netd::model::Mac::for_ipv4(a_ip.parse().expect("ip")).0;
     let spoofed =
         testpkt::ipv4_udp_between(mac_a, [10, 41, 0, 99], [2, 0, 0, 0, 0, 1], [10, 41, 0, 1]);
-    let lines = monitor.collect(1, || {
+    let provoke = || {
         ping(&a, &b_ip, 1); // isolation: filtered out
         within(&a, || send_raw_frame("eth0", &spoofed));
-    });
+    };
+    let lines = monitor.collect(1, provoke);
     assert!(
         lines[0].contains("drop spoofed") && lines[0].contains("endpoint a (n1)"),
         "{}",
         lines[0]
     );
     assert!(monitor.wait().success());
+    let also = second.collect(1, provoke);
+    let event: Value = serde_json::from_str(&also[0]).expect("a JSON line");
+    assert_eq!(
+        (&event["reason"], &event["src"]),
+        (&Value::from("spoofed"), &Value::from("10.41.0.99"))
+    );
+    assert!(second.wait().success());
     let read = Command::new("tcpdump")
         .args(["-nr", &path])
         .output()

@@ -216,3 +216,111 @@ fn every_drop_reason_a_sandbox_can_cause_is_reported_with_what_caused_it() {
     assert_eq!(e["dport"], 8080);
     netd.stop();
 }
+
+/// VXLAN at a host's uplink: for no endpoint of that network here, it is
+/// a `not_here` drop at XDP, which the monitor shows with the outer
+/// packet; one for an endpoint here is delivered and counted received.
+#[test]
+fn vxlan_for_no_endpoint_here_is_reported_at_xdp_and_one_for_an_endpoint_is_counted() {
+    use netd_tests::cluster::{cluster, UNDERLAY_PREFIX};
+    let (_underlay, _etcd, hosts) = cluster(2, |_| vec!["--uplink=uplink0".into()]);
+    hosts[0].netd.ok(&[
+        "network",
+        "create",
+        "o1",
+        "--overlay",
+        "--subnet",
+        "10.99.0.0/24",
+    ]);
+    let (s0, s1) = (NetNs::new("ndRx"), NetNs::new("ndRx"));
+    let e0: Ipv4Addr = hosts[0].endpoint("e0", "o1", &s0).parse().expect("ip");
+    let e0_mac = netd::model::Mac::for_ipv4(e0).0;
+    let e1 = hosts[1].endpoint("e1", "o1", &s1);
+    let inspect: Value =
+        serde_json::from_str(&hosts[1].netd.ok(&["network", "inspect", "o1"])).expect("json");
+    let vni = inspect["vni"].as_u64().expect("a VNI") as u32;
+    let from: [u8; 4] = format!("{UNDERLAY_PREFIX}.1")
+        .parse::<Ipv4Addr>()
+        .expect("ip")
+        .octets();
+    let to: [u8; 4] = format!("{UNDERLAY_PREFIX}.2")
+        .parse::<Ipv4Addr>()
+        .expect("ip")
+        .octets();
+    let e1_ip: Ipv4Addr = e1.parse().expect("ip");
+    let e1_mac = netd::model::Mac::for_ipv4(e1_ip).0;
+    // From e0, on host 0: what host 0's own encapsulation would send.
+    let inner =
+        |dst: [u8; 4], mac: [u8; 6]| testpkt::ipv4_udp_between(e0_mac, e0.octets(), mac, dst);
+    let send = |frame: Vec<u8>| {
+        within(&hosts[0].ns, || send_raw_frame("uplink0", &frame));
+    };
+
+    let nobody = testpkt::vxlan(
+        from,
+        to,
+        vni,
+        0x08,
+        &inner([10, 99, 0, 77], [2, 0, 0, 0, 0, 7]),
+    );
+    // An inner source that is no endpoint of the sending host: spoofed.
+    let forged = testpkt::vxlan(
+        from,
+        to,
+        vni,
+        0x08,
+        &testpkt::ipv4_udp_between(e0_mac, [10, 99, 0, 200], e1_mac, e1_ip.octets()),
+    );
+    let monitor = Monitor::start(
+        &hosts[1].netd,
+        &["--json", "--count", "1", "--reason", "spoofed"],
+    );
+    let lines = monitor.collect(1, || send(forged.clone()));
+    assert!(monitor.wait().success());
+    let e: Value = serde_json::from_str(&lines[0]).expect("json");
+    assert_eq!(e["hook"], "xdp_uplink", "{e}");
+    assert_eq!(e["len"], forged.len());
+
+    let monitor = Monitor::start(
+        &hosts[1].netd,
+        &["--json", "--count", "1", "--reason", "not_here"],
+    );
+    let lines = monitor.collect(1, || send(nobody.clone()));
+    assert!(monitor.wait().success());
+    let e: Value = serde_json::from_str(&lines[0]).expect("json");
+    assert_eq!(
+        (&e["type"], &e["hook"]),
+        (&Value::from("drop"), &Value::from("xdp_uplink"))
+    );
+    assert_eq!(
+        (&e["src"], &e["dst"], &e["dport"]),
+        (
+            &Value::from(format!("{UNDERLAY_PREFIX}.1")),
+            &Value::from(format!("{UNDERLAY_PREFIX}.2")),
+            &Value::from(4789)
+        ),
+        "the packet as it came in: {e}"
+    );
+    assert_eq!(e["len"], nobody.len());
+
+    // Into e1: delivered at XDP, counted as e1's.
+    let received = || {
+        let scrape = hosts[1].netd.scrape(&hosts[1].ns).expect("metrics");
+        netd_tests::process::metric(
+            &scrape,
+            "netd_endpoint_packets_total{direction=\"received\",endpoint=\"e1\",network=\"o1\"}",
+        )
+        .unwrap_or(0)
+    };
+    let before = received();
+    for _ in 0..5 {
+        send(testpkt::vxlan(
+            from,
+            to,
+            vni,
+            0x08,
+            &inner(e1_ip.octets(), e1_mac),
+        ));
+    }
+    netd_tests::cluster::eventually("e1's received count", || received() >= before + 5);
+}

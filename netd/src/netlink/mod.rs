@@ -177,6 +177,30 @@ impl Netlink {
         Ok(found)
     }
 
+    /// The packets and bytes each link whose name starts with `prefix` has
+    /// received, by ifindex: for an endpoint's host veth, everything the
+    /// container sent (the veth counts it before netd's programs see it).
+    pub async fn received_by(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeMap<u32, (u64, u64)>, LinkError> {
+        let mut links = self.handle.link().get().execute();
+        let mut found = std::collections::BTreeMap::new();
+        while let Some(link) = links.try_next().await.map_err(nl("listing links"))? {
+            if !NamedLink::of(&link).name.starts_with(prefix) {
+                continue;
+            }
+            let stats = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Stats64(s) => Some((s.rx_packets, s.rx_bytes)),
+                _ => None,
+            });
+            if let Some(stats) = stats {
+                found.insert(link.header.index, stats);
+            }
+        }
+        Ok(found)
+    }
+
     /// `name`'s alias, if it exists and has one.
     pub async fn alias(&self, name: &str) -> Result<Option<String>, LinkError> {
         Ok(self.link(name).await?.and_then(|l| NamedLink::of(&l).alias))
