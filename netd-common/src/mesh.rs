@@ -162,6 +162,35 @@ pub mod host_local {
             Some(host) => (host, published_port),
         }
     }
+
+    /// The reply tuple (backend → this host) of a socket of this host that
+    /// dials a backend here directly from source port `sport` (host byte
+    /// order, as `bpf_sock.src_port`). A socket bound to no address sends
+    /// from the one the route picks; only the uplink's (`underlay`) can
+    /// match a return entry, which a flow this host sent to another host's
+    /// published port left.
+    pub const fn direct_reply(
+        backend: [u8; 4],
+        target_port: [u8; 2],
+        bound: [u8; 4],
+        underlay: [u8; 4],
+        sport: u16,
+        proto: u8,
+    ) -> crate::service::CtTuple {
+        let dst = if matches!(bound, [0, 0, 0, 0]) {
+            underlay
+        } else {
+            bound
+        };
+        crate::service::CtTuple {
+            src: backend,
+            dst,
+            src_port: target_port,
+            dst_port: sport.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -194,6 +223,37 @@ mod tests {
             assert!(reply_follows(0, reply));
             assert!(reply_follows(RETURN_OPENING, reply));
         }
+    }
+
+    #[test]
+    fn a_direct_dial_is_answered_on_the_tuple_a_tunnelled_one_left() {
+        use crate::service::CtTuple;
+        let (web, host, other) = ([10, 94, 0, 2], [10, 96, 0, 2], [192, 0, 2, 9]);
+        // What the backend host's decap records for a flow this host sent
+        // out to another host's published port from port 40200, tunnelled
+        // back here: the reply tuple of the packet it delivered.
+        let tunnelled = CtTuple {
+            src: host,
+            dst: web,
+            src_port: 40200u16.to_be_bytes(),
+            dst_port: 5353u16.to_be_bytes(),
+            proto: crate::service::PROTO_UDP,
+            _pad: [0; 3],
+        };
+        let left = tunnelled.reply(web, 5353u16.to_be_bytes(), host);
+        let direct = |bound| {
+            host_local::direct_reply(
+                web,
+                5353u16.to_be_bytes(),
+                bound,
+                host,
+                40200,
+                crate::service::PROTO_UDP,
+            )
+        };
+        assert_eq!(direct([0; 4]), left, "unbound: the uplink's address");
+        assert_eq!(direct(host), left);
+        assert_ne!(direct(other), left, "bound elsewhere: another tuple");
     }
 
     #[test]

@@ -23,8 +23,8 @@ use netd_common::{
 };
 
 use crate::maps::{
-    NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_OVERLAY, NETD_PUBLISHED,
-    NETD_SOCK_REVNAT,
+    NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_MESH_RETURN, NETD_OVERLAY,
+    NETD_PUBLISHED, NETD_SOCK_REVNAT,
 };
 
 const AF_INET: u32 = 2;
@@ -98,6 +98,45 @@ fn revnat_key(ctx: &SockAddrContext, ip: [u8; 4], port: [u8; 2]) -> SockRevNatKe
     }
 }
 
+/// A backend here is about to be dialled directly. If this socket's port
+/// was used before by a flow this host sent to another host's published
+/// port, and that host tunnelled it back to this backend, the return entry
+/// it left would take the backend's replies back through that host, from
+/// its address: the datapath never sees the direct flow's requests, so the
+/// entry goes here. The port is known for an unconnected UDP datagram (the
+/// socket is bound before the hook) and a bound socket's `connect()`; an
+/// unbound one is given its port after `connect4`, and for TCP the
+/// return entry's opening mark does the same job.
+#[inline(always)]
+fn forget_tunnelled_return(
+    ctx: &SockAddrContext,
+    backend: [u8; 4],
+    target_port: [u8; 2],
+    proto: u8,
+    underlay: [u8; 4],
+) {
+    // SAFETY: the kernel hands the hook a valid bpf_sock_addr, whose `sk`
+    // is the calling socket.
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: as above; reads of bpf_sock fields the verifier allows.
+    let (bound, sport) = unsafe { ((*sk).src_ip4, (*sk).src_port) };
+    if sport == 0 {
+        return;
+    }
+    let reply = host_local::direct_reply(
+        backend,
+        target_port,
+        bound.to_ne_bytes(),
+        underlay,
+        sport as u16,
+        proto,
+    );
+    let _ = NETD_MESH_RETURN.remove(&reply);
+}
+
 /// What [`rewrite`] did: the address asked for, and the one written.
 struct Rewrite {
     proto: u8,
@@ -163,6 +202,7 @@ fn rewrite(ctx: &SockAddrContext) -> Option<Rewrite> {
     // SAFETY: map values are copied out at once.
     let peer = unsafe { NETD_ENDPOINTS.get(&backend) }.copied()?;
     let host = if peer.ifindex != 0 {
+        forget_tunnelled_return(ctx, backend, service.target_port, proto, underlay);
         None
     } else {
         // SAFETY: as above.

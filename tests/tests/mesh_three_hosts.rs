@@ -259,6 +259,44 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
             );
         }
     }
+
+    // A port host 1 used for a datagram to host 2's published port that
+    // host 2 sent to web1, back on host 1: the datagrams of later sockets on
+    // that port, which the hook sends to web1 directly or through host 2,
+    // are answered from the address they were sent to (`udp_ask`), not
+    // through host 2 by the earlier flow's return entry.
+    let host_2: SocketAddr = format!("{}:{PUBLISHED_UDP}", host_address(2))
+        .parse()
+        .expect("address");
+    let port = (40200..40300)
+        .find(|&p| {
+            bound_udp(&hosts[1].ns, p)
+                .and_then(|s| udp_ask(&s, host_2).ok())
+                .is_some_and(|a| backend_of(&a) == "web1")
+        })
+        .expect("a client port host 2 sends to web1");
+    let loopback: SocketAddr = format!("127.0.0.1:{PUBLISHED_UDP}")
+        .parse()
+        .expect("address");
+    for _ in 0..24 {
+        let socket = bound_udp(&hosts[1].ns, port).expect("the port again");
+        let answer = udp_ask(&socket, loopback).expect("an answer");
+        assert_eq!(backend_of(&answer), "web1", "host 2's flow keeps web1");
+    }
+}
+
+/// A UDP socket of `ns` bound to `port`, not connected, answers awaited
+/// for 2 s; `None` when the port is taken.
+fn bound_udp(ns: &NetNs, port: u16) -> Option<std::net::UdpSocket> {
+    ns.run(move || {
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).ok()?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        Some(socket)
+    })
+    .join()
+    .expect("socket")
 }
 
 const NEAR: u16 = 30090;
