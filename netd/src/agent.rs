@@ -379,10 +379,7 @@ impl<S: Store> Agent<S> {
             services: crate::dataplane::conntrack::service_names(&services),
             policies: policies
                 .iter()
-                .map(|p| {
-                    let ingress = p.ingress.as_ref().map_or(0, Vec::len);
-                    (p.index, (p.name.clone(), ingress))
-                })
+                .map(|p| (p.index, (p.name.clone(), p.rule_counts())))
                 .collect(),
         };
         self.directory.send_if_modified(|current| {

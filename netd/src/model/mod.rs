@@ -16,7 +16,8 @@ pub use error::ModelError;
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
 pub use policy::{
-    parse_rule, Action, Direction, Peer, PeerSpec, Policy, PolicySpec, Proto, Rule, RuleSpec,
+    parse_rule, Action, Direction, Peer, PeerSpec, Policy, PolicySpec, Proto, Rule, RuleCounts,
+    RuleSpec,
 };
 pub use service::{
     parse_selector, Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service,

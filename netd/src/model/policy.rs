@@ -254,15 +254,36 @@ impl Policy {
 }
 
 impl Policy {
+    /// How many rules it has each way.
+    pub fn rule_counts(&self) -> RuleCounts {
+        RuleCounts {
+            ingress: self.ingress.as_ref().map_or(0, Vec::len),
+            egress: self.egress.as_ref().map_or(0, Vec::len),
+        }
+    }
+
     /// Where rule `position` is: its direction, and its number there from 1.
     pub fn rule_label(&self, position: u32) -> Option<(&'static str, usize)> {
-        let ingress = self.ingress.as_ref().map_or(0, Vec::len);
-        let egress = self.egress.as_ref().map_or(0, Vec::len);
+        self.rule_counts().label(position)
+    }
+}
+
+/// A policy's rule counts: rule positions number its ingress rules, then
+/// its egress ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounts {
+    pub ingress: usize,
+    pub egress: usize,
+}
+
+impl RuleCounts {
+    /// Where rule `position` is: its direction, and its number there from 1.
+    pub fn label(self, position: u32) -> Option<(&'static str, usize)> {
         let p = position as usize;
-        if p < ingress {
+        if p < self.ingress {
             Some(("ingress", p + 1))
-        } else if p < ingress + egress {
-            Some(("egress", p - ingress + 1))
+        } else if p < self.ingress + self.egress {
+            Some(("egress", p - self.ingress + 1))
         } else {
             None
         }

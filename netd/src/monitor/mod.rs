@@ -42,9 +42,8 @@ pub struct Directory {
     pub by_ifindex: BTreeMap<u32, (String, String)>,
     /// Service names by index (a conntrack entry's `table`).
     pub services: BTreeMap<u32, String>,
-    /// Policies by store index: name, and how many ingress rules come
-    /// before the egress ones.
-    pub policies: BTreeMap<u32, (String, usize)>,
+    /// Policies by store index: name, and how many rules each way.
+    pub policies: BTreeMap<u32, (String, crate::model::RuleCounts)>,
 }
 
 impl Directory {
@@ -61,14 +60,13 @@ impl Directory {
             return "default deny".into();
         }
         let (index, position) = netd_common::policy::rule_of(id);
-        let position = position as usize;
-        match self.policies.get(&index) {
-            Some((name, ingress)) if position < *ingress => {
-                format!("{name} ingress rule {}", position + 1)
-            }
-            Some((name, ingress)) => format!("{name} egress rule {}", position - ingress + 1),
-            None => format!("rule {id:#x}"),
-        }
+        self.policies
+            .get(&index)
+            .and_then(|(name, counts)| {
+                let (direction, number) = counts.label(position)?;
+                Some(format!("{name} {direction} rule {number}"))
+            })
+            .unwrap_or_else(|| format!("rule {id:#x}"))
     }
 }
 

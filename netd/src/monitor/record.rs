@@ -445,7 +445,17 @@ mod tests {
     fn verdicts_and_translations_read_with_their_names_and_denials_are_drops_either_way() {
         let directory = Directory {
             services: [(3, "web".to_string())].into(),
-            policies: [(2, ("api".to_string(), 1))].into(),
+            policies: [(
+                2,
+                (
+                    "api".to_string(),
+                    crate::model::RuleCounts {
+                        ingress: 1,
+                        egress: 1,
+                    },
+                ),
+            )]
+            .into(),
             ..Default::default()
         };
         let of = |e: Event| Record::of(&e, &directory, &Clock::now());
