@@ -129,6 +129,7 @@ pub struct Agent<S> {
     /// Local endpoints by host veth, for the monitor's events.
     directory: tokio::sync::watch::Sender<Arc<crate::monitor::Directory>>,
     monitor: Arc<crate::monitor::Hub>,
+    traffic: Arc<crate::endpoint_traffic::TrafficSource>,
     state: Mutex<State>,
 }
 
@@ -151,10 +152,21 @@ impl<S: Store> Agent<S> {
         let endpoint_stats = datapath.take_endpoint_stats()?;
         let directory = tokio::sync::watch::Sender::new(Arc::default());
         let monitor = Arc::new(crate::monitor::Hub::new(events, directory.subscribe()));
+        let host = Netlink::here()?;
+        let traffic = Arc::new(crate::endpoint_traffic::TrafficSource::new(
+            crate::dataplane::endpoint_stats::EndpointStatsMap::open_pinned(
+                &datapath
+                    .layout()
+                    .map(netd_common::map_names::ENDPOINT_STATS),
+            )
+            .map_err(crate::dataplane::LoadError::EndpointStats)?,
+            host.clone(),
+            directory.subscribe(),
+        ));
         let pin_path = datapath.layout().root().display().to_string();
         Ok(Self {
             control,
-            host: Netlink::here()?,
+            host,
             metrics,
             owner: owner_mark(cluster_id, &pin_path),
             pin_path,
@@ -165,6 +177,7 @@ impl<S: Store> Agent<S> {
             names: tokio::sync::watch::Sender::new(Arc::default()),
             directory,
             monitor,
+            traffic,
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -190,19 +203,9 @@ impl<S: Store> Agent<S> {
         self.monitor.clone()
     }
 
-    /// The names events and counters are shown with, as each pass leaves them.
-    pub fn directory(&self) -> tokio::sync::watch::Receiver<Arc<crate::monitor::Directory>> {
-        self.directory.subscribe()
-    }
-
-    /// Each local endpoint's traffic and drops, by endpoint name.
-    pub async fn endpoint_traffic(
-        &self,
-    ) -> BTreeMap<String, crate::endpoint_traffic::EndpointTraffic> {
-        let stats = self.state.lock().await.endpoint_stats.read();
-        let sent = crate::endpoint_traffic::sent_by_host_veths(&self.host).await;
-        let directory = self.directory.borrow().clone();
-        crate::endpoint_traffic::named(&directory, &stats, &sent)
+    /// Each local endpoint's traffic, for the API and the metrics.
+    pub fn traffic(&self) -> Arc<crate::endpoint_traffic::TrafficSource> {
+        self.traffic.clone()
     }
 
     /// The names DNS answers, as each pass leaves them.

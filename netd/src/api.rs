@@ -385,7 +385,7 @@ async fn delete_policy<S: Store>(
 async fn traffic<S: Store>(
     State(agent): State<Shared<S>>,
 ) -> Json<std::collections::BTreeMap<String, crate::endpoint_traffic::EndpointTraffic>> {
-    Json(agent.endpoint_traffic().await)
+    Json(agent.traffic().read().await)
 }
 
 async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>, ApiError> {

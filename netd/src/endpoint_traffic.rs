@@ -76,7 +76,8 @@ pub fn named(
 }
 
 /// The counters read afresh at each call, named as the last reconcile
-/// pass left the directory (for each Prometheus scrape).
+/// pass left the directory (for each Prometheus scrape and `GET /traffic`),
+/// through a map handle of its own: a reader never waits for a pass.
 pub struct TrafficSource {
     map: EndpointStatsMap,
     links: crate::netlink::Netlink,
@@ -96,18 +97,17 @@ impl TrafficSource {
         }
     }
 
-    pub async fn read(&self) -> Vec<EndpointTraffic> {
+    /// Each local endpoint's traffic and drops, by endpoint name.
+    pub async fn read(&self) -> BTreeMap<String, EndpointTraffic> {
         let sent = sent_by_host_veths(&self.links).await;
         let directory = self.directory.borrow().clone();
         named(&directory, &self.map.read(), &sent)
-            .into_values()
-            .collect()
     }
 }
 
 /// What each endpoint sent, as its host veth counted it (empty, and
 /// logged, if the links cannot be listed).
-pub async fn sent_by_host_veths(links: &crate::netlink::Netlink) -> BTreeMap<u32, (u64, u64)> {
+async fn sent_by_host_veths(links: &crate::netlink::Netlink) -> BTreeMap<u32, (u64, u64)> {
     links
         .received_by(crate::model::HOST_IFNAME_PREFIX)
         .await

@@ -286,11 +286,14 @@ impl Metrics {
     /// The endpoints' counters as the datapath has them now: one series
     /// set per endpoint that exists, none for one that went (each update
     /// starts afresh, so the series cannot outlive their endpoint).
-    pub fn update_endpoints(&self, traffic: &[crate::endpoint_traffic::EndpointTraffic]) {
+    pub fn update_endpoints(
+        &self,
+        traffic: &std::collections::BTreeMap<String, crate::endpoint_traffic::EndpointTraffic>,
+    ) {
         self.endpoint_packets.reset();
         self.endpoint_bytes.reset();
         self.endpoint_drops.reset();
-        for t in traffic {
+        for t in traffic.values() {
             let (e, n) = (t.endpoint.as_str(), t.network.as_str());
             for (direction, packets, bytes) in [
                 ("sent", t.sent_packets, t.sent_bytes),
@@ -460,7 +463,7 @@ fn set_total(counter: &IntCounter, total: u64) {
 struct Scrape {
     metrics: Arc<Metrics>,
     counters: CountersReader,
-    endpoints: TrafficSource,
+    endpoints: Arc<TrafficSource>,
     monitor: Arc<crate::monitor::Hub>,
     /// One scrape at a time: the endpoints' series are rebuilt by each.
     one_at_a_time: tokio::sync::Mutex<()>,
@@ -502,7 +505,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     counters: CountersReader,
-    endpoints: TrafficSource,
+    endpoints: Arc<TrafficSource>,
     monitor: Arc<crate::monitor::Hub>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {

@@ -98,9 +98,6 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     }
     attach_host_local(&mut datapath);
     let counters = datapath.take_counters()?;
-    let endpoint_stats_pin = datapath
-        .layout()
-        .map(netd_common::map_names::ENDPOINT_STATS);
     let metrics = Arc::new(Metrics::new()?);
 
     // VXLAN needs an address to send from and an uplink to send through.
@@ -190,16 +187,11 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
         }
     };
     let mut stop_metrics = stop_tx.subscribe();
-    let endpoint_traffic = crate::endpoint_traffic::TrafficSource::new(
-        crate::dataplane::endpoint_stats::EndpointStatsMap::open_pinned(&endpoint_stats_pin)?,
-        crate::netlink::Netlink::here()?,
-        agent.directory(),
-    );
     let metrics_server = metrics::serve(
         metrics_listener,
         metrics,
         counters,
-        endpoint_traffic,
+        agent.traffic(),
         agent.monitor(),
         async move {
             let _ = stop_metrics.recv().await;
