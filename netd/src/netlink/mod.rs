@@ -166,12 +166,21 @@ impl Netlink {
     /// The links whose name starts with `prefix`, with their alias (the
     /// mark of who made them).
     pub async fn links_named(&self, prefix: &str) -> Result<Vec<NamedLink>, LinkError> {
+        Ok(self
+            .links_starting_with(prefix)
+            .await?
+            .iter()
+            .map(NamedLink::of)
+            .collect())
+    }
+
+    /// The links whose name starts with `prefix`, as the kernel lists them.
+    async fn links_starting_with(&self, prefix: &str) -> Result<Vec<LinkMessage>, LinkError> {
         let mut links = self.handle.link().get().execute();
         let mut found = Vec::new();
         while let Some(link) = links.try_next().await.map_err(nl("listing links"))? {
-            let named = NamedLink::of(&link);
-            if named.name.starts_with(prefix) {
-                found.push(named);
+            if NamedLink::of(&link).name.starts_with(prefix) {
+                found.push(link);
             }
         }
         Ok(found)
@@ -184,21 +193,19 @@ impl Netlink {
         &self,
         prefix: &str,
     ) -> Result<std::collections::BTreeMap<u32, (u64, u64)>, LinkError> {
-        let mut links = self.handle.link().get().execute();
-        let mut found = std::collections::BTreeMap::new();
-        while let Some(link) = links.try_next().await.map_err(nl("listing links"))? {
-            if !NamedLink::of(&link).name.starts_with(prefix) {
-                continue;
-            }
-            let stats = link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Stats64(s) => Some((s.rx_packets, s.rx_bytes)),
-                _ => None,
-            });
-            if let Some(stats) = stats {
-                found.insert(link.header.index, stats);
-            }
-        }
-        Ok(found)
+        Ok(self
+            .links_starting_with(prefix)
+            .await?
+            .iter()
+            .filter_map(|link| {
+                link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Stats64(s) => {
+                        Some((link.header.index, (s.rx_packets, s.rx_bytes)))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
     }
 
     /// `name`'s alias, if it exists and has one.
