@@ -2,7 +2,8 @@
 //! monitor listens, within each CPU's budget (see `netd_common::events`).
 //!
 //! A stage notes what it saw (`note_drop` where a drop is counted,
-//! `note_policy`, `note_translation`; inline: a map write); the entry point, whose frame is the shallowest, emits it on its way out
+//! `note_policy`, `note_translation`; inline: a map write); the entry
+//! point, whose frame is the shallowest, emits it on its way out
 //! (`after_tc`, `after_xdp`) with the packet's first bytes. With no
 //! listener, each costs one array read.
 
@@ -23,10 +24,10 @@ fn wanted() -> u32 {
     NETD_MONITOR.get(0).map_or(0, |c| c.kinds)
 }
 
-/// Notes a drop: a TC drop's reason for the endpoint's counters (always), and the
-/// event for the entry point to emit, if a monitor wants drops. A policy
-/// denial keeps the rule its stage noted, and a service without backends
-/// the service: the reason says which `object` is.
+/// Notes a drop: a TC drop's reason for the endpoint's counters (always),
+/// and the event for the entry point to emit, if a monitor wants drops.
+/// A policy denial keeps the rule its stage noted, and a service without
+/// backends the service: the reason says which `object` is.
 #[inline(always)]
 pub fn note_drop(hook: Hook, reason: DropReason) {
     let Some(pending) = NETD_PENDING.get_ptr_mut(0) else {
@@ -156,10 +157,10 @@ fn captured(len: u32) -> u32 {
 }
 
 /// Moves this CPU's noted event into `event`'s header with the emitting
-/// program's `hook` and the packet's `ifindex` and `len`, and says how many bytes to capture. Written so
-/// that few values live across helper calls: the emitters' frames are
-/// stacked on the deepest entry points (the mesh program's), and a spill
-/// costs stack they do not have.
+/// program's `hook` and the packet's `ifindex` and `len`, and says how
+/// many bytes to capture. Written so that few values live across helper
+/// calls: the emitters' frames are stacked on the deepest entry points
+/// (the mesh program's), and a spill costs stack they do not have.
 #[inline(always)]
 fn fill(event: *mut Event, slot: *mut Pending, hook: Hook, ifindex: u32, len: u32) -> u32 {
     let n = captured(len);

@@ -4,8 +4,9 @@
 //!
 //! - the same type, key and value size and max_entries: reused as it is;
 //! - a map that can be carried over (another max_entries, layout 1's
-//!   packed counters, or a packet's scratch of another shape, made afresh): its pin is set aside under `carry/`, the loader makes
-//!   the new map, [`Upgrade::finish`] copies what carries over and removes
+//!   packed counters, or a packet's scratch of another shape, made
+//!   afresh): its pin is set aside under `carry/`, the loader makes the
+//!   new map, [`Upgrade::finish`] copies what carries over and removes
 //!   the old pin, and only then are the programs swapped into the links;
 //! - anything else: netd refuses to start, names the map and what differs,
 //!   and leaves the running datapath alone.
