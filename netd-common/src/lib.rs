@@ -18,75 +18,11 @@ pub mod parse;
 pub mod policy;
 pub mod refusal;
 pub mod service;
+pub mod tables;
 pub mod vxlan;
 
-/// Names of the maps declared by netd-ebpf; the daemon opens them by name.
-pub mod map_names {
-    /// Per-CPU array of [`crate::counters::Counter`], indexed by
-    /// [`crate::counters::verdict_slot`] and [`crate::counters::drop_slot`].
-    pub const COUNTERS: &str = "NETD_COUNTERS";
-    /// [`crate::maps::EndpointEntry`] by IPv4 address.
-    pub const ENDPOINTS: &str = "NETD_ENDPOINTS";
-    /// [`crate::maps::LocalEndpointEntry`] by host veth ifindex.
-    pub const LOCAL_ENDPOINTS: &str = "NETD_LOCAL_EPS";
-    /// [`crate::maps::NetworkEntry`] by network index.
-    pub const NETWORKS: &str = "NETD_NETWORKS";
-    /// [`crate::maps::HostEntry`] by host index.
-    pub const HOSTS: &str = "NETD_HOSTS";
-    /// Host index by underlay IPv4 (who may send us VXLAN).
-    pub const HOST_BY_IP: &str = "NETD_HOST_BY_IP";
-    /// Network index by VNI.
-    pub const VNIS: &str = "NETD_VNIS";
-    /// [`crate::maps::OverlayConfig`], one entry.
-    pub const OVERLAY: &str = "NETD_OVERLAY";
-    /// [`crate::maps::PinMeta`], one entry: owner and layout of the pins.
-    pub const META: &str = "NETD_META";
-    /// Ring buffer of [`crate::events::Event`]s for `netd monitor`.
-    pub const EVENTS: &str = "NETD_EVENTS";
-    /// [`crate::events::MonitorConfig`], one entry: what the monitors want.
-    pub const MONITOR: &str = "NETD_MONITOR";
-    /// Per-CPU [`crate::events::EmitBudget`], one entry.
-    pub const EMIT: &str = "NETD_EMIT";
-    /// Per-CPU [`crate::events::Pending`], one entry.
-    pub const PENDING: &str = "NETD_PENDING";
-    /// Per-CPU [`crate::endpoint_stats::EndpointStats`] by host veth ifindex.
-    pub const ENDPOINT_STATS: &str = "NETD_EP_STATS";
-    /// [`crate::service::ServiceEntry`] by [`crate::service::ServiceKey`].
-    pub const SERVICES: &str = "NETD_SERVICES";
-    /// [`crate::service::VipEntry`] by VIP.
-    pub const VIPS: &str = "NETD_VIPS";
-    /// [`crate::service::BackendEntry`] by backend id.
-    pub const BACKENDS: &str = "NETD_BACKENDS";
-    /// [`crate::service::MaglevTable`] by service index.
-    pub const MAGLEV: &str = "NETD_MAGLEV";
-    /// [`crate::service::CtEntry`] by the client's [`crate::service::CtTuple`] (LRU).
-    pub const CT: &str = "NETD_CT";
-    /// [`crate::service::RevNatEntry`] by the reply's tuple (LRU).
-    pub const REV_NAT: &str = "NETD_REV_NAT";
-    /// [`crate::service::AffinityEntry`] by [`crate::service::AffinityKey`] (LRU).
-    pub const AFFINITY: &str = "NETD_AFFINITY";
-    /// [`crate::service::ServiceEntry`] by [`crate::mesh::PublishedKey`].
-    pub const PUBLISHED: &str = "NETD_PUBLISHED";
-    /// [`crate::mesh::MeshNeighbour`] by client address (LRU).
-    pub const MESH_NEIGH: &str = "NETD_MESH_NEIGH";
-    /// [`crate::mesh::TunnelReturn`] by the reply's tuple (LRU).
-    pub const MESH_RETURN: &str = "NETD_MESH_RETURN";
-    pub const SOCK_REVNAT: &str = "NETD_SOCK_REVNAT";
-    /// [`crate::policy::PolicyVerdict`] by [`crate::policy::PolicyKey`] (LPM trie).
-    pub const POLICY: &str = "NETD_POLICY";
-    /// Identity (`u32`) by [`crate::policy::IpcacheKey`] (LPM trie).
-    pub const IPCACHE: &str = "NETD_IPCACHE";
-    /// `ENFORCE_*` flags (`u32`) by local endpoint address.
-    pub const POLICY_EPS: &str = "NETD_POLICY_EPS";
-    /// [`crate::policy::PolicyCtEntry`] by [`crate::service::CtTuple`] (LRU).
-    pub const POLICY_CT: &str = "NETD_POLICY_CT";
-    /// [`crate::policy::RuleHits`] per CPU by rule id (LRU).
-    pub const RULE_HITS: &str = "NETD_RULE_HITS";
-    /// Programs the uplink program tail-calls, by [`crate::maps::XDP_PROG_DECAP`].
-    pub const XDP_PROGS: &str = "NETD_XDP_PROGS";
-    /// Programs the endpoint program tail-calls, by [`crate::maps::PROG_SERVICE`].
-    pub const PROGS: &str = "NETD_PROGS";
-}
+/// Each pinned map's name (from [`tables`], where each is declared).
+pub use tables::names as map_names;
 
 /// Names of the programs in netd-ebpf, as aya sees them.
 pub mod program_names {

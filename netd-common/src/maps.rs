@@ -3,10 +3,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Entries each forwarding map can hold.
-pub const MAX_ENDPOINTS: u32 = 16384;
-pub const MAX_NETWORKS: u32 = 1024;
-
 /// `NETD_ENDPOINTS`: an endpoint by IPv4 address (the key, `[u8; 4]`).
 /// What a packet *to* this address needs.
 #[repr(C)]
@@ -87,19 +83,19 @@ pub const LAYOUT_VERSION: u32 = 2;
 pub const PROG_SERVICE: u32 = 0;
 pub const PROG_ICMP_ERROR: u32 = 1;
 pub const PROG_REFUSE: u32 = 2;
-pub const MAX_PROGS: u32 = 4;
 
 /// `NETD_XDP_PROGS` slots: the programs the uplink program tail-calls.
 pub const XDP_PROG_DECAP: u32 = 0;
 pub const XDP_PROG_MESH: u32 = 1;
 pub const XDP_PROG_DELIVER: u32 = 2;
-pub const MAX_XDP_PROGS: u32 = 4;
+
+const _: () = assert!(PROG_REFUSE < crate::tables::decl::NETD_PROGS.max_entries);
+const _: () = assert!(XDP_PROG_DELIVER < crate::tables::decl::NETD_XDP_PROGS.max_entries);
 
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer Ethernet + IPv4 + UDP + VXLAN.
 pub const VXLAN_OVERHEAD: u32 = 14 + 20 + 8 + 8;
-pub const MAX_HOSTS: u32 = 4096;
 
 /// The frames of the bench's packet generator (`NETD_BENCH_FRAMES`).
 pub const BENCH_FRAMES: u32 = 64;

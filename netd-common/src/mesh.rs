@@ -17,13 +17,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Published (port, protocol) pairs the datapath holds.
-pub const MAX_PUBLISHED: u32 = 4096;
-/// Clients whose next hop the ingress host remembers (LRU).
-pub const MAX_MESH_NEIGHBOURS: u32 = 65536;
-/// The host's own UDP sockets' rewritten destinations (LRU).
-pub const MAX_SOCK_REVNAT: u32 = 65536;
-
 /// The Maglev table of a service's ports published with `mode=host` is
 /// this bit with the service's index: this host's own backends only.
 pub const HOST_MODE_TABLE: u32 = 1 << 31;

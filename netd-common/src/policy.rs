@@ -11,16 +11,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// `NETD_POLICY` entries (an LPM trie, not preallocated).
-pub const MAX_POLICY_ENTRIES: u32 = 262_144;
-/// `NETD_IPCACHE` prefixes: every endpoint of the cluster plus CIDR peers.
-pub const MAX_IPCACHE: u32 = 65_536;
-/// `NETD_POLICY_CT`: flows admitted by policy, both ways in one entry.
-pub const MAX_POLICY_CT: u32 = 262_144;
-/// `NETD_RULE_HITS`: per-rule counters (an LRU: a rule not hit for long
-/// may lose its count when the map is full).
-pub const MAX_RULE_COUNTERS: u32 = 65_536;
-
 /// Directions, as keyed.
 pub const INGRESS: u8 = 0;
 pub const EGRESS: u8 = 1;

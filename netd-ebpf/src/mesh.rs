@@ -398,7 +398,7 @@ pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> b
     let reply = t.reply(t.dst, t.dst_port, t.src);
     let now = service::now();
     let flags = return_flags(tcp_flags);
-    // Networks are numbered below MAX_NETWORKS, far below 65536.
+    // Networks are numbered below NETD_NETWORKS' capacity, far below 65536.
     let network = network as u16;
     if let Some(entry) = NETD_MESH_RETURN.get_ptr_mut(&reply) {
         // SAFETY: the entry is this flow's; a racing write only costs a time.

@@ -155,9 +155,7 @@ impl<S: Store> Agent<S> {
         let host = Netlink::here()?;
         let traffic = Arc::new(crate::endpoint_traffic::TrafficSource::new(
             crate::dataplane::endpoint_stats::EndpointStatsMap::open_pinned(
-                &datapath
-                    .layout()
-                    .map(netd_common::map_names::ENDPOINT_STATS),
+                &datapath.layout().map(netd_common::map_names::NETD_EP_STATS),
             )
             .map_err(crate::dataplane::LoadError::EndpointStats)?,
             host.clone(),
@@ -756,7 +754,7 @@ fn model_sizes(
     desired: &MapState,
 ) -> ModelSizes {
     let mut counts: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
-    for (key, entry) in desired.iter(crate::dataplane::tables::BACKENDS) {
+    for (key, entry) in desired.iter(crate::dataplane::tables::NETD_BACKENDS) {
         let c = counts.entry(key.table).or_default();
         if entry.state == netd_common::service::BACKEND_DRAINING {
             c.1 += 1;

@@ -317,7 +317,7 @@ pub fn local_endpoint(
     use netd_common::maps::{EndpointEntry, LocalEndpointEntry};
     [
         MapOp::put(
-            tables::LOCAL_ENDPOINTS,
+            tables::NETD_LOCAL_EPS,
             ifindex,
             LocalEndpointEntry {
                 ipv4: ip,
@@ -327,7 +327,7 @@ pub fn local_endpoint(
             },
         ),
         MapOp::put(
-            tables::ENDPOINTS,
+            tables::NETD_ENDPOINTS,
             ip,
             EndpointEntry {
                 ifindex,
@@ -342,7 +342,7 @@ pub fn local_endpoint(
 /// `ip` an active backend of Maglev table `table`, weight 1.
 pub fn active_backend(table: u32, ip: [u8; 4]) -> netd::dataplane::maps::MapOp {
     netd::dataplane::maps::MapOp::put(
-        netd::dataplane::tables::BACKENDS,
+        netd::dataplane::tables::NETD_BACKENDS,
         netd_common::service::BackendKey { table, ip },
         netd_common::service::BackendEntry {
             state: netd_common::service::BACKEND_ACTIVE,

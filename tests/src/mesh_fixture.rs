@@ -40,7 +40,7 @@ pub fn published_fixture(backend: [u8; 4], active: u32) -> Fixture {
     o::set_overlay(&mut f);
     let mut ops: Vec<MapOp> = local_endpoint(B_IF, 1, o::B_IP, o::B_MAC, o::HOST_MAC).into();
     ops.push(MapOp::put(
-        tables::ENDPOINTS,
+        tables::NETD_ENDPOINTS,
         o::A_IP,
         EndpointEntry {
             ifindex: 0,
@@ -50,9 +50,13 @@ pub fn published_fixture(backend: [u8; 4], active: u32) -> Fixture {
         },
     ));
     ops.extend([o::A_IP, o::B_IP].map(|ip| active_backend(TABLE, ip)));
-    ops.push(MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(backend)));
     ops.push(MapOp::put(
-        tables::PUBLISHED,
+        tables::NETD_MAGLEV,
+        TABLE,
+        maglev_all_to(backend),
+    ));
+    ops.push(MapOp::put(
+        tables::NETD_PUBLISHED,
         PublishedKey {
             port: PUBLISHED.to_be_bytes(),
             proto: PROTO_TCP,
@@ -143,7 +147,7 @@ impl Underlay {
         assert_ne!(ifindex, 0, "up0 exists");
         f.maps
             .apply(&MapOp::put(
-                tables::OVERLAY,
+                tables::NETD_OVERLAY,
                 0,
                 OverlayConfig {
                     underlay: o::HERE_UNDERLAY,

@@ -25,17 +25,17 @@ pub const HOST_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 1];
 pub fn set_overlay(f: &mut Fixture) {
     for op in [
         MapOp::put(
-            tables::HOSTS,
+            tables::NETD_HOSTS,
             u32::from(PEER_HOST),
             HostEntry {
                 underlay: PEER_UNDERLAY,
                 _reserved: 0,
             },
         ),
-        MapOp::put(tables::HOST_BY_IP, PEER_UNDERLAY, u32::from(PEER_HOST)),
-        MapOp::put(tables::VNIS, VNI, 1),
+        MapOp::put(tables::NETD_HOST_BY_IP, PEER_UNDERLAY, u32::from(PEER_HOST)),
+        MapOp::put(tables::NETD_VNIS, VNI, 1),
         MapOp::put(
-            tables::OVERLAY,
+            tables::NETD_OVERLAY,
             0,
             OverlayConfig {
                 underlay: HERE_UNDERLAY,
@@ -43,7 +43,7 @@ pub fn set_overlay(f: &mut Fixture) {
             },
         ),
         MapOp::put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
@@ -61,7 +61,7 @@ pub fn encap_fixture() -> Fixture {
     let mut f = Fixture::load();
     set_overlay(&mut f);
     for op in [MapOp::put(
-        tables::ENDPOINTS,
+        tables::NETD_ENDPOINTS,
         B_IP,
         EndpointEntry {
             ifindex: 0,
@@ -83,7 +83,7 @@ pub fn decap_fixture() -> Fixture {
     let mut f = Fixture::load();
     set_overlay(&mut f);
     for op in [MapOp::put(
-        tables::ENDPOINTS,
+        tables::NETD_ENDPOINTS,
         A_IP,
         EndpointEntry {
             ifindex: 0,

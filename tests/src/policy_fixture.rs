@@ -85,7 +85,7 @@ pub fn fixture(policies: &[Policy]) -> Fixture {
     let mut f = Fixture::load();
     f.maps
         .apply(&MapOp::put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
@@ -105,9 +105,9 @@ pub fn write_policies(f: &mut Fixture, policies: &[Policy]) {
     let mut state = MapState::default();
     compile_policies(&mut state, &networks, &endpoints, &[], policies, |_| true);
     for table in [
-        tables::POLICY.name,
-        tables::IPCACHE.name,
-        tables::POLICY_EPS.name,
+        tables::NETD_POLICY.name,
+        tables::NETD_IPCACHE.name,
+        tables::NETD_POLICY_EPS.name,
     ] {
         for (key, value) in state.entries(table).into_iter().flatten() {
             f.maps

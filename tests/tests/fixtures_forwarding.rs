@@ -39,7 +39,7 @@ fn fixture() -> Fixture {
     let mut f = Fixture::load();
     let mut ops = vec![
         MapOp::put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             1,
             NetworkEntry {
                 gateway: GATEWAY,
@@ -47,7 +47,7 @@ fn fixture() -> Fixture {
             },
         ),
         MapOp::put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             2,
             NetworkEntry {
                 gateway: [10, 2, 0, 1],
@@ -237,7 +237,7 @@ fn a_stale_address_entry_is_not_delivered() {
     let mut f = fixture();
     // B's veth is gone (its local entry removed) but the address entry lingers.
     f.maps
-        .apply(&MapOp::delete(tables::LOCAL_ENDPOINTS, PEER_IF))
+        .apply(&MapOp::delete(tables::NETD_LOCAL_EPS, PEER_IF))
         .expect("delete");
     let packet = ipv4_udp_between(A_MAC, A_IP, A_HOST_MAC, B_IP);
     let (verdict, out, ..) = run(&mut f, &packet);
@@ -248,11 +248,11 @@ fn a_stale_address_entry_is_not_delivered() {
 #[test]
 fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
     let mut f = Fixture::load();
-    let max = netd_common::maps::MAX_NETWORKS;
+    let max = netd_common::tables::decl::NETD_NETWORKS.max_entries;
     for i in 0..max {
         f.maps
             .apply(&MapOp::put(
-                tables::NETWORKS,
+                tables::NETD_NETWORKS,
                 i,
                 NetworkEntry {
                     gateway: [10, 0, 0, 1],
@@ -264,7 +264,7 @@ fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
     let e = f
         .maps
         .apply(&MapOp::put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             max,
             NetworkEntry {
                 gateway: [10, 0, 0, 1],
@@ -277,7 +277,10 @@ fn a_full_map_is_a_clear_error_and_keeps_what_it_had() {
         format!("map NETD_NETWORKS is full ({max} entries)")
     );
     assert_eq!(
-        f.maps.read().expect("read").count(tables::NETWORKS.name),
+        f.maps
+            .read()
+            .expect("read")
+            .count(tables::NETD_NETWORKS.name),
         max as usize
     );
 }

@@ -57,10 +57,10 @@ fn a_new_flow_to_a_published_port_is_dnated_into_the_local_backend_keeping_the_c
     assert_eq!(src, (CLIENT, CLIENT_PORT), "the client's own address");
     assert_eq!(dst, (o::B_IP, TARGET));
 
-    let ct: CtEntry = lookup(&mut f, map_names::CT, &flow()).expect("tracked");
+    let ct: CtEntry = lookup(&mut f, map_names::NETD_CT, &flow()).expect("tracked");
     assert_eq!((ct.backend_ip, ct.table), (o::B_IP, TABLE));
     let next_hop: MeshNeighbour =
-        lookup(&mut f, map_names::MESH_NEIGH, &CLIENT).expect("the client's next hop");
+        lookup(&mut f, map_names::NETD_MESH_NEIGH, &CLIENT).expect("the client's next hop");
     assert_eq!((next_hop.next_hop, next_hop.own), (ROUTER_MAC, UPLINK_MAC));
 }
 
@@ -118,7 +118,7 @@ fn a_new_flow_to_a_remote_backend_is_tunnelled_to_its_host_keeping_the_client() 
     assert_eq!(dst_mac, o::A_MAC, "inner frame addressed to the backend");
     assert_eq!(src, (CLIENT, CLIENT_PORT), "the client's own address");
     assert_eq!(dst, (o::A_IP, TARGET));
-    let ct: CtEntry = lookup(&mut f, map_names::CT, &flow()).expect("tracked");
+    let ct: CtEntry = lookup(&mut f, map_names::NETD_CT, &flow()).expect("tracked");
     assert_eq!((ct.backend_ip, ct.table), (o::A_IP, TABLE));
 }
 

@@ -134,7 +134,7 @@ fn a_remote_endpoint_without_a_known_host_is_an_encap_failure() {
     let mut f = encap_fixture();
     f.maps
         .apply(&MapOp::put(
-            tables::ENDPOINTS,
+            tables::NETD_ENDPOINTS,
             B_IP,
             EndpointEntry {
                 ifindex: 0,
@@ -163,7 +163,7 @@ fn a_remote_endpoint_without_a_known_host_is_an_encap_failure() {
 #[test]
 fn vxlan_for_this_host_without_the_decap_program_is_a_counted_drop() {
     let mut f = decap_fixture();
-    f.empty_slot(map_names::XDP_PROGS, XDP_PROG_DECAP);
+    f.empty_slot(map_names::NETD_XDP_PROGS, XDP_PROG_DECAP);
     let packet = vxlan(
         PEER_UNDERLAY,
         HERE_UNDERLAY,
@@ -211,7 +211,7 @@ fn each_bad_vxlan_packet_is_dropped_for_its_reason() {
     // C: an endpoint of network 1 on host 8, not the sender (host 7).
     f.maps
         .apply(&MapOp::put(
-            tables::ENDPOINTS,
+            tables::NETD_ENDPOINTS,
             [10, 1, 0, 9],
             EndpointEntry {
                 ifindex: 0,
@@ -334,7 +334,7 @@ fn a_allowed_into_b(proto: u8) -> [MapOp; 2] {
     const A_IDENTITY: u32 = 300;
     [
         MapOp::put(
-            tables::IPCACHE,
+            tables::NETD_IPCACHE,
             IpcacheKey {
                 prefixlen: 32,
                 ip: A_IP,
@@ -342,7 +342,7 @@ fn a_allowed_into_b(proto: u8) -> [MapOp; 2] {
             A_IDENTITY,
         ),
         MapOp::put(
-            tables::POLICY,
+            tables::NETD_POLICY,
             PolicyKey {
                 prefixlen: PROTO_BITS,
                 data: PolicyMatch {
@@ -370,7 +370,7 @@ fn decapsulation_is_judged_by_the_receivers_ingress_policy() {
     use netd_common::policy::ENFORCE_INGRESS;
     let mut f = decap_fixture();
     f.maps
-        .apply(&MapOp::put(tables::POLICY_EPS, B_IP, ENFORCE_INGRESS))
+        .apply(&MapOp::put(tables::NETD_POLICY_EPS, B_IP, ENFORCE_INGRESS))
         .expect("map");
     let packet = vxlan(
         PEER_UNDERLAY,
@@ -409,7 +409,7 @@ fn at_the_decap_an_opening_syn_is_judged_again_and_a_fin_is_seen() {
     // B lets A in on any TCP port.
     let [identity, rule] = a_allowed_into_b(6);
     for op in [
-        MapOp::put(tables::POLICY_EPS, B_IP, ENFORCE_INGRESS),
+        MapOp::put(tables::NETD_POLICY_EPS, B_IP, ENFORCE_INGRESS),
         identity,
         rule.clone(),
     ] {

@@ -64,7 +64,7 @@ struct World {
 fn world(backend: [u8; 4]) -> World {
     let mut f = Fixture::load();
     let mut ops = vec![MapOp::put(
-        tables::NETWORKS,
+        tables::NETD_NETWORKS,
         1,
         NetworkEntry {
             gateway: [10, 1, 0, 1],
@@ -79,10 +79,14 @@ fn world(backend: [u8; 4]) -> World {
         ops.extend(local_endpoint(ifindex, 1, ip, mac, HOST_MAC));
     }
     ops.extend([B_IP, D_IP, A_IP].map(|ip| active_backend(TABLE, ip)));
-    ops.push(MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(backend)));
+    ops.push(MapOp::put(
+        tables::NETD_MAGLEV,
+        TABLE,
+        maglev_all_to(backend),
+    ));
     ops.extend(service_ports(1));
     ops.push(MapOp::put(
-        tables::VIPS,
+        tables::NETD_VIPS,
         VIP,
         VipEntry {
             network: 1,
@@ -107,7 +111,7 @@ fn service_ports_with(active: u32, affinity_secs: u32) -> Vec<MapOp> {
         .into_iter()
         .map(|(port, proto)| {
             MapOp::put(
-                tables::SERVICES,
+                tables::NETD_SERVICES,
                 ServiceKey {
                     vip: VIP,
                     port: port.to_be_bytes(),
@@ -157,7 +161,7 @@ fn record_reply(f: &mut Fixture, reply: CtTuple, entry: RevNatEntry) {
     let map = f
         .datapath
         .ebpf_mut()
-        .map_mut(map_names::REV_NAT)
+        .map_mut(map_names::NETD_REV_NAT)
         .expect("NETD_REV_NAT in the object");
     let mut rev: aya::maps::HashMap<_, CtTuple, RevNatEntry> =
         aya::maps::HashMap::try_from(map).expect("a hash map");
@@ -219,7 +223,7 @@ fn conntrack(w: &mut World) -> Vec<(CtTuple, CtEntry)> {
     let map =
         w.f.datapath
             .ebpf_mut()
-            .map(map_names::CT)
+            .map(map_names::NETD_CT)
             .expect("NETD_CT in the object");
     let ct: aya::maps::HashMap<_, CtTuple, CtEntry> =
         aya::maps::HashMap::try_from(map).expect("a hash map");
@@ -295,7 +299,7 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
     run(&mut w, &flow);
     // The table now sends everything to D: the flow stays on B...
     w.f.maps
-        .apply(&MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(D_IP)))
+        .apply(&MapOp::put(tables::NETD_MAGLEV, TABLE, maglev_all_to(D_IP)))
         .expect("map write");
     let (_, out) = run(&mut w, &flow);
     assert_eq!(addresses(&out).2, (B_IP, TARGET), "an established flow");
@@ -306,7 +310,7 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
     // conntrack does under kube-proxy), new flows get the new one.
     let retarget = |target: u16| {
         MapOp::put(
-            tables::SERVICES,
+            tables::NETD_SERVICES,
             ServiceKey {
                 vip: VIP,
                 port: 80u16.to_be_bytes(),
@@ -331,7 +335,7 @@ fn conntrack_keeps_a_flow_on_its_backend_and_new_flows_follow_the_table() {
     // Once B is gone, its flow is balanced again.
     w.f.maps
         .apply(&MapOp::delete(
-            tables::BACKENDS,
+            tables::NETD_BACKENDS,
             BackendKey {
                 table: TABLE,
                 ip: B_IP,
@@ -438,7 +442,7 @@ fn reset_of(out: &[u8]) -> etherparse::TcpHeader {
 #[test]
 fn a_new_flow_without_the_service_program_is_a_counted_drop() {
     let mut w = world(B_IP);
-    w.f.empty_slot(map_names::PROGS, PROG_SERVICE);
+    w.f.empty_slot(map_names::NETD_PROGS, PROG_SERVICE);
     assert_dropped(
         &mut w,
         "no service program",
@@ -604,7 +608,7 @@ fn decap_with_recorded_flow() -> Fixture {
 fn set_backend(w: &mut World, ip: [u8; 4], state: u32) {
     w.f.maps
         .apply(&MapOp::put(
-            tables::BACKENDS,
+            tables::NETD_BACKENDS,
             BackendKey { table: TABLE, ip },
             BackendEntry { state, weight: 1 },
         ))
@@ -647,7 +651,7 @@ fn affinity_map(
     let map =
         w.f.datapath
             .ebpf_mut()
-            .map_mut(map_names::AFFINITY)
+            .map_mut(map_names::NETD_AFFINITY)
             .expect("NETD_AFFINITY in the object");
     aya::maps::HashMap::try_from(map).expect("a hash map")
 }
@@ -682,7 +686,7 @@ fn with_client_affinity_new_flows_keep_the_clients_backend_until_it_drains_or_ti
     // The table now sends everything to D; A's new flows stay on B, by
     // TCP and by UDP alike (affinity is per service, not per port).
     w.f.maps
-        .apply(&MapOp::put(tables::MAGLEV, TABLE, maglev_all_to(D_IP)))
+        .apply(&MapOp::put(tables::NETD_MAGLEV, TABLE, maglev_all_to(D_IP)))
         .expect("map write");
     assert_eq!(new_flow_goes_to(&mut w, 40001), (B_IP, TARGET), "sticky");
     let (_, out) = run(&mut w, &udp((A_IP, 40002), (VIP, 53), A_MAC));

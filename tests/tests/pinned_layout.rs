@@ -22,9 +22,16 @@ fn tables_match_the_object() {
                 info.map_type().map(|m| m as u32).ok(),
                 info.key_size(),
                 info.value_size(),
-                info.max_entries()
+                info.max_entries(),
+                info.map_flags()
             ),
-            (Some(t.kind as u32), t.key_size, t.value_size, t.max_entries),
+            (
+                Some(t.kind as u32),
+                t.key_size,
+                t.value_size,
+                t.max_entries,
+                t.kind.kernel_flags(t.flags)
+            ),
             "{} differs from its declaration",
             t.name
         );

@@ -584,7 +584,7 @@ fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_clie
 /// The backend addresses `client`'s affinities name
 /// in the pinned `NETD_AFFINITY`, read from the pin as any tool would.
 fn pinned_affinity(h: &Host, client: &str) -> Vec<String> {
-    let map = aya::maps::MapData::from_pin(h.pins.layout.map(map_names::AFFINITY))
+    let map = aya::maps::MapData::from_pin(h.pins.layout.map(map_names::NETD_AFFINITY))
         .expect("NETD_AFFINITY is pinned");
     let map = aya::maps::Map::HashMap(map);
     let affinity: aya::maps::HashMap<_, AffinityKey, AffinityEntry> =

@@ -108,7 +108,7 @@ fn tc_path(repeat: u32) -> PathCost {
     let b_mac = [2, 0x6e, 10, 1, 0, 3];
     for op in [
         MapOp::put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             1,
             NetworkEntry {
                 gateway: [10, 1, 0, 1],
@@ -116,7 +116,7 @@ fn tc_path(repeat: u32) -> PathCost {
             },
         ),
         MapOp::put(
-            tables::LOCAL_ENDPOINTS,
+            tables::NETD_LOCAL_EPS,
             1,
             LocalEndpointEntry {
                 ipv4: [10, 1, 0, 2],
@@ -126,7 +126,7 @@ fn tc_path(repeat: u32) -> PathCost {
             },
         ),
         MapOp::put(
-            tables::LOCAL_ENDPOINTS,
+            tables::NETD_LOCAL_EPS,
             50,
             LocalEndpointEntry {
                 ipv4: [10, 1, 0, 3],
@@ -136,7 +136,7 @@ fn tc_path(repeat: u32) -> PathCost {
             },
         ),
         MapOp::put(
-            tables::ENDPOINTS,
+            tables::NETD_ENDPOINTS,
             [10, 1, 0, 3],
             EndpointEntry {
                 ifindex: 50,

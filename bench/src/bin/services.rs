@@ -433,7 +433,7 @@ fn lb_path(repeat: u32) -> LbPath {
     let client_mac = [0x02, 0x6e, 10, 1, 0, 2];
     let vip = [10, 1, 0, 100];
     let mut ops = vec![MapOp::put(
-        tables::NETWORKS,
+        tables::NETD_NETWORKS,
         1,
         NetworkEntry {
             gateway: [10, 1, 0, 1],
@@ -456,9 +456,9 @@ fn lb_path(repeat: u32) -> LbPath {
     for (i, slot) in table.slots.iter_mut().enumerate() {
         *slot = u32::from_ne_bytes([10, 1, 0, 10 + (i % BACKENDS) as u8]);
     }
-    ops.push(MapOp::put(tables::MAGLEV, 1, table));
+    ops.push(MapOp::put(tables::NETD_MAGLEV, 1, table));
     ops.push(MapOp::put(
-        tables::SERVICES,
+        tables::NETD_SERVICES,
         ServiceKey {
             vip,
             port: PORT.to_be_bytes(),
@@ -474,7 +474,7 @@ fn lb_path(repeat: u32) -> LbPath {
         },
     ));
     ops.push(MapOp::put(
-        tables::VIPS,
+        tables::NETD_VIPS,
         vip,
         VipEntry {
             network: 1,
@@ -535,9 +535,9 @@ fn lb_path(repeat: u32) -> LbPath {
     let b = [10, 1, 0, 10];
     for op in [
         active_backend(2, vip),
-        MapOp::put(tables::MAGLEV, 2, maglev_all_to(vip)),
+        MapOp::put(tables::NETD_MAGLEV, 2, maglev_all_to(vip)),
         MapOp::put(
-            tables::SERVICES,
+            tables::NETD_SERVICES,
             ServiceKey {
                 vip: b,
                 port: TARGET.to_be_bytes(),
@@ -553,7 +553,7 @@ fn lb_path(repeat: u32) -> LbPath {
             },
         ),
         MapOp::put(
-            tables::VIPS,
+            tables::NETD_VIPS,
             b,
             VipEntry {
                 network: 1,

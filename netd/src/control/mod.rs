@@ -186,13 +186,13 @@ impl Default for Limits {
         use crate::dataplane::tables;
         let max = |name| tables::decl(name).map_or(0, |t| t.max_entries);
         Self {
-            networks: max(tables::NETWORKS.name),
-            endpoints: max(tables::ENDPOINTS.name),
-            hosts: max(tables::HOSTS.name),
-            services: max(tables::MAGLEV.name).min(max(tables::VIPS.name)),
-            service_ports: max(tables::SERVICES.name),
-            policy_entries: max(tables::POLICY.name),
-            ipcache: max(tables::IPCACHE.name),
+            networks: max(tables::NETD_NETWORKS.name),
+            endpoints: max(tables::NETD_ENDPOINTS.name),
+            hosts: max(tables::NETD_HOSTS.name),
+            services: max(tables::NETD_MAGLEV.name).min(max(tables::NETD_VIPS.name)),
+            service_ports: max(tables::NETD_SERVICES.name),
+            policy_entries: max(tables::NETD_POLICY.name),
+            ipcache: max(tables::NETD_IPCACHE.name),
         }
     }
 }
@@ -292,11 +292,15 @@ impl Limits {
             });
             for (map, limit, whose) in [
                 (
-                    tables::POLICY.name,
+                    tables::NETD_POLICY.name,
                     self.policy_entries,
                     format!("host {host:?}"),
                 ),
-                (tables::IPCACHE.name, self.ipcache, "every host".to_string()),
+                (
+                    tables::NETD_IPCACHE.name,
+                    self.ipcache,
+                    "every host".to_string(),
+                ),
             ] {
                 let need = state.count(map);
                 if need > limit as usize {

@@ -154,8 +154,8 @@ impl Datapath {
         for (_, name) in program_names::XDP_TAIL_CALLED {
             self.load_xdp(name)?;
         }
-        self.fill(map_names::PROGS, &program_names::TAIL_CALLED)?;
-        self.fill(map_names::XDP_PROGS, &program_names::XDP_TAIL_CALLED)
+        self.fill(map_names::NETD_PROGS, &program_names::TAIL_CALLED)?;
+        self.fill(map_names::NETD_XDP_PROGS, &program_names::XDP_TAIL_CALLED)
     }
 
     /// Puts each loaded program of `slots` in its slot of the prog array
@@ -189,7 +189,7 @@ impl Datapath {
 
     /// Records `meta` (owner and layout) in the pinned `NETD_META`.
     pub fn write_meta(&mut self, meta: &netd_common::maps::PinMeta) -> Result<(), LoadError> {
-        let name = map_names::META;
+        let name = map_names::NETD_META;
         let map = self.ebpf.map_mut(name).ok_or(LoadError::NoMap(name))?;
         let mut array: aya::maps::Array<&mut aya::maps::MapData, netd_common::maps::PinMeta> =
             aya::maps::Array::try_from(map).map_err(|source| LoadError::Meta { source })?;
@@ -201,17 +201,17 @@ impl Datapath {
     /// Takes conntrack's maps out of the object (call once).
     pub fn take_conntrack(&mut self) -> Result<super::conntrack::Conntrack, LoadError> {
         let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
-        let flows = take(map_names::CT)?;
-        let replies = take(map_names::REV_NAT)?;
-        let affinity = take(map_names::AFFINITY)?;
+        let flows = take(map_names::NETD_CT)?;
+        let replies = take(map_names::NETD_REV_NAT)?;
+        let affinity = take(map_names::NETD_AFFINITY)?;
         super::conntrack::Conntrack::new(flows, replies, affinity).map_err(LoadError::Conntrack)
     }
 
     /// Takes policy's datapath maps out of the object (call once).
     pub fn take_policy_state(&mut self) -> Result<super::policy_state::PolicyState, LoadError> {
         let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
-        let flows = take(map_names::POLICY_CT)?;
-        let hits = take(map_names::RULE_HITS)?;
+        let flows = take(map_names::NETD_POLICY_CT)?;
+        let hits = take(map_names::NETD_RULE_HITS)?;
         super::policy_state::PolicyState::new(flows, hits).map_err(LoadError::Conntrack)
     }
 
@@ -221,18 +221,18 @@ impl Datapath {
     ) -> Result<super::endpoint_stats::EndpointStatsMap, LoadError> {
         let map = self
             .ebpf
-            .take_map(map_names::ENDPOINT_STATS)
-            .ok_or(LoadError::NoMap(map_names::ENDPOINT_STATS))?;
+            .take_map(map_names::NETD_EP_STATS)
+            .ok_or(LoadError::NoMap(map_names::NETD_EP_STATS))?;
         super::endpoint_stats::EndpointStatsMap::new(map).map_err(LoadError::EndpointStats)
     }
 
     /// Takes the monitor's maps out of the object (call once).
     pub fn take_events(&mut self) -> Result<super::events::Events, LoadError> {
         let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
-        let ring = take(map_names::EVENTS)?;
-        let monitor = take(map_names::MONITOR)?;
-        let emit = take(map_names::EMIT)?;
-        let pending = take(map_names::PENDING)?;
+        let ring = take(map_names::NETD_EVENTS)?;
+        let monitor = take(map_names::NETD_MONITOR)?;
+        let emit = take(map_names::NETD_EMIT)?;
+        let pending = take(map_names::NETD_PENDING)?;
         super::events::Events::new(ring, monitor, emit, pending).map_err(LoadError::Events)
     }
 
@@ -240,8 +240,8 @@ impl Datapath {
     pub fn take_counters(&mut self) -> Result<CountersReader, LoadError> {
         let map = self
             .ebpf
-            .take_map(map_names::COUNTERS)
-            .ok_or(LoadError::NoMap(map_names::COUNTERS))?;
+            .take_map(map_names::NETD_COUNTERS)
+            .ok_or(LoadError::NoMap(map_names::NETD_COUNTERS))?;
         let map = PerCpuArray::try_from(map).map_err(CountersError::from)?;
         Ok(CountersReader::new(map)?)
     }

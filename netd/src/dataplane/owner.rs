@@ -33,7 +33,7 @@ pub enum OwnerError {
 
 /// What `NETD_META` says, if it is there.
 pub fn read_meta(layout: &PinLayout) -> Result<Option<PinMeta>, OwnerError> {
-    let path = layout.map(map_names::META);
+    let path = layout.map(map_names::NETD_META);
     if !path.exists() {
         return Ok(None);
     }

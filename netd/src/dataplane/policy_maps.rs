@@ -54,7 +54,7 @@ pub fn compile_policies(
     let ids = Identities::of(endpoints, services, policies);
     for (net, id) in &ids.cidrs {
         state.put(
-            tables::IPCACHE,
+            tables::NETD_IPCACHE,
             IpcacheKey {
                 prefixlen: u32::from(net.prefix_len()),
                 ip: net.network().octets(),
@@ -65,7 +65,7 @@ pub fn compile_policies(
     for e in endpoints {
         if let Some(id) = ids.endpoints.get(&e.id) {
             state.put(
-                tables::IPCACHE,
+                tables::NETD_IPCACHE,
                 IpcacheKey {
                     prefixlen: 32,
                     ip: e.ipv4.octets(),
@@ -116,10 +116,10 @@ pub fn compile_policies(
             }
         }
         for (key, verdict) in deny_wins(&entries) {
-            state.put(tables::POLICY, key, verdict);
+            state.put(tables::NETD_POLICY, key, verdict);
         }
         if flags != 0 {
-            state.put(tables::POLICY_EPS, e.ipv4.octets(), flags);
+            state.put(tables::NETD_POLICY_EPS, e.ipv4.octets(), flags);
         }
     }
 }
@@ -390,7 +390,7 @@ mod tests {
                 netd_common::policy::lookup_key(ep.ipv4.octets(), INGRESS, identity, proto, port);
             (EXACT_BITS..=FULL_BITS).rev().find_map(|bits| {
                 state.get(
-                    tables::POLICY,
+                    tables::NETD_POLICY,
                     &PolicyKey {
                         prefixlen: bits,
                         data: masked(&full.data, bits),
@@ -421,11 +421,11 @@ mod tests {
             let v = verdict(&state, &endpoints[1], web, 6, 8080).expect("a verdict");
             assert_eq!(v.action, netd_common::policy::ACTION_DENY, "{rules:?}");
             assert_eq!(
-                state.get(tables::POLICY_EPS, &endpoints[1].ipv4.octets()),
+                state.get(tables::NETD_POLICY_EPS, &endpoints[1].ipv4.octets()),
                 Some(ENFORCE_INGRESS)
             );
             assert_eq!(
-                state.get(tables::POLICY_EPS, &endpoints[0].ipv4.octets()),
+                state.get(tables::NETD_POLICY_EPS, &endpoints[0].ipv4.octets()),
                 None
             );
         }

@@ -54,7 +54,7 @@ pub fn compile(
 ) -> MapState {
     let mut state = MapState::default();
     if cluster.overlay != OverlayConfig::default() {
-        state.put(tables::OVERLAY, 0, cluster.overlay);
+        state.put(tables::NETD_OVERLAY, 0, cluster.overlay);
     }
     // Each host's index is the store's, the same on every host and kept
     // while the host is a member: one joining or leaving rewrites no other
@@ -66,24 +66,24 @@ pub fn compile(
         };
         host_index.insert(host.name.as_str(), index);
         state.put(
-            tables::HOSTS,
+            tables::NETD_HOSTS,
             index,
             HostEntry {
                 underlay: ip.octets(),
                 _reserved: 0,
             },
         );
-        state.put(tables::HOST_BY_IP, ip.octets(), index);
+        state.put(tables::NETD_HOST_BY_IP, ip.octets(), index);
     }
     let overlay_here = cluster.overlay.underlay != [0; 4];
     let mut index_of = BTreeMap::new();
     for n in networks {
         index_of.insert(n.id.as_str(), n.index);
         if let (Some(vni), true) = (n.vni, overlay_here) {
-            state.put(tables::VNIS, vni, n.index);
+            state.put(tables::NETD_VNIS, vni, n.index);
         }
         state.put(
-            tables::NETWORKS,
+            tables::NETD_NETWORKS,
             n.index,
             NetworkEntry {
                 gateway: n.gateway.octets(),
@@ -110,7 +110,7 @@ pub fn compile(
             if overlay_here && e.joined() && overlay_networks.get(e.network.as_str()) == Some(&true)
             {
                 state.put(
-                    tables::ENDPOINTS,
+                    tables::NETD_ENDPOINTS,
                     e.ipv4.octets(),
                     EndpointEntry {
                         ifindex: 0,
@@ -128,7 +128,7 @@ pub fn compile(
         };
         local_ips.insert(e.ipv4.octets());
         state.put(
-            tables::LOCAL_ENDPOINTS,
+            tables::NETD_LOCAL_EPS,
             link.ifindex,
             LocalEndpointEntry {
                 ipv4: e.ipv4.octets(),
@@ -138,7 +138,7 @@ pub fn compile(
             },
         );
         state.put(
-            tables::ENDPOINTS,
+            tables::NETD_ENDPOINTS,
             e.ipv4.octets(),
             EndpointEntry {
                 ifindex: link.ifindex,
@@ -149,7 +149,7 @@ pub fn compile(
         );
     }
     let reachable = state
-        .entries(tables::ENDPOINTS.name)
+        .entries(tables::NETD_ENDPOINTS.name)
         .map(|e| {
             e.keys()
                 .filter_map(|k| k.as_slice().try_into().ok())
@@ -369,18 +369,18 @@ mod tests {
     fn compiles_every_endpoint_with_a_link() {
         let (networks, endpoints, mut links) = world();
         let state = compile(&networks, &endpoints, &[], &links, &Cluster::default());
-        assert_eq!(state.count(tables::NETWORKS.name), 2);
-        assert_eq!(state.count(tables::ENDPOINTS.name), 3);
+        assert_eq!(state.count(tables::NETD_NETWORKS.name), 2);
+        assert_eq!(state.count(tables::NETD_ENDPOINTS.name), 3);
         let a = state
-            .get(tables::ENDPOINTS, &endpoints[0].ipv4.octets())
+            .get(tables::NETD_ENDPOINTS, &endpoints[0].ipv4.octets())
             .expect("a");
         assert_eq!((a.ifindex, a.network, a.mac), (10, 1, endpoints[0].mac.0));
-        let local = |i: u32| state.get(tables::LOCAL_ENDPOINTS, &i).expect("local");
+        let local = |i: u32| state.get(tables::NETD_LOCAL_EPS, &i).expect("local");
         assert_eq!(local(12).network, 2);
         assert_eq!(local(10).host_mac, [2, 0, 0, 0, 0, 0]);
         links.remove(&endpoints[1].id);
         let fewer = compile(&networks, &endpoints, &[], &links, &Cluster::default());
-        assert_eq!(fewer.count(tables::ENDPOINTS.name), 2);
+        assert_eq!(fewer.count(tables::NETD_ENDPOINTS.name), 2);
     }
 
     #[test]
@@ -412,7 +412,7 @@ mod tests {
         let state = |entries: &[(u32, u32)]| {
             let mut s = MapState::default();
             for &(k, vni) in entries {
-                s.put(tables::NETWORKS, k, net(vni));
+                s.put(tables::NETD_NETWORKS, k, net(vni));
             }
             s
         };
@@ -455,7 +455,7 @@ mod tests {
         };
         // A stale entry planted by hand.
         maps.state.put(
-            tables::ENDPOINTS,
+            tables::NETD_ENDPOINTS,
             [10, 9, 9, 9],
             EndpointEntry {
                 ifindex: 99,
@@ -473,11 +473,11 @@ mod tests {
         );
         reconcile(&mut maps, &fewer).expect("reconcile");
         assert_eq!(maps.state, fewer);
-        let first_local_delete = first(&maps.log, false, tables::LOCAL_ENDPOINTS.name);
+        let first_local_delete = first(&maps.log, false, tables::NETD_LOCAL_EPS.name);
         let last_endpoint_delete = maps
             .log
             .iter()
-            .rposition(|op| !op.is_put() && op.table() == tables::ENDPOINTS.name);
+            .rposition(|op| !op.is_put() && op.table() == tables::NETD_ENDPOINTS.name);
         assert!(
             last_endpoint_delete < Some(first_local_delete),
             "{:?}",
@@ -485,7 +485,7 @@ mod tests {
         );
         assert!(maps
             .log
-            .contains(&MapOp::delete(tables::ENDPOINTS, [10, 9, 9, 9])));
+            .contains(&MapOp::delete(tables::NETD_ENDPOINTS, [10, 9, 9, 9])));
         let last_delete = maps.log.iter().rposition(|op| !op.is_put());
         let first_put = maps.log.iter().position(MapOp::is_put);
         assert!(
@@ -501,10 +501,14 @@ mod tests {
         let desired = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         let mut maps = FakeMaps::default();
         // Room for exactly the three endpoints, all taken by stale ones.
-        maps.capacities.insert(tables::ENDPOINTS.name.into(), 3);
+        maps.capacities
+            .insert(tables::NETD_ENDPOINTS.name.into(), 3);
         for i in 0..3u8 {
-            maps.state
-                .put(tables::ENDPOINTS, [10, 9, 9, i], EndpointEntry::default());
+            maps.state.put(
+                tables::NETD_ENDPOINTS,
+                [10, 9, 9, i],
+                EndpointEntry::default(),
+            );
         }
         let applied = reconcile(&mut maps, &desired).expect("reconcile");
         assert!(applied.failed.is_empty(), "{:?}", applied.failed);
@@ -517,16 +521,18 @@ mod tests {
         let desired = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         let mut maps = FakeMaps::default();
         // Room for two of three endpoints: one put fails, everything else lands.
-        maps.capacities.insert(tables::ENDPOINTS.name.into(), 2);
+        maps.capacities
+            .insert(tables::NETD_ENDPOINTS.name.into(), 2);
         let applied = reconcile(&mut maps, &desired).expect("reconcile");
         assert_eq!(applied.failed.len(), 1);
         let (op, error) = &applied.failed[0];
-        assert_eq!(op.table(), tables::ENDPOINTS.name);
+        assert_eq!(op.table(), tables::NETD_ENDPOINTS.name);
         assert_eq!(error.to_string(), "map NETD_ENDPOINTS is full (2 entries)");
         assert_eq!(applied.writes, desired.len() - 1);
-        assert_eq!(maps.state.count(tables::LOCAL_ENDPOINTS.name), 3);
+        assert_eq!(maps.state.count(tables::NETD_LOCAL_EPS.name), 3);
         // Room again (say an endpoint elsewhere left): the next pass finishes.
-        maps.capacities.insert(tables::ENDPOINTS.name.into(), 3);
+        maps.capacities
+            .insert(tables::NETD_ENDPOINTS.name.into(), 3);
         let again = reconcile(&mut maps, &desired).expect("again");
         assert_eq!((again.writes, again.failed.len()), (1, 0));
         assert_eq!(maps.state, desired);
@@ -638,37 +644,37 @@ mod tests {
         let state = compile(&networks, &endpoints, &[], &links, &cluster);
 
         assert_eq!(
-            state.count(tables::HOSTS.name),
+            state.count(tables::NETD_HOSTS.name),
             1,
             "host-a is this host, host-c has no underlay"
         );
         assert_eq!(
-            state.get(tables::HOSTS, &5).map(|h| h.underlay),
+            state.get(tables::NETD_HOSTS, &5).map(|h| h.underlay),
             Some([192, 0, 2, 2]),
             "the store's index"
         );
-        assert_eq!(state.get(tables::HOST_BY_IP, &[192, 0, 2, 2]), Some(5));
-        assert_eq!(state.get(tables::VNIS, &4096), Some(networks[0].index));
+        assert_eq!(state.get(tables::NETD_HOST_BY_IP, &[192, 0, 2, 2]), Some(5));
+        assert_eq!(state.get(tables::NETD_VNIS, &4096), Some(networks[0].index));
         assert_eq!(
             state
-                .get(tables::NETWORKS, &networks[0].index)
+                .get(tables::NETD_NETWORKS, &networks[0].index)
                 .map(|n| n.vni),
             Some(4096)
         );
-        assert_eq!(state.get(tables::OVERLAY, &0), Some(overlay));
+        assert_eq!(state.get(tables::NETD_OVERLAY, &0), Some(overlay));
         let b = state
-            .get(tables::ENDPOINTS, &endpoints[1].ipv4.octets())
+            .get(tables::NETD_ENDPOINTS, &endpoints[1].ipv4.octets())
             .expect("b");
         assert_eq!((b.ifindex, b.host, b.mac), (0, 5, endpoints[1].mac.0));
         assert!(
             state
-                .get(tables::ENDPOINTS, &endpoints[2].ipv4.octets())
+                .get(tables::NETD_ENDPOINTS, &endpoints[2].ipv4.octets())
                 .is_none(),
             "remote on a local-only network"
         );
         assert!(
             !state
-                .iter(tables::LOCAL_ENDPOINTS)
+                .iter(tables::NETD_LOCAL_EPS)
                 .any(|(_, l)| l.ipv4 == endpoints[1].ipv4.octets()),
             "no local entry for a remote one"
         );
@@ -690,14 +696,14 @@ mod tests {
         let ops = diff(&state, &joined, tables::TABLES);
         assert_eq!(ops.len(), 2, "{ops:?}");
         assert!(ops.contains(&MapOp::put(
-            tables::HOSTS,
+            tables::NETD_HOSTS,
             2,
             HostEntry {
                 underlay: [192, 0, 2, 7],
                 _reserved: 0
             }
         )));
-        assert!(ops.contains(&MapOp::put(tables::HOST_BY_IP, [192, 0, 2, 7], 2)));
+        assert!(ops.contains(&MapOp::put(tables::NETD_HOST_BY_IP, [192, 0, 2, 7], 2)));
 
         // Without an overlay here, nothing remote is reachable.
         let alone = compile(
@@ -710,19 +716,19 @@ mod tests {
                 ..cluster
             },
         );
-        assert_eq!(alone.count(tables::VNIS.name), 0);
+        assert_eq!(alone.count(tables::NETD_VNIS.name), 0);
         assert!(alone
-            .get(tables::ENDPOINTS, &endpoints[1].ipv4.octets())
+            .get(tables::NETD_ENDPOINTS, &endpoints[1].ipv4.octets())
             .is_none());
 
         // Hosts are written before the endpoints that point at them, and removed after.
         let ops = diff(&MapState::default(), &state, tables::TABLES);
-        let put_host = first(&ops, true, tables::HOSTS.name);
-        let put_remote = first(&ops, true, tables::ENDPOINTS.name);
+        let put_host = first(&ops, true, tables::NETD_HOSTS.name);
+        let put_remote = first(&ops, true, tables::NETD_ENDPOINTS.name);
         assert!(put_host < put_remote, "{ops:?}");
         let ops = diff(&state, &MapState::default(), tables::TABLES);
-        let del_remote = first(&ops, false, tables::ENDPOINTS.name);
-        let del_host = first(&ops, false, tables::HOSTS.name);
+        let del_remote = first(&ops, false, tables::NETD_ENDPOINTS.name);
+        let del_host = first(&ops, false, tables::NETD_HOSTS.name);
         assert!(del_remote < del_host, "{ops:?}");
     }
 }

@@ -62,7 +62,7 @@ pub fn compile_services(
         };
         for port in &service.ports {
             state.put(
-                tables::SERVICES,
+                tables::NETD_SERVICES,
                 ServiceKey {
                     vip: vip.octets(),
                     port: port.port.to_be_bytes(),
@@ -73,7 +73,7 @@ pub fn compile_services(
             );
         }
         state.put(
-            tables::VIPS,
+            tables::NETD_VIPS,
             vip.octets(),
             VipEntry {
                 network: network.index,
@@ -117,7 +117,7 @@ fn put_published(
 ) {
     for port in service.published.iter().filter(|p| p.mode == mode) {
         state.put(
-            tables::PUBLISHED,
+            tables::NETD_PUBLISHED,
             published_key(port),
             service_entry(service, table, active, port.target_port),
         );
@@ -136,7 +136,7 @@ fn compile_table(
     let mut turns = Vec::new();
     for b in backends {
         state.put(
-            tables::BACKENDS,
+            tables::NETD_BACKENDS,
             BackendKey {
                 table,
                 ip: b.ip.octets(),
@@ -167,7 +167,7 @@ fn compile_table(
     });
     match slots {
         Some(slots) => {
-            state.put(tables::MAGLEV, table, *slots);
+            state.put(tables::NETD_MAGLEV, table, *slots);
             turns.len() as u32
         }
         None => 0,

@@ -106,7 +106,7 @@ fn carry_for(decl: &TableDecl, info: &MapInfo, sizes: &Sizes) -> Option<Option<C
     if same_shape && max == sizes.max_entries(decl) {
         return Some(None);
     }
-    if decl.name == map_names::COUNTERS && same_shape && max == layout_v1::SLOTS {
+    if decl.name == map_names::NETD_COUNTERS && same_shape && max == layout_v1::SLOTS {
         return Some(Some(Carry::CountersV1));
     }
     if decl.owner == Owner::Scratch && kind == decl.kind as u32 {
