@@ -129,10 +129,10 @@ pub struct Pending {
     pub kind: u8,
     pub reason: u8,
     pub allowed: u8,
-    /// The reason + 1 of the drop counted last on this CPU, noted whether
-    /// or not a monitor listens: a TC entry point that drops its packet
-    /// counts it against the sending endpoint, and clears it (0: none).
-    pub dropped: u8,
+    /// Unused (it held the last drop's reason for the per-endpoint
+    /// counters, which now read it from the packet's control block); kept
+    /// so the pinned layout stays.
+    pub _reserved: u8,
     pub object: u32,
     /// A translation's backend.
     pub backend: [u8; 4],

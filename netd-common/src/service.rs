@@ -10,17 +10,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Service ports (VIP, port, protocol) the datapath holds.
-pub const MAX_SERVICE_PORTS: u32 = 65536;
-/// Services (one Maglev table each).
-pub const MAX_SERVICES: u32 = 16384;
-/// Backends of all services together: 10,000 services of 10 backends fit
-/// with room to spare. Not preallocated, so an entry costs kernel memory
-/// only while it exists.
-pub const MAX_BACKENDS: u32 = 262_144;
-/// VIPs.
-pub const MAX_VIPS: u32 = 16384;
-/// Conntrack entries each way, unless `--conntrack-size` says otherwise.
+/// Conntrack entries each way, unless `[conntrack] max-entries` says otherwise.
 pub const DEFAULT_CT_ENTRIES: u32 = 262_144;
 
 /// Slots of a service's Maglev table in the datapath: a prime. 4 KiB a
@@ -77,10 +67,6 @@ pub struct ServiceEntry {
 /// A client's new flows go to the backend its last one had (while that
 /// backend takes new flows and within `affinity_secs`): `NETD_AFFINITY`.
 pub const SERVICE_AFFINITY: u16 = 1;
-
-/// Client-affinity entries the datapath holds (LRU): one per client per
-/// service with affinity.
-pub const MAX_AFFINITY: u32 = 65536;
 
 /// `NETD_AFFINITY` key: a client of a service.
 #[repr(C)]
@@ -195,6 +181,29 @@ pub const CT_SEEN_RST: u16 = 2;
 pub const CT_HAIRPIN: u16 = 4;
 pub const CT_SEEN_REPLY: u16 = 8;
 
+/// What a segment's flags tell the sweeper: a FIN or RST puts its flow on
+/// conntrack's short closing timeout (the service's and policy's alike).
+#[inline(always)]
+pub const fn closing_flags(tcp_flags: u8) -> u16 {
+    let mut f = 0;
+    if tcp_flags & crate::parse::TCP_FIN != 0 {
+        f |= CT_SEEN_FIN;
+    }
+    if tcp_flags & crate::parse::TCP_RST != 0 {
+        f |= CT_SEEN_RST;
+    }
+    f
+}
+
+/// A SYN on the tuple of a flow that closed: a client port reused for a
+/// new connection, recorded afresh (as the kernel's conntrack does from
+/// TIME_WAIT).
+#[inline(always)]
+pub const fn is_reopening(tcp_flags: u8, ct_flags: u16) -> bool {
+    use crate::parse::{TCP_ACK, TCP_SYN};
+    tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && ct_flags & (CT_SEEN_FIN | CT_SEEN_RST) != 0
+}
+
 /// `NETD_REV_NAT` value, by the reply's tuple (backend → client, or
 /// backend → [`HAIRPIN_IP`]): what the reply's source becomes, and who
 /// it goes to.
@@ -242,6 +251,18 @@ mod user {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fin_and_rst_close_a_flow_and_a_syn_after_them_reopens_it() {
+        use crate::parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+        assert_eq!(closing_flags(TCP_ACK), 0);
+        assert_eq!(closing_flags(TCP_FIN | TCP_ACK), CT_SEEN_FIN);
+        assert_eq!(closing_flags(TCP_RST), CT_SEEN_RST);
+        assert!(is_reopening(TCP_SYN, CT_SEEN_FIN));
+        assert!(is_reopening(TCP_SYN, CT_SEEN_RST | CT_SEEN_REPLY));
+        assert!(!is_reopening(TCP_SYN | TCP_ACK, CT_SEEN_FIN));
+        assert!(!is_reopening(TCP_SYN, CT_SEEN_REPLY));
+    }
+
     use super::*;
     use core::mem::size_of;
 

@@ -1,33 +1,28 @@
-//! netd's datapath. Programs are named after where they attach and stay
-//! thin: they build a [`frame::PacketFrame`], run the stages in pipeline
-//! order to get an [`outcome::Outcome`], and turn it into a verdict,
-//! counting it on the way out.
+//! netd's datapath, in layers; each uses only the layers above it in
+//! this list, and no two modules import each other (`cargo xtask lint`
+//! checks both):
+//!
+//! - `types`: plain types the layers hand each other (leaf modules);
+//! - `frame`: bounds-checked access to the packet;
+//! - `maps`: every map (the pinned ones from `netd_common::tables`);
+//! - `observe`: counters, per-endpoint counters, monitor events;
+//! - `stages`: decide, each writing only the state maps it owns;
+//! - `rewrite`: the writer, the only code that changes packet bytes;
+//! - `exits`: each hook's verdicts, counted, and the plan carried out;
+//! - `programs`: the entry points, one file each, thin.
+//!
+//! docs/architecture.md has the pipeline of each program.
 #![no_std]
 #![no_main]
 
-mod arp;
-mod baseline;
-mod bench_traffic;
-mod deliver;
-mod endpoint;
-mod endpoint_stats;
-mod events;
-mod forward;
+mod exits;
 mod frame;
-mod icmp_error;
-mod icmp_quote;
 mod maps;
-mod mesh;
-mod metrics;
-mod nat;
-mod outcome;
-mod overlay;
-mod policy;
-mod refuse;
-mod service;
-mod service_program;
-mod sock_lb;
-mod uplink;
+mod observe;
+mod programs;
+mod rewrite;
+mod stages;
+mod types;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 
-use crate::uplink::XdpDelivery;
+use crate::types::XdpDelivery;
 
 /// The aya-ebpf type of a map of `netd_common::tables::MapKind` `$kind`.
 macro_rules! bpf_map_type {

@@ -1,4 +1,4 @@
-//! The one writer of address translations. [`apply`] decides which fields
+//! Address translations, written. [`apply`] decides which fields
 //! change (from the plan and the parsed headers); a [`Rewriter`] per hook
 //! does the writing and the checksums:
 //! - TC through the kernel's csum helpers, which also keep an offloaded
@@ -9,12 +9,9 @@
 //!   `netd_common::nat`, on frames whose checksums are complete.
 
 use aya_ebpf::programs::TcContext;
-use netd_common::{
-    nat::{self, Nat, IP_CHECK, IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT},
-    parse::{Headers, L3, L4},
-};
+use netd_common::nat::{self, Nat, IP_CHECK, IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT};
 
-use crate::frame::PacketFrame;
+use crate::{frame::PacketFrame, types::Target};
 
 /// Where the transport checksum is, and for which protocol.
 #[derive(Clone, Copy)]
@@ -36,58 +33,6 @@ pub trait Rewriter {
     ) -> Result<(), ()>;
     /// Writes port `new` over `old` at `at`, updating the transport checksum.
     fn port(&self, at: usize, l4: L4Check, old: [u8; 2], new: [u8; 2]) -> Result<(), ()>;
-}
-
-/// The fields of an IPv4 TCP/UDP packet a translation touches, as they
-/// were before it, and where they are. Every byte defined (see
-/// `netd_common::nat::Nat` for why).
-#[derive(Clone, Copy, Default)]
-pub struct Target {
-    pub l3: u16,
-    pub l4: u16,
-    pub proto: u8,
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
-    pub src_port: [u8; 2],
-    /// ICMP: its type and code.
-    pub dst_port: [u8; 2],
-    /// TCP or UDP: the ports are real and can be translated.
-    pub ports: bool,
-}
-
-impl Target {
-    /// An IPv4 packet's; ports are 0 for other transports.
-    #[inline(always)]
-    pub fn of(h: &Headers) -> Self {
-        let L3::Ipv4(ip) = h.l3 else {
-            return Target::default();
-        };
-        let (src_port, dst_port, ports) = match h.l4 {
-            L4::Tcp {
-                src_port, dst_port, ..
-            }
-            | L4::Udp { src_port, dst_port } => (src_port, dst_port, true),
-            // Never translated (`ports` is false): what policy matches on.
-            L4::Icmp { kind, code } => ([0; 2], [kind, code], false),
-            _ => ([0; 2], [0; 2], false),
-        };
-        Target {
-            l3: h.l3_offset,
-            l4: h.l4_offset,
-            proto: ip.protocol,
-            src: ip.src,
-            dst: ip.dst,
-            src_port,
-            dst_port,
-            ports,
-        }
-    }
-
-    /// The flow's hash (`netd_common::flow::headers_hash`'s).
-    #[inline(always)]
-    pub fn flow_hash(&self) -> u32 {
-        netd_common::flow::flow_hash(self.src, self.dst, self.proto, self.src_port, self.dst_port)
-    }
 }
 
 /// Applies `plan` to the packet `t`, found `base` bytes into what `w`

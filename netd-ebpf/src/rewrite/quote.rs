@@ -1,7 +1,5 @@
-//! The translation of an ICMP error about a flow this host translated,
-//! for the TC program that takes errors from containers and for the XDP
-//! decap (an error from a backend on another host): which error it is
-//! ([`quoted_flow`]) and the direct writes ([`write`]). An error's
+//! The translation of an ICMP error about a flow this host translated
+//! (`crate::stages::icmp_quote` finds it), written directly. An error's
 //! checksums are complete (the kernel never leaves an ICMP checksum to
 //! offload), so plain incremental arithmetic (`netd_common::icmp`) keeps
 //! them right on either hook.
@@ -10,72 +8,10 @@ use netd_common::{
     checksum,
     icmp::{self, Quote, Rewritten, ICMP_CHECK, ICMP_HLEN},
     nat::{IP_CHECK, IP_DST, IP_SRC},
-    parse::Frame,
-    service::{CtTuple, HAIRPIN_IP, PROTO_TCP, PROTO_UDP},
+    service::{HAIRPIN_IP, PROTO_TCP},
 };
 
-use crate::{frame::PacketFrame, maps::NETD_REV_NAT};
-
-/// An ICMP error's translation: its quote's destination becomes `to_ip`
-/// / `to_port` again, and its own source `src_to`. For a hairpin flow
-/// also the quote's source (the hairpin address) and the error's own
-/// destination (the same address) become `client`.
-#[derive(Clone, Copy, Default)]
-pub struct QuoteNat {
-    pub set: bool,
-    pub hairpin: bool,
-    pub l3: u16,
-    /// Where the quoted IPv4 header starts (after the ICMP header).
-    pub quote: u16,
-    pub proto: u8,
-    pub to_ip: [u8; 4],
-    pub to_port: [u8; 2],
-    pub src_from: [u8; 4],
-    pub src_to: [u8; 4],
-    pub client: [u8; 4],
-}
-
-/// The translation of an error whose quote is a flow this host translated
-/// (its reply tuple is in `NETD_REV_NAT`), a hairpin flow's included: its
-/// quote comes from the hairpin address.
-#[inline(always)]
-pub fn quoted_flow(frame: &PacketFrame, l3: u16, l4: u16, src: [u8; 4]) -> Option<QuoteNat> {
-    let at = l4 as usize + ICMP_HLEN;
-    let quoted = frame.read::<20>(at)?;
-    let ports = frame.read::<4>(at + 20)?;
-    let proto = quoted[9];
-    if quoted[0] != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
-        return None;
-    }
-    let client = [quoted[12], quoted[13], quoted[14], quoted[15]];
-    let backend = [quoted[16], quoted[17], quoted[18], quoted[19]];
-    let reply = CtTuple {
-        src: backend,
-        dst: client,
-        src_port: [ports[2], ports[3]],
-        dst_port: [ports[0], ports[1]],
-        proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: the value is copied out at once.
-    let rev = (unsafe { NETD_REV_NAT.get(&reply) }).copied()?;
-    let hairpin = client == HAIRPIN_IP;
-    if rev.client != client && !hairpin {
-        return None;
-    }
-    Some(QuoteNat {
-        set: true,
-        hairpin,
-        client: rev.client,
-        l3,
-        quote: at as u16,
-        proto,
-        to_ip: rev.vip,
-        to_port: rev.vip_port,
-        src_from: src,
-        src_to: if src == backend { rev.vip } else { src },
-    })
-}
+use crate::{frame::PacketFrame, types::QuoteNat};
 
 /// Where the checksums an error's translation touches are.
 struct Checks {

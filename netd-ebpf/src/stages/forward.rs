@@ -1,13 +1,13 @@
 //! Where an IPv4 packet from a container goes: straight into another
-//! endpoint of its network on this host, nowhere if that endpoint is on
-//! another network, else to the host stack.
+//! endpoint of its network on this host, in VXLAN to one on another host,
+//! nowhere if that endpoint is on another network, else to the host stack.
 
 use netd_common::{counters::DropReason, maps::LocalEndpointEntry};
 
+use super::{deliver, encap};
 use crate::{
-    deliver,
     maps::NETD_ENDPOINTS,
-    outcome::{EndpointAction, Outcome},
+    types::{EndpointAction, Outcome},
 };
 
 #[inline(always)]
@@ -20,7 +20,7 @@ pub fn ipv4(me: &LocalEndpointEntry, dst: [u8; 4]) -> Outcome<EndpointAction> {
         return Outcome::drop(DropReason::Isolation);
     }
     if peer.ifindex == 0 {
-        return crate::overlay::encap_to(&peer, me.mac);
+        return encap::to(&peer, me.mac);
     }
     // A stale entry: the host stack has the last word, as before netd.
     match deliver::to_local(&peer) {

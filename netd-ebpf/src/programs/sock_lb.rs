@@ -22,9 +22,12 @@ use netd_common::{
     service::{maglev_slot, BackendKey, BACKEND_ACTIVE, PROTO_TCP, PROTO_UDP},
 };
 
-use crate::maps::{
-    NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_MESH_RETURN, NETD_OVERLAY,
-    NETD_PUBLISHED, NETD_SOCK_REVNAT,
+use crate::{
+    maps::{
+        NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_OVERLAY, NETD_PUBLISHED,
+        NETD_SOCK_REVNAT,
+    },
+    stages::mesh,
 };
 
 const AF_INET: u32 = 2;
@@ -134,7 +137,7 @@ fn forget_tunnelled_return(
         sport as u16,
         proto,
     );
-    let _ = NETD_MESH_RETURN.remove(&reply);
+    mesh::forget_return(&reply);
 }
 
 /// What [`rewrite`] did: the address asked for, and the one written.

@@ -14,33 +14,32 @@ use netd_common::{
 };
 
 use crate::{
-    endpoint::{self, carry_out},
-    forward,
+    exits::tc,
     frame::PacketFrame,
-    icmp_quote::{self, quoted_flow, QuoteNat},
     maps::NETD_LOCAL_EPS,
-    nat::Target,
-    outcome::{EndpointAction, Outcome, Plan},
+    rewrite::quote,
+    stages::{forward, icmp_quote::quoted_flow},
+    types::{EndpointAction, Outcome, Plan, QuoteNat, Target},
 };
 
 #[classifier]
 pub fn netd_tc_icmp_error(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
-    let verdict = netd_tc_icmp_error_verdict(ctx);
-    crate::endpoint_stats::after_tc(skb, verdict);
-    crate::events::after_tc(skb);
+    let verdict = verdict(ctx);
+    tc::finish(skb, verdict);
     verdict
 }
 
 #[inline(always)]
-fn netd_tc_icmp_error_verdict(ctx: TcContext) -> i32 {
-    let (bytes, ifindex) = endpoint::arrival(&ctx);
+fn verdict(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let (bytes, ifindex) = tc::arrival(&ctx);
     let mut quote = QuoteNat::default();
-    let plan = decide(ctx.skb.skb, ifindex, &mut quote);
-    if quote.set && write_quote(ctx.skb.skb, &quote).is_err() {
-        return endpoint::drop(DropReason::NatFailed, bytes);
+    let plan = decide(skb, ifindex, &mut quote);
+    if quote.set && write_quote(skb, &quote).is_err() {
+        return tc::drop(skb, DropReason::NatFailed, bytes);
     }
-    carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+    tc::carry_out(skb, &plan, ifindex, bytes)
 }
 
 #[inline(never)]
@@ -75,9 +74,9 @@ fn decide(skb: *mut __sk_buff, ifindex: u32, quote: &mut QuoteNat) -> Plan<Endpo
 #[inline(never)]
 fn write_quote(skb: *mut __sk_buff, q: &QuoteNat) -> Result<(), ()> {
     let frame = PacketFrame::tc(&TcContext::new(skb));
-    icmp_quote::write(&frame, q)?;
+    quote::write(&frame, q)?;
     if q.hairpin {
-        icmp_quote::write_hairpin(&frame, q)?;
+        quote::write_hairpin(&frame, q)?;
     }
     Ok(())
 }

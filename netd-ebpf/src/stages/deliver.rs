@@ -1,10 +1,11 @@
 //! Local delivery: the one stage every path into an endpoint of this host
-//! ends in (from another endpoint here, decapsulated from another host;
-//! services and the routing mesh next). Ingress policy will sit here.
+//! ends in (from another endpoint here, decapsulated from another host,
+//! translated by a service or the routing mesh). Ingress policy judges
+//! what it hands on, in the exits.
 
 use netd_common::maps::EndpointEntry;
 
-use crate::{maps::NETD_LOCAL_EPS, outcome::Delivery};
+use crate::{maps::NETD_LOCAL_EPS, types::Delivery};
 
 /// Where a packet for `peer` (an entry of NETD_ENDPOINTS with an ifindex)
 /// goes, if that veth is still the endpoint the address map says: an

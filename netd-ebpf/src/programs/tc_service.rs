@@ -16,53 +16,51 @@ use netd_common::{
 };
 
 use crate::{
-    endpoint::{self, carry_out},
-    forward,
+    exits::tc,
     frame::PacketFrame,
     maps::NETD_LOCAL_EPS,
-    nat::Target,
-    outcome::{EndpointAction, Plan},
-    policy,
-    service::{self, ClientPacket, ServiceKind},
+    observe::events,
+    stages::{forward, policy, service},
+    types::{ClientPacket, EndpointAction, Plan, ServiceKind, Target},
 };
 
 #[classifier]
 pub fn netd_tc_service(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
-    let verdict = netd_tc_service_verdict(ctx);
-    crate::endpoint_stats::after_tc(skb, verdict);
-    crate::events::after_tc(skb);
+    let verdict = verdict(ctx);
+    tc::finish(skb, verdict);
     verdict
 }
 
 #[inline(always)]
-fn netd_tc_service_verdict(ctx: TcContext) -> i32 {
-    let (bytes, ifindex) = endpoint::arrival(&ctx);
+fn verdict(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let (bytes, ifindex) = tc::arrival(&ctx);
     let mut p = Packet::default();
-    if let Err(reason) = classify(ctx.skb.skb, ifindex, bytes, &mut p) {
-        return endpoint::drop(reason, bytes);
+    if let Err(reason) = classify(skb, ifindex, bytes, &mut p) {
+        return tc::drop(skb, reason, bytes);
     }
     let to = service::new_flow(&p.client);
     let (nat, route_to) = match to.kind {
         ServiceKind::Nat => {
             // The translation's event, with the packet as the client sent
             // it; policy may note a verdict of its own.
-            crate::events::after_tc(ctx.skb.skb);
+            events::after_tc(skb);
             (to.nat, to.route_to)
         }
         ServiceKind::No => (Nat::NONE, p.client.flow.dst),
-        ServiceKind::Refuse => return endpoint::tail_call(&ctx, PROG_REFUSE, bytes),
-        ServiceKind::Drop | ServiceKind::NewFlow => return endpoint::drop(to.reason, bytes),
+        ServiceKind::Refuse => return tc::tail_call(&ctx, PROG_REFUSE, bytes),
+        ServiceKind::Drop | ServiceKind::NewFlow => return tc::drop(skb, to.reason, bytes),
     };
     let plan = plan(&p.me, route_to, &nat, &p.at);
-    if let Some(mut flow) = endpoint::policy_flow(&plan) {
-        flow.tcp_flags = policy::tc_tcp_flags(ctx.skb.skb, plan.at.proto, plan.at.l4);
+    if let Some(mut flow) = tc::policy_flow(&plan) {
+        flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
         let verdict = policy::admit(&flow, bytes);
         if verdict != policy::ADMITTED {
-            return endpoint::denied(bytes);
+            return tc::denied(skb, bytes);
         }
     }
-    carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+    tc::carry_out(skb, &plan, ifindex, bytes)
 }
 
 /// The packet as the service stage and the writer need it.

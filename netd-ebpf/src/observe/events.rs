@@ -1,11 +1,11 @@
 //! Events for `netd monitor`, written to the ring buffer only while a
 //! monitor listens, within each CPU's budget (see `netd_common::events`).
 //!
-//! A stage notes what it saw (`note_drop` where a drop is counted,
-//! `note_policy`, `note_translation`; inline: a map write); the entry
-//! point, whose frame is the shallowest, emits it on its way out
-//! (`after_tc`, `after_xdp`) with the packet's first bytes. With no
-//! listener, each costs one array read.
+//! What happened is noted in this CPU's slot of `NETD_PENDING` (`note_drop`
+//! by the exits, `note_policy` and `note_translation` by their stages;
+//! inline: a map write); the entry point, whose frame is the shallowest,
+//! emits it on its way out (`after_tc`, `after_xdp`) with the packet's
+//! first bytes. With no listener, each costs one array read.
 
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
@@ -24,24 +24,19 @@ fn wanted() -> u32 {
     NETD_MONITOR.get(0).map_or(0, |c| c.kinds)
 }
 
-/// Notes a drop: a TC drop's reason for the endpoint's counters (always),
-/// and the event for the entry point to emit, if a monitor wants drops.
+/// Notes a drop, for the entry point to emit if a monitor wants drops.
 /// A policy denial keeps the rule its stage noted, and a service without
 /// backends the service: the reason says which `object` is.
 #[inline(always)]
-pub fn note_drop(hook: Hook, reason: DropReason) {
-    let Some(pending) = NETD_PENDING.get_ptr_mut(0) else {
-        return;
-    };
-    if hook == Hook::TcEndpoint {
-        // SAFETY: this CPU's own slot; programs on one CPU do not preempt
-        // each other.
-        unsafe { (*pending).dropped = reason as u8 + 1 };
-    }
+pub fn note_drop(reason: DropReason) {
     if wanted() & EventKind::Drop.bit() == 0 {
         return;
     }
-    // SAFETY: as above.
+    let Some(pending) = NETD_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's own slot; programs on one CPU do not preempt
+    // each other.
     unsafe {
         let noted = (*pending).kind;
         let keeps = (reason == DropReason::PolicyDenied && noted == EventKind::Policy as u8)
@@ -81,7 +76,7 @@ pub fn note_translation(service: u32, backend: [u8; 4]) {
     note(EventKind::Translation, 0, service, backend);
 }
 
-/// An event in this CPU's slot; the drop noted for the counters stays.
+/// An event in this CPU's slot.
 #[inline(always)]
 fn note(kind: EventKind, allowed: u8, object: u32, backend: [u8; 4]) {
     if let Some(pending) = NETD_PENDING.get_ptr_mut(0) {
@@ -94,17 +89,6 @@ fn note(kind: EventKind, allowed: u8, object: u32, backend: [u8; 4]) {
             (*pending).backend = backend;
         }
     }
-}
-
-/// The reason + 1 of the drop a TC program counted last on this CPU, taken
-/// (0: none), for the counters of the endpoint that sent the packet.
-#[inline(always)]
-pub fn take_dropped() -> u8 {
-    let Some(pending) = NETD_PENDING.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: as in `note_drop`.
-    unsafe { core::mem::replace(&mut (*pending).dropped, 0) }
 }
 
 /// A TC entry point's last step.

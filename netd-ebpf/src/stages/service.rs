@@ -1,141 +1,32 @@
 //! Services, on the client's side: a packet to `VIP:port` gets a backend
 //! (conntrack first, Maglev for a new flow) and a DNAT to it; a reply from
 //! a backend gets its source turned back into `VIP:port`. This stage only
-//! decides; the entry point's writer rewrites.
+//! decides; the writer rewrites.
+//!
+//! Writes its own state: `NETD_CT` (each client flow's backend, and its
+//! times and counts), `NETD_REV_NAT` (each flow's reply translation) and
+//! `NETD_AFFINITY` (each client's backend, for services with affinity).
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use netd_common::{
     counters::DropReason,
     flow::flow_hash,
     nat::{Addr, Nat},
-    parse::{Ipv4, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{Ipv4, L4},
     service::{
-        maglev_slot, AffinityEntry, AffinityKey, BackendKey, CtEntry, CtTuple, RevNatEntry,
-        ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, CT_HAIRPIN, CT_SEEN_FIN, CT_SEEN_REPLY,
-        CT_SEEN_RST, HAIRPIN_IP, SERVICE_AFFINITY,
+        closing_flags, is_reopening, maglev_slot, AffinityEntry, AffinityKey, BackendKey, CtEntry,
+        CtTuple, RevNatEntry, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE, CT_HAIRPIN,
+        CT_SEEN_REPLY, HAIRPIN_IP, SERVICE_AFFINITY,
     },
 };
 
-use crate::events;
-use crate::maps::{
-    NETD_AFFINITY, NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS,
+use super::clock::now;
+use crate::{
+    maps::{
+        NETD_AFFINITY, NETD_BACKENDS, NETD_CT, NETD_MAGLEV, NETD_REV_NAT, NETD_SERVICES, NETD_VIPS,
+    },
+    observe::events,
+    types::{flow_tuple, ClientPacket, ServiceKind, ToService},
 };
-
-/// What the service stage decided: `kind` says which of the fields count.
-/// A struct with every byte set rather than an enum with payloads, so it
-/// can cross a BPF call (see `Outcome`).
-#[derive(Clone, Copy)]
-pub struct ToService {
-    pub kind: ServiceKind,
-    pub reason: DropReason,
-    pub nat: Nat,
-    /// Where the translated packet goes: the backend (or the client).
-    pub route_to: [u8; 4],
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum ServiceKind {
-    /// Not a VIP: the packet goes on as it is.
-    No,
-    Drop,
-    /// Translate by `nat`, then forward to `route_to`.
-    Nat,
-    /// Not settled by conntrack: a new flow, or one whose backend left.
-    /// The endpoint program hands it to the service program.
-    NewFlow,
-    /// A service port with no backend for a new flow: answer the client
-    /// (TCP RST, ICMP port unreachable) and count the drop as `reason`.
-    Refuse,
-}
-
-impl ToService {
-    const NO: ToService = ToService {
-        kind: ServiceKind::No,
-        reason: DropReason::Malformed,
-        nat: Nat::NONE,
-        route_to: [0; 4],
-    };
-
-    const NEW_FLOW: ToService = ToService {
-        kind: ServiceKind::NewFlow,
-        ..Self::NO
-    };
-
-    #[inline(always)]
-    fn drop(reason: DropReason) -> Self {
-        ToService {
-            kind: ServiceKind::Drop,
-            reason,
-            ..Self::NO
-        }
-    }
-}
-
-/// The flow's tuple, for TCP and UDP.
-#[inline(always)]
-pub fn tuple(ip: &Ipv4, l4: &L4) -> Option<(CtTuple, u8)> {
-    let (src_port, dst_port, flags) = match *l4 {
-        L4::Tcp {
-            src_port,
-            dst_port,
-            flags,
-        } => (src_port, dst_port, flags),
-        L4::Udp { src_port, dst_port } => (src_port, dst_port, 0),
-        _ => return None,
-    };
-    Some((
-        CtTuple {
-            src: ip.src,
-            dst: ip.dst,
-            src_port,
-            dst_port,
-            proto: ip.protocol,
-            _pad: [0; 3],
-        },
-        flags,
-    ))
-}
-
-/// A packet from a local endpoint toward some address, as the service
-/// stage needs it. Every byte defined, so it can cross the BPF call into
-/// [`new_flow`].
-#[derive(Clone, Copy, Default)]
-pub struct ClientPacket {
-    /// For TCP and UDP; ports are 0 otherwise.
-    pub flow: CtTuple,
-    /// The sender's network.
-    pub network: u32,
-    pub bytes: u64,
-    pub tcp_flags: u8,
-    /// TCP or UDP: `flow` has real ports.
-    pub ports: bool,
-}
-
-impl ClientPacket {
-    #[inline(always)]
-    pub fn of(network: u32, ip: &Ipv4, l4: &L4, bytes: u64) -> Self {
-        let (flow, tcp_flags, ports) = match tuple(ip, l4) {
-            Some((flow, flags)) => (flow, flags, true),
-            None => (
-                CtTuple {
-                    src: ip.src,
-                    dst: ip.dst,
-                    proto: ip.protocol,
-                    ..CtTuple::default()
-                },
-                0,
-                false,
-            ),
-        };
-        ClientPacket {
-            flow,
-            network,
-            bytes,
-            tcp_flags,
-            ports,
-        }
-    }
-}
 
 /// The VIP a packet is addressed to, if it is one.
 #[inline(always)]
@@ -370,7 +261,7 @@ fn translate(flow: &CtTuple, backend: [u8; 4], port: [u8; 2], flags: u16) -> ToS
 /// destination the client).
 #[inline(always)]
 pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
-    let (reply, tcp_flags) = tuple(ip, l4)?;
+    let (reply, tcp_flags) = flow_tuple(ip, l4)?;
     let rev = NETD_REV_NAT.get_ptr_mut(&reply)?;
     // SAFETY: the entry is this flow's; see `tracked`.
     let rev = unsafe { &mut *rev };
@@ -403,30 +294,9 @@ pub fn reply(ip: &Ipv4, l4: &L4) -> Option<(Nat, [u8; 4])> {
     Some((nat, rev.client))
 }
 
-/// CLOCK_MONOTONIC at the last tick, for conntrack and affinity times: the
-/// sweeper's timeouts are seconds, and on the established path the precise
-/// clock cost about 35 ns a packet, a tenth of the path.
+/// Forgets the reverse translation of the flow whose reply is `reply`: a
+/// flow another host took in now holds that tuple (see `mesh`).
 #[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: a plain helper call.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-#[inline(always)]
-fn is_reopening(tcp_flags: u8, ct_flags: u16) -> bool {
-    tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN && ct_flags & (CT_SEEN_FIN | CT_SEEN_RST) != 0
-}
-
-/// What a segment's flags tell the sweeper: a FIN or RST puts its flow on
-/// conntrack's short closing timeout (the service's and policy's alike).
-#[inline(always)]
-pub fn closing_flags(tcp_flags: u8) -> u16 {
-    let mut f = 0;
-    if tcp_flags & TCP_FIN != 0 {
-        f |= CT_SEEN_FIN;
-    }
-    if tcp_flags & TCP_RST != 0 {
-        f |= CT_SEEN_RST;
-    }
-    f
+pub fn forget_reply(reply: &CtTuple) {
+    let _ = NETD_REV_NAT.remove(reply);
 }

@@ -1,48 +1,47 @@
-//! The routing mesh at XDP: a packet from outside the cluster to a port
-//! published on this host's uplink address gets a backend (conntrack, then
-//! Maglev over the service's backends on every host) and a DNAT to it,
-//! keeping the client's own source address. A local backend gets it
-//! straight into its veth; a remote one in VXLAN to its host, marked so
-//! that host sends the replies back through this one. Replies are turned
-//! back into `uplink address:published port` here (`reply_to_client`)
-//! and leave the uplink the way the request came.
+//! The routing mesh, decided at XDP: a packet from outside the cluster to
+//! a port published on this host's uplink address gets a backend
+//! (conntrack, then Maglev over the service's backends on every host) and
+//! a DNAT to it, keeping the client's own source address. A local backend
+//! gets it straight into its veth; a remote one in VXLAN to its host,
+//! marked so that host sends the replies back through this one. Replies
+//! are turned back into `uplink address:published port` on the way out
+//! (`egress_to`, `from_backend`) and leave the uplink the way the request
+//! came.
 //!
-//! Stages decide; `netd_xdp_mesh` writes and counts.
+//! Writes its own state: `NETD_MESH_NEIGH` (each client's next hop, on
+//! the host that took it in) and `NETD_MESH_RETURN` (on a backend's host,
+//! the host each tunnelled flow came in on).
 
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup as FibParams, xdp_action, xdp_md, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    macros::xdp,
+    helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
 };
 use netd_common::{
-    counters::{DropReason, Hook, Verdict},
+    counters::DropReason,
     maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
     mesh::{reply_follows, return_flags, MeshNeighbour, PublishedKey, TunnelReturn},
-    parse::{parse, Frame, Headers, Ipv4, L3, L4},
-    refusal::{dont_fragment, fragmentation_needed, UNREACHABLE_LEN},
+    parse::{Frame, Headers, Ipv4, L3, L4},
+    refusal::dont_fragment,
+    service::CtTuple,
 };
 
+use super::{clock::now, deliver, encap, service};
 use crate::{
-    deliver,
     frame::PacketFrame,
     maps::{
         NETD_ENDPOINTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
-        NETD_PUBLISHED, NETD_REV_NAT,
+        NETD_PUBLISHED,
     },
-    metrics,
-    nat::{self, Target},
-    outcome::{Delivery, EndpointAction, Outcome, Plan, Step},
-    overlay::{self, Encap},
-    policy::{PolicyFlow, CHECK_INGRESS},
-    service::{self, ClientPacket, ServiceKind},
-    uplink::{self, drop, pass},
+    types::{
+        flow_tuple, ClientPacket, Delivery, Encap, EndpointAction, Hop, MeshAction, MeshStep,
+        Outcome, Plan, ServiceKind, Step, Target,
+    },
 };
 
-const HOOK: Hook = Hook::XdpUplink;
 const AF_INET: u8 = 2;
 const ETH_HLEN: usize = 14;
 
@@ -68,114 +67,16 @@ pub fn is_published(h: &Headers) -> bool {
     ours && unsafe { NETD_PUBLISHED.get(&key) }.is_some()
 }
 
-/// Into a local backend, through the tunnel to a remote one, or, for a
-/// packet with DF set that the tunnel would make too big, back to the
-/// client as ICMP fragmentation needed.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub enum MeshStep {
-    #[default]
-    Deliver,
-    Tunnel,
-    TooBig,
-}
-
-/// The next hop toward a backend's host, from the FIB.
-#[derive(Clone, Copy, Default)]
-pub struct Hop {
-    pub ifindex: u32,
-    pub smac: [u8; 6],
-    pub dmac: [u8; 6],
-}
-
-#[derive(Clone, Copy, Default)]
-pub struct MeshAction {
-    pub step: MeshStep,
-    pub deliver: Delivery,
-    pub encap: Encap,
-    pub hop: Hop,
-    /// TooBig: the largest packet the tunnel takes.
-    pub mtu: u16,
-}
-
-#[xdp]
-pub fn netd_xdp_mesh(ctx: XdpContext) -> u32 {
-    let raw = ctx.ctx;
-    let verdict = netd_xdp_mesh_verdict(ctx);
-    crate::events::after_xdp(raw);
-    verdict
-}
-
+/// What becomes of a packet to a published port that came in on
+/// `ingress`: its backend and translation, and how it gets there.
 #[inline(always)]
-fn netd_xdp_mesh_verdict(ctx: XdpContext) -> u32 {
-    let frame = PacketFrame::xdp(&ctx);
-    let bytes = frame.wire_len() as u64;
-    let headers = match parse(&frame) {
-        Ok(h) => h,
-        Err(e) => return drop(e.drop_reason(), bytes),
-    };
-    // SAFETY: reading a field of the context the program was given.
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let plan = decide(&ctx, &frame, &headers, bytes);
-    let action = plan.outcome.action;
-    match plan.outcome.step {
-        Step::Pass => return pass(bytes),
-        Step::Drop => return drop(plan.outcome.reason, bytes),
-        Step::Act => {}
-    }
-    if action.step == MeshStep::TooBig {
-        // The packet goes no further: it becomes the answer, untranslated.
-        if write_too_big(ctx.ctx, plan.at.l3, plan.at.l4, action.mtu).is_err() {
-            return drop(DropReason::TooBig, bytes);
-        }
-        metrics::count_drop(HOOK, DropReason::TooBig, bytes);
-        return xdp_action::XDP_TX;
-    }
-    if nat::apply(&frame, 0, &plan.at, &plan.nat).is_err() {
-        return drop(DropReason::NatFailed, bytes);
-    }
-    match action.step {
-        MeshStep::Deliver => {
-            let d = action.deliver;
-            if frame.put(0, addresses(d.mac, d.gateway_mac)).is_err() {
-                return drop(DropReason::Malformed, bytes);
-            }
-            let flow = PolicyFlow::of(&plan.at, &plan.nat, CHECK_INGRESS);
-            uplink::deliver(&ctx, &flow, d.ifindex, bytes)
-        }
-        MeshStep::Tunnel => {
-            if write_tunnel(&ctx, &action, plan.at.flow_hash()).is_err() {
-                return drop(DropReason::EncapFailed, bytes);
-            }
-            out_of(action.hop.ifindex, ingress, bytes)
-        }
-        MeshStep::TooBig => drop(DropReason::TooBig, bytes),
-    }
-}
-
-/// Sends the frame out of `ifindex`: back where it came from (XDP_TX) or
-/// through a redirect.
-#[inline(always)]
-pub fn out_of(ifindex: u32, ingress: u32, bytes: u64) -> u32 {
-    if ifindex == ingress {
-        metrics::count_verdict(HOOK, Verdict::Tx, bytes);
-        return xdp_action::XDP_TX;
-    }
-    metrics::count_verdict(HOOK, Verdict::Redirect, bytes);
-    // SAFETY: a plain helper call; the kernel checks the ifindex.
-    unsafe { bpf_redirect(ifindex, 0) as u32 }
-}
-
-/// A frame's destination then source MAC.
-#[inline(always)]
-pub fn addresses(dst: [u8; 6], src: [u8; 6]) -> [u8; 12] {
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&dst);
-    macs[6..].copy_from_slice(&src);
-    macs
-}
-
-#[inline(always)]
-fn decide(ctx: &XdpContext, frame: &PacketFrame, h: &Headers, bytes: u64) -> Plan<MeshAction> {
+pub fn decide(
+    ctx: &XdpContext,
+    frame: &PacketFrame,
+    h: &Headers,
+    ingress: u32,
+    bytes: u64,
+) -> Plan<MeshAction> {
     let L3::Ipv4(ip) = h.l3 else {
         return Outcome::pass().into();
     };
@@ -184,6 +85,7 @@ fn decide(ctx: &XdpContext, frame: &PacketFrame, h: &Headers, bytes: u64) -> Pla
         return Outcome::pass().into();
     }
     let mut to = service::established(&p);
+    let mut new_flow = false;
     if to.kind == ServiceKind::NewFlow {
         let key = PublishedKey {
             port: p.flow.dst_port,
@@ -196,17 +98,14 @@ fn decide(ctx: &XdpContext, frame: &PacketFrame, h: &Headers, bytes: u64) -> Pla
         };
         to = service::admit(&p, &published);
         if to.kind == ServiceKind::Nat {
-            // The translation's event, with the packet as the client sent
-            // it; delivery's policy may note a verdict of its own.
-            crate::events::after_xdp(ctx.ctx);
-            // SAFETY: reading a field of the context the program was given.
-            remember_client(frame, ip.src, unsafe { (*ctx.ctx).ingress_ifindex });
+            new_flow = true;
+            remember_client(frame, ip.src, ingress);
             // This host takes the flow in now: a return entry left by an
             // earlier flow on the same client port that another host
             // tunnelled here must not pull its replies there (nor, by
             // matching, spare a stale reverse entry in `remember_ingress`).
             let reply = p.flow.reply(to.route_to, published.target_port, p.flow.src);
-            let _ = NETD_MESH_RETURN.remove(&reply);
+            forget_return(&reply);
         }
     }
     match to.kind {
@@ -227,6 +126,7 @@ fn decide(ctx: &XdpContext, frame: &PacketFrame, h: &Headers, bytes: u64) -> Pla
         // dropped, counted.
         outcome = Outcome::drop(DropReason::TooBig);
     }
+    outcome.action.new_flow = new_flow;
     Plan {
         nat: to.nat,
         at,
@@ -278,7 +178,7 @@ fn toward(ctx: &XdpContext, backend: [u8; 4], frame_len: usize) -> Outcome<MeshA
 /// cluster's hosts resolved), and the MTU check on the grown packet.
 #[inline(always)]
 fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<MeshAction> {
-    let Some(mut encap) = overlay::encap_for(peer, [0; 6]) else {
+    let Some(mut encap) = encap::encap_for(peer, [0; 6]) else {
         return Outcome::drop(DropReason::EncapFailed);
     };
     // SAFETY: all-zero bytes are a valid bpf_fib_lookup.
@@ -325,55 +225,6 @@ fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<M
     }
 }
 
-/// Grows the frame by the 50 bytes of outer headers and writes them, the
-/// inner Ethernet header included, in one store.
-#[inline(always)]
-fn write_tunnel(ctx: &XdpContext, a: &MeshAction, flow_hash: u32) -> Result<(), ()> {
-    let inner_len = (ctx.data_end() - ctx.data()) as u32;
-    // SAFETY: a plain helper call on the program's own packet.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
-        return Err(());
-    }
-    let mut headers = [0u8; VXLAN_OVERHEAD as usize + ETH_HLEN];
-    headers[..12].copy_from_slice(&addresses(a.hop.dmac, a.hop.smac));
-    headers[12] = 0x08;
-    headers[ETH_HLEN..].copy_from_slice(&overlay::encap_headers(
-        &a.encap, flow_hash, inner_len, true,
-    ));
-    PacketFrame::xdp(ctx).put(0, headers)
-}
-
-/// Turns the packet into the ICMP fragmentation needed that answers it
-/// (`netd_common::refusal`), from the address it was sent to, back to the
-/// MAC it came from; the frame is cut to the answer's length.
-#[inline(always)]
-fn write_too_big(ctx: *mut xdp_md, l3: u16, l4: u16, mtu: u16) -> Result<(), ()> {
-    let ctx = XdpContext::new(ctx);
-    let (l3, l4) = (usize::from(l3), usize::from(l4));
-    let frame = PacketFrame::xdp(&ctx);
-    let ip: [u8; 20] = frame.load(l3)?;
-    if ip[0] != 0x45 || l4 != l3 + 20 {
-        return Err(());
-    }
-    let quoted: [u8; 8] = frame.load(l4)?;
-    let macs: [u8; 12] = frame.load(0)?;
-    let answer = fragmentation_needed(&ip, &quoted, mtu);
-    let shrink = frame
-        .wire_len()
-        .checked_sub(l3 + UNREACHABLE_LEN)
-        .ok_or(())?;
-    // SAFETY: a plain helper call on the program's own packet.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(shrink as i32)) } != 0 {
-        return Err(());
-    }
-    let frame = PacketFrame::xdp(&ctx);
-    frame.put(l3, answer)?;
-    let mut swapped = [0u8; 12];
-    swapped[..6].copy_from_slice(&macs[6..]);
-    swapped[6..].copy_from_slice(&macs[..6]);
-    frame.put(0, swapped)
-}
-
 /// A backend's reply on its way to a client of the routing mesh: out of
 /// the uplink the client's request came in on, if this host took it in.
 #[inline(always)]
@@ -387,26 +238,20 @@ pub fn egress_to(client: &[u8; 4]) -> Option<Delivery> {
     })
 }
 
-/// On a backend's host, a packet the routing mesh tunnelled from the host
-/// `ingress` (marked): the flow's return entry, so replies go back there.
-/// False for a packet that is no TCP or UDP flow.
+/// On a backend's host, a flow `t` the routing mesh tunnelled from the
+/// host `ingress` (marked): its return entry, so replies go back there.
 #[inline(always)]
-pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> bool {
-    let Some((t, tcp_flags)) = service::tuple(ip, l4) else {
-        return false;
-    };
+pub fn remember_ingress(ingress: [u8; 4], network: u16, t: &CtTuple, tcp_flags: u8) {
     let reply = t.reply(t.dst, t.dst_port, t.src);
-    let now = service::now();
+    let now = now();
     let flags = return_flags(tcp_flags);
-    // Networks are numbered below NETD_NETWORKS' capacity, far below 65536.
-    let network = network as u16;
     if let Some(entry) = NETD_MESH_RETURN.get_ptr_mut(&reply) {
         // SAFETY: the entry is this flow's; a racing write only costs a time.
         let entry = unsafe { &mut *entry };
         if entry.ingress == ingress && entry.network == network {
             entry.last_seen = now;
             entry.flags = flags;
-            return true;
+            return;
         }
     }
     let entry = TunnelReturn {
@@ -419,11 +264,17 @@ pub fn remember_ingress(ingress: [u8; 4], network: u32, ip: &Ipv4, l4: &L4) -> b
     // A reverse NAT entry left by an earlier flow this host took in itself
     // on the same client port would send the replies out of this host's
     // uplink, from the wrong address: the new ingress wins.
-    let _ = NETD_REV_NAT.remove(&reply);
+    service::forget_reply(&reply);
     // A failed insert (LRU: allocation only) leaves the reply untunnelled,
     // and the client retransmits.
     let _ = NETD_MESH_RETURN.insert(&reply, &entry, 0);
-    true
+}
+
+/// Forgets where the flow whose reply is `reply` came in: it is this
+/// host's now (or a socket here dials its backend directly).
+#[inline(always)]
+pub fn forget_return(reply: &CtTuple) {
+    let _ = NETD_MESH_RETURN.remove(reply);
 }
 
 /// For a packet from a local endpoint that no other stage took (its
@@ -442,16 +293,16 @@ pub fn from_backend(
     if translated {
         return egress_to(&to).map(|e| Outcome::act(EndpointAction::uplink(e)));
     }
-    let (t, tcp_flags) = service::tuple(ip, l4)?;
+    let (t, tcp_flags) = flow_tuple(ip, l4)?;
     let back = NETD_MESH_RETURN.get_ptr_mut(&t)?;
     // SAFETY: as in `remember_ingress`.
     let back = unsafe { &mut *back };
     if !reply_follows(back.flags, tcp_flags) {
         // An earlier flow's: this connection is answered the way it came.
-        let _ = NETD_MESH_RETURN.remove(&t);
+        forget_return(&t);
         return None;
     }
-    back.last_seen = service::now();
+    back.last_seen = now();
     // SAFETY: map values are copied out at once.
     let network = unsafe { NETD_NETWORKS.get(&me.network) }.copied()?;
     let config = NETD_OVERLAY.get(0).copied()?;

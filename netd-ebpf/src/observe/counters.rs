@@ -1,4 +1,5 @@
-//! Per-CPU counters: no atomics needed, the user side sums the CPUs.
+//! Per-CPU counters per (hook, verdict) and (hook, drop reason): no
+//! atomics needed, the user side sums the CPUs.
 
 use netd_common::counters::{drop_slot, verdict_slot, DropReason, Hook, Verdict};
 
@@ -25,5 +26,4 @@ pub fn count_verdict(hook: Hook, verdict: Verdict, bytes: u64) {
 pub fn count_drop(hook: Hook, reason: DropReason, bytes: u64) {
     bump(verdict_slot(hook, Verdict::Drop), bytes);
     bump(drop_slot(hook, reason), bytes);
-    crate::events::note_drop(hook, reason);
 }

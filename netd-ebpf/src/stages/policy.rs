@@ -7,8 +7,10 @@
 //! Otherwise a flow policy let through is in `NETD_POLICY_CT`, which lets
 //! the rest of it and its replies pass; a new one is judged by the
 //! peer's identity (`NETD_IPCACHE`) and two lookups in `NETD_POLICY`
-//! (that identity, and any peer). The stage records the flows it admits
-//! and counts its rules' hits, as the service stage records its flows.
+//! (that identity, and any peer).
+//!
+//! Writes its own state: `NETD_POLICY_CT` (the flows it admitted) and
+//! `NETD_RULE_HITS` (each rule's counts). Notes its verdict as an event.
 
 use aya_ebpf::{
     bindings::__sk_buff,
@@ -16,83 +18,24 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netd_common::{
-    nat::Nat,
     parse::{ETH_HLEN, TCP_ACK, TCP_SYN},
     policy::{
         lookup_key, stronger, PolicyCtEntry, PolicyVerdict, RuleHits, ACTION_DENY, EGRESS,
-        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, PROTO_ICMP,
-        RULE_DEFAULT_DENY,
+        ENFORCE_EGRESS, ENFORCE_INGRESS, IDENTITY_ANY, IDENTITY_WORLD, INGRESS, RULE_DEFAULT_DENY,
     },
-    service::{CtTuple, CT_SEEN_REPLY, PROTO_TCP},
+    service::{closing_flags, CT_SEEN_REPLY, PROTO_TCP},
 };
 
+use super::clock::now;
 use crate::{
-    events,
     frame::PacketFrame,
     maps::{NETD_IPCACHE, NETD_POLICY, NETD_POLICY_CT, NETD_POLICY_EPS, NETD_RULE_HITS},
-    nat::Target,
-    service,
+    observe::events,
+    types::{PolicyFlow, CHECK_EGRESS, CHECK_INGRESS},
 };
 
-const ICMP_ECHO_REPLY: u8 = 0;
 /// Where a TCP header keeps its flags.
 const TCP_FLAGS_AT: usize = 13;
-const ICMP_ECHO_REQUEST: u8 = 8;
-
-/// Judge the sender's egress (it is on this host).
-pub const CHECK_EGRESS: u8 = 1;
-/// Judge the receiver's ingress (it is on this host).
-pub const CHECK_INGRESS: u8 = 2;
-
-/// A packet as policy judges it. Every byte defined: it crosses a BPF call.
-#[derive(Clone, Copy, Default)]
-pub struct PolicyFlow {
-    pub tuple: CtTuple,
-    /// What rules match on: the destination port, or ICMP type and code.
-    pub port: [u8; 2],
-    /// `CHECK_*` bits.
-    pub check: u8,
-    /// TCP: the packet's flags, set by the entry point that has the
-    /// packet ([`tc_tcp_flags`], [`xdp_tcp_flags`]); 0 otherwise.
-    pub tcp_flags: u8,
-}
-
-impl PolicyFlow {
-    /// The packet `at`, after `nat` when it has a new destination (a
-    /// service's backend); `check` says which of its ends are here.
-    #[inline(always)]
-    pub fn of(at: &Target, nat: &Nat, check: u8) -> Self {
-        let (dst, dst_port) = match nat.new_dst() {
-            Some(to) => (to.ip, to.port),
-            None => (at.dst, at.dst_port),
-        };
-        // ICMP is tracked by message: an echo request as [0] → [8, 0],
-        // so the echo reply ([8, 0] → [0]) is its reverse; anything else
-        // by its own type and code, which nothing answers in kind.
-        let (src_port, tuple_dst_port) = if at.ports {
-            (at.src_port, dst_port)
-        } else if at.proto == PROTO_ICMP && at.dst_port[0] == ICMP_ECHO_REPLY {
-            ([ICMP_ECHO_REQUEST, 0], [0; 2])
-        } else if at.proto == PROTO_ICMP {
-            ([0; 2], at.dst_port)
-        } else {
-            ([0; 2], [0; 2])
-        };
-        PolicyFlow {
-            tuple: CtTuple {
-                src: at.src,
-                dst,
-                src_port,
-                dst_port: tuple_dst_port,
-                proto: at.proto,
-                _pad: [0; 3],
-            },
-            port: dst_port,
-            check,
-            tcp_flags: 0,
-        }
-    }
-}
 
 /// Packets `admit` let through return this; a drop returns the rule.
 pub const ADMITTED: u64 = u64::MAX;
@@ -120,13 +63,13 @@ pub fn admit(flow: &PolicyFlow, bytes: u64) -> u64 {
     if src_flags == 0 && dst_flags == 0 {
         return ADMITTED;
     }
-    let now = service::now();
+    let now = now();
     // A connection's opening SYN is always judged, so a rule removed holds
     // for a new connection even on the tuple of one that ended (or died
     // without a FIN) and is still tracked.
     let opening = t.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if !opening {
-        let closing = service::closing_flags(flow.tcp_flags);
+        let closing = closing_flags(flow.tcp_flags);
         if let Some(ct) = NETD_POLICY_CT.get_ptr_mut(&t) {
             // SAFETY: this flow's entry; a racing write only costs a time
             // or a flag the next packet sets again.

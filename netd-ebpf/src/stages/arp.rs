@@ -6,7 +6,7 @@ use netd_common::{maps::LocalEndpointEntry, parse::Arp};
 
 use crate::{
     maps::{NETD_ENDPOINTS, NETD_NETWORKS, NETD_VIPS},
-    outcome::{ArpAnswer, EndpointAction, Outcome},
+    types::{ArpAnswer, EndpointAction, Outcome},
 };
 
 const ARP_REQUEST: u16 = 1;
