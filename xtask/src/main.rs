@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's own build steps.
 
+mod layers;
 mod setup;
 mod upgrade_base;
 
@@ -49,7 +50,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// cargo fmt --check and clippy -D warnings over the workspace.
+    /// netd-ebpf's layers (no import circle), cargo fmt --check (the
+    /// workspace and netd-ebpf), and clippy -D warnings over the workspace.
     Lint,
     /// Run the datapath benchmarks (root) and write JSON results.
     Bench {
@@ -99,7 +101,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Lint => {
             setup::ensure()?;
+            layers::check(&root.join("netd-ebpf/src"))?;
             cargo(&["fmt", "--all", "--check"])?;
+            // Outside the workspace (another target), formatted all the same.
+            cargo(&["fmt", "--manifest-path", "netd-ebpf/Cargo.toml", "--check"])?;
             cargo(&[
                 "clippy",
                 "--workspace",
