@@ -517,6 +517,14 @@ fn removing_endpoints_and_networks_leaves_nothing_behind() {
         entries.len() >= 7 && entries.iter().all(|n| *n == 0),
         "{status}"
     );
+    // Each map's capacity is the kernel's, LPM tries included.
+    for m in status["maps"].as_array().expect("maps") {
+        let name = m["name"].as_str().expect("name");
+        let kernel = aya::maps::MapInfo::from_pin(h._pins.layout.map(name))
+            .expect("pinned")
+            .max_entries();
+        assert_eq!(m["capacity"].as_u64(), Some(u64::from(kernel)), "{m}");
+    }
     assert!(
         !h._pins
             .layout

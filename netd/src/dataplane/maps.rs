@@ -179,9 +179,16 @@ pub trait KernelTable: Send + Sync {
 /// The kernel's max_entries of a map (0 when it cannot be read).
 pub fn max_entries_of(map: &Map) -> u32 {
     let data = match map {
-        Map::HashMap(data) | Map::Array(data) | Map::PerCpuArray(data) | Map::LruHashMap(data) => {
-            data
-        }
+        Map::HashMap(data)
+        | Map::Array(data)
+        | Map::PerCpuArray(data)
+        | Map::LruHashMap(data)
+        | Map::LpmTrie(data)
+        | Map::PerCpuHashMap(data)
+        | Map::PerCpuLruHashMap(data)
+        | Map::HashOfMaps(data)
+        | Map::ProgramArray(data)
+        | Map::RingBuf(data) => data,
         _ => return 0,
     };
     data.info().map(|i| i.max_entries()).unwrap_or(0)
