@@ -88,6 +88,32 @@ fn dropped(endpoint: &str, reason: &str) -> String {
 }
 
 #[test]
+fn a_quiet_endpoint_has_no_ipv6_and_drops_nothing() {
+    let w = world();
+    // Long enough for an interface with IPv6 to send its duplicate
+    // address probe, MLD reports and router solicitations.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let scrape = w.netd.scrape(&w.host).expect("metrics");
+    assert!(
+        !scrape.contains("netd_endpoint_drops_total{"),
+        "a quiet endpoint dropped something:\n{scrape}"
+    );
+    // NAME NETWORK IPV4 MAC IFNAME HOST SENT RECEIVED DROPPED SANDBOX
+    let ls = w.netd.ok(&["endpoint", "ls"]);
+    for row in ls.lines().skip(1) {
+        let dropped = row.split_whitespace().nth(8);
+        assert_eq!(dropped, Some("0"), "{ls}");
+    }
+    // As Docker leaves a container's interface on a network without IPv6.
+    for ns in [&w.a, &w.b] {
+        let out = ns.exec("cat", &["/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+        let addrs = ns.exec("ip", &["-6", "addr", "show", "dev", "eth0"]);
+        assert!(addrs.stdout.is_empty(), "{addrs:?}");
+    }
+}
+
+#[test]
 fn endpoint_series_appear_with_traffic_survive_a_kill_and_go_with_their_endpoint() {
     let mut w = world();
     assert!(ping(&w.a, &w.b_ip, 3), "a -> b");

@@ -35,6 +35,12 @@ pub enum LinkError {
     Socket(#[source] std::io::Error),
     #[error("interface {0} not found")]
     NoLink(String),
+    #[error("turning IPv6 off on {ifname}")]
+    Sysctl {
+        ifname: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
@@ -421,6 +427,50 @@ pub fn finish_checksums_on_transmit(netns: &Path, ifname: &str) -> Result<(), Li
     ethtool_set(netns, ifname, &[(ETHTOOL_STXCSUM, 0)])
 }
 
+/// Turns IPv6 off on `ifname` (inside the namespace at `netns`, or in
+/// netd's own), as Docker does on an interface whose network has no IPv6:
+/// its stack then sends nothing of its own (router solicitations, MLD,
+/// duplicate address probes) that netd, which forwards only IPv4, would
+/// count as drops. A kernel without IPv6 has nothing to turn off.
+pub fn disable_ipv6(netns: Option<&Path>, ifname: &str) -> Result<(), LinkError> {
+    let write = || {
+        if !Path::new("/proc/sys/net/ipv6").exists() {
+            return Ok(());
+        }
+        std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+            "1",
+        )
+    };
+    let result = match netns {
+        None => write(),
+        Some(path) => {
+            let ns = File::open(path).map_err(|source| LinkError::Sandbox {
+                path: path.display().to_string(),
+                source,
+            })?;
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        // SAFETY: setns on a valid descriptor moves only
+                        // this thread, which ends with the scope; /proc/sys/net
+                        // then shows that namespace's settings.
+                        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        write()
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the sysctl thread panicked")))
+            })
+        }
+    };
+    result.map_err(|source| LinkError::Sysctl {
+        ifname: ifname.to_string(),
+        source,
+    })
+}
+
 const ETHTOOL_SGRO: u32 = 0x2c;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 
@@ -525,6 +575,8 @@ pub async fn create_veth_pair(
         // The peer keeps its features when Docker moves it into the
         // container: XDP's redirects into the endpoint need its NAPI path.
         enable_gro(Path::new("/proc/self/ns/net"), peer)?;
+        // Docker turns IPv6 off on the container's end itself.
+        disable_ipv6(None, host_ifname)?;
         host.handle
             .link()
             .set(owned_and_up(index, owner))
@@ -598,6 +650,9 @@ pub async fn create_endpoint_link(
 async fn configure(host: &Netlink, spec: &EndpointLinkSpec<'_>) -> Result<(u32, Mac), LinkError> {
     let sandbox = Netlink::in_netns(spec.sandbox)?;
     let inner = sandbox.index(spec.ifname).await?;
+    // Before either end is up: netd's networks are IPv4 only.
+    disable_ipv6(Some(spec.sandbox), spec.ifname)?;
+    disable_ipv6(None, spec.host_ifname)?;
     sandbox
         .handle
         .link()
