@@ -308,7 +308,11 @@ enum PolicyCmd {
         #[arg(long)]
         network: Option<String>,
         /// `key=value[,...]`: the endpoints with all these labels.
-        #[arg(long = "select", value_name = "KEY=VALUE[,...]")]
+        #[arg(
+            long = "selector",
+            visible_alias = "select",
+            value_name = "KEY=VALUE[,...]"
+        )]
         selector: Option<String>,
         /// An ingress rule (repeatable): the selected endpoints' ingress
         /// becomes default-deny.
