@@ -312,33 +312,13 @@ fn chosen_mac(
     Ok(mac)
 }
 
-/// Labels are what selectors match: the same characters on both sides.
-/// Of a container's labels, those a selector can name (`key=value`, no
-/// commas); the keys of the rest, left out, to be told.
-pub fn selectable_labels(
-    labels: BTreeMap<String, String>,
-) -> (BTreeMap<String, String>, Vec<String>) {
-    let mut kept = BTreeMap::new();
-    let mut left_out = Vec::new();
-    for (k, v) in labels {
-        let one = BTreeMap::from([(k.clone(), v.clone())]);
-        match super::service::parse_selector(&format!("{k}={v}")) {
-            Ok(parsed) if parsed == one => {
-                kept.insert(k, v);
-            }
-            _ => left_out.push(k),
-        }
-    }
-    (kept, left_out)
-}
-
 fn checked_labels(spec: &EndpointSpec) -> Result<BTreeMap<String, String>, ModelError> {
     let text: Vec<String> = spec
         .labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    super::service::parse_selector(&text.join(",")).map_err(|e| match e {
+    super::labels::parse_selector(&text.join(",")).map_err(|e| match e {
         ModelError::Invalid { reason, .. } => ModelError::invalid("labels", reason),
         other => other,
     })

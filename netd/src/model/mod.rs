@@ -4,15 +4,15 @@
 
 mod endpoint;
 mod error;
+mod labels;
 mod mac;
 mod network;
 mod policy;
 mod service;
 
-pub use endpoint::{
-    selectable_labels, Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX,
-};
+pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
 pub use error::ModelError;
+pub use labels::{parse_selector, selectable_labels};
 pub use mac::Mac;
 pub use network::{Network, NetworkSpec};
 pub use policy::{
@@ -20,8 +20,8 @@ pub use policy::{
     RuleSpec,
 };
 pub use service::{
-    parse_selector, Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service,
-    ServicePort, ServiceSpec, ServiceUpdate,
+    Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service, ServicePort,
+    ServiceSpec, ServiceUpdate,
 };
 
 /// A host of the cluster: one whose netd joined it, or an external host
