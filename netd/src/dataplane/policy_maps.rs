@@ -327,30 +327,13 @@ fn fnv(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{parse_rule, EndpointSpec, NetworkSpec, PolicySpec};
+    use crate::model::{parse_rule, testing, PolicySpec};
 
     fn world() -> (Vec<Network>, Vec<Endpoint>) {
-        let net = Network::from_spec(
-            &NetworkSpec {
-                name: "n1".into(),
-                subnet: "10.1.0.0/24".into(),
-                ..Default::default()
-            },
-            &[],
-            1,
-        )
-        .expect("n1");
-        let networks = vec![net];
+        let networks = vec![testing::network("n1", "10.1.0.0/24", &[])];
         let mut endpoints = Vec::new();
         for (name, tier) in [("web", "web"), ("api", "api"), ("db", "db")] {
-            let spec = EndpointSpec {
-                name: name.into(),
-                network: "n1".into(),
-                netns: format!("/run/netns/{name}").into(),
-                labels: BTreeMap::from([("tier".into(), tier.into())]),
-                ..Default::default()
-            };
-            let e = Endpoint::from_spec(&spec, &networks, &endpoints).expect("endpoint");
+            let e = testing::endpoint(name, "n1", &[("tier", tier)], None, &networks, &endpoints);
             endpoints.push(e);
         }
         (networks, endpoints)

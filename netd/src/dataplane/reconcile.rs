@@ -297,7 +297,7 @@ mod tests {
             maps::FakeMaps,
             tables::{MapKind, Owner, Table},
         },
-        model::{EndpointSpec, NetworkSpec},
+        model::testing,
     };
 
     /// Index of the first put (or delete) on `table` in `ops`.
@@ -313,40 +313,12 @@ mod tests {
     }
 
     fn world() -> (Vec<Network>, Vec<Endpoint>, BTreeMap<String, HostLink>) {
-        let n1 = Network::from_spec(
-            &NetworkSpec {
-                name: "n1".into(),
-                subnet: "10.1.0.0/24".into(),
-                ..Default::default()
-            },
-            &[],
-            1,
-        )
-        .expect("n1");
-        let n2 = Network::from_spec(
-            &NetworkSpec {
-                name: "n2".into(),
-                subnet: "10.2.0.0/24".into(),
-                ..Default::default()
-            },
-            std::slice::from_ref(&n1),
-            2,
-        )
-        .expect("n2");
+        let n1 = testing::network("n1", "10.1.0.0/24", &[]);
+        let n2 = testing::network("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
         let networks = vec![n1, n2];
         let mut endpoints = Vec::new();
-        for (name, net, ns) in [
-            ("a", "n1", "/run/netns/a"),
-            ("b", "n1", "/run/netns/b"),
-            ("c", "n2", "/run/netns/c"),
-        ] {
-            let spec = EndpointSpec {
-                name: name.into(),
-                network: net.into(),
-                netns: ns.into(),
-                ..Default::default()
-            };
-            let e = Endpoint::from_spec(&spec, &networks, &endpoints).expect("endpoint");
+        for (name, net) in [("a", "n1"), ("b", "n1"), ("c", "n2")] {
+            let e = testing::endpoint(name, net, &[], None, &networks, &endpoints);
             endpoints.push(e);
         }
         let links = endpoints

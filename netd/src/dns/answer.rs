@@ -167,33 +167,18 @@ pub fn query_for(name: &str, kind: RecordType, id: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, EndpointSpec, Network, NetworkSpec, Service, ServiceSpec};
+    use crate::model::{testing, Endpoint, Service, ServiceSpec};
 
     const ASKER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
 
     /// n1 with endpoints app0..app(n-1) behind service `web`.
     fn world(backends: usize) -> (Names, String, Ipv4Addr) {
-        let spec = NetworkSpec {
-            name: "n1".into(),
-            subnet: "10.1.0.0/16".into(),
-            ..Default::default()
-        };
-        let n1 = Network::from_spec(&spec, &[], 1).expect("network");
+        let n1 = testing::network("n1", "10.1.0.0/16", &[]);
+        let networks = std::slice::from_ref(&n1);
         let mut endpoints: Vec<Endpoint> = Vec::new();
         for i in 0..=backends {
-            let labels = if i == 0 {
-                Default::default()
-            } else {
-                [("app".to_string(), "web".to_string())].into()
-            };
-            let e = EndpointSpec {
-                name: format!("app{i}"),
-                network: "n1".into(),
-                netns: format!("/s/{i}").into(),
-                labels,
-                ..Default::default()
-            };
-            let e = Endpoint::from_spec(&e, std::slice::from_ref(&n1), &endpoints).expect("ep");
+            let labels: &[(&str, &str)] = if i == 0 { &[] } else { &[("app", "web")] };
+            let e = testing::endpoint(&format!("app{i}"), "n1", labels, None, networks, &endpoints);
             endpoints.push(e);
         }
         assert_eq!(endpoints[0].ipv4, ASKER);

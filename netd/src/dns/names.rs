@@ -112,29 +112,13 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EndpointSpec, NetworkSpec, ServiceSpec};
-
-    fn net(name: &str, subnet: &str, index: u32) -> Network {
-        let spec = NetworkSpec {
-            name: name.into(),
-            subnet: subnet.into(),
-            ..Default::default()
-        };
-        Network::from_spec(&spec, &[], index).expect("network")
-    }
+    use crate::model::{testing, ServiceSpec};
 
     fn ep(name: &str, network: &Network, sandbox: &str, labels: &[(&str, &str)]) -> Endpoint {
-        let spec = EndpointSpec {
-            name: name.into(),
-            network: network.name.clone(),
-            netns: sandbox.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        };
-        Endpoint::from_spec(&spec, std::slice::from_ref(network), &[]).expect("endpoint")
+        let networks = std::slice::from_ref(network);
+        let mut e = testing::endpoint(name, &network.name, labels, None, networks, &[]);
+        e.sandbox = sandbox.into();
+        e
     }
 
     fn with_ip(mut e: Endpoint, ip: [u8; 4]) -> Endpoint {
@@ -144,7 +128,8 @@ mod tests {
 
     #[test]
     fn services_and_endpoints_resolve_only_on_the_askers_networks() {
-        let (n1, n2) = (net("n1", "10.1.0.0/24", 1), net("n2", "10.2.0.0/24", 2));
+        let n1 = testing::network("n1", "10.1.0.0/24", &[]);
+        let n2 = testing::network("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
         let web0 = with_ip(
             ep("web0", &n1, "/s/web0", &[("app", "web")]),
             [10, 1, 0, 10],

@@ -355,16 +355,7 @@ fn same_sandbox(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NetworkSpec;
-
-    fn net(name: &str, subnet: &str, existing: &[Network]) -> Network {
-        let spec = NetworkSpec {
-            name: name.into(),
-            subnet: subnet.into(),
-            ..Default::default()
-        };
-        Network::from_spec(&spec, existing, existing.len() as u32 + 1).expect("network")
-    }
+    use crate::model::testing::network;
 
     fn spec(name: &str, network: &str, netns: &str) -> EndpointSpec {
         EndpointSpec {
@@ -377,7 +368,7 @@ mod tests {
 
     #[test]
     fn gets_an_address_mac_and_host_interface() {
-        let n1 = net("n1", "10.1.0.0/24", &[]);
+        let n1 = network("n1", "10.1.0.0/24", &[]);
         let e = Endpoint::from_spec(
             &spec("e1", "n1", "/var/run/netns/s1"),
             std::slice::from_ref(&n1),
@@ -399,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_requested_mac_is_used() {
-        let n1 = net("n1", "10.1.0.0/24", &[]);
+        let n1 = network("n1", "10.1.0.0/24", &[]);
         let e = Endpoint::from_spec(
             &EndpointSpec {
                 mac: Some("52:54:00:12:34:56".into()),
@@ -414,8 +405,8 @@ mod tests {
 
     #[test]
     fn a_sandbox_may_join_several_networks_once_each() {
-        let n1 = net("n1", "10.1.0.0/24", &[]);
-        let n2 = net("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
+        let n1 = network("n1", "10.1.0.0/24", &[]);
+        let n2 = network("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
         let nets = [n1, n2];
         let e1 = Endpoint::from_spec(&spec("e1", "n1", "/run/netns/s"), &nets, &[]).expect("first");
         let mut second = spec("e2", "n2", "/run/netns/s");

@@ -9,6 +9,8 @@ mod mac;
 mod network;
 mod policy;
 mod service;
+#[cfg(test)]
+pub mod testing;
 
 pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
 pub use error::ModelError;

@@ -2,31 +2,7 @@
 //! backends, and every refusal naming its field.
 
 use super::*;
-use crate::model::{EndpointSpec, NetworkSpec};
-
-fn net(name: &str, subnet: &str, index: u32) -> Network {
-    let spec = NetworkSpec {
-        name: name.into(),
-        subnet: subnet.into(),
-        ..Default::default()
-    };
-    Network::from_spec(&spec, &[], index).expect("network")
-}
-
-fn endpoint(name: &str, network: &Network, ip: &str, labels: &[(&str, &str)]) -> Endpoint {
-    let spec = EndpointSpec {
-        name: name.into(),
-        network: network.name.clone(),
-        netns: format!("/run/netns/{name}").into(),
-        ip: Some(ip.into()),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    };
-    Endpoint::from_spec(&spec, std::slice::from_ref(network), &[]).expect("endpoint")
-}
+use crate::model::testing::{endpoint, network};
 
 fn spec(name: &str) -> ServiceSpec {
     ServiceSpec {
@@ -79,7 +55,7 @@ fn published_ports_parse_both_of_dockers_syntaxes() {
 
 #[test]
 fn a_service_publishes_each_port_once_and_only_with_a_vip() {
-    let n1 = net("n1", "10.1.0.0/24", 1);
+    let n1 = network("n1", "10.1.0.0/24", &[]);
     let make = |publish: &[&str], mode| {
         let spec = ServiceSpec {
             publish: publish.iter().map(|t| t.to_string()).collect(),
@@ -115,7 +91,7 @@ fn a_service_publishes_each_port_once_and_only_with_a_vip() {
 
 #[test]
 fn a_service_may_publish_ports_without_a_vip() {
-    let n1 = net("n1", "10.1.0.0/24", 1);
+    let n1 = network("n1", "10.1.0.0/24", &[]);
     let make = |spec: ServiceSpec| {
         Service::from_spec(
             &spec,
@@ -179,11 +155,32 @@ fn ports_parse_like_docker_publishes_them() {
 
 #[test]
 fn a_service_gets_a_free_vip_and_selects_labelled_endpoints_of_its_network() {
-    let n1 = net("n1", "10.1.0.0/24", 1);
-    let n2 = net("n2", "10.2.0.0/24", 2);
-    let web1 = endpoint("web1", &n1, "10.1.0.2", &[("app", "web")]);
-    let db = endpoint("db", &n1, "10.1.0.3", &[("app", "db")]);
-    let other = endpoint("web-elsewhere", &n2, "10.2.0.2", &[("app", "web")]);
+    let n1 = network("n1", "10.1.0.0/24", &[]);
+    let n2 = network("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
+    let web1 = endpoint(
+        "web1",
+        "n1",
+        &[("app", "web")],
+        Some("10.1.0.2"),
+        std::slice::from_ref(&n1),
+        &[],
+    );
+    let db = endpoint(
+        "db",
+        "n1",
+        &[("app", "db")],
+        Some("10.1.0.3"),
+        std::slice::from_ref(&n1),
+        &[],
+    );
+    let other = endpoint(
+        "web-elsewhere",
+        "n2",
+        &[("app", "web")],
+        Some("10.2.0.2"),
+        std::slice::from_ref(&n2),
+        &[],
+    );
     let endpoints = vec![web1.clone(), db.clone(), other];
     let taken = [web1.ipv4, db.ipv4].into_iter().collect();
     let nets = [n1, n2];
@@ -214,10 +211,24 @@ fn a_service_gets_a_free_vip_and_selects_labelled_endpoints_of_its_network() {
 
 #[test]
 fn bad_requests_name_the_field_and_the_reason() {
-    let n1 = net("n1", "10.1.0.0/24", 1);
-    let web1 = endpoint("web1", &n1, "10.1.0.2", &[]);
-    let n2 = net("n2", "10.2.0.0/24", 2);
-    let far = endpoint("far", &n2, "10.2.0.2", &[]);
+    let n1 = network("n1", "10.1.0.0/24", &[]);
+    let web1 = endpoint(
+        "web1",
+        "n1",
+        &[],
+        Some("10.1.0.2"),
+        std::slice::from_ref(&n1),
+        &[],
+    );
+    let n2 = network("n2", "10.2.0.0/24", std::slice::from_ref(&n1));
+    let far = endpoint(
+        "far",
+        "n2",
+        &[],
+        Some("10.2.0.2"),
+        std::slice::from_ref(&n2),
+        &[],
+    );
     let nets = [n1, n2];
     let endpoints = [web1.clone(), far];
     let existing = Service::from_spec(
@@ -423,7 +434,7 @@ fn affinity_parses_with_kubernetes_defaults_and_limits() {
 
 #[test]
 fn a_service_stored_before_affinity_has_none_and_the_request_leaves_it_out() {
-    let n1 = net("n1", "10.1.0.0/24", 1);
+    let n1 = network("n1", "10.1.0.0/24", &[]);
     let s = Service::from_spec(&spec("web"), &[n1], &[], &[], &BTreeSet::new(), 1).expect("valid");
     let mut old = serde_json::to_value(&s).expect("json");
     old.as_object_mut().expect("object").remove("affinity");
@@ -435,8 +446,15 @@ fn a_service_stored_before_affinity_has_none_and_the_request_leaves_it_out() {
 
 #[test]
 fn an_update_replaces_what_it_gives_and_drains_by_name() {
-    let n1 = net("n1", "10.1.0.0/24", 1);
-    let endpoints = [endpoint("web1", &n1, "10.1.0.2", &[("app", "web")])];
+    let n1 = network("n1", "10.1.0.0/24", &[]);
+    let endpoints = [endpoint(
+        "web1",
+        "n1",
+        &[("app", "web")],
+        Some("10.1.0.2"),
+        std::slice::from_ref(&n1),
+        &[],
+    )];
     let nets = [n1];
     let s = Service::from_spec(&spec("web"), &nets, &[], &endpoints, &BTreeSet::new(), 1)
         .expect("valid");
