@@ -1,12 +1,13 @@
-//! Settings of `netd run`: command-line flags over an optional TOML file
-//! over defaults.
+//! Settings of `netd run`: one [`Settings`] that is both the command
+//! line's flags and the TOML file's keys, flags over the file, resolved
+//! over the defaults into a [`RunConfig`].
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataplane::conntrack::ConntrackConfig;
 
@@ -47,6 +48,21 @@ impl std::str::FromStr for StoreSpec {
     }
 }
 
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Embedded => write!(f, "embedded"),
+            StoreSpec::Etcd(endpoints) => write!(f, "etcd://{}", endpoints.join(",")),
+        }
+    }
+}
+
+impl Serialize for StoreSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 impl<'de> Deserialize<'de> for StoreSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?
@@ -81,33 +97,81 @@ pub enum ConfigError {
     BadDnsUpstream(String),
 }
 
-/// What a TOML config file may hold; every field is optional.
-#[derive(Debug, Default, Deserialize)]
+/// Every setting of `netd run`, as its flags and as the keys of its TOML
+/// config file (the same names, kebab-case; `--uplink` is repeated where
+/// the file has `uplinks = [...]`). Every one is optional: flags win over
+/// the file ([`Settings::over`]), and [`RunConfig::resolve`] fills in the
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    pub uplinks: Option<Vec<String>>,
+pub struct Settings {
+    /// Interface to the underlay that gets the XDP program (repeatable).
+    /// None: netd serves this host only.
+    #[arg(long = "uplink", value_name = "IFACE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<String>,
+    /// bpffs directory for netd's pinned maps, programs and links [default: /sys/fs/bpf/netd].
+    #[arg(long, value_name = "DIR")]
     pub pin_path: Option<PathBuf>,
+    /// Where to serve Prometheus metrics [default: 127.0.0.1:9964].
+    #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Directory of the embedded store [default: /var/lib/netd].
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The control API's socket (on the command line: the global --socket).
+    #[arg(skip)]
     pub socket: Option<PathBuf>,
+    /// Serve the Docker network and IPAM plugin [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub docker_plugin: Option<bool>,
+    /// Socket of the Docker plugin [default: /run/docker/plugins/netd.sock].
+    #[arg(long, value_name = "PATH")]
     pub docker_plugin_socket: Option<PathBuf>,
+    /// dockerd's API socket, where the plugin reads containers' names and
+    /// labels [default: /var/run/docker.sock].
+    #[arg(long, value_name = "PATH")]
     pub docker_api_socket: Option<PathBuf>,
-    /// Serve DNS on each network's gateway (default true).
+    /// Serve DNS for netd's networks on each one's gateway address [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub dns: Option<bool>,
-    /// Resolvers for the names netd does not have, `IP` or `IP:PORT`.
-    pub dns_upstreams: Option<Vec<String>>,
+    /// A resolver for the names netd does not have, IP or IP:PORT (repeatable)
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstreams: Vec<String>,
+    /// Where the model lives: `embedded` (one host) or etcd://HOST:PORT[,HOST:PORT...]
+    /// [default: embedded].
+    #[arg(long, value_name = "URL")]
     pub store: Option<StoreSpec>,
+    /// This host's name in the cluster [default: the kernel's host name].
+    #[arg(long, value_name = "NAME")]
     pub host_name: Option<String>,
+    /// This host's address on the underlay [default: the first IPv4 of the first --uplink].
+    #[arg(long, value_name = "IP")]
     pub underlay_ip: Option<std::net::Ipv4Addr>,
+    /// Seconds this host stays registered in etcd after netd stops answering [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub host_lease_ttl: Option<u64>,
+    /// Seconds other hosts keep forwarding to this host after its
+    /// registration ends (its pinned datapath goes on without netd)
+    /// [default: 300]. `netd host rm` removes a stopped host at once.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub host_grace: Option<u64>,
-    /// `[conntrack]`: idle timeouts in seconds (tcp-established,
-    /// tcp-opening, tcp-closing, udp, udp-unreplied).
+    /// `[conntrack]` in the file: idle timeouts in seconds
+    /// (tcp-established, tcp-opening, tcp-closing, udp, udp-unreplied) and
+    /// max-entries.
+    #[arg(skip)]
     pub conntrack: Option<ConntrackConfig>,
+    /// Flows conntrack holds before its LRU evicts the least recently used
+    /// [default: 262144]; a change carries the flows over at start. (In
+    /// the file: `[conntrack] max-entries`.)
+    #[arg(long, value_name = "N")]
+    #[serde(skip)]
+    pub conntrack_max_entries: Option<u32>,
 }
 
-impl FileConfig {
+impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -121,6 +185,25 @@ impl FileConfig {
             path: path.to_path_buf(),
             message: e.message().to_string(),
         })
+    }
+
+    /// These settings over `under`'s: each one given here wins.
+    pub fn over(self, under: Settings) -> Settings {
+        let max_entries = self.conntrack_max_entries;
+        let (Ok(serde_json::Value::Object(mine)), Ok(serde_json::Value::Object(mut merged))) =
+            (serde_json::to_value(&self), serde_json::to_value(&under))
+        else {
+            return self;
+        };
+        for (key, value) in mine {
+            if !value.is_null() {
+                merged.insert(key, value);
+            }
+        }
+        let mut settings: Settings =
+            serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or(self);
+        settings.conntrack_max_entries = max_entries.or(under.conntrack_max_entries);
+        settings
     }
 }
 
@@ -157,27 +240,6 @@ pub struct RunConfig {
     pub conntrack: ConntrackConfig,
 }
 
-/// Values given on the command line; `None` / empty means "not given".
-#[derive(Debug, Default)]
-pub struct Overrides {
-    pub uplinks: Vec<String>,
-    pub pin_path: Option<PathBuf>,
-    pub metrics_addr: Option<SocketAddr>,
-    pub state_dir: Option<PathBuf>,
-    pub socket: Option<PathBuf>,
-    pub docker_plugin: Option<bool>,
-    pub docker_plugin_socket: Option<PathBuf>,
-    pub docker_api_socket: Option<PathBuf>,
-    pub dns: Option<bool>,
-    pub dns_upstreams: Vec<String>,
-    pub store: Option<StoreSpec>,
-    pub host_name: Option<String>,
-    pub underlay_ip: Option<std::net::Ipv4Addr>,
-    pub host_lease_ttl: Option<u64>,
-    pub host_grace: Option<u64>,
-    pub conntrack_max_entries: Option<u32>,
-}
-
 /// netd's DNS server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -190,58 +252,33 @@ pub struct DnsConfig {
 pub const DEFAULT_HOST_GRACE: u64 = 300;
 
 impl RunConfig {
-    pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Self, ConfigError> {
-        let uplinks = if flags.uplinks.is_empty() {
-            file.uplinks.unwrap_or_default()
-        } else {
-            flags.uplinks
-        };
+    pub fn resolve(settings: Settings) -> Result<Self, ConfigError> {
+        let s = settings;
         let default_metrics: SocketAddr = DEFAULT_METRICS_ADDR
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9964)));
         let config = RunConfig {
-            uplinks,
-            pin_path: flags
+            uplinks: s.uplinks,
+            pin_path: s
                 .pin_path
-                .or(file.pin_path)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_PATH)),
-            metrics_addr: flags
-                .metrics_addr
-                .or(file.metrics_addr)
-                .unwrap_or(default_metrics),
-            state_dir: flags
+            metrics_addr: s.metrics_addr.unwrap_or(default_metrics),
+            state_dir: s
                 .state_dir
-                .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-            socket: flags
-                .socket
-                .or(file.socket)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
-            docker_plugin_socket: flags
-                .docker_plugin
-                .or(file.docker_plugin)
-                .unwrap_or(true)
-                .then(|| {
-                    flags
-                        .docker_plugin_socket
-                        .or(file.docker_plugin_socket)
-                        .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET))
-                }),
-            docker_api_socket: flags
-                .docker_api_socket
-                .or(file.docker_api_socket)
-                .unwrap_or_else(|| {
-                    PathBuf::from(crate::plugin::docker_api::DEFAULT_DOCKER_API_SOCKET)
-                }),
-            dns: match flags.dns.or(file.dns).unwrap_or(true) {
+            socket: s.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            docker_plugin_socket: s.docker_plugin.unwrap_or(true).then(|| {
+                s.docker_plugin_socket
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DOCKER_PLUGIN_SOCKET))
+            }),
+            docker_api_socket: s.docker_api_socket.unwrap_or_else(|| {
+                PathBuf::from(crate::plugin::docker_api::DEFAULT_DOCKER_API_SOCKET)
+            }),
+            dns: match s.dns.unwrap_or(true) {
                 false => None,
                 true => {
-                    let texts = if flags.dns_upstreams.is_empty() {
-                        file.dns_upstreams.unwrap_or_default()
-                    } else {
-                        flags.dns_upstreams
-                    };
-                    let upstreams = texts
+                    let upstreams = s
+                        .dns_upstreams
                         .iter()
                         .map(|t| crate::dns::upstream::parse(t))
                         .collect::<Result<Vec<_>, _>>()
@@ -249,20 +286,14 @@ impl RunConfig {
                     Some(DnsConfig { upstreams })
                 }
             },
-            store: flags.store.or(file.store).unwrap_or_default(),
-            host_name: flags
-                .host_name
-                .or(file.host_name)
-                .unwrap_or_else(system_host_name),
-            underlay_ip: flags.underlay_ip.or(file.underlay_ip),
-            host_lease_ttl: flags.host_lease_ttl.or(file.host_lease_ttl).unwrap_or(10),
-            host_grace: flags
-                .host_grace
-                .or(file.host_grace)
-                .unwrap_or(DEFAULT_HOST_GRACE),
+            store: s.store.unwrap_or_default(),
+            host_name: s.host_name.unwrap_or_else(system_host_name),
+            underlay_ip: s.underlay_ip,
+            host_lease_ttl: s.host_lease_ttl.unwrap_or(10),
+            host_grace: s.host_grace.unwrap_or(DEFAULT_HOST_GRACE),
             conntrack: {
-                let mut c = file.conntrack.unwrap_or_default();
-                if let Some(n) = flags.conntrack_max_entries {
+                let mut c = s.conntrack.unwrap_or_default();
+                if let Some(n) = s.conntrack_max_entries {
                     c.max_entries = n;
                 }
                 c
@@ -330,13 +361,13 @@ pub fn valid_ifname(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn file(text: &str) -> Result<FileConfig, ConfigError> {
-        FileConfig::parse(Path::new("netd.toml"), text)
+    fn file(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(Path::new("netd.toml"), text)
     }
 
     #[test]
     fn defaults_serve_a_single_host() {
-        let c = RunConfig::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        let c = RunConfig::resolve(Settings::default()).expect("valid");
         assert!(c.uplinks.is_empty());
         assert_eq!(c.pin_path, PathBuf::from("/sys/fs/bpf/netd"));
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9964");
@@ -348,15 +379,12 @@ mod tests {
             "uplinks = [\"eth1\"]\npin-path = \"/sys/fs/bpf/a\"\nmetrics-addr = \"127.0.0.1:1\"\n",
         )
         .expect("parses");
-        let c = RunConfig::resolve(
-            f,
-            Overrides {
-                uplinks: vec!["eth2".into()],
-                pin_path: Some("/sys/fs/bpf/b".into()),
-                ..Default::default()
-            },
-        )
-        .expect("valid");
+        let flags = Settings {
+            uplinks: vec!["eth2".into()],
+            pin_path: Some("/sys/fs/bpf/b".into()),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(flags.over(f)).expect("valid");
         assert_eq!(c.uplinks, vec!["eth2".to_string()]);
         assert_eq!(c.pin_path, PathBuf::from("/sys/fs/bpf/b"));
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:1");
@@ -405,15 +433,34 @@ mod tests {
             (vec!["eth/0".to_string()], None),
             (vec![], Some(PathBuf::from("relative/pins"))),
         ] {
-            let r = RunConfig::resolve(
-                FileConfig::default(),
-                Overrides {
-                    uplinks: uplinks.clone(),
-                    pin_path: pin,
-                    ..Default::default()
-                },
-            );
+            let r = RunConfig::resolve(Settings {
+                uplinks: uplinks.clone(),
+                pin_path: pin,
+                ..Default::default()
+            });
             assert!(r.is_err(), "{uplinks:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_flag_not_given_leaves_the_files_setting_and_conntrack_merges() {
+        let f = file(
+            "dns = false\nhost-grace = 60\ndns-upstreams = [\"10.0.0.53\"]\n\
+             [conntrack]\nudp = 30\nmax-entries = 4096\n",
+        )
+        .expect("parses");
+        let flags = Settings {
+            host_grace: Some(5),
+            conntrack_max_entries: Some(8192),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(flags.over(f)).expect("valid");
+        assert_eq!(c.dns, None);
+        assert_eq!(c.host_grace, 5);
+        assert_eq!(c.conntrack.udp, 30);
+        assert_eq!(c.conntrack.max_entries, 8192);
+        let f = file("[conntrack]\nmax-entries = 4096\n").expect("parses");
+        let c = RunConfig::resolve(Settings::default().over(f)).expect("valid");
+        assert_eq!(c.conntrack.max_entries, 4096);
     }
 }
