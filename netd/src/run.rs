@@ -339,7 +339,9 @@ async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: ConntrackConf
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
-        let swept = agent.sweep_conntrack(&timeouts).await;
+        let sweep = agent.sweep_conntrack(&timeouts).await;
+        agent.publish_sweep(&sweep).await;
+        let swept = &sweep.swept;
         if swept.expired + swept.orphans > 0 {
             tracing::debug!(
                 expired = swept.expired,
