@@ -9,6 +9,7 @@ use std::{
 };
 
 pub mod connections;
+pub mod cpu;
 pub mod report;
 
 use anyhow::{bail, Context};

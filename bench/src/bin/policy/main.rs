@@ -46,6 +46,12 @@ use netd_tests::{
 };
 use serde::Serialize;
 
+mod kernel;
+mod programs;
+
+use kernel::*;
+use programs::*;
+
 #[derive(Parser)]
 struct Args {
     /// Seconds of connections per round.
@@ -133,98 +139,6 @@ struct Report {
     single_tc_baseline_ns: f64,
     program: Vec<ProgramCost>,
     points: Vec<Point>,
-}
-
-/// An address the client does not have, for filler rule `i`.
-fn filler_ip(i: usize) -> String {
-    format!("172.16.{}.{}", i / 250, i % 250 + 1)
-}
-
-fn filler_port(i: usize) -> u16 {
-    5000 + (i % 1000) as u16
-}
-
-/// Filler rule `i` of the verdict map: every hundredth a drop.
-fn filler_drops(i: usize) -> bool {
-    i % 100 == 99
-}
-
-/// The N rules in netd's CLI form; `client` is how the client is named.
-fn netd_rules(n: usize, client: &str) -> Vec<String> {
-    let mut rules: Vec<String> = (0..n.saturating_sub(1))
-        .map(|i| format!("allow from cidr:{}/32 tcp/{}", filler_ip(i), filler_port(i)))
-        .collect();
-    if n > 0 {
-        rules.push(format!("allow from {client} tcp/{PORT}"));
-    }
-    rules
-}
-
-const SINGLE_RUNS: usize = 4000;
-const PASSES: usize = 5;
-
-/// netd's endpoint program with the N rules on api's ingress, web→api:8080,
-/// at every size in `sizes`: the sizes measured in turn, `PASSES` times,
-/// so that a drift of the machine lands on all of them alike.
-fn program_costs(sizes: &[usize], repeat: u32) -> Vec<ProgramCost> {
-    let (networks, _) = model();
-    let mut fixtures: Vec<Fixture> = sizes
-        .iter()
-        .map(|&n| {
-            let rules = netd_rules(n, "tier=web");
-            let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
-            let policies = match n {
-                0 => vec![],
-                _ => vec![policy(&networks, 1, "api", Some(rules.as_slice()), None)],
-            };
-            fixture(&policies)
-        })
-        .collect();
-    let mut established = vec![Vec::new(); sizes.len()];
-    let mut first = vec![Vec::new(); sizes.len()];
-    // A SYN is always judged: the flow's entry is made by one, and the
-    // established path timed on its ACKs.
-    let established_flow = segment(WEB_IP, API_IP, 40000, PORT, false);
-    for f in fixtures.iter_mut() {
-        f.time_tc(TC_ENDPOINT, &tcp(WEB_IP, API_IP, 40000, PORT, false), 1);
-    }
-    for pass in 0..PASSES {
-        for (i, f) in fixtures.iter_mut().enumerate() {
-            // Fresh flows: each a conntrack miss, the ipcache and policy
-            // lookups, and an insert.
-            let ports =
-                (0..SINGLE_RUNS / PASSES).map(|k| 20000 + (pass * SINGLE_RUNS / PASSES + k) as u16);
-            first[i].extend(
-                ports.map(|p| f.time_tc(TC_ENDPOINT, &tcp(WEB_IP, API_IP, p, PORT, false), 1)),
-            );
-            // One flow's ACK, every repeat a conntrack hit.
-            established[i].push(f.time_tc(TC_ENDPOINT, &established_flow, repeat));
-        }
-    }
-    sizes
-        .iter()
-        .zip(established.into_iter().zip(first))
-        .map(|(&rules, (established, first))| ProgramCost {
-            rules,
-            established_ns: median(&established),
-            first_packet_ns: median(&first),
-        })
-        .collect()
-}
-
-/// The TC no-op's cost, repeated and in single runs.
-fn baseline(repeat: u32) -> (f64, f64) {
-    let mut f = fixture(&[]);
-    f.load_baselines();
-    let packet = tcp(WEB_IP, API_IP, 40000, PORT, false);
-    let repeated: Vec<f64> = (0..5)
-        .map(|_| f.time_tc(TC_BASELINE, &packet, repeat))
-        .collect();
-    let single: Vec<f64> = (0..SINGLE_RUNS)
-        .map(|_| f.time_tc(TC_BASELINE, &packet, 1))
-        .collect();
-    let (repeated, single) = (median(&repeated), median(&single));
-    (repeated, single)
 }
 
 /// The client and the server, serving one byte per request on `PORT`.
@@ -328,114 +242,6 @@ fn setup_netd(n: usize) -> anyhow::Result<Setup> {
 const CLIENT_IP: &str = "10.72.1.2";
 const SERVER_IP: &str = "10.72.2.2";
 
-/// The host as a router between the client's and the server's subnets.
-fn router(w: &World) -> NetNs {
-    let host = NetNs::new("bpR");
-    veth_between(
-        &host,
-        "bpc",
-        "10.72.1.1/24",
-        &w.client,
-        "eth0",
-        &format!("{CLIENT_IP}/24"),
-    );
-    veth_between(
-        &host,
-        "bps",
-        "10.72.2.1/24",
-        &w.server,
-        "eth0",
-        &format!("{SERVER_IP}/24"),
-    );
-    w.client
-        .ip(&["route", "add", "default", "via", "10.72.1.1"]);
-    w.server
-        .ip(&["route", "add", "default", "via", "10.72.2.1"]);
-    let out = host.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    if !out.status.success() {
-        eprintln!("sysctl: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    host
-}
-
-/// Weave npc's shape: conntrack first, then a chain of the rules for new
-/// flows to the server, then a drop.
-fn iptables_rules(n: usize) -> String {
-    let mut r = String::from(
-        "*filter\n:NPC-INGRESS - [0:0]\n\
-         -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n",
-    );
-    r.push_str(&format!(
-        "-A FORWARD -d {SERVER_IP}/32 -m conntrack --ctstate NEW -j NPC-INGRESS\n"
-    ));
-    for i in 0..n - 1 {
-        r.push_str(&format!(
-            "-A NPC-INGRESS -s {}/32 -p tcp -m tcp --dport {} -j ACCEPT\n",
-            filler_ip(i),
-            filler_port(i)
-        ));
-    }
-    r.push_str(&format!(
-        "-A NPC-INGRESS -s {CLIENT_IP}/32 -p tcp -m tcp --dport {PORT} -j ACCEPT\n\
-         -A NPC-INGRESS -j DROP\nCOMMIT\n"
-    ));
-    r
-}
-
-fn nft_rules(n: usize, vmap: bool) -> String {
-    let element = |ip: &str, port: u16, verdict: Option<bool>| match verdict {
-        None => format!("{ip} . {port}"),
-        Some(drop) => format!("{ip} . {port} : {}", if drop { "drop" } else { "accept" }),
-    };
-    let mut elements: Vec<String> = (0..n - 1)
-        .map(|i| element(&filler_ip(i), filler_port(i), vmap.then(|| filler_drops(i))))
-        .collect();
-    elements.push(element(CLIENT_IP, PORT, vmap.then_some(false)));
-    let (decl, lookup) = if vmap {
-        (
-            "map rules { type ipv4_addr . inet_service : verdict;",
-            "ip saddr . tcp dport vmap @rules",
-        )
-    } else {
-        (
-            "set rules { type ipv4_addr . inet_service;",
-            "ip saddr . tcp dport @rules accept",
-        )
-    };
-    format!(
-        "table ip netd_bench {{\n\
-         {decl} elements = {{ {} }}; }}\n\
-         chain forward {{ type filter hook forward priority filter; policy accept;\n\
-         ct state established,related accept\n\
-         ip daddr {SERVER_IP} ct state new jump server_in; }}\n\
-         chain server_in {{ {lookup}; drop; }}\n}}\n",
-        elements.join(", ")
-    )
-}
-
-fn setup_kernel(system: System, n: usize) -> anyhow::Result<Setup> {
-    let world = world();
-    let host = router(&world);
-    let program = match (system, n) {
-        (_, 0) => Duration::ZERO,
-        (System::Iptables, _) => load_rules(&host, "iptables-restore", &[], &iptables_rules(n))?,
-        (System::NftSet, _) => load_rules(&host, "nft", &["-f"], &nft_rules(n, false))?,
-        (System::NftVmap, _) => load_rules(&host, "nft", &["-f"], &nft_rules(n, true))?,
-        (System::Netd, _) => unreachable!("netd has its own setup"),
-    };
-    serve_bytes(&world.server, PORT, world.stop.clone());
-    Ok(Setup {
-        system,
-        rules: n,
-        program,
-        server_ip: SERVER_IP.into(),
-        netd: None,
-        _host: host,
-        _pins: None,
-        world,
-    })
-}
-
 /// Every system at N rules, set up side by side and measured in turn,
 /// round after round, so that a drift of the machine lands on all alike.
 fn measure_size(args: &Args, systems: &[System], n: usize) -> anyhow::Result<Vec<Point>> {
@@ -480,28 +286,13 @@ fn measure_size(args: &Args, systems: &[System], n: usize) -> anyhow::Result<Vec
         .collect())
 }
 
-/// Everything, the kernel's packet processing included (veths process a
-/// packet on the sending CPU), on CPU 0: the numbers are per core, and not
-/// moved by wake-ups across CPUs, which on this 2-core VM made one run's
-/// request/response p50 17 µs and the next one's 68 µs on the same system.
-fn pin_to_one_cpu() -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it,
-    // and sched_setaffinity reads it for this thread (inherited by every
-    // thread and process started after).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pin_to_one_cpu()?;
+    // Everything, the kernel's packet processing included (veths process a
+    // packet on the sending CPU), on CPU 0: the numbers are per core, and
+    // not moved by wake-ups across CPUs, which on this 2-core VM made one
+    // run's request/response p50 17 µs and the next one's 68 µs.
+    netd_bench::cpu::pin_this_thread(0)?;
     let (tc_baseline, single_tc_baseline) = baseline(args.repeat);
     let program = program_costs(&args.sizes, args.repeat);
     for cost in &program {

@@ -1,0 +1,105 @@
+//! One core for the path, one for the generator: the path's interrupts
+//! and NAPI threads steered to its core, and its busy time read.
+
+use super::*;
+
+/// Puts host 0's receive path on [`PATH_CPU`], the same way in both
+/// worlds: its uplink polls in NAPI (netd's XDP needs it; for Docker's way
+/// GRO turns it on, as on a NIC), made a kernel thread pinned there; what
+/// the veth hands to the backlog instead (trafgen's packets when the
+/// uplink has no XDP) is steered there by RPS. A veth has no interrupt
+/// moderation, so each packet would wake the thread: the kernel's own
+/// deferral (napi_defer_hard_irqs, gro_flush_timeout) stands in for a
+/// NIC's, as the backlog batches by itself.
+pub(super) fn steer_to_path_cpu(w: &World) -> anyhow::Result<()> {
+    let host = w.ingress();
+    if w.system == System::DockerIptables {
+        let out = host.exec("ethtool", &["-K", "uplink0", "gro", "on"]);
+        if !out.status.success() {
+            bail!("GRO on uplink0: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let mask = format!("{:x}", 1u64 << PATH_CPU);
+    write_sysfs(host, "/sys/class/net/uplink0/queues/rx-0/rps_cpus", &mask)?;
+    let before = napi_threads("uplink0");
+    write_sysfs(host, "/sys/class/net/uplink0/threaded", "1")?;
+    write_sysfs(host, "/sys/class/net/uplink0/napi_defer_hard_irqs", "100")?;
+    write_sysfs(host, "/sys/class/net/uplink0/gro_flush_timeout", "50000")?;
+    let new: Vec<u32> = napi_threads("uplink0")
+        .into_iter()
+        .filter(|pid| !before.contains(pid))
+        .collect();
+    if new.is_empty() {
+        bail!("no NAPI thread appeared for host 0's uplink0");
+    }
+    for pid in new {
+        sh("taskset", &["-pc", &PATH_CPU.to_string(), &pid.to_string()]);
+    }
+    Ok(())
+}
+
+/// sysfs as `ns` sees it: `ip netns exec` mounts that namespace's /sys.
+pub(super) fn write_sysfs(ns: &NetNs, path: &str, value: &str) -> anyhow::Result<()> {
+    let out = ns.exec("sh", &["-c", &format!("echo {value} > {path}")]);
+    if !out.status.success() {
+        bail!("{path}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The kernel threads polling a device called `dev`, in any namespace.
+pub(super) fn napi_threads(dev: &str) -> Vec<u32> {
+    let prefix = format!("napi/{dev}-");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// One reading of what the packet rate is computed from.
+pub(super) struct Reading {
+    pub(super) cpu_busy: u64,
+    pub(super) cpu_total: u64,
+    pub(super) sent: u64,
+    pub(super) delivered: u64,
+}
+
+pub(super) fn read_counters(w: &World, sent: u64) -> anyhow::Result<Reading> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&format!("cpu{PATH_CPU} ")))
+        .context("no cpu line in /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+    let total = busy + ticks[3] + ticks[4];
+    Ok(Reading {
+        cpu_busy: busy,
+        cpu_total: total,
+        sent,
+        delivered: link_packets(&w.sink, "eth0", "rx")?,
+    })
+}
+
+pub(super) fn link_packets(ns: &NetNs, dev: &str, dir: &str) -> anyhow::Result<u64> {
+    let out = ns.ip(&["-j", "-s", "link", "show", dev]);
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    links[0]["stats64"][dir]["packets"]
+        .as_u64()
+        .with_context(|| format!("{dir} packets of {dev}"))
+}
+
+pub(super) fn busy_fraction(a: &Reading, b: &Reading) -> f64 {
+    (b.cpu_busy - a.cpu_busy) as f64 / (b.cpu_total - a.cpu_total).max(1) as f64
+}
