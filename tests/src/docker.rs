@@ -12,6 +12,17 @@ use std::{
 
 pub const IMAGE: &str = "netd-busybox:test";
 
+/// Held by a test that runs dockerd, for as long as it runs: the Docker
+/// tests share one test binary with others, and Docker's plugin
+/// directory and its default driver name are the host's.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A Docker test that failed leaves nothing held: the next may go.
+    DOCKER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub struct Docker {
     dir: tempfile::TempDir,
     daemon: Option<Child>,

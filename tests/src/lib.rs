@@ -4,6 +4,7 @@
 //!
 //! Traffic rule: tests only send packets between namespaces they created.
 
+pub mod case;
 pub mod cluster;
 pub mod dns;
 pub mod docker;
@@ -18,6 +19,7 @@ pub mod policy_fixture;
 pub mod process;
 pub mod services;
 pub mod traffic;
+pub mod verdict;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

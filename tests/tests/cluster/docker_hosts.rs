@@ -147,6 +147,7 @@ fn world() -> World {
 
 #[test]
 fn two_docker_hosts_share_one_overlay_network() {
+    let _docker = netd_tests::docker::exclusive();
     let mut w = world();
     let (dockers, client) = (&w.dockers, &w.client);
     let (a, b) = (&dockers[0], &dockers[1]);

@@ -151,6 +151,7 @@ fn host_veths() -> usize {
 
 #[test]
 fn docker_networks_through_netd() {
+    let _docker = netd_tests::docker::exclusive();
     let host = NetNs::host();
     let pins = TempPins::new();
     let port = netd_tests::free_port();

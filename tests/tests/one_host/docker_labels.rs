@@ -46,6 +46,7 @@ fn backends(netd: &Netd) -> String {
 
 #[test]
 fn container_labels_from_docker_select_services_and_leave_with_the_container() {
+    let _docker = netd_tests::docker::exclusive();
     let host = NetNs::host();
     let pins = TempPins::new();
     let docker = Docker::start();
