@@ -1,6 +1,6 @@
 //! Building netd-ebpf on the machines we have.
 //!
-//! Two ways are supported (see ../shared/TOOLCHAIN.md):
+//! Two ways are supported (see docs/toolchain.md):
 //! - rustup nightly with `rust-src`: the usual `-Z build-std=core`;
 //! - Debian's `rustc-web` (1.96, LLVM 22), which ships a prebuilt `core`
 //!   for `bpfel-unknown-none`, so no `rust-src` is needed.

@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: installs what is missing, nothing else, so a
-//! second run takes a second. See ../shared/TOOLCHAIN.md for why these.
+//! second run takes a second. See docs/toolchain.md for why these.
 
 use std::{process::Command, time::Instant};
 
