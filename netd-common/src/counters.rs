@@ -35,15 +35,19 @@ pub enum Hook {
     XdpUplink = 0,
     /// TC ingress on the host end of an endpoint veth: packets leaving a container.
     TcEndpoint = 1,
+    /// TC ingress on an uplink whose XDP cannot be trusted (a veth): the
+    /// same packets as `XdpUplink`, as skbs.
+    TcUplink = 2,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::XdpUplink, Hook::TcEndpoint];
+    pub const ALL: [Hook; 3] = [Hook::XdpUplink, Hook::TcEndpoint, Hook::TcUplink];
 
     pub const fn name(self) -> &'static str {
         match self {
             Hook::XdpUplink => "xdp_uplink",
             Hook::TcEndpoint => "tc_endpoint",
+            Hook::TcUplink => "tc_uplink",
         }
     }
 }

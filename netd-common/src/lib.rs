@@ -60,6 +60,23 @@ pub mod program_names {
         (crate::maps::XDP_PROG_MESH, XDP_MESH),
         (crate::maps::XDP_PROG_DELIVER, XDP_DELIVER),
     ];
+    /// TC ingress on an uplink whose XDP cannot be trusted (a veth: XDP
+    /// sees neither an skb's checksum state nor whether the peer flushes
+    /// XDP_TX): what `netd_xdp_uplink` does, on skbs.
+    pub const TC_UPLINK: &str = "netd_tc_uplink";
+    /// TC, tail-called by the TC uplink program: VXLAN for this host.
+    pub const TC_UPLINK_DECAP: &str = "netd_tc_uplink_decap";
+    /// TC, tail-called by the TC uplink program: a published port.
+    pub const TC_UPLINK_MESH: &str = "netd_tc_uplink_mesh";
+    /// TC, tail-called by the two above: into a local endpoint, once its
+    /// ingress policy admits it.
+    pub const TC_UPLINK_DELIVER: &str = "netd_tc_uplink_deliver";
+    /// The programs in `NETD_UPLINK_PROGS`, by slot.
+    pub const UPLINK_TAIL_CALLED: [(u32, &str); 3] = [
+        (crate::maps::UPLINK_PROG_DECAP, TC_UPLINK_DECAP),
+        (crate::maps::UPLINK_PROG_MESH, TC_UPLINK_MESH),
+        (crate::maps::UPLINK_PROG_DELIVER, TC_UPLINK_DELIVER),
+    ];
     /// cgroup `connect4` on the cgroup2 root: the host's own connections to
     /// its published ports, balanced at the socket.
     pub const SOCK_CONNECT4: &str = "netd_sock_connect4";

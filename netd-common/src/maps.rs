@@ -89,7 +89,14 @@ pub const XDP_PROG_DECAP: u32 = 0;
 pub const XDP_PROG_MESH: u32 = 1;
 pub const XDP_PROG_DELIVER: u32 = 2;
 
+/// `NETD_UPLINK_PROGS` slots: the programs the TC uplink program
+/// tail-calls (an uplink whose XDP cannot be trusted: a veth).
+pub const UPLINK_PROG_DECAP: u32 = 0;
+pub const UPLINK_PROG_MESH: u32 = 1;
+pub const UPLINK_PROG_DELIVER: u32 = 2;
+
 const _: () = assert!(PROG_REFUSE < crate::tables::decl::NETD_PROGS.max_entries);
+const _: () = assert!(UPLINK_PROG_DELIVER < crate::tables::decl::NETD_UPLINK_PROGS.max_entries);
 const _: () = assert!(XDP_PROG_DELIVER < crate::tables::decl::NETD_XDP_PROGS.max_entries);
 
 /// The VXLAN UDP port (IANA).

@@ -22,6 +22,7 @@ const TCP_HLEN: usize = 20;
 pub const UNREACHABLE_LEN: usize = IPV4_HLEN + 8 + IPV4_HLEN + 8;
 pub const RESET_LEN: usize = IPV4_HLEN + TCP_HLEN;
 
+#[inline(always)]
 fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; IPV4_HLEN] {
     let len = total_len.to_be_bytes();
     let mut h = [
@@ -39,6 +40,7 @@ fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; IP
 /// bytes of data: IPv4 and TCP headers, from the segment's destination
 /// to its source. `None` for a segment that is itself a RST, which is
 /// never answered.
+#[inline(always)]
 pub fn tcp_reset(
     ip: &[u8; IPV4_HLEN],
     tcp: &[u8; TCP_HLEN],
@@ -84,6 +86,7 @@ pub fn tcp_reset(
 /// bytes, no options) is `ip` and whose first 8 bytes after it are `l4`:
 /// a new IPv4 header from the datagram's destination, the ICMP header,
 /// then `ip` and `l4` as they came.
+#[inline(always)]
 pub fn port_unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8]) -> [u8; UNREACHABLE_LEN] {
     unreachable(ip, l4, ICMP_PORT_UNREACH, 0)
 }
@@ -91,10 +94,12 @@ pub fn port_unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8]) -> [u8; UNREACHABLE_
 /// The ICMP fragmentation needed (RFC 1191) answering a packet with DF
 /// set that cannot go on without fragments: like [`port_unreachable`],
 /// with the largest packet that can, `mtu`, in the header's second word.
+#[inline(always)]
 pub fn fragmentation_needed(ip: &[u8; IPV4_HLEN], l4: &[u8; 8], mtu: u16) -> [u8; UNREACHABLE_LEN] {
     unreachable(ip, l4, ICMP_FRAG_NEEDED, mtu)
 }
 
+#[inline(always)]
 fn unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8], code: u8, mtu: u16) -> [u8; UNREACHABLE_LEN] {
     let (src, dst) = (addr(ip, 16), addr(ip, 12));
     let mut out = [0u8; UNREACHABLE_LEN];
@@ -112,10 +117,12 @@ fn unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8], code: u8, mtu: u16) -> [u8; U
 }
 
 /// Whether the IPv4 header `ip` forbids fragmenting its packet.
+#[inline(always)]
 pub fn dont_fragment(ip: &[u8; IPV4_HLEN]) -> bool {
     ip[6] & 0x40 != 0
 }
 
+#[inline(always)]
 fn addr(ip: &[u8; IPV4_HLEN], at: usize) -> [u8; 4] {
     [ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]
 }

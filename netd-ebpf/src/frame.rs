@@ -59,6 +59,8 @@ impl PacketFrame {
     /// range-check reads of the inner frame.
     #[inline(always)]
     pub fn from(&self, offset: usize) -> Option<Self> {
+        // Opaque, as in `load`: the bound must stay on the register used.
+        let offset = core::hint::black_box(offset);
         if offset > MAX_WRITE_OFFSET {
             return None;
         }

@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 
-use crate::types::XdpDelivery;
+use crate::types::{Delivering, MeshAction, Plan, UplinkAction};
 
 /// The aya-ebpf type of a map of `netd_common::tables::MapKind` `$kind`.
 macro_rules! bpf_map_type {
@@ -44,7 +44,18 @@ macro_rules! pinned_maps {
 
 netd_common::for_each_table!(pinned_maps);
 
-/// One per CPU: the packet the decap or mesh program hands the delivery
-/// program it tail-calls. Not pinned: only programs of one object share it.
+/// One per CPU: the packet the decap or mesh program (XDP or TC) hands the
+/// delivery program it tail-calls. Not pinned: only programs of one object
+/// share it.
 #[map]
-pub static NETD_XDP_DELIVERY: PerCpuArray<XdpDelivery> = PerCpuArray::with_max_entries(1, 0);
+pub static NETD_DELIVERY: PerCpuArray<Delivering> = PerCpuArray::with_max_entries(1, 0);
+
+/// One per CPU: the TC decap program's decision, made in a frame of its
+/// own and read in place, so the writes' frames have the stack. Not
+/// pinned.
+#[map]
+pub static NETD_DECAP: PerCpuArray<UplinkAction> = PerCpuArray::with_max_entries(1, 0);
+
+/// One per CPU: the TC mesh program's plan, likewise. Not pinned.
+#[map]
+pub static NETD_MESH_PLAN: PerCpuArray<Plan<MeshAction>> = PerCpuArray::with_max_entries(1, 0);

@@ -4,4 +4,5 @@
 //! One module per hook.
 
 pub mod tc;
+pub mod tc_uplink;
 pub mod xdp;

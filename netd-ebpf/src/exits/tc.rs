@@ -34,7 +34,7 @@ pub fn start(skb: *mut __sk_buff) {
 #[inline(always)]
 pub fn finish(skb: *mut __sk_buff, verdict: i32) {
     endpoint_stats::after_tc(skb, verdict);
-    events::after_tc(skb);
+    events::after_tc(skb, HOOK);
 }
 
 /// What every endpoint-side program counts a packet by and where it came

@@ -12,7 +12,7 @@ use netd_common::{
 };
 
 use crate::{
-    maps::{NETD_XDP_DELIVERY, NETD_XDP_PROGS},
+    maps::{NETD_DELIVERY, NETD_XDP_PROGS},
     observe::{counters, events},
     types::PolicyFlow,
 };
@@ -70,7 +70,7 @@ pub fn out_of(ifindex: u32, ingress: u32, bytes: u64) -> u32 {
 /// own: the decap and mesh programs have none to spare.
 #[inline(always)]
 pub fn deliver(ctx: &XdpContext, flow: &PolicyFlow, ifindex: u32, bytes: u64) -> u32 {
-    let Some(scratch) = NETD_XDP_DELIVERY.get_ptr_mut(0) else {
+    let Some(scratch) = NETD_DELIVERY.get_ptr_mut(0) else {
         return drop(DropReason::NoServiceProgram, bytes);
     };
     // SAFETY: this CPU's slot, read by the program tail-called next on

@@ -91,11 +91,11 @@ fn note(kind: EventKind, allowed: u8, object: u32, backend: [u8; 4]) {
     }
 }
 
-/// A TC entry point's last step.
+/// A TC entry point's last step, at `hook`.
 #[inline(always)]
-pub fn after_tc(skb: *mut __sk_buff) {
+pub fn after_tc(skb: *mut __sk_buff, hook: Hook) {
     if wanted() != 0 {
-        emit_tc(skb);
+        emit_tc(skb, hook);
     }
 }
 
@@ -175,7 +175,7 @@ fn noted() -> Option<*mut Pending> {
 }
 
 #[inline(never)]
-fn emit_tc(skb: *mut __sk_buff) {
+fn emit_tc(skb: *mut __sk_buff, hook: Hook) {
     let Some(slot) = noted() else {
         return;
     };
@@ -191,7 +191,7 @@ fn emit_tc(skb: *mut __sk_buff) {
     // captured).
     unsafe {
         (*event).header.ts_ns = bpf_ktime_get_ns();
-        let n = fill(event, slot, Hook::TcEndpoint, (*skb).ifindex, (*skb).len);
+        let n = fill(event, slot, hook, (*skb).ifindex, (*skb).len);
         let to = (*event).packet.as_mut_ptr().cast();
         if bpf_skb_load_bytes(skb.cast(), 0, to, n) < 0 {
             (*event).header.captured = 0;

@@ -30,7 +30,7 @@ fn verdict(ctx: TcContext) -> i32 {
     };
     tc::count_drop(skb, DropReason::NoBackend, bytes);
     // The event carries the client's packet, not the answer it becomes.
-    events::after_tc(skb);
+    events::after_tc(skb, tc::HOOK);
     if answers::refusal(skb, &at).is_err() {
         return TC_ACT_SHOT;
     }

@@ -45,7 +45,7 @@ fn verdict(ctx: TcContext) -> i32 {
         ServiceKind::Nat => {
             // The translation's event, with the packet as the client sent
             // it; policy may note a verdict of its own.
-            events::after_tc(skb);
+            events::after_tc(skb, tc::HOOK);
             (to.nat, to.route_to)
         }
         ServiceKind::No => (Nat::NONE, p.client.flow.dst),

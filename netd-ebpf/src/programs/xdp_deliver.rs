@@ -1,13 +1,12 @@
 //! XDP, tail-called by the decap and mesh programs with a packet for a
-//! local endpoint (`NETD_XDP_DELIVERY`): the receiver's ingress policy,
+//! local endpoint (`NETD_DELIVERY`): the receiver's ingress policy,
 //! then the redirect into its veth.
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use netd_common::{counters::DropReason, parse::Frame};
 
 use crate::{
-    exits::xdp, frame::PacketFrame, maps::NETD_XDP_DELIVERY, observe::endpoint_stats,
-    stages::policy,
+    exits::xdp, frame::PacketFrame, maps::NETD_DELIVERY, observe::endpoint_stats, stages::policy,
 };
 
 #[xdp]
@@ -20,7 +19,7 @@ pub fn netd_xdp_deliver(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn verdict(ctx: XdpContext) -> u32 {
-    let Some(scratch) = NETD_XDP_DELIVERY.get(0) else {
+    let Some(scratch) = NETD_DELIVERY.get(0) else {
         let bytes = PacketFrame::xdp(&ctx).wire_len() as u64;
         return xdp::drop(DropReason::NoServiceProgram, bytes);
     };

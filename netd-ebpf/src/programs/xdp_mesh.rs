@@ -37,7 +37,14 @@ fn verdict(ctx: XdpContext) -> u32 {
     };
     // SAFETY: reading a field of the context the program was given.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let plan = mesh::decide(&ctx, &frame, &headers, ingress, bytes);
+    let plan = mesh::decide(
+        ctx.ctx.cast(),
+        &frame,
+        &headers,
+        ingress,
+        bytes,
+        frame.wire_len(),
+    );
     let action = plan.outcome.action;
     if action.new_flow {
         // The translation's event, with the packet as the client sent

@@ -123,3 +123,26 @@ pub fn too_big(ctx: *mut xdp_md, l3: u16, l4: u16, mtu: u16) -> Result<(), ()> {
     swapped[6..].copy_from_slice(&macs[..6]);
     frame.put(0, swapped)
 }
+
+/// At TC: the packet becomes the ICMP fragmentation needed that answers
+/// it, as [`too_big`] does at XDP, the frame cut to the answer's length.
+/// A BPF call with its own frame: the answer is built on the stack.
+#[inline(never)]
+pub fn too_big_tc(skb: *mut __sk_buff, at: &Target, mtu: u16) -> Result<(), ()> {
+    let ctx = &TcContext::new(skb);
+    let frame = PacketFrame::tc(ctx);
+    let (l3, l4) = (at.l3 as usize, at.l4 as usize);
+    let ip: [u8; 20] = frame.load(l3)?;
+    if ip[0] != 0x45 || l4 != l3 + 20 {
+        return Err(());
+    }
+    let quoted: [u8; 8] = frame.load(l4)?;
+    let macs: [u8; 2 * ETH_ALEN] = frame.load(0)?;
+    let answer = fragmentation_needed(&ip, &quoted, mtu);
+    resize(ctx, l3 + UNREACHABLE_LEN)?;
+    ctx.store(l3, &answer, 0).map_err(|_| ())?;
+    let mut swapped = [0u8; 2 * ETH_ALEN];
+    swapped[..ETH_ALEN].copy_from_slice(&macs[ETH_ALEN..]);
+    swapped[ETH_ALEN..].copy_from_slice(&macs[..ETH_ALEN]);
+    ctx.store(0, &swapped, 0).map_err(|_| ())
+}

@@ -1,11 +1,11 @@
 //! VXLAN's headers, written: grown into the packet and filled in one
-//! store, on TC (a container's packet to another host) and XDP (the
-//! routing mesh's tunnel).
+//! store, on TC (a container's packet to another host, the routing mesh's
+//! tunnel on a TC uplink) and XDP (the mesh's tunnel); and taken off at TC.
 
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::generated::{bpf_get_prandom_u32, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
@@ -38,6 +38,36 @@ pub fn write_tc(ctx: &TcContext, e: &Encap, flow_hash: u32) -> Result<(), i64> {
     // checks and may have to unclone the skb.
     ctx.store(14, &headers(e, flow_hash, inner_len, false), 0)?;
     Ok(())
+}
+
+/// The routing mesh's tunnel at TC: room for the outer headers after the
+/// Ethernet header, the 50 bytes written in one store (marked as the
+/// mesh's), and the outer Ethernet header readdressed to the next hop.
+#[inline(always)]
+pub fn write_tunnel_tc(ctx: &TcContext, a: &MeshAction, flow_hash: u32) -> Result<(), i64> {
+    let inner_len = ctx.len();
+    ctx.adjust_room(
+        VXLAN_OVERHEAD as i32,
+        BPF_ADJ_ROOM_MAC,
+        (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) as u64 | ENCAP_L2_FLAGS,
+    )?;
+    ctx.store(14, &headers(&a.encap, flow_hash, inner_len, true), 0)?;
+    ctx.store(0, &addresses(a.hop.dmac, a.hop.smac), 0)?;
+    Ok(())
+}
+
+/// Takes VXLAN's outer headers off at TC: the `strip` bytes after the
+/// outer Ethernet header (outer IPv4, UDP, VXLAN and the inner Ethernet
+/// header) go, and the outer Ethernet header stays, for the caller to
+/// readdress. A GSO packet keeps its segment size: the inner segments are
+/// what they were.
+#[inline(always)]
+pub fn strip_tc(ctx: &TcContext, strip: u32) -> Result<(), i64> {
+    ctx.adjust_room(
+        -(strip as i32),
+        BPF_ADJ_ROOM_MAC,
+        u64::from(BPF_F_ADJ_ROOM_FIXED_GSO),
+    )
 }
 
 /// Grows the frame by the 50 bytes of outer headers and writes them, the

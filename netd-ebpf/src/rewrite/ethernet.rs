@@ -24,7 +24,13 @@ pub fn set_destination(ctx: &TcContext, dst: &[u8; 6]) -> Result<(), ()> {
 /// A TC packet's MACs become `dst` and `src`.
 #[inline(always)]
 pub fn readdress(ctx: &TcContext, dst: [u8; 6], src: [u8; 6]) -> Result<(), ()> {
-    ctx.store(ETH_DST, &addresses(dst, src), 0).map_err(|_| ())
+    write_addresses(ctx, addresses(dst, src))
+}
+
+/// A TC packet's destination and source MACs become `macs`.
+#[inline(always)]
+pub fn write_addresses(ctx: &TcContext, macs: [u8; 12]) -> Result<(), ()> {
+    ctx.store(ETH_DST, &macs, 0).map_err(|_| ())
 }
 
 /// An XDP frame's MACs become `dst` and `src`.

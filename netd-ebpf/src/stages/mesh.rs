@@ -17,14 +17,14 @@ use aya_ebpf::{
         bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
     },
+    cty::c_void,
     helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
 };
 use netd_common::{
     counters::DropReason,
     maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
     mesh::{reply_follows, return_flags, MeshNeighbour, PublishedKey, TunnelReturn},
-    parse::{Frame, Headers, Ipv4, L3, L4},
+    parse::{Headers, Ipv4, L3, L4},
     refusal::dont_fragment,
     service::CtTuple,
 };
@@ -68,15 +68,64 @@ pub fn is_published(h: &Headers) -> bool {
 }
 
 /// What becomes of a packet to a published port that came in on
-/// `ingress`: its backend and translation, and how it gets there.
+/// `ingress`: its backend and translation ([`translate`]), then how it
+/// gets there ([`find_way`]). `ctx` is the program's context (XDP or TC),
+/// for the FIB lookup toward a remote backend's host; `mtu_len` the length
+/// the tunnel's MTU is checked for.
 #[inline(always)]
 pub fn decide(
-    ctx: &XdpContext,
+    ctx: *mut c_void,
     frame: &PacketFrame,
     h: &Headers,
     ingress: u32,
     bytes: u64,
+    mtu_len: usize,
 ) -> Plan<MeshAction> {
+    let mut plan = translate(frame, h, ingress, bytes);
+    find_way(ctx, frame, mtu_len, &mut plan);
+    plan
+}
+
+/// The way for a plan [`translate`] made to act: into the backend's veth
+/// here, or through the tunnel toward its host, or, too big for the
+/// tunnel, back to the client as ICMP fragmentation needed (if it forbids
+/// fragments; else a counted drop). `mtu_len` is a GSO packet's segments'
+/// length (0 for none: they were sized by the MSS the backend announced).
+/// Apart from `translate` so a program short of stack can give each half
+/// a frame of its own.
+#[inline(always)]
+pub fn find_way(
+    ctx: *mut c_void,
+    frame: &PacketFrame,
+    mtu_len: usize,
+    plan: &mut Plan<MeshAction>,
+) {
+    if plan.outcome.step != Step::Act {
+        return;
+    }
+    let Some(backend) = plan.nat.new_dst() else {
+        plan.outcome = Outcome::drop(DropReason::NatFailed);
+        return;
+    };
+    let new_flow = plan.outcome.action.new_flow;
+    plan.outcome = toward(ctx, backend.ip, mtu_len);
+    if plan.outcome.step == Step::Act
+        && plan.outcome.action.step == MeshStep::TooBig
+        && !frame
+            .load::<20>(usize::from(plan.at.l3))
+            .is_ok_and(|ip| dont_fragment(&ip))
+    {
+        // Fragments are not made here: a packet that allows them is
+        // dropped, counted.
+        plan.outcome = Outcome::drop(DropReason::TooBig);
+    }
+    plan.outcome.action.new_flow = new_flow;
+}
+
+/// The flow's backend and DNAT (conntrack, else Maglev): a plan that acts,
+/// its way still to be found, with `new_flow` set for a flow admitted now.
+#[inline(always)]
+pub fn translate(frame: &PacketFrame, h: &Headers, ingress: u32, bytes: u64) -> Plan<MeshAction> {
     let L3::Ipv4(ip) = h.l3 else {
         return Outcome::pass().into();
     };
@@ -114,23 +163,13 @@ pub fn decide(
         ServiceKind::Refuse => return Outcome::drop(DropReason::NoBackend).into(),
         ServiceKind::No | ServiceKind::NewFlow => return Outcome::pass().into(),
     }
-    let at = Target::of(h);
-    let mut outcome = toward(ctx, to.route_to, frame.wire_len());
-    if outcome.step == Step::Act
-        && outcome.action.step == MeshStep::TooBig
-        && !frame
-            .load::<20>(usize::from(h.l3_offset))
-            .is_ok_and(|ip| dont_fragment(&ip))
-    {
-        // Fragments are not made here: a packet that allows them is
-        // dropped, counted.
-        outcome = Outcome::drop(DropReason::TooBig);
-    }
-    outcome.action.new_flow = new_flow;
     Plan {
         nat: to.nat,
-        at,
-        outcome,
+        at: Target::of(h),
+        outcome: Outcome::act(MeshAction {
+            new_flow,
+            ..MeshAction::default()
+        }),
     }
 }
 
@@ -155,7 +194,7 @@ fn remember_client(frame: &PacketFrame, client: [u8; 4], ingress: u32) {
 
 /// Into the backend's veth here, or toward its host.
 #[inline(always)]
-fn toward(ctx: &XdpContext, backend: [u8; 4], frame_len: usize) -> Outcome<MeshAction> {
+fn toward(ctx: *mut c_void, backend: [u8; 4], frame_len: usize) -> Outcome<MeshAction> {
     // SAFETY: the value is copied out at once.
     let Some(peer) = (unsafe { NETD_ENDPOINTS.get(&backend) }).copied() else {
         return Outcome::drop(DropReason::NotHere);
@@ -177,7 +216,7 @@ fn toward(ctx: &XdpContext, backend: [u8; 4], frame_len: usize) -> Outcome<MeshA
 /// the next hop's MACs from the FIB (netd keeps the neighbours of the
 /// cluster's hosts resolved), and the MTU check on the grown packet.
 #[inline(always)]
-fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<MeshAction> {
+fn tunnel(ctx: *mut c_void, peer: &EndpointEntry, frame_len: usize) -> Outcome<MeshAction> {
     let Some(mut encap) = encap::encap_for(peer, [0; 6]) else {
         return Outcome::drop(DropReason::EncapFailed);
     };
@@ -185,14 +224,18 @@ fn tunnel(ctx: &XdpContext, peer: &EndpointEntry, frame_len: usize) -> Outcome<M
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = netd_common::service::PROTO_UDP;
-    fib.__bindgen_anon_1.tot_len = (frame_len - ETH_HLEN + VXLAN_OVERHEAD as usize) as u16;
+    // 0: no MTU check.
+    fib.__bindgen_anon_1.tot_len = match frame_len {
+        0 => 0,
+        n => (n.saturating_sub(ETH_HLEN) + VXLAN_OVERHEAD as usize) as u16,
+    };
     fib.ifindex = encap.uplink;
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(encap.local);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(encap.remote);
     // SAFETY: the helper reads and writes `fib`, which lives on this stack.
     let rc = unsafe {
         bpf_fib_lookup(
-            ctx.ctx as *mut _,
+            ctx,
             &mut fib as *mut FibParams,
             core::mem::size_of::<FibParams>() as i32,
             // As this host's own output: the tunnel starts here. The

@@ -139,10 +139,15 @@ pub fn tc_tcp_flags(skb: *mut __sk_buff, proto: u8, l4: u16) -> u8 {
 /// IPv4 with any options, TCP); 0 for anything else.
 #[inline(always)]
 pub fn xdp_tcp_flags(ctx: &XdpContext, proto: u8) -> u8 {
+    frame_tcp_flags(&PacketFrame::xdp(ctx), proto)
+}
+
+/// The same in any ready-to-deliver frame.
+#[inline(always)]
+pub fn frame_tcp_flags(frame: &PacketFrame, proto: u8) -> u8 {
     if proto != PROTO_TCP {
         return 0;
     }
-    let frame = PacketFrame::xdp(ctx);
     let Ok([version_ihl]) = frame.load::<1>(ETH_HLEN) else {
         return 0;
     };

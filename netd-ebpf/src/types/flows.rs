@@ -184,9 +184,9 @@ impl PolicyFlow {
 }
 
 /// What the decap and mesh programs hand the delivery program they
-/// tail-call (`NETD_XDP_DELIVERY`).
+/// tail-call (`NETD_DELIVERY`).
 #[derive(Clone, Copy, Default)]
-pub struct XdpDelivery {
+pub struct Delivering {
     pub flow: PolicyFlow,
     pub ifindex: u32,
     pub bytes: u64,

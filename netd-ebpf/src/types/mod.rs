@@ -12,7 +12,7 @@ pub use actions::{
     UplinkAction,
 };
 pub use flows::{
-    flow_tuple, ClientPacket, PolicyFlow, ServiceKind, ToService, XdpDelivery, CHECK_EGRESS,
+    flow_tuple, ClientPacket, Delivering, PolicyFlow, ServiceKind, ToService, CHECK_EGRESS,
     CHECK_INGRESS,
 };
 pub use outcome::{Delivery, Outcome, Plan, Step};

@@ -96,6 +96,7 @@ impl Datapath {
             layout: layout.clone(),
         };
         datapath.load_xdp(program_names::XDP_UPLINK)?;
+        datapath.load_tc(program_names::TC_UPLINK)?;
         datapath.load_tc(program_names::TC_ENDPOINT)?;
         for (name, _) in program_names::SOCK_ADDR {
             datapath.load_sock_addr(name)?;
@@ -143,8 +144,9 @@ impl Datapath {
         program_as(&mut self.ebpf, name)
     }
 
-    /// Loads the tail-called programs and puts them in their `NETD_PROGS`
-    /// and `NETD_XDP_PROGS` slots, before any program is attached: a
+    /// Loads the tail-called programs and puts them in their `NETD_PROGS`,
+    /// `NETD_XDP_PROGS` and `NETD_UPLINK_PROGS` slots, before any program
+    /// is attached: a
     /// running endpoint or uplink program (of this netd or the one before)
     /// calls into the new ones at once.
     fn fill_tail_calls(&mut self) -> Result<(), LoadError> {
@@ -154,8 +156,15 @@ impl Datapath {
         for (_, name) in program_names::XDP_TAIL_CALLED {
             self.load_xdp(name)?;
         }
+        for (_, name) in program_names::UPLINK_TAIL_CALLED {
+            self.load_tc(name)?;
+        }
         self.fill(map_names::NETD_PROGS, &program_names::TAIL_CALLED)?;
-        self.fill(map_names::NETD_XDP_PROGS, &program_names::XDP_TAIL_CALLED)
+        self.fill(map_names::NETD_XDP_PROGS, &program_names::XDP_TAIL_CALLED)?;
+        self.fill(
+            map_names::NETD_UPLINK_PROGS,
+            &program_names::UPLINK_TAIL_CALLED,
+        )
     }
 
     /// Puts each loaded program of `slots` in its slot of the prog array
@@ -178,6 +187,10 @@ impl Datapath {
 
     pub fn uplink_program(&mut self) -> Result<&mut Xdp, LoadError> {
         program_as(&mut self.ebpf, program_names::XDP_UPLINK)
+    }
+
+    pub fn tc_uplink_program(&mut self) -> Result<&mut SchedClassifier, LoadError> {
+        program_as(&mut self.ebpf, program_names::TC_UPLINK)
     }
 
     /// Takes the forwarding maps out of the object (call once).

@@ -4,7 +4,9 @@
 //! ```text
 //! <pin path>/maps/<MAP>        maps: reused across restarts, so state survives
 //! <pin path>/progs/<program>   the programs of the running netd (for bpftool)
-//! <pin path>/links/xdp-<if>    attachments: they keep forwarding while netd is down
+//! <pin path>/links/xdp-<if>    an uplink's XDP link (they keep forwarding while netd is down)
+//! <pin path>/links/uplink-tc-<if>  an uplink's TC link
+//! <pin path>/links/tc-<if>     an endpoint's TC link
 //! <pin path>/carry/<MAP>       old maps while an upgrade copies them over
 //! ```
 
@@ -54,6 +56,11 @@ impl PinLayout {
         self.links().join(format!("{XDP_LINK_PREFIX}{ifname}"))
     }
 
+    pub fn tc_uplink_link(&self, ifname: &str) -> PathBuf {
+        self.links()
+            .join(format!("{TC_UPLINK_LINK_PREFIX}{ifname}"))
+    }
+
     /// Creates the directories (the root's parent must be on bpffs).
     pub fn create(&self) -> io::Result<()> {
         for dir in [self.maps(), self.progs(), self.links()] {
@@ -80,9 +87,33 @@ impl PinLayout {
         names.sort();
         Ok(names)
     }
+
+    /// Every pinned uplink link, XDP or TC: (interface, pin).
+    pub fn pinned_uplink_links(&self) -> io::Result<Vec<(String, PathBuf)>> {
+        let mut links = Vec::new();
+        match fs::read_dir(self.links()) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let ifname = name
+                        .strip_prefix(XDP_LINK_PREFIX)
+                        .or_else(|| name.strip_prefix(TC_UPLINK_LINK_PREFIX));
+                    if let Some(ifname) = ifname {
+                        links.push((ifname.to_string(), entry.path()));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        links.sort();
+        Ok(links)
+    }
 }
 
 const XDP_LINK_PREFIX: &str = "xdp-";
+const TC_UPLINK_LINK_PREFIX: &str = "uplink-tc-";
 
 /// The map pinned at `path`, whatever its type (checked by the caller's
 /// `try_from`).
