@@ -75,8 +75,12 @@ pub struct Status {
     pub services: usize,
     pub maps: Vec<MapFill>,
     pub pin_path: String,
-    /// Pinned attachments: `xdp-<uplink>` and `tc-<host veth>`.
+    /// Pinned attachments: `xdp-<uplink>`, `uplink-tc-<uplink>` and
+    /// `tc-<host veth>`.
     pub attachments: Vec<String>,
+    /// Each uplink's hook (`xdp native`, `tc`, ...) and why.
+    #[serde(default)]
+    pub uplinks: Vec<crate::dataplane::uplink::UplinkAttachment>,
 }
 
 async fn list_networks<S: Store>(
@@ -396,6 +400,7 @@ async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>
         services: agent.control().services().await?.len(),
         maps,
         attachments: agent.attachments(),
+        uplinks: agent.uplinks().to_vec(),
         pin_path: agent.pin_path(),
     }))
 }

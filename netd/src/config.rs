@@ -105,11 +105,15 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// Interface to the underlay that gets the XDP program (repeatable).
+    /// Interface to the underlay that gets netd's uplink program (repeatable).
     /// None: netd serves this host only.
     #[arg(long = "uplink", value_name = "IFACE")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uplinks: Vec<String>,
+    /// The uplinks' hook: `auto` (XDP on a NIC, TC on a veth or a device
+    /// without native XDP), `xdp` or `tc` [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub uplink_mode: Option<crate::dataplane::uplink::UplinkMode>,
     /// bpffs directory for netd's pinned maps, programs and links [default: /sys/fs/bpf/netd].
     #[arg(long, value_name = "DIR")]
     pub pin_path: Option<PathBuf>,
@@ -210,8 +214,10 @@ impl Settings {
 /// The settings `netd run` works with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunConfig {
-    /// Interfaces to the underlay that get the XDP program; none on a single host.
+    /// Interfaces to the underlay that get netd's uplink program; none on a single host.
     pub uplinks: Vec<String>,
+    /// Which hook each uplink gets.
+    pub uplink_mode: crate::dataplane::uplink::UplinkMode,
     /// bpffs directory holding netd's pinned maps, programs and links.
     pub pin_path: PathBuf,
     pub metrics_addr: SocketAddr,
@@ -259,6 +265,7 @@ impl RunConfig {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9964)));
         let config = RunConfig {
             uplinks: s.uplinks,
+            uplink_mode: s.uplink_mode.unwrap_or_default(),
             pin_path: s
                 .pin_path
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_PATH)),

@@ -89,12 +89,16 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     };
     let mut datapath = load_keeping_state(layout, &cluster_id, &sizes)?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
-    let attached = uplink::attach_uplinks(&mut datapath, &config.uplinks)?;
+    let attached = uplink::attach_uplinks(
+        &mut datapath,
+        &uplink_facts(config).await?,
+        config.uplink_mode,
+    )?;
     if attached.is_empty() {
         info!("no uplink configured: serving this host only");
     }
     for a in &attached {
-        info!(uplink = %a.ifname, mode = a.mode, replaced = a.replaced, "XDP attached");
+        info!(uplink = %a.ifname, hook = %a.hook, why = %a.why, replaced = a.replaced, "uplink attached");
     }
     attach_host_local(&mut datapath);
     let counters = datapath.take_counters()?;
@@ -102,15 +106,18 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
 
     // VXLAN needs an address to send from and an uplink to send through.
     let underlay = underlay(config).await?;
-    let agent = Arc::new(Agent::new(
-        control,
-        &cluster_id,
-        datapath,
-        metrics.clone(),
-        underlay.overlay,
-        underlay.overlay_mtu,
-        Duration::from_secs(config.host_grace),
-    )?);
+    let agent = Arc::new(
+        Agent::new(
+            control,
+            &cluster_id,
+            datapath,
+            metrics.clone(),
+            underlay.overlay,
+            underlay.overlay_mtu,
+            Duration::from_secs(config.host_grace),
+        )?
+        .with_uplinks(attached),
+    );
     // Watch before the first pass, so a change committed during it is seen.
     let events = agent.control().watch();
     let me = crate::model::Host {
@@ -262,6 +269,21 @@ fn load_keeping_state(
     };
     upgrade.finish(layout)?;
     Ok(datapath)
+}
+
+/// What each uplink is, for the choice of its hook.
+async fn uplink_facts(config: &RunConfig) -> anyhow::Result<Vec<uplink::UplinkFacts>> {
+    let links = crate::netlink::Netlink::here()?;
+    let mut facts = Vec::with_capacity(config.uplinks.len());
+    for ifname in &config.uplinks {
+        // The error a user knows for a name that is not there.
+        crate::system::ifindex(ifname)?;
+        facts.push(uplink::UplinkFacts {
+            ifname: ifname.clone(),
+            veth: links.is_veth(ifname).await?,
+        });
+    }
+    Ok(facts)
 }
 
 /// This host's side of VXLAN.

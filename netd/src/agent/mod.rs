@@ -134,6 +134,8 @@ pub struct Agent<S> {
     directory: tokio::sync::watch::Sender<Arc<crate::monitor::Directory>>,
     monitor: Arc<crate::monitor::Hub>,
     traffic: Arc<crate::endpoint_traffic::TrafficSource>,
+    /// Each uplink's hook and why, as attached at start.
+    uplinks: Vec<crate::dataplane::uplink::UplinkAttachment>,
     state: Mutex<State>,
 }
 
@@ -180,6 +182,7 @@ impl<S: Store> Agent<S> {
             directory,
             monitor,
             traffic,
+            uplinks: Vec::new(),
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -196,8 +199,22 @@ impl<S: Store> Agent<S> {
         })
     }
 
+    /// The same, knowing how the uplinks were attached.
+    pub fn with_uplinks(
+        mut self,
+        uplinks: Vec<crate::dataplane::uplink::UplinkAttachment>,
+    ) -> Self {
+        self.uplinks = uplinks;
+        self
+    }
+
     pub fn control(&self) -> &Control<S> {
         &self.control
+    }
+
+    /// Each uplink's hook and why.
+    pub fn uplinks(&self) -> &[crate::dataplane::uplink::UplinkAttachment] {
+        &self.uplinks
     }
 
     /// The datapath's events, for `netd monitor`.

@@ -21,6 +21,9 @@ pub(super) async fn run(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("networks   {}", s.networks);
     println!("endpoints  {}", s.endpoints);
     println!("services   {}", s.services);
+    for u in &s.uplinks {
+        println!("uplink     {}: {} ({})", u.ifname, u.hook, u.why);
+    }
     println!(
         "attached   {}",
         if s.attachments.is_empty() {
