@@ -7,33 +7,57 @@
 use netd::dataplane::maps::{MapOp, MapWriter};
 use netd_common::counters::{DropReason, Hook, Verdict};
 
+use aya::programs::ProgramError;
+
 use crate::{
-    fixture::{addresses, assert_counted, Endpoint, Fixture, Slot},
+    fixture::{addresses, assert_counted, Endpoint, Fixture, Run, Slot},
     verdict::*,
 };
 
 /// A program by name, and its hook.
 #[derive(Clone, Copy, Debug)]
 pub enum Program {
+    /// TC on an endpoint's host veth.
     Tc(&'static str),
     Xdp(&'static str),
+    /// TC on an uplink.
+    TcUplink(&'static str),
 }
 
 impl Program {
     pub const ENDPOINT: Program = Program::Tc(netd_common::program_names::TC_ENDPOINT);
     pub const UPLINK: Program = Program::Xdp(netd_common::program_names::XDP_UPLINK);
+    pub const TC_UPLINK: Program = Program::TcUplink(netd_common::program_names::TC_UPLINK);
+    /// An uplink's entry point at either hook: a test of the uplink's
+    /// paths runs on both.
+    pub const UPLINKS: [Program; 2] = [Program::UPLINK, Program::TC_UPLINK];
 
     /// The hook whose counters it moves.
     pub fn hook(self) -> Hook {
         match self {
             Program::Tc(_) => Hook::TcEndpoint,
             Program::Xdp(_) => Hook::XdpUplink,
+            Program::TcUplink(_) => Hook::TcUplink,
         }
     }
 
-    /// The return value of `expect` at this program's hook.
-    fn verdict(self, expect: Expect) -> Option<i64> {
-        let tc = matches!(self, Program::Tc(_));
+    /// Whether it runs on skbs (TC).
+    pub fn is_tc(self) -> bool {
+        !matches!(self, Program::Xdp(_))
+    }
+
+    /// Runs it on `packet` through BPF_PROG_TEST_RUN.
+    pub fn run(self, f: &mut Fixture, packet: &[u8]) -> Result<Run, ProgramError> {
+        match self {
+            Program::Tc(name) | Program::TcUplink(name) => f.run_tc(name, packet),
+            Program::Xdp(name) => f.run_xdp(name, packet),
+        }
+    }
+
+    /// The return value of `expect` at this program's hook; `None` for
+    /// [`Expect::Refused`].
+    pub fn returns(self, expect: Expect) -> Option<i64> {
+        let tc = self.is_tc();
         Some(match expect {
             Expect::Refused => return None,
             Expect::Pass if tc => TC_ACT_OK,
@@ -133,6 +157,20 @@ impl Case {
     }
 }
 
+/// Each case of `table` at both of an uplink's hooks (XDP and TC): the
+/// same packets, the same outcomes.
+pub fn at_both_uplink_hooks(table: Vec<Case>) -> Vec<Case> {
+    table
+        .into_iter()
+        .flat_map(|case| {
+            Program::UPLINKS.map(|program| Case {
+                program,
+                ..case.clone()
+            })
+        })
+        .collect()
+}
+
 /// Runs every case of `table` in turn, each checked in full.
 pub fn run(f: &mut Fixture, table: &[Case]) {
     for case in table {
@@ -148,12 +186,9 @@ fn run_one(f: &mut Fixture, case: &Case) {
             .unwrap_or_else(|e| panic!("{what}: state: {e}"));
     }
     let before = f.snapshot();
-    let run = match case.program {
-        Program::Tc(name) => f.run_tc(name, &case.packet),
-        Program::Xdp(name) => f.run_xdp(name, &case.packet),
-    };
+    let run = case.program.run(f, &case.packet);
     let after = f.snapshot();
-    match (case.program.verdict(case.expect), run) {
+    match (case.program.returns(case.expect), run) {
         (None, Err(_)) => assert_eq!(before, after, "{what}: counters moved without a run"),
         (None, Ok(r)) => panic!("{what}: the kernel ran it ({r:?})"),
         (Some(_), Err(e)) => panic!("{what}: run: {e}"),

@@ -26,6 +26,18 @@ pub fn netd_bin() -> PathBuf {
 
 /// A netd started in `ns` through nsenter (not `ip netns exec`, whose
 /// private /sys would hide the shared bpffs).
+/// A netd binary `cargo xtask test` built from an earlier commit (`what`)
+/// and named in the environment variable `var`.
+pub fn built_by_xtask(var: &str, what: &str) -> PathBuf {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(bin) if bin.exists() => bin,
+        _ => panic!(
+            "{var} is not set or missing: run through `cargo xtask test`, which builds netd \
+             as of {what}"
+        ),
+    }
+}
+
 pub struct Netd {
     child: Option<Child>,
     pub pin_path: PathBuf,
@@ -122,6 +134,28 @@ impl Netd {
         let (ok, stdout, stderr) = self.cli(args);
         assert!(ok, "netd {args:?} failed: {stderr}");
         stdout
+    }
+
+    /// The hook `netd status` reports for `uplink` (`xdp native`, `tc`, ...).
+    pub fn uplink_hook(&self, uplink: &str) -> String {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ok(&["status", "--json"])).expect("status JSON");
+        status["uplinks"]
+            .as_array()
+            .and_then(|all| all.iter().find(|u| u["ifname"] == uplink))
+            .and_then(|u| u["hook"].as_str())
+            .unwrap_or_else(|| panic!("status names no hook for {uplink}: {status}"))
+            .to_string()
+    }
+
+    /// The counters' hook label of the programs on `uplink`: `xdp_uplink`
+    /// or `tc_uplink`, whichever `netd status` says it got.
+    pub fn uplink_counters(&self, uplink: &str) -> &'static str {
+        if self.uplink_hook(uplink) == "tc" {
+            "tc_uplink"
+        } else {
+            "xdp_uplink"
+        }
     }
 
     /// `netd endpoint create NAME --network NETWORK --netns SANDBOX EXTRA..`;

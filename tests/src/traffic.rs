@@ -153,3 +153,93 @@ pub fn mss(conn: &TcpStream) -> u32 {
         0
     }
 }
+
+/// A TCP stream to an [`echo_server`] kept flowing in the background:
+/// [`pattern`] bytes sent as fast as the path takes them, and what comes
+/// back checked against them, for "a transfer survives ...".
+pub struct StreamUnderway {
+    sending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: std::thread::JoinHandle<u64>,
+    reader: std::thread::JoinHandle<(u64, bool)>,
+}
+
+/// What a [`StreamUnderway`] moved: bytes sent, bytes echoed back, and
+/// whether every echoed byte was the one sent.
+#[derive(Debug)]
+pub struct StreamResult {
+    pub sent: u64,
+    pub echoed: u64,
+    pub exact: bool,
+}
+
+impl StreamUnderway {
+    /// Connects from `from` to `addr` and starts the stream.
+    pub fn start(from: &NetNs, addr: SocketAddr) -> Self {
+        use std::sync::{atomic::AtomicBool, Arc};
+        let conn = from
+            .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        // A stall longer than this is a broken transfer.
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        conn.set_write_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let sending = Arc::new(AtomicBool::new(true));
+        let chunk = pattern(251 * 64);
+        let sender = {
+            let sending = sending.clone();
+            let mut conn = conn.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while sending.load(std::sync::atomic::Ordering::SeqCst) {
+                    if conn.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    sent += chunk.len() as u64;
+                    // About 16 MB/s: a steady stream, not a flood.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+                sent
+            })
+        };
+        let reader = std::thread::spawn(move || {
+            let whole = pattern(251 * 64);
+            let (mut echoed, mut exact) = (0u64, true);
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match (&conn).read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        for (i, b) in buf[..n].iter().enumerate() {
+                            let at = (echoed as usize + i) % whole.len();
+                            exact &= *b == whole[at];
+                        }
+                        echoed += n as u64;
+                    }
+                }
+            }
+            (echoed, exact)
+        });
+        StreamUnderway {
+            sending,
+            sender,
+            reader,
+        }
+    }
+
+    /// Stops sending, reads the rest back and says what moved.
+    pub fn finish(self) -> StreamResult {
+        self.sending
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let sent = self.sender.join().expect("sender");
+        let (echoed, exact) = self.reader.join().expect("reader");
+        StreamResult {
+            sent,
+            echoed,
+            exact,
+        }
+    }
+}

@@ -197,6 +197,7 @@ fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
     build_netd(false)?;
     let old_netd = upgrade_base::ensure(root, upgrade_base::LAYOUT_1)?;
     let services_netd = upgrade_base::ensure(root, upgrade_base::SERVICES)?;
+    let xdp_uplinks_netd = upgrade_base::ensure(root, upgrade_base::XDP_UPLINKS)?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     let mut child = Command::new(cargo_bin())
@@ -204,6 +205,7 @@ fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
         .env("NETD_BIN", root.join("target/debug/netd"))
         .env("NETD_UPGRADE_FROM_BIN", old_netd)
         .env("NETD_UPGRADE_FROM_SERVICES_BIN", services_netd)
+        .env("NETD_UPGRADE_FROM_XDP_UPLINKS_BIN", xdp_uplinks_netd)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

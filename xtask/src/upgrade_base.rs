@@ -1,6 +1,7 @@
 //! The netds an upgrade test starts from, built once from the
 //! repository's history into target/upgrade-from/: the last commit of pin
-//! layout 1, and the first release with services (conntrack in flight).
+//! layout 1, the first release with services (conntrack in flight), and
+//! the last release whose uplinks were XDP only.
 
 use std::{
     fs,
@@ -16,6 +17,10 @@ pub const LAYOUT_1: &str = "60c3a5f8585d345c95e2fc1e43058bb843560e3a";
 /// The last landed commit before client affinity (`NETD_AFFINITY`): VIPs,
 /// conntrack and the tail-called programs, pinned.
 pub const SERVICES: &str = "177d056fea36817d49a5c59b844939fea5fe9bb0";
+
+/// The last landed commit before per-uplink hooks: every uplink at XDP,
+/// the routing mesh with its pinned maps.
+pub const XDP_UPLINKS: &str = "e0f9994319d4d86a0adab66b2ef6d541649f6595";
 
 /// The netd binary of `commit`, built when missing.
 pub fn ensure(root: &Path, commit: &str) -> Result<PathBuf> {

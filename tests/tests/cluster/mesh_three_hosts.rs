@@ -53,8 +53,12 @@ impl Drop for World {
 }
 
 fn world(extra: &[&str]) -> World {
+    // The underlay made to act like NICs: the uplinks take the XDP path.
     let (underlay, etcd, hosts) = cluster(3, |_| {
-        let mut args = vec!["--uplink=uplink0".to_string()];
+        let mut args = vec![
+            "--uplink=uplink0".to_string(),
+            "--uplink-mode=xdp".to_string(),
+        ];
         args.extend(extra.iter().map(|a| a.to_string()));
         args
     });

@@ -39,9 +39,10 @@ fn endpoints_on_two_hosts_talk_over_vxlan() {
     assert!(ping(&s1, &ip0, 3), "host-1 -> host-0");
     assert!(tcp(&s0, &s1, &ip1, 256 << 10), "TCP across hosts");
     let scrape = hosts[1].netd.scrape(&hosts[1].ns).expect("metrics");
+    let uplink = hosts[1].netd.uplink_counters("uplink0");
     let decapped = metric(
         &scrape,
-        "netd_packets_total{hook=\"xdp_uplink\",verdict=\"redirect\"}",
+        &format!("netd_packets_total{{hook=\"{uplink}\",verdict=\"redirect\"}}"),
     )
     .expect("counter");
     assert!(decapped >= 3, "host-1 decapsulated {decapped} packets");

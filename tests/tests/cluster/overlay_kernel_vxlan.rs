@@ -233,13 +233,16 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
     netd.ok(&["endpoint", "rm", "k1"]);
     netd.ok(&["host", "rm", "kernel-1"]);
     assert!(!netd.ok(&["host", "ls"]).contains("kernel-1"));
-    let passed = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
-    let before = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), passed).unwrap_or(0);
+    let passed = format!(
+        "netd_packets_total{{hook=\"{}\",verdict=\"pass\"}}",
+        netd.uplink_counters("uplink0")
+    );
+    let before = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), &passed).unwrap_or(0);
     assert!(
         !ping(&kc, &e0_ip, 2),
         "a removed host's VXLAN was delivered"
     );
-    let after = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), passed).unwrap_or(0);
+    let after = metric(&netd.scrape(&hosts[0].ns).expect("metrics"), &passed).unwrap_or(0);
     assert!(
         after >= before + 2,
         "the uplink passed {} packets",
@@ -276,19 +279,20 @@ fn a_kernel_vxlan_device_beside_netd_on_its_uplink_keeps_working() {
     );
     kernel_vxlan(&peer, "vx42", "42", &other_ip, &netd_ip, "10.242.0.2/24");
 
-    let pass = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let uplink = hosts[0].netd.uplink_counters("uplink0");
+    let pass = format!("netd_packets_total{{hook=\"{uplink}\",verdict=\"pass\"}}");
     let scrape = || hosts[0].netd.scrape(&hosts[0].ns).expect("metrics");
-    let before = metric(&scrape(), pass).expect("pass counter");
+    let before = metric(&scrape(), &pass).expect("pass counter");
     assert!(
         ping(&hosts[0].ns, "10.242.0.2", 3) && ping(&peer, "10.242.0.1", 3),
         "the kernel VXLAN device stopped working with netd on the uplink"
     );
-    let after = metric(&scrape(), pass).expect("pass counter");
+    let after = metric(&scrape(), &pass).expect("pass counter");
     assert!(
         after >= before + 6,
-        "netd's XDP saw {} of its packets",
+        "netd's uplink program saw {} of its packets",
         after - before
     );
-    let unknown = "netd_drops_total{hook=\"xdp_uplink\",reason=\"unknown_host\"}";
-    assert_eq!(metric(&scrape(), unknown), Some(0));
+    let unknown = format!("netd_drops_total{{hook=\"{uplink}\",reason=\"unknown_host\"}}");
+    assert_eq!(metric(&scrape(), &unknown), Some(0));
 }

@@ -121,7 +121,10 @@ fn three_tiers_on_three_hosts_only_the_allowed_pairs_talk_on_every_path() {
     );
     let denied = metric(
         &metrics,
-        "netd_drops_total{hook=\"xdp_uplink\",reason=\"policy_denied\"}",
+        &format!(
+            "netd_drops_total{{hook=\"{}\",reason=\"policy_denied\"}}",
+            h1.netd.uplink_counters("uplink0")
+        ),
     )
     .unwrap_or(0);
     assert!(denied >= 3, "refused at host 1's decap: {denied}");

@@ -14,5 +14,6 @@ mod monitor_reasons;
 mod netns_traffic;
 mod policy_scale;
 mod policy_single_host;
+mod published_uplink;
 mod services_single_host;
 mod upgrade;

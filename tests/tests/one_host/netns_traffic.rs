@@ -12,7 +12,7 @@ use std::{
 use netd_tests::{
     fixture::TempPins,
     free_port,
-    netns::{veth_between, NetNs},
+    netns::{veth_between, within, NetNs},
     process::{metric, netd_bin, Netd},
     unique_name,
 };
@@ -85,26 +85,82 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
+/// How a hook shows on the uplink, to `ip` and `bpftool`.
+struct HookSeen {
+    /// `--uplink-mode`.
+    mode: &'static str,
+    /// What `netd status` names it.
+    status: &'static str,
+    /// The counters' label.
+    counters: &'static str,
+    program: &'static str,
+}
+
+const TC_HOOK: HookSeen = HookSeen {
+    mode: "auto",
+    status: "tc",
+    counters: "tc_uplink",
+    program: "netd_tc_uplink",
+};
+
+const XDP_HOOK: HookSeen = HookSeen {
+    mode: "xdp",
+    status: "xdp native",
+    counters: "xdp_uplink",
+    program: "netd_xdp_uplink",
+};
+
+/// Whether `program` is attached to `ifname` in `ns`: XDP as `ip -d link`
+/// shows it, TCX as the kernel lists the device's ingress programs.
+fn attached(ns: &NetNs, ifname: &str, program: &str) -> bool {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    if program.contains("xdp") {
+        let link = ns.ip(&["-d", "link", "show", ifname]);
+        let link = String::from_utf8_lossy(&link.stdout);
+        return link.contains("prog/xdp") && link.contains(program);
+    }
+    within(ns, || {
+        SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
+    })
+    .map(|(_, progs)| progs.iter().any(|p| p.name_as_str() == Some(program)))
+    .unwrap_or(false)
+}
+
 #[test]
-fn traffic_passes_unharmed_and_metrics_count_it() {
+fn on_a_veth_uplink_netd_takes_tc_and_traffic_passes_unharmed_and_counted() {
+    passes_unharmed_and_counted(&TC_HOOK);
+}
+
+#[test]
+fn with_uplink_mode_xdp_a_veth_uplink_takes_xdp_and_traffic_passes_unharmed_and_counted() {
+    passes_unharmed_and_counted(&XDP_HOOK);
+}
+
+fn passes_unharmed_and_counted(hook: &HookSeen) {
     let w = world();
     let pins = TempPins::new();
     let mut netd = Netd::start(
         &w.a,
         pins.layout.root(),
         free_port(),
-        &["--uplink", &w.a_if],
+        &["--uplink", &w.a_if, "--uplink-mode", hook.mode],
     );
     netd.wait_ready(&w.a);
 
-    // The XDP program is attached to the uplink, natively, and bpftool sees it.
-    let link = w.a.ip(&["-d", "link", "show", &w.a_if]);
-    let link = String::from_utf8_lossy(&link.stdout);
+    // The hook netd says it took is the one attached, and bpftool sees it.
+    assert_eq!(netd.uplink_hook(&w.a_if), hook.status);
+    let status = netd.ok(&["status"]);
     assert!(
-        link.contains("prog/xdp") && link.contains("netd_xdp_uplink"),
-        "{link}"
+        status.contains(&format!("uplink     {}: {} (", w.a_if, hook.status)),
+        "{status}"
     );
-    let prog = pins.layout.progs().join("netd_xdp_uplink");
+    assert!(
+        attached(&w.a, &w.a_if, hook.program),
+        "{} not on {}",
+        hook.program,
+        w.a_if
+    );
+    let prog = pins.layout.progs().join(hook.program);
     let bpftool = Command::new("bpftool")
         .args(["prog", "show", "pinned"])
         .arg(&prog)
@@ -112,14 +168,23 @@ fn traffic_passes_unharmed_and_metrics_count_it() {
         .expect("bpftool");
     let listed = String::from_utf8_lossy(&bpftool.stdout);
     assert!(
-        bpftool.status.success() && listed.contains("xdp") && listed.contains("netd_xdp_uplink"),
+        bpftool.status.success() && listed.contains(hook.program),
         "{listed}"
     );
 
     let before = netd.scrape(&w.a).expect("scrape");
-    let pass = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
-    let pass_bytes = "netd_bytes_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
-    let drops = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"drop\"}";
+    let pass = format!(
+        "netd_packets_total{{hook=\"{}\",verdict=\"pass\"}}",
+        hook.counters
+    );
+    let pass_bytes = format!(
+        "netd_bytes_total{{hook=\"{}\",verdict=\"pass\"}}",
+        hook.counters
+    );
+    let drops = format!(
+        "netd_packets_total{{hook=\"{}\",verdict=\"drop\"}}",
+        hook.counters
+    );
 
     let ping =
         w.b.exec("ping", &["-c", "5", "-i", "0.2", "-W", "2", A_ADDR]);
@@ -130,7 +195,7 @@ fn traffic_passes_unharmed_and_metrics_count_it() {
     );
     let mid = netd.scrape(&w.a).expect("scrape");
     let pinged =
-        metric(&mid, pass).expect("pass counter") - metric(&before, pass).expect("pass counter");
+        metric(&mid, &pass).expect("pass counter") - metric(&before, &pass).expect("pass counter");
     assert!(
         pinged >= 5,
         "5 echo requests reached A but the pass counter moved by {pinged}"
@@ -143,8 +208,8 @@ fn traffic_passes_unharmed_and_metrics_count_it() {
 
     let after = netd.scrape(&w.a).expect("scrape");
     let bytes =
-        metric(&after, pass_bytes).expect("bytes") - metric(&mid, pass_bytes).expect("bytes");
-    let packets = metric(&after, pass).expect("pass") - metric(&mid, pass).expect("pass");
+        metric(&after, &pass_bytes).expect("bytes") - metric(&mid, &pass_bytes).expect("bytes");
+    let packets = metric(&after, &pass).expect("pass") - metric(&mid, &pass).expect("pass");
     assert!(
         bytes >= LEN as u64,
         "{LEN} bytes sent through the uplink, pass bytes moved by {bytes}"
@@ -154,7 +219,7 @@ fn traffic_passes_unharmed_and_metrics_count_it() {
         "pass packets moved by only {packets}"
     );
     assert_eq!(
-        metric(&after, drops),
+        metric(&after, &drops),
         Some(0),
         "no drops expected:\n{after}"
     );
@@ -162,10 +227,10 @@ fn traffic_passes_unharmed_and_metrics_count_it() {
     // SIGTERM: a clean exit that leaves the datapath attached...
     let status = netd.stop();
     assert!(status.success(), "netd exit {status}:\n{}", netd.log());
-    let link = w.a.ip(&["-d", "link", "show", &w.a_if]);
     assert!(
-        String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
-        "XDP gone after stop"
+        attached(&w.a, &w.a_if, hook.program),
+        "{} gone after stop",
+        hook.program
     );
     let ping =
         w.b.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", A_ADDR]);
@@ -178,12 +243,42 @@ fn traffic_passes_unharmed_and_metrics_count_it() {
         "teardown: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let link = w.a.ip(&["-d", "link", "show", &w.a_if]);
     assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
-        "XDP left after teardown"
+        !attached(&w.a, &w.a_if, hook.program),
+        "{} left after teardown",
+        hook.program
     );
     assert!(!pins.layout.root().exists(), "pins left after teardown");
+}
+
+/// Started with the other mode, a netd moves the uplink to the other
+/// hook: the new one attached before the old one goes, traffic passing
+/// throughout, and nothing of the old hook left.
+#[test]
+fn a_netd_restarted_with_another_uplink_mode_moves_the_uplink_to_that_hook() {
+    let w = world();
+    let pins = TempPins::new();
+    let mut netd = Netd::start(
+        &w.a,
+        pins.layout.root(),
+        free_port(),
+        &["--uplink", &w.a_if, "--uplink-mode", "xdp"],
+    );
+    netd.wait_ready(&w.a);
+    assert!(attached(&w.a, &w.a_if, XDP_HOOK.program));
+    assert!(netd.stop().success());
+    netd.set_flag("--uplink-mode", "tc");
+    netd.restart(&w.a);
+    assert_eq!(netd.uplink_hook(&w.a_if), "tc");
+    assert!(attached(&w.a, &w.a_if, TC_HOOK.program));
+    assert!(
+        !attached(&w.a, &w.a_if, XDP_HOOK.program),
+        "the XDP hook stayed beside TC"
+    );
+    let ping =
+        w.b.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", A_ADDR]);
+    assert!(ping.status.success(), "ping after the move");
+    assert!(netd.stop().success());
 }
 
 #[test]
@@ -200,7 +295,7 @@ fn a_restarted_netd_swaps_its_program_in_and_keeps_the_counters() {
     let ping =
         w.b.exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", A_ADDR]);
     assert!(ping.status.success());
-    let pass = "netd_packets_total{hook=\"xdp_uplink\",verdict=\"pass\"}";
+    let pass = "netd_packets_total{hook=\"tc_uplink\",verdict=\"pass\"}";
     let counted = metric(&first.scrape(&w.a).expect("scrape"), pass).expect("pass");
     assert!(first.stop().success());
 

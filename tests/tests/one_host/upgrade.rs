@@ -17,20 +17,10 @@ use netd_tests::{
     fixture::TempPins,
     free_port,
     netns::NetNs,
-    process::{metric, netd_bin, Netd},
+    process::{built_by_xtask, metric, netd_bin, Netd},
     services::{connect, serve, shares, tcp_connections, Talker},
     traffic::{ping, PingUnderway},
 };
-
-fn built_by_xtask(var: &str, what: &str) -> PathBuf {
-    match std::env::var_os(var).map(PathBuf::from) {
-        Some(bin) if bin.exists() => bin,
-        _ => panic!(
-            "{var} is not set or missing: run through `cargo xtask test`, which builds netd \
-             as of {what}"
-        ),
-    }
-}
 
 fn old_netd() -> PathBuf {
     built_by_xtask("NETD_UPGRADE_FROM_BIN", "the last layout-1 commit")
