@@ -116,6 +116,58 @@ fn unreachable(ip: &[u8; IPV4_HLEN], l4: &[u8; 8], code: u8, mtu: u16) -> [u8; U
     out
 }
 
+/// How much of the transport header the answer built around an skb quotes
+/// ([`fragmentation_needed_around`]): a TCP header without options whole
+/// (its checksum is at 16), then a word no receiver reads and the
+/// compensation word.
+pub const QUOTED_TRANSPORT: usize = 24;
+/// The headers that answer puts in front of the packet's own IPv4 header:
+/// its IPv4 header and its ICMP header.
+pub const AROUND_HEADERS: usize = IPV4_HLEN + 8;
+
+/// The ICMP fragmentation needed answering a TCP segment or UDP datagram
+/// that an skb may still carry with a partial checksum (sent over a veth
+/// by a local stack, which leaves its transport checksum for the device:
+/// the kernel sums from the transport header to the end of the packet and
+/// writes the result over the checksum field, on the way out of any
+/// device that does not offload it).
+///
+/// The packet's IPv4 header `ip` and first [`QUOTED_TRANSPORT`] bytes `l4`
+/// stay where they are, quoted, and the answer's headers go in front. The
+/// last quoted word is set so that the kernel's sum comes out to the
+/// checksum field's own value: finishing the checksum changes nothing, and
+/// the ICMP checksum holds whether or not a device finishes it. Returns
+/// the headers to insert and the quoted transport bytes to write back;
+/// `None` for a protocol other than TCP and UDP.
+#[inline(always)]
+pub fn fragmentation_needed_around(
+    ip: &[u8; IPV4_HLEN],
+    l4: &[u8; QUOTED_TRANSPORT],
+    mtu: u16,
+) -> Option<([u8; AROUND_HEADERS], [u8; QUOTED_TRANSPORT])> {
+    let field = crate::nat::l4_check_offset(ip[9])?;
+    let mut quoted = *l4;
+    quoted[QUOTED_TRANSPORT - 2] = 0;
+    quoted[QUOTED_TRANSPORT - 1] = 0;
+    let seed = u32::from(u16::from_be_bytes([quoted[field], quoted[field + 1]]));
+    // The kernel writes ~(sum of the quote), the field included: with the
+    // rest summing to ~(2 * field), that is the field itself.
+    let compensation = !checksum::fold(checksum::sum(&quoted) + seed);
+    quoted[QUOTED_TRANSPORT - 2..].copy_from_slice(&compensation.to_be_bytes());
+
+    const TOTAL: usize = AROUND_HEADERS + IPV4_HLEN + QUOTED_TRANSPORT;
+    let (src, dst) = (addr(ip, 16), addr(ip, 12));
+    let mut headers = [0u8; AROUND_HEADERS];
+    headers[..IPV4_HLEN].copy_from_slice(&ipv4_header(TOTAL as u16, PROTO_ICMP, src, dst));
+    let icmp = &mut headers[IPV4_HLEN..];
+    icmp[0] = ICMP_DEST_UNREACH;
+    icmp[1] = ICMP_FRAG_NEEDED;
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    let sum = checksum::sum(icmp) + checksum::sum(ip) + checksum::sum(&quoted);
+    icmp[2..4].copy_from_slice(&(!checksum::fold(sum)).to_be_bytes());
+    Some((headers, quoted))
+}
+
 /// Whether the IPv4 header `ip` forbids fragmenting its packet.
 #[inline(always)]
 pub fn dont_fragment(ip: &[u8; IPV4_HLEN]) -> bool {
@@ -248,6 +300,81 @@ mod tests {
         let mut unset = ip;
         unset[6] &= !0x40;
         assert!(!dont_fragment(&unset));
+    }
+
+    /// What the kernel's skb_checksum_help does to a packet whose partial
+    /// checksum starts at `start` with its field `offset` bytes further.
+    fn finish_partial(packet: &mut [u8], start: usize, offset: usize) {
+        let folded = !crate::checksum::fold(crate::checksum::sum(&packet[start..]));
+        let written = if folded == 0 { 0xffff } else { folded };
+        packet[start + offset..start + offset + 2].copy_from_slice(&written.to_be_bytes());
+    }
+
+    #[test]
+    fn an_answer_around_a_partial_checksum_stays_whole_whether_or_not_it_is_finished() {
+        let mut syn = Vec::new();
+        PacketBuilder::ipv4(CLIENT, VIP, 64)
+            .tcp(40000, 80, 1000, 64240)
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .unwrap()
+            .write(&mut syn, &[7; 1400])
+            .unwrap();
+        let mut datagram = Vec::new();
+        PacketBuilder::ipv4(CLIENT, VIP, 64)
+            .udp(40000, 53)
+            .write(&mut datagram, &[9; 1400])
+            .unwrap();
+        for (packet, field) in [(syn, 16), (datagram, 6)] {
+            // A partial checksum: the pseudo-header's sum, not the final one.
+            let mut packet = packet;
+            packet[20 + field..20 + field + 2].copy_from_slice(&0x1234u16.to_be_bytes());
+            let (ip, l4) = split(&packet, QUOTED_TRANSPORT);
+            let (headers, quoted) =
+                fragmentation_needed_around(&ip, &l4.clone().try_into().unwrap(), 1450)
+                    .expect("TCP and UDP are answered");
+            assert_eq!(
+                quoted[..22],
+                l4[..22],
+                "the transport header quoted as it came"
+            );
+            let mut answer = [&headers[..], &ip[..], &quoted[..]].concat();
+            let check = |answer: &[u8], what: &str| {
+                let p = SlicedPacket::from_ip(answer).expect("parses");
+                let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+                    panic!("not ICMP")
+                };
+                assert_eq!(
+                    icmp.icmp_type(),
+                    Icmpv4Type::DestinationUnreachable(
+                        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                            next_hop_mtu: 1450
+                        }
+                    ),
+                    "{what}"
+                );
+                let again =
+                    etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+                assert_eq!(again.checksum, icmp.checksum(), "{what}: ICMP checksum");
+                assert_eq!(
+                    &icmp.payload()[..20],
+                    &ip[..],
+                    "{what}: the IPv4 header quoted"
+                );
+            };
+            check(&answer, "as written");
+            let transport = AROUND_HEADERS + IPV4_HLEN;
+            finish_partial(&mut answer, transport, field);
+            check(&answer, "once a device finished the partial checksum");
+        }
+    }
+
+    #[test]
+    fn an_answer_around_a_partial_checksum_is_for_tcp_and_udp_only() {
+        let mut ip = [0u8; IPV4_HLEN];
+        ip[0] = 0x45;
+        ip[9] = PROTO_ICMP;
+        assert!(fragmentation_needed_around(&ip, &[0; QUOTED_TRANSPORT], 1450).is_none());
     }
 
     #[test]

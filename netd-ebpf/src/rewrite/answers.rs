@@ -4,13 +4,16 @@
 //! needed for what the routing mesh's tunnel cannot carry.
 
 use aya_ebpf::{
-    bindings::{__sk_buff, xdp_md},
+    bindings::{__sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_md},
     helpers::generated::{bpf_skb_change_tail, bpf_xdp_adjust_tail},
     programs::{TcContext, XdpContext},
 };
 use netd_common::{
     parse::Frame,
-    refusal::{fragmentation_needed, port_unreachable, tcp_reset, RESET_LEN, UNREACHABLE_LEN},
+    refusal::{
+        fragmentation_needed, fragmentation_needed_around, port_unreachable, tcp_reset,
+        AROUND_HEADERS, QUOTED_TRANSPORT, RESET_LEN, UNREACHABLE_LEN,
+    },
     service::{PROTO_TCP, PROTO_UDP},
 };
 
@@ -125,8 +128,12 @@ pub fn too_big(ctx: *mut xdp_md, l3: u16, l4: u16, mtu: u16) -> Result<(), ()> {
 }
 
 /// At TC: the packet becomes the ICMP fragmentation needed that answers
-/// it, as [`too_big`] does at XDP, the frame cut to the answer's length.
-/// A BPF call with its own frame: the answer is built on the stack.
+/// it, built around it (`refusal::fragmentation_needed_around`): its IPv4
+/// header and first transport bytes stay where they are, quoted, the rest
+/// is cut off, and the answer's headers go in front. An skb from a veth
+/// may carry a partial checksum the kernel finishes on the way out; so
+/// built, the answer stays whole either way. A BPF call with its own
+/// frame: the answer is built on the stack.
 #[inline(never)]
 pub fn too_big_tc(skb: *mut __sk_buff, at: &Target, mtu: u16) -> Result<(), ()> {
     let ctx = &TcContext::new(skb);
@@ -136,11 +143,14 @@ pub fn too_big_tc(skb: *mut __sk_buff, at: &Target, mtu: u16) -> Result<(), ()> 
     if ip[0] != 0x45 || l4 != l3 + 20 {
         return Err(());
     }
-    let quoted: [u8; 8] = frame.load(l4)?;
+    let transport: [u8; QUOTED_TRANSPORT] = frame.load(l4)?;
     let macs: [u8; 2 * ETH_ALEN] = frame.load(0)?;
-    let answer = fragmentation_needed(&ip, &quoted, mtu);
-    resize(ctx, l3 + UNREACHABLE_LEN)?;
-    ctx.store(l3, &answer, 0).map_err(|_| ())?;
+    let (headers, quoted) = fragmentation_needed_around(&ip, &transport, mtu).ok_or(())?;
+    resize(ctx, l4 + QUOTED_TRANSPORT)?;
+    ctx.adjust_room(AROUND_HEADERS as i32, BPF_ADJ_ROOM_MAC, 0)
+        .map_err(|_| ())?;
+    ctx.store(l3, &headers, 0).map_err(|_| ())?;
+    ctx.store(l4 + AROUND_HEADERS, &quoted, 0).map_err(|_| ())?;
     let mut swapped = [0u8; 2 * ETH_ALEN];
     swapped[..ETH_ALEN].copy_from_slice(&macs[ETH_ALEN..]);
     swapped[ETH_ALEN..].copy_from_slice(&macs[..ETH_ALEN]);
