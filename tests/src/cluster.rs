@@ -121,6 +121,15 @@ pub fn kernel_vxlan_bridge(host: &NetNs, vni: &str, local: &str, peer: &str, bri
     }
 }
 
+/// A client outside the cluster on the underlay at `address`, a plain
+/// veth with its default offloads: its TCP and UDP checksums arrive
+/// partial, as from any veth.
+pub fn plain_client(underlay: &NetNs, prefix: &str, address: &str) -> NetNs {
+    let client = NetNs::new(prefix);
+    plug_into_underlay(underlay, &client, address);
+    client
+}
+
 /// A client outside the cluster on the underlay at `address`, its frames
 /// arriving with whole checksums, as from a NIC.
 pub fn outside_client(underlay: &NetNs, prefix: &str, address: &str) -> NetNs {

@@ -2,8 +2,12 @@
 //! create -o netd.overlay=true` on both is one network, containers on
 //! either host talk, addresses are unique cluster-wide even when both hosts
 //! hand them out at once, labelled containers of both hosts are one
-//! service's backends, `docker run -p` publishes at its host's address,
-//! and the network stays until the last host removes it.
+//! service's backends (published through either host to both), `docker
+//! run -p` publishes at its host's address, and the network stays until
+//! the last host removes it.
+//!
+//! The lab is the plain one users build first: veths with their default
+//! offloads and a plain bridge, so the uplinks take TC.
 //!
 //! Each host is a namespace on the underlay with its netd and its own
 //! dockerd. The simulated hosts share one filesystem, where dockerd finds
@@ -11,7 +15,7 @@
 //! `netd-hi` (on real hosts every netd is `netd`).
 
 use netd_tests::{
-    cluster::{cluster, eventually, outside_client, underlay_takes_xdp_tx, Host, UNDERLAY_PREFIX},
+    cluster::{cluster, eventually, plain_client, Host, UNDERLAY_PREFIX},
     dns::{parse_nslookup, Upstream},
     docker::{Docker, IMAGE},
     etcd::Etcd,
@@ -22,6 +26,8 @@ use serde_json::Value;
 const SUBNET: &str = "10.57.0.0/24";
 const CLIENT: &str = "10.96.0.100";
 const PUBLISHED: u16 = 28081;
+/// The labelled containers' service, published in ingress mode.
+const WEB_PUBLISHED: u16 = 30090;
 const GATEWAY: &str = "10.57.0.1";
 const OUTSIDE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 7);
 
@@ -68,6 +74,30 @@ fn greeting(docker: &Docker, from: &str, ip: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     said
+}
+
+/// The line a greeter sends to a connection from `client` to `ip:port`
+/// (empty while its nc is between connections).
+fn greeting_at(client: &NetNs, ip: &str, port: u16) -> String {
+    use std::io::Read;
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    let said = client
+        .run(move || {
+            let mut conn =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+                    .ok()?;
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .ok()?;
+            let mut line = String::new();
+            conn.read_to_string(&mut line).ok()?;
+            Some(line.trim().to_string())
+        })
+        .join()
+        .expect("client thread");
+    if said.is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    said.unwrap_or_default()
 }
 
 /// `busybox nslookup NAME` in `container`, through its resolv.conf.
@@ -127,8 +157,7 @@ fn world() -> World {
             s.spawn(|| d.import_busybox());
         }
     });
-    underlay_takes_xdp_tx(&underlay);
-    let client = outside_client(&underlay, "ndDc", CLIENT);
+    let client = plain_client(&underlay, "ndDc", CLIENT);
     // The cluster's upstream resolver, outside it on the underlay.
     let upstream = Upstream::start(
         &client,
@@ -252,6 +281,8 @@ fn two_docker_hosts_share_one_overlay_network() {
         "app=web",
         "--port",
         "80:8080/tcp",
+        "--publish",
+        &format!("{WEB_PUBLISHED}:8080/tcp"),
     ]);
     let vip = created.split_whitespace().nth(1).expect("VIP").to_string();
     greeter(a, "w0", &["--label", "app=web"]);
@@ -267,6 +298,23 @@ fn two_docker_hosts_share_one_overlay_network() {
     assert!(
         seen.contains("hello-w0") && seen.contains("hello-w1"),
         "the VIP reaches backends on both hosts: {seen:?}"
+    );
+    // Published: through host A's address, from the client outside the
+    // cluster, to A's own backend and to B's.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        if seen.len() == 2 {
+            break;
+        }
+        let said = greeting_at(client, &host_address(0), WEB_PUBLISHED);
+        if !said.is_empty() {
+            seen.insert(said);
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["hello-w0", "hello-w1"],
+        "web's published port through host A"
     );
     // Names, from a container through Docker's resolver to netd's.
     let w_ips = {
