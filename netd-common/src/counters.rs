@@ -38,16 +38,25 @@ pub enum Hook {
     /// TC ingress on an uplink whose XDP cannot be trusted (a veth): the
     /// same packets as `XdpUplink`, as skbs.
     TcUplink = 2,
+    /// The cgroup socket hooks: the host's own connections to published
+    /// ports (no bytes: each call counts once).
+    Sock = 3,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::XdpUplink, Hook::TcEndpoint, Hook::TcUplink];
+    pub const ALL: [Hook; 4] = [
+        Hook::XdpUplink,
+        Hook::TcEndpoint,
+        Hook::TcUplink,
+        Hook::Sock,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Hook::XdpUplink => "xdp_uplink",
             Hook::TcEndpoint => "tc_endpoint",
             Hook::TcUplink => "tc_uplink",
+            Hook::Sock => "sock",
         }
     }
 }
@@ -126,10 +135,12 @@ pub enum DropReason {
     /// Refused by policy: a deny rule, or no rule allowing it in a
     /// direction that is default-deny (the rule's own counters say which).
     PolicyDenied = 16,
+    /// To a published port from a source its allowed ranges leave out.
+    SourceRefused = 17,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -147,6 +158,7 @@ impl DropReason {
         DropReason::NoNeighbour,
         DropReason::TooBig,
         DropReason::PolicyDenied,
+        DropReason::SourceRefused,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -168,6 +180,7 @@ impl DropReason {
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::TooBig => "too_big",
             DropReason::PolicyDenied => "policy_denied",
+            DropReason::SourceRefused => "source_refused",
         }
     }
 }

@@ -31,6 +31,58 @@ pub struct PublishedKey {
     pub _pad: u8,
 }
 
+/// `NETD_PUBLISH_ALLOW` data: a published port and a source address (its
+/// first bits: the prefix); present, the source may open flows to the port.
+/// Only a port whose entry carries `SERVICE_SOURCE_RANGES` is checked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct PublishAllow {
+    /// Network byte order.
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+    pub source: [u8; 4],
+}
+
+/// `NETD_PUBLISH_ALLOW`'s whole key, as userspace writes it: the prefix
+/// length, then the data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct PublishAllowKey {
+    pub prefixlen: u32,
+    pub data: PublishAllow,
+}
+
+impl PublishAllowKey {
+    /// The key of the range `source`/`source_bits` on a published port.
+    pub fn range(port: u16, proto: u8, source: [u8; 4], source_bits: u8) -> Self {
+        PublishAllowKey {
+            prefixlen: PublishAllow::prefix_len(source_bits),
+            data: PublishAllow::new(port.to_be_bytes(), proto, source),
+        }
+    }
+}
+
+/// The port's bits in a `NETD_PUBLISH_ALLOW` prefix: port, protocol and
+/// the pad, matched whole.
+pub const PUBLISH_ALLOW_PORT_BITS: u32 = 32;
+
+impl PublishAllow {
+    pub const fn new(port: [u8; 2], proto: u8, source: [u8; 4]) -> Self {
+        PublishAllow {
+            port,
+            proto,
+            _pad: 0,
+            source,
+        }
+    }
+
+    /// The LPM prefix length of a range of `source_bits` (a /24: 24).
+    pub const fn prefix_len(source_bits: u8) -> u32 {
+        PUBLISH_ALLOW_PORT_BITS + source_bits as u32
+    }
+}
+
 /// `NETD_MESH_NEIGH` value, by client address: where the ingress host
 /// sends replies to that client.
 #[repr(C)]
@@ -190,6 +242,8 @@ pub mod host_local {
 mod user {
     // SAFETY: all are repr(C), Pod (checked by bytemuck), no padding.
     unsafe impl aya::Pod for super::PublishedKey {}
+    unsafe impl aya::Pod for super::PublishAllow {}
+    unsafe impl aya::Pod for super::PublishAllowKey {}
     unsafe impl aya::Pod for super::MeshNeighbour {}
     unsafe impl aya::Pod for super::TunnelReturn {}
     unsafe impl aya::Pod for super::SockRevNatKey {}
@@ -268,6 +322,9 @@ mod tests {
         assert_eq!(size_of::<MeshNeighbour>(), 16);
         assert_eq!(size_of::<TunnelReturn>(), 16);
         assert_eq!(size_of::<SockRevNatKey>(), 16);
+        // The port's 32 bits, then the source's: a /24 is a 56-bit prefix.
+        assert_eq!(size_of::<PublishAllow>(), 8);
+        assert_eq!(PublishAllow::prefix_len(24), 56);
         assert_eq!(size_of::<SockRevNatEntry>(), 8);
     }
 

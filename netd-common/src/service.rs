@@ -57,7 +57,7 @@ pub struct ServiceEntry {
     pub active: u32,
     /// The port on the backends, network byte order.
     pub target_port: [u8; 2],
-    /// [`SERVICE_AFFINITY`], or 0.
+    /// [`SERVICE_AFFINITY`], [`SERVICE_SOURCE_RANGES`], or 0.
     pub flags: u16,
     /// With [`SERVICE_AFFINITY`]: how long a client keeps its backend
     /// after its last new flow, in seconds.
@@ -67,6 +67,9 @@ pub struct ServiceEntry {
 /// A client's new flows go to the backend its last one had (while that
 /// backend takes new flows and within `affinity_secs`): `NETD_AFFINITY`.
 pub const SERVICE_AFFINITY: u16 = 1;
+
+/// A published port open only to the sources in `NETD_PUBLISH_ALLOW`.
+pub const SERVICE_SOURCE_RANGES: u16 = 2;
 
 /// `NETD_AFFINITY` key: a client of a service.
 #[repr(C)]

@@ -151,6 +151,11 @@ macro_rules! for_each_table {
             /// service entry new flows to them are balanced by.
             NETD_PUBLISHED: Hash<$crate::mesh::PublishedKey, $crate::service::ServiceEntry>,
                 4096, 0, Control(7), Fixed;
+            /// The sources each published port with ranges lets in, by
+            /// (port, protocol) and then the source as a prefix. Written
+            /// before the ports that check them.
+            NETD_PUBLISH_ALLOW: LpmTrie<$crate::mesh::PublishAllow, u32>,
+                16384, 0, Control(6), Fixed;
             /// VIPs: their network (isolation, ARP). Written last, once
             /// their ports lead somewhere.
             NETD_VIPS: Hash<[u8; 4], $crate::service::VipEntry>, 16384, 0, Control(8), Fixed;
@@ -289,6 +294,10 @@ pub trait LpmData {
 
 impl LpmData for crate::policy::PolicyMatch {
     type Key = crate::policy::PolicyKey;
+}
+
+impl LpmData for crate::mesh::PublishAllow {
+    type Key = crate::mesh::PublishAllowKey;
 }
 
 impl LpmData for [u8; 4] {

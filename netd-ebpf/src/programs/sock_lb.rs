@@ -9,6 +9,13 @@
 //! answer coming from the address the application sent to. Nothing is
 //! translated per packet.
 //!
+//! A port published with source ranges obeys them here too: the host's
+//! own connection comes from the address it dials (127.0.0.1, or the
+//! uplink address), and one the ranges leave out is refused (EPERM).
+//! Calls for published ports count under hook `sock`: balanced
+//! (`redirect`), left alone (`pass`: no active backend), refused (`drop`,
+//! `source_refused`); other calls are not netd's and are not counted.
+//!
 //! The hook sits on the cgroup root, so it acts only for sockets of netd's
 //! own network namespace (`NETD_NETNS_COOKIE`, set at load).
 
@@ -18,8 +25,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use netd_common::{
+    counters::{DropReason, Hook, Verdict},
     mesh::{host_local, PublishedKey, SockRevNatEntry, SockRevNatKey},
-    service::{maglev_slot, BackendKey, BACKEND_ACTIVE, PROTO_TCP, PROTO_UDP},
+    service::{maglev_slot, BackendKey, ServiceEntry, BACKEND_ACTIVE, PROTO_TCP, PROTO_UDP},
 };
 
 use crate::{
@@ -27,12 +35,16 @@ use crate::{
         NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_OVERLAY, NETD_PUBLISHED,
         NETD_SOCK_REVNAT,
     },
+    observe::counters,
     stages::mesh,
 };
 
 const AF_INET: u32 = 2;
 /// The cgroup hook's "let the call go on" (rewritten or not).
 const PROCEED: i32 = 1;
+/// The cgroup hook's "refuse the call" (EPERM).
+const REFUSE: i32 = 0;
+const HOOK: Hook = Hook::Sock;
 
 /// The cookie of netd's network namespace; set by the loader.
 #[unsafe(no_mangle)]
@@ -40,14 +52,12 @@ static NETD_NETNS_COOKIE: u64 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn netd_sock_connect4(ctx: SockAddrContext) -> i32 {
-    balance(&ctx);
-    PROCEED
+    balance(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn netd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    balance(&ctx);
-    PROCEED
+    balance(&ctx)
 }
 
 /// An answer from a backend a socket's datagrams were sent to instead:
@@ -70,14 +80,24 @@ pub fn netd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
 }
 
 /// Rewrites the destination of a connection or datagram to a published
-/// port; for UDP also remembers it, for `recvmsg`.
+/// port; for UDP also remembers it, for `recvmsg`. Counts and answers.
 #[inline(always)]
-fn balance(ctx: &SockAddrContext) {
-    let Some(r) = rewrite(ctx) else {
-        return;
+fn balance(ctx: &SockAddrContext) -> i32 {
+    let r = match rewrite(ctx) {
+        Balanced::NotPublished => return PROCEED,
+        Balanced::Refused => {
+            counters::count_drop(HOOK, DropReason::SourceRefused, 0);
+            return REFUSE;
+        }
+        Balanced::LeftAlone => {
+            counters::count_verdict(HOOK, Verdict::Pass, 0);
+            return PROCEED;
+        }
+        Balanced::To(r) => r,
     };
+    counters::count_verdict(HOOK, Verdict::Redirect, 0);
     if r.proto != PROTO_UDP {
-        return;
+        return PROCEED;
     }
     let key = revnat_key(ctx, r.to_ip, r.to_port);
     let asked = SockRevNatEntry {
@@ -87,6 +107,7 @@ fn balance(ctx: &SockAddrContext) {
     };
     // A failed insert leaves that answer showing the backend's address.
     let _ = NETD_SOCK_REVNAT.insert(&key, &asked, 0);
+    PROCEED
 }
 
 /// The `NETD_SOCK_REVNAT` key of this socket and a backend address.
@@ -140,7 +161,18 @@ fn forget_tunnelled_return(
     mesh::forget_return(&reply);
 }
 
-/// What [`rewrite`] did: the address asked for, and the one written.
+/// What [`rewrite`] made of a call.
+enum Balanced {
+    /// Not to a published port of this host: not netd's business.
+    NotPublished,
+    /// From a source the port's ranges leave out.
+    Refused,
+    /// To a published port without an active backend to send it to.
+    LeftAlone,
+    To(Rewrite),
+}
+
+/// The address asked for, and the one written.
 struct Rewrite {
     proto: u8,
     asked_ip: [u8; 4],
@@ -150,9 +182,28 @@ struct Rewrite {
 }
 
 /// The new destination of a connection to a published port, written into
-/// the socket address; `None` for every other connection (left alone).
+/// the socket address.
 #[inline(always)]
-fn rewrite(ctx: &SockAddrContext) -> Option<Rewrite> {
+fn rewrite(ctx: &SockAddrContext) -> Balanced {
+    let Some(published) = published_port(ctx) else {
+        return Balanced::NotPublished;
+    };
+    let (key, service, dst) = published;
+    // The host's own source: loopback's, or the address it dials.
+    let source = if dst[0] == 127 { [127, 0, 0, 1] } else { dst };
+    if !mesh::source_allowed(&key, &service, source) {
+        return Balanced::Refused;
+    }
+    match pick(ctx, &key, &service, dst) {
+        Some(r) => Balanced::To(r),
+        None => Balanced::LeftAlone,
+    }
+}
+
+/// The published port a call is for, its entry and the address dialled;
+/// `None` for any other call.
+#[inline(always)]
+fn published_port(ctx: &SockAddrContext) -> Option<(PublishedKey, ServiceEntry, [u8; 4])> {
     // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
     if sa.user_family != AF_INET {
@@ -173,14 +224,29 @@ fn rewrite(ctx: &SockAddrContext) -> Option<Rewrite> {
     if !host_local::is_ours(dst, underlay) {
         return None;
     }
-    let port = host_local::port_of(sa.user_port);
     let key = PublishedKey {
-        port,
+        port: host_local::port_of(sa.user_port),
         proto,
         _pad: 0,
     };
     // SAFETY: map values are copied out at once.
     let service = unsafe { NETD_PUBLISHED.get(&key) }.copied()?;
+    Some((key, service, dst))
+}
+
+/// A backend for the call, written into the socket address; `None` when
+/// none takes new flows.
+#[inline(always)]
+fn pick(
+    ctx: &SockAddrContext,
+    key: &PublishedKey,
+    service: &ServiceEntry,
+    dst: [u8; 4],
+) -> Option<Rewrite> {
+    // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let (port, proto) = (key.port, key.proto);
+    let underlay = NETD_OVERLAY.get(0).map_or([0; 4], |c| c.underlay);
     if service.active == 0 {
         return None;
     }

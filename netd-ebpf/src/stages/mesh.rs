@@ -8,6 +8,9 @@
 //! (`egress_to`, `from_backend`) and leave the uplink the way the request
 //! came.
 //!
+//! A port published with source ranges takes new flows only from them
+//! (`source_allowed`): others are dropped, counted as `source_refused`.
+//!
 //! Writes its own state: `NETD_MESH_NEIGH` (each client's next hop, on
 //! the host that took it in) and `NETD_MESH_RETURN` (on a backend's host,
 //! the host each tunnelled flow came in on).
@@ -19,14 +22,15 @@ use aya_ebpf::{
     },
     cty::c_void,
     helpers::generated::bpf_fib_lookup,
+    maps::lpm_trie::Key,
 };
 use netd_common::{
     counters::DropReason,
     maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
-    mesh::{reply_follows, return_flags, MeshNeighbour, PublishedKey, TunnelReturn},
+    mesh::{reply_follows, return_flags, MeshNeighbour, PublishAllow, PublishedKey, TunnelReturn},
     parse::{Headers, Ipv4, L3, L4},
     refusal::dont_fragment,
-    service::CtTuple,
+    service::{CtTuple, ServiceEntry, SERVICE_SOURCE_RANGES},
 };
 
 use super::{clock::now, deliver, encap, service};
@@ -34,7 +38,7 @@ use crate::{
     frame::PacketFrame,
     maps::{
         NETD_ENDPOINTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
-        NETD_PUBLISHED,
+        NETD_PUBLISHED, NETD_PUBLISH_ALLOW,
     },
     types::{
         flow_tuple, ClientPacket, Delivery, Encap, EndpointAction, Hop, MeshAction, MeshStep,
@@ -145,6 +149,9 @@ pub fn translate(frame: &PacketFrame, h: &Headers, ingress: u32, bytes: u64) -> 
         let Some(published) = (unsafe { NETD_PUBLISHED.get(&key) }).copied() else {
             return Outcome::pass().into();
         };
+        if !source_allowed(&key, &published, p.flow.src) {
+            return Outcome::drop(DropReason::SourceRefused).into();
+        }
         to = service::admit(&p, &published);
         if to.kind == ServiceKind::Nat {
             new_flow = true;
@@ -171,6 +178,21 @@ pub fn translate(frame: &PacketFrame, h: &Headers, ingress: u32, bytes: u64) -> 
             ..MeshAction::default()
         }),
     }
+}
+
+/// Whether `source` may open flows to the published port `key`: any
+/// source, unless the port has ranges (`SERVICE_SOURCE_RANGES`), then one
+/// in them (`NETD_PUBLISH_ALLOW`). Also the socket hook's check for the
+/// host's own connections.
+#[inline(always)]
+pub fn source_allowed(key: &PublishedKey, published: &ServiceEntry, source: [u8; 4]) -> bool {
+    if published.flags & SERVICE_SOURCE_RANGES == 0 {
+        return true;
+    }
+    let allow = PublishAllow::new(key.port, key.proto, source);
+    NETD_PUBLISH_ALLOW
+        .get(&Key::new(PublishAllow::prefix_len(32), allow))
+        .is_some()
 }
 
 /// Where the client's replies leave: the uplink its new flow came in on,

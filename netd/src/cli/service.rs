@@ -55,7 +55,9 @@ pub(super) enum ServiceCmd {
         affinity: Option<String>,
         /// Publish a port on every host's uplink address (the routing
         /// mesh): PUBLISHED[:TARGET][/PROTO], or
-        /// published=P,target=T[,protocol=udp][,mode=host] (repeatable).
+        /// published=P,target=T[,protocol=udp][,mode=host]; then
+        /// ,allow=CIDR for each source range it takes (default: any)
+        /// (repeatable).
         #[arg(
             long = "publish",
             short = 'p',

@@ -25,10 +25,14 @@ impl<S: Store> Control<S> {
         let texts: Vec<String> = ports
             .iter()
             .map(|p| {
-                format!(
+                let mut text = format!(
                     "published={},target={},protocol={},mode=host",
                     p.published, p.target_port, p.protocol
-                )
+                );
+                for net in &p.allow {
+                    text.push_str(&format!(",allow={net}"));
+                }
+                text
             })
             .collect();
         let mut wanted = ports.to_vec();

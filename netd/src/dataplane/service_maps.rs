@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use netd_common::{
     maglev,
-    mesh::{PublishedKey, HOST_MODE_TABLE},
+    mesh::{PublishAllowKey, PublishedKey, HOST_MODE_TABLE},
     service::{
         BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
-        BACKEND_DRAINING, SERVICE_AFFINITY,
+        BACKEND_DRAINING, SERVICE_AFFINITY, SERVICE_SOURCE_RANGES,
     },
 };
 use tracing::warn;
@@ -116,11 +116,23 @@ fn put_published(
     active: u32,
 ) {
     for port in service.published.iter().filter(|p| p.mode == mode) {
-        state.put(
-            tables::NETD_PUBLISHED,
-            published_key(port),
-            service_entry(service, table, active, port.target_port),
-        );
+        let mut entry = service_entry(service, table, active, port.target_port);
+        if !port.allow.is_empty() {
+            entry.flags |= SERVICE_SOURCE_RANGES;
+        }
+        for net in &port.allow {
+            state.put(
+                tables::NETD_PUBLISH_ALLOW,
+                PublishAllowKey::range(
+                    port.published,
+                    port.protocol.number(),
+                    net.network().octets(),
+                    net.prefix_len(),
+                ),
+                1u32,
+            );
+        }
+        state.put(tables::NETD_PUBLISHED, published_key(port), entry);
     }
 }
 

@@ -22,8 +22,8 @@ pub use policy::{
     RuleSpec,
 };
 pub use service::{
-    Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service, ServicePort,
-    ServiceSpec, ServiceUpdate,
+    parse_allow, Affinity, Backend, Mode, Protocol, PublishMode, PublishedPort, Service,
+    ServicePort, ServiceSpec, ServiceUpdate, MAX_ALLOW_PER_PORT,
 };
 
 /// A host of the cluster: one whose netd joined it, or an external host

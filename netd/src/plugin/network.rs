@@ -149,6 +149,29 @@ fn default_deny(options: &BTreeMap<String, String>) -> Result<bool, PluginError>
     }
 }
 
+/// `-o netd.publish-allow=CIDR[,CIDR..]`: the sources the ports of the
+/// network's containers published with `-p` take (Docker's `-p` has no
+/// syntax of its own for it). Unset: any source.
+fn publish_allow(labels: &BTreeMap<String, String>) -> Result<Vec<ipnet::Ipv4Net>, PluginError> {
+    let Some(list) = labels.get(PUBLISH_ALLOW) else {
+        return Ok(Vec::new());
+    };
+    let ranges = list
+        .split(',')
+        .map(|r| crate::model::parse_allow(r.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|why| PluginError(format!("{PUBLISH_ALLOW}: {why}")))?;
+    if ranges.is_empty() || ranges.len() > crate::model::MAX_ALLOW_PER_PORT {
+        return Err(PluginError(format!(
+            "{PUBLISH_ALLOW}: from 1 to {} ranges, comma-separated",
+            crate::model::MAX_ALLOW_PER_PORT
+        )));
+    }
+    Ok(ranges)
+}
+
+const PUBLISH_ALLOW: &str = "netd.publish-allow";
+
 pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Option<Answer> {
     let agent = &plugin.agent;
     let control = agent.control();
@@ -189,6 +212,7 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
                     ..NetworkSpec::default()
                 };
                 let labels = generic_options(&req.options)?;
+                publish_allow(&labels)?;
                 let spec = NetworkSpec {
                     default_deny: default_deny(&labels)?,
                     overlay: overlay(&labels)?,
@@ -304,8 +328,12 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
             }
             "ProgramExternalConnectivity" => {
                 let req: ExternalConnectivity = parse(method, body)?;
-                let _ = req.network_id;
-                let ports = port_map::published_ports(&req.options)?;
+                let mut ports = port_map::published_ports(&req.options)?;
+                let network = control.docker_network(&req.network_id).await?;
+                let allow = publish_allow(&network.labels)?;
+                for port in &mut ports {
+                    port.allow = allow.clone();
+                }
                 let service = control
                     .publish_docker_endpoint(&req.endpoint_id, &ports)
                     .await?;

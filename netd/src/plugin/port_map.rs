@@ -72,6 +72,7 @@ pub fn published_ports(
             published: b.host_port,
             target_port: b.port,
             mode: PublishMode::Host,
+            allow: Vec::new(),
         };
         match ports
             .iter()

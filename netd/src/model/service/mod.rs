@@ -18,7 +18,9 @@ mod ports;
 mod tests;
 
 pub use affinity::Affinity;
-pub use ports::{Protocol, PublishMode, PublishedPort, ServicePort};
+pub use ports::{
+    parse_allow, Protocol, PublishMode, PublishedPort, ServicePort, MAX_ALLOW_PER_PORT,
+};
 
 use affinity::parse_affinity;
 use ports::{parse_ports, parse_published};

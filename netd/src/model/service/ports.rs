@@ -3,6 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::{Mode, MAX_PORTS_PER_SERVICE};
@@ -98,8 +99,8 @@ pub enum PublishMode {
 
 /// A port of the service published on the hosts' uplink addresses:
 /// clients outside the cluster reach `published`, backends listen on
-/// `target_port`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// `target_port`. With `allow` ranges, only sources in them open flows.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PublishedPort {
     pub protocol: Protocol,
@@ -107,6 +108,25 @@ pub struct PublishedPort {
     pub target_port: u16,
     #[serde(default)]
     pub mode: PublishMode,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Ipv4Net>,
+}
+
+/// How many source ranges one published port takes.
+pub const MAX_ALLOW_PER_PORT: usize = 64;
+
+/// A source range as `--publish ...,allow=` takes it: a CIDR, or an
+/// address (a /32). Host bits are cleared.
+pub fn parse_allow(text: &str) -> Result<Ipv4Net, String> {
+    let net = if text.contains('/') {
+        text.parse::<Ipv4Net>().map_err(|_| ())
+    } else {
+        text.parse::<std::net::Ipv4Addr>()
+            .map(Ipv4Net::from)
+            .map_err(|_| ())
+    };
+    net.map(|n| n.trunc())
+        .map_err(|()| format!("allow={text:?} is not an IPv4 address or CIDR (e.g. 10.0.0.0/8)"))
 }
 
 impl fmt::Display for PublishedPort {
@@ -119,12 +139,16 @@ impl fmt::Display for PublishedPort {
         if self.mode == PublishMode::Host {
             f.write_str("(host)")?;
         }
+        for net in &self.allow {
+            write!(f, ",allow={net}")?;
+        }
         Ok(())
     }
 }
 
 /// Docker's two ways of writing it: `PUBLISHED[:TARGET][/PROTO]`, or
-/// `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]`.
+/// `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]`; either
+/// followed by `,allow=CIDR` (repeatable) for the sources it takes.
 impl FromStr for PublishedPort {
     type Err = ModelError;
 
@@ -134,44 +158,53 @@ impl FromStr for PublishedPort {
                 "publish",
                 format!(
                     "{text:?} {why} (PUBLISHED[:TARGET][/tcp|/udp], or \
-                     published=P,target=T[,protocol=tcp|udp][,mode=ingress|host])"
+                     published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]; \
+                     then ,allow=CIDR for each source range it takes)"
                 ),
             )
         };
-        if !text.contains('=') {
-            let short = text
-                .parse::<ServicePort>()
-                .map_err(|_| bad("is not a port mapping"))?;
-            return Ok(PublishedPort {
-                protocol: short.protocol,
-                published: short.port,
-                target_port: short.target_port,
-                mode: PublishMode::Ingress,
-            });
-        }
         let number = |t: &str| match t.parse::<u16>() {
             Ok(0) | Err(_) => Err(bad("has a port that is not 1 to 65535")),
             Ok(p) => Ok(p),
         };
-        let (mut published, mut target) = (None, None);
-        let (mut protocol, mut mode) = (Protocol::Tcp, PublishMode::Ingress);
-        for part in text.split(',') {
+        let mut parts = text.split(',').peekable();
+        let (mut published, mut target, mut protocol) = (None, None, Protocol::Tcp);
+        if let Some(short) = parts.next_if(|p| !p.contains('=')) {
+            let short = short
+                .parse::<ServicePort>()
+                .map_err(|_| bad("is not a port mapping"))?;
+            (published, target, protocol) =
+                (Some(short.port), Some(short.target_port), short.protocol);
+        }
+        let short = published.is_some();
+        let (mut mode, mut allow) = (PublishMode::Ingress, Vec::new());
+        for part in parts {
             match part.split_once('=') {
-                Some(("published", v)) => published = Some(number(v)?),
-                Some(("target", v)) => target = Some(number(v)?),
-                Some(("protocol", "tcp")) => protocol = Protocol::Tcp,
-                Some(("protocol", "udp")) => protocol = Protocol::Udp,
+                Some(("published", v)) if !short => published = Some(number(v)?),
+                Some(("target", v)) if !short => target = Some(number(v)?),
+                Some(("protocol", "tcp")) if !short => protocol = Protocol::Tcp,
+                Some(("protocol", "udp")) if !short => protocol = Protocol::Udp,
                 Some(("mode", "ingress")) => mode = PublishMode::Ingress,
                 Some(("mode", "host")) => mode = PublishMode::Host,
+                Some(("allow", v)) => allow.push(parse_allow(v).map_err(|why| bad(&why))?),
                 _ => return Err(bad(&format!("has {part:?}, which is not understood"))),
             }
         }
         let published = published.ok_or_else(|| bad("has no published="))?;
+        if allow.len() > MAX_ALLOW_PER_PORT {
+            return Err(bad(&format!(
+                "has {} source ranges; a port takes at most {MAX_ALLOW_PER_PORT}",
+                allow.len()
+            )));
+        }
+        allow.sort();
+        allow.dedup();
         Ok(PublishedPort {
             protocol,
             published,
             target_port: target.unwrap_or(published),
             mode,
+            allow,
         })
     }
 }

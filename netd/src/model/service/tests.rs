@@ -22,6 +22,7 @@ fn published_ports_parse_both_of_dockers_syntaxes() {
         published,
         target_port,
         mode: PublishMode::Ingress,
+        allow: Vec::new(),
     };
     assert_eq!(
         p("8080:80").expect("short"),
@@ -47,10 +48,63 @@ fn published_ports_parse_both_of_dockers_syntaxes() {
         "published=8080,mode=global",
         "published=0",
         "published=8080,target=x",
+        // The short form names its ports once.
+        "8080:80,published=9090",
     ] {
         let e = p(bad).expect_err(bad).to_string();
         assert!(e.contains("published="), "{bad:?}: {e}");
     }
+}
+
+#[test]
+fn a_published_port_takes_source_ranges_in_either_syntax() {
+    let p = |t: &str| t.parse::<PublishedPort>();
+    let net = |t: &str| t.parse::<ipnet::Ipv4Net>().expect("net");
+    let short = p("8080:80/tcp,allow=10.0.0.0/8,allow=192.0.2.7").expect("short");
+    assert_eq!(
+        (short.published, short.target_port, short.protocol),
+        (8080, 80, Protocol::Tcp)
+    );
+    assert_eq!(short.allow, [net("10.0.0.0/8"), net("192.0.2.7/32")]);
+    assert_eq!(
+        short.to_string(),
+        "8080:80/tcp,allow=10.0.0.0/8,allow=192.0.2.7/32",
+        "shown as it can be given again"
+    );
+    assert_eq!(
+        short.to_string().parse::<PublishedPort>().expect("again"),
+        short
+    );
+    let long = p("published=53,protocol=udp,mode=host,allow=10.1.2.3/16").expect("long");
+    assert_eq!(long.allow, [net("10.1.0.0/16")], "host bits cleared");
+    assert_eq!(long.mode, PublishMode::Host);
+    // Given twice, kept once.
+    assert_eq!(
+        p("80,allow=10.0.0.0/8,allow=10.0.0.0/8")
+            .expect("dup")
+            .allow
+            .len(),
+        1
+    );
+
+    for (bad, says) in [
+        ("80,allow=10.0.0.0/33", "is not an IPv4 address or CIDR"),
+        ("80,allow=fd00::/8", "is not an IPv4 address or CIDR"),
+        ("80,allow=", "is not an IPv4 address or CIDR"),
+        (
+            "80,deny=10.0.0.0/8",
+            "\"deny=10.0.0.0/8\", which is not understood",
+        ),
+    ] {
+        let e = p(bad).expect_err(bad).to_string();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+    let many = (0..65)
+        .map(|i| format!("allow=10.0.{i}.0/24"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let e = p(&format!("80,{many}")).expect_err("65 ranges").to_string();
+    assert!(e.contains("at most 64"), "{e}");
 }
 
 #[test]
