@@ -117,9 +117,16 @@ pub fn connect_from_port(client: &NetNs, ip: &str, port: u16, from_port: u16) ->
             socket.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
             let local: SocketAddr = format!("0.0.0.0:{from_port}").parse().expect("local");
             socket.bind(&local.into()).expect("bind the client port");
-            socket
-                .connect_timeout(&addr.into(), Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("connect to {addr} from port {from_port}: {e}"));
+            // The kernel may still hold the tuple an earlier round's
+            // connection used (EADDRNOTAVAIL): a moment later it is free.
+            let mut tries = 0;
+            while let Err(e) = socket.connect_timeout(&addr.into(), Duration::from_secs(3)) {
+                tries += 1;
+                if e.kind() != std::io::ErrorKind::AddrNotAvailable || tries == 10 {
+                    panic!("connect to {addr} from port {from_port}: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let conn: TcpStream = socket.into();
             conn.set_read_timeout(Some(Duration::from_secs(3)))
                 .expect("timeout");

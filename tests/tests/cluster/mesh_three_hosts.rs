@@ -24,7 +24,9 @@ use netd_tests::{
         UNDERLAY_PREFIX,
     },
     etcd::Etcd,
+    monitor::Monitor,
     netns::NetNs,
+    process::metric,
     services::{backend_of, connect_at, connect_from_port, serve, shares, udp_ask, Talker},
     traffic::{echo_both_ways, echo_server, ping},
 };
@@ -50,7 +52,7 @@ struct World {
     _backends: Vec<NetNs>,
     stop: Arc<AtomicBool>,
     _etcd: Etcd,
-    _underlay: NetNs,
+    underlay: NetNs,
 }
 
 impl Drop for World {
@@ -139,7 +141,7 @@ fn world(lab: Lab, extra: &[&str]) -> World {
         });
     }
     World {
-        _underlay: underlay,
+        underlay,
         _etcd: etcd,
         hosts,
         client,
@@ -591,4 +593,133 @@ fn a_direct_dial_from_a_port_a_tunnelled_flow_used_is_answered() {
             "round {round}: {a}"
         );
     }
+}
+
+const GUARDED: u16 = 30086;
+const GUARDED_FOR_HOST_0: u16 = 30087;
+const STRANGER: &str = "10.96.0.101";
+
+/// Whether `from` opens a TCP connection to `ip:port` within a second.
+fn opens(from: &NetNs, ip: &str, port: u16) -> Result<(), ErrorKind> {
+    let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    from.run(move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .map(drop)
+            .map_err(|e| e.kind())
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// Ports published with source ranges: the client in them reaches the
+/// backends through the ingress host and through the tunnel; a stranger
+/// is dropped, counted and shown by `netd monitor`; the host's own
+/// connections obey the ranges too (refused at once where they leave it
+/// out).
+#[test]
+fn a_port_published_with_source_ranges_takes_only_them_on_every_path() {
+    let World {
+        hosts,
+        client,
+        underlay,
+        ..
+    } = &world(Lab::Plain, &[]);
+    let stranger = plain_client(underlay, "ndMs", STRANGER);
+    hosts[0].netd.ok(&[
+        "service",
+        "create",
+        "guarded",
+        "--network",
+        "o1",
+        "--selector",
+        "app=web",
+        "--publish",
+        &format!("{GUARDED}:8080/tcp,allow={CLIENT}/32"),
+        "--publish",
+        &format!(
+            "published={GUARDED_FOR_HOST_0},target=8080,allow={CLIENT},allow={}",
+            host_address(0)
+        ),
+    ]);
+    for h in hosts {
+        eventually("the guarded ports on every host", || {
+            h.netd
+                .ok(&["service", "ls"])
+                .contains(&format!("{GUARDED}:8080/tcp,allow={CLIENT}/32"))
+        });
+    }
+
+    // Host 0 tunnels every flow; host 1 has a local backend and a remote
+    // one. The client in range reaches both backends through each.
+    for i in [0, 1] {
+        let seen = picks(client, i, GUARDED, 16);
+        assert!(
+            seen.iter().any(|b| b == "web1") && seen.iter().any(|b| b == "web2"),
+            "through host-{i}: {seen:?}"
+        );
+    }
+
+    // The stranger: dropped where it came in, counted, and shown.
+    let monitor = Monitor::start(
+        &hosts[0].netd,
+        &["--json", "--count", "1", "--reason", "source_refused"],
+    );
+    let lines = monitor.collect(1, || {
+        assert_eq!(
+            opens(&stranger, &host_address(0), GUARDED),
+            Err(ErrorKind::TimedOut),
+            "the stranger through host-0"
+        );
+    });
+    assert!(monitor.wait().success());
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).expect("json");
+    assert_eq!(
+        (&event["hook"], &event["src"], &event["dport"]),
+        (
+            &serde_json::Value::from("tc_uplink"),
+            &serde_json::Value::from(STRANGER),
+            &serde_json::Value::from(GUARDED)
+        ),
+        "{event}"
+    );
+    assert_eq!(
+        opens(&stranger, &host_address(1), GUARDED),
+        Err(ErrorKind::TimedOut),
+        "the stranger through host-1"
+    );
+    let refused = |h: &Host, hook: &str| {
+        h.netd.scrape(&h.ns).and_then(|s| {
+            metric(
+                &s,
+                &format!("netd_drops_total{{hook=\"{hook}\",reason=\"source_refused\"}}"),
+            )
+        })
+    };
+    for h in &hosts[..2] {
+        assert!(refused(h, "tc_uplink").unwrap_or(0) >= 1, "counted");
+    }
+    // The port without ranges is the stranger's as anyone's.
+    assert_eq!(opens(&stranger, &host_address(0), PUBLISHED), Ok(()));
+
+    // The host's own connections come from the address they dial: host 0's
+    // is in the second port's ranges, loopback in neither.
+    assert_eq!(
+        opens(&hosts[0].ns, &host_address(0), GUARDED_FOR_HOST_0),
+        Ok(())
+    );
+    for port in [GUARDED, GUARDED_FOR_HOST_0] {
+        assert_eq!(
+            opens(&hosts[0].ns, "127.0.0.1", port),
+            Err(ErrorKind::PermissionDenied),
+            "host-0 to 127.0.0.1:{port}"
+        );
+    }
+    assert_eq!(
+        opens(&hosts[0].ns, &host_address(0), GUARDED),
+        Err(ErrorKind::PermissionDenied)
+    );
+    assert!(
+        refused(&hosts[0], "sock").unwrap_or(0) >= 3,
+        "counted at the socket"
+    );
 }

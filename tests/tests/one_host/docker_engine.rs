@@ -117,6 +117,67 @@ fn publishes_with_docker_run_p(docker: &Docker, netd: &Netd, client: &NetNs) {
     assert_eq!(netd.ok(&["service", "ls", "--json"]).trim(), "[]");
 }
 
+/// `-o netd.publish-allow=` on a network: the `-p` ports of its
+/// containers take only those sources; others are dropped and counted.
+fn a_networks_publish_allow_guards_its_p_ports(docker: &Docker, netd: &Netd, client: &NetNs) {
+    const GUARDED: u16 = 28082;
+    let bad = docker.create_netd_network(
+        "nope",
+        "10.75.0.0/24",
+        &["-o", "netd.publish-allow=nonsense"],
+    );
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && why.contains("netd.publish-allow")
+            && why.contains("not an IPv4 address or CIDR"),
+        "{why}"
+    );
+    let serve = "while true; do echo hello-from-guarded | nc -l -p 80; done";
+    for (network, subnet, allow, answers) in [
+        ("elsewhere", "10.74.0.0/24", "192.0.2.0/24", false),
+        ("ours", "10.76.0.0/24", CLIENT_IP, true),
+    ] {
+        docker.netd_network(
+            network,
+            subnet,
+            &["-o", &format!("netd.publish-allow={allow}")],
+        );
+        run_container_cmd(
+            docker,
+            "guarded",
+            network,
+            &["-p", &format!("{GUARDED}:80")],
+            &["/bin/sh", "-c", serve],
+        );
+        let services = netd.ok(&["service", "ls"]);
+        assert!(
+            services.contains(&format!("{GUARDED}:80/tcp(host),allow={allow}")),
+            "{services}"
+        );
+        let host = NetNs::host();
+        let refused_before = metric(
+            &netd.scrape(&host).expect("metrics"),
+            "netd_drops_total{hook=\"tc_uplink\",reason=\"source_refused\"}",
+        )
+        .unwrap_or(0);
+        let (said, _) = docker.published_answer(client, UPLINK_IP, GUARDED, "guarded");
+        let refused_after = metric(
+            &netd.scrape(&host).expect("metrics"),
+            "netd_drops_total{hook=\"tc_uplink\",reason=\"source_refused\"}",
+        )
+        .unwrap_or(0);
+        if answers {
+            assert_eq!(said, "hello-from-guarded", "allow={allow}");
+        } else {
+            assert!(said.starts_with("no answer"), "allow={allow}: {said}");
+            assert!(refused_after > refused_before, "the refusal is counted");
+        }
+        docker.ok(&["rm", "-f", "guarded"]);
+        docker.network_rm(network);
+    }
+}
+
 fn run_container_cmd(docker: &Docker, name: &str, network: &str, extra: &[&str], cmd: &[&str]) {
     let mut args = vec!["run", "-d", "--name", name, "--network", network];
     args.extend_from_slice(extra);
@@ -176,9 +237,8 @@ fn docker_networks_through_netd() {
     host.ip(&["addr", "add", &format!("{UPLINK_IP}/24"), "dev", &uplink]);
     host.ip(&["link", "set", &uplink, "up"]);
     client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
+    // A plain veth: its checksums arrive partial, and the uplink takes TC.
     client.ip(&["link", "set", "eth0", "up"]);
-    netd::netlink::finish_checksums_on_transmit(&client.path(), "eth0")
-        .expect("the client acts as a NIC");
     let uplink_flag = format!("--uplink={uplink}");
     let mut netd = Netd::start(
         &host,
@@ -354,6 +414,7 @@ fn docker_networks_through_netd() {
     assert!(pings(&docker, "c1", &c2), "n1 after a dockerd restart");
 
     publishes_with_docker_run_p(&docker, &netd, &client);
+    a_networks_publish_allow_guards_its_p_ports(&docker, &netd, &client);
 
     // Removing everything leaves netd with nothing of it.
     for c in ["c1", "c2", "c3", "c4", "c6"] {
