@@ -85,11 +85,15 @@ pub mod program_names {
     /// cgroup `recvmsg4`: answers to those datagrams seem to come from the
     /// address the application sent to.
     pub const SOCK_RECVMSG4: &str = "netd_sock_recvmsg4";
+    /// cgroup `getpeername4`: a connected socket's peer is the address
+    /// the application dialled, not the backend it was sent to.
+    pub const SOCK_GETPEERNAME4: &str = "netd_sock_getpeername4";
     /// Every cgroup hook, with the name its pinned link takes.
-    pub const SOCK_ADDR: [(&str, &str); 3] = [
+    pub const SOCK_ADDR: [(&str, &str); 4] = [
         (SOCK_CONNECT4, "cgroup-connect4"),
         (SOCK_SENDMSG4, "cgroup-sendmsg4"),
         (SOCK_RECVMSG4, "cgroup-recvmsg4"),
+        (SOCK_GETPEERNAME4, "cgroup-getpeername4"),
     ];
     /// An XDP program that only returns `XDP_PASS`: the benchmark baseline.
     pub const XDP_BASELINE: &str = "netd_xdp_baseline";

@@ -372,6 +372,15 @@ async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: ConntrackConf
                 "conntrack swept"
             );
         }
+        let mesh = &sweep.mesh;
+        if mesh.neighbours.0 + mesh.returns.0 + mesh.sockets.0 > 0 {
+            tracing::debug!(
+                neighbours = mesh.neighbours.0,
+                returns = mesh.returns.0,
+                sockets = mesh.sockets.0,
+                "the routing mesh's idle entries swept"
+            );
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! connected UDP at `connect()`; unconnected UDP at each `sendmsg()`, with
 //! the socket and the backend remembered so that `recvmsg()` shows the
 //! answer coming from the address the application sent to. Nothing is
-//! translated per packet.
+//! translated per packet. `getpeername()` shows the address dialled too.
 //!
 //! A port published with source ranges obeys them here too: the host's
 //! own connection comes from the address it dials (127.0.0.1, or the
@@ -64,6 +64,22 @@ pub fn netd_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
 /// its source becomes the address the application sent to.
 #[cgroup_sock_addr(recvmsg4)]
 pub fn netd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    show_dialled(&ctx);
+    PROCEED
+}
+
+/// A connected socket's peer, as `getpeername()` reports it: the address
+/// the application dialled, not the backend `connect4` sent it to.
+#[cgroup_sock_addr(getpeername4)]
+pub fn netd_sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    show_dialled(&ctx);
+    PROCEED
+}
+
+/// The socket address, if it is a backend this socket was sent to
+/// instead, becomes the address the application asked for.
+#[inline(always)]
+fn show_dialled(ctx: &SockAddrContext) {
     // SAFETY: the kernel hands the hook a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
     let key = revnat_key(
@@ -76,7 +92,6 @@ pub fn netd_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
         sa.user_ip4 = u32::from_ne_bytes(asked.ip);
         sa.user_port = host_local::user_port(asked.port);
     }
-    PROCEED
 }
 
 /// Rewrites the destination of a connection or datagram to a published
@@ -96,9 +111,8 @@ fn balance(ctx: &SockAddrContext) -> i32 {
         Balanced::To(r) => r,
     };
     counters::count_verdict(HOOK, Verdict::Redirect, 0);
-    if r.proto != PROTO_UDP {
-        return PROCEED;
-    }
+    // Remembered for every socket: `recvmsg` (UDP) and `getpeername` show
+    // the address asked for. Swept by netd once the socket is gone.
     let key = revnat_key(ctx, r.to_ip, r.to_port);
     let asked = SockRevNatEntry {
         ip: r.asked_ip,
@@ -174,7 +188,6 @@ enum Balanced {
 
 /// The address asked for, and the one written.
 struct Rewrite {
-    proto: u8,
     asked_ip: [u8; 4],
     asked_port: [u8; 2],
     to_ip: [u8; 4],
@@ -281,7 +294,6 @@ fn pick(
     sa.user_ip4 = u32::from_ne_bytes(ip);
     sa.user_port = host_local::user_port(to_port);
     Some(Rewrite {
-        proto,
         asked_ip: dst,
         asked_port: port,
         to_ip: ip,

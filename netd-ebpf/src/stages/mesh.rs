@@ -367,10 +367,17 @@ pub fn from_backend(
         forget_return(&t);
         return None;
     }
-    back.last_seen = now();
+    let config = NETD_OVERLAY.get(0).copied()?;
+    // A reply to this host itself (it dialled another host's published
+    // port) keeps nothing alive: only the tunnelled requests keep such an
+    // entry. A later direct dial from the same port, whose requests netd
+    // never sees, must not keep a stale one alive with its replies; idle,
+    // netd sweeps it.
+    if to != config.underlay {
+        back.last_seen = now();
+    }
     // SAFETY: map values are copied out at once.
     let network = unsafe { NETD_NETWORKS.get(&me.network) }.copied()?;
-    let config = NETD_OVERLAY.get(0).copied()?;
     if network.vni == 0 || u32::from(back.network) != me.network {
         return None;
     }

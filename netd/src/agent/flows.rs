@@ -10,6 +10,7 @@ use super::{Agent, AgentError};
 use crate::{
     dataplane::{
         conntrack::{monotonic_ns, service_names, ConntrackConfig, FlowFilter, FlowView, Swept},
+        mesh_state::MeshSwept,
         service_traffic::{Traffic, TrafficKey},
     },
     store::Store,
@@ -21,6 +22,8 @@ const LRU_RESERVE: u64 = 128;
 /// What a sweep found.
 pub struct Sweep {
     pub swept: Swept,
+    /// The routing mesh's maps: (removed, kept) each.
+    pub mesh: MeshSwept,
     /// Policy's flows still tracked.
     pub policy_flows: usize,
     /// Conntrack's capacity.
@@ -34,8 +37,26 @@ impl<S: Store> Agent<S> {
     /// nears full (the LRU then evicts the least recently used flows).
     /// [`Agent::publish_sweep`] counts what it found.
     pub async fn sweep_conntrack(&self, timeouts: &ConntrackConfig) -> Sweep {
+        // The host's own sockets' entries, judged by the sockets alive
+        // after they were read (the socket list is a syscall: outside the lock).
+        let socket_entries = self.state.lock().await.mesh.socket_entries();
+        let alive = tokio::task::spawn_blocking(crate::netlink::sockets::ipv4_socket_cookies)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
         let mut state = self.state.lock().await;
+        let mut mesh = MeshSwept::default();
+        match alive {
+            Ok(alive) => mesh.sockets = state.mesh.sweep_sockets(socket_entries, &alive),
+            Err(error) => {
+                warn!(%error, "cannot list the host's sockets: their reverse entries stay")
+            }
+        }
+        // Clients' next hops first, then the flows that judge them.
+        let neighbours = state.mesh.neighbours();
         let swept = state.conntrack.sweep(timeouts, monotonic_ns());
+        mesh.neighbours = state.mesh.sweep_neighbours(neighbours, &swept.seen);
+        mesh.returns = state.mesh.sweep_returns(timeouts, monotonic_ns());
         let (_, policy_flows) = state.policy.sweep(timeouts, monotonic_ns());
         let grew = state.traffic.observe(&swept.seen);
         let capacity = state.conntrack.capacity();
@@ -60,6 +81,7 @@ impl<S: Store> Agent<S> {
         state.conntrack_nearly_full = nearly_full;
         Sweep {
             swept,
+            mesh,
             policy_flows,
             capacity,
             grew: grew

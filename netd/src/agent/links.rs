@@ -153,12 +153,28 @@ impl<S: Store> Agent<S> {
     }
 
     /// Managed neighbour entries for the other hosts on the uplink, so the
-    /// routing mesh's XDP tunnel finds their MACs. A failure is logged and
+    /// routing mesh's tunnel finds their MACs; a host that left (past its
+    /// grace) loses the one netd made for it. A failure is logged and
     /// tried again next pass; the mesh counts `no_neighbour` meanwhile.
     pub(super) async fn keep_neighbours(&self, state: &mut State, hosts: &[Host]) {
         let uplink = self.overlay.uplink_ifindex;
         if self.overlay.underlay == [0; 4] || uplink == 0 {
             return;
+        }
+        let current: BTreeSet<std::net::Ipv4Addr> =
+            hosts.iter().filter_map(|h| h.underlay_ip).collect();
+        let gone: Vec<std::net::Ipv4Addr> =
+            state.neighbours.difference(&current).copied().collect();
+        for ip in gone {
+            match self.host.remove_managed_neighbour(uplink, ip).await {
+                Ok(removed) => {
+                    state.neighbours.remove(&ip);
+                    if removed {
+                        info!(%ip, "the managed neighbour of a host that left removed");
+                    }
+                }
+                Err(e) => warn!(%ip, error = %chain(&e), "cannot remove a managed neighbour"),
+            }
         }
         for host in hosts.iter().filter(|h| h.name != self.control.host()) {
             let Some(ip) = host.underlay_ip else { continue };

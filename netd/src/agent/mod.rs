@@ -88,6 +88,7 @@ struct State {
     maps: KernelMaps,
     conntrack: Conntrack,
     policy: PolicyState,
+    mesh: crate::dataplane::mesh_state::MeshState,
     endpoint_stats: crate::dataplane::endpoint_stats::EndpointStatsMap,
     /// What the control maps hold as of the last pass that wrote every op
     /// it meant to: the next pass diffs against it instead of reading
@@ -154,6 +155,7 @@ impl<S: Store> Agent<S> {
         let maps = datapath.take_forwarding_maps()?;
         let conntrack = datapath.take_conntrack()?;
         let policy = datapath.take_policy_state()?;
+        let mesh = datapath.take_mesh_state()?;
         let events = datapath.take_events()?;
         let endpoint_stats = datapath.take_endpoint_stats()?;
         let directory = tokio::sync::watch::Sender::new(Arc::default());
@@ -188,6 +190,7 @@ impl<S: Store> Agent<S> {
                 maps,
                 conntrack,
                 policy,
+                mesh,
                 endpoint_stats,
                 written: None,
                 traffic: ServiceTraffic::default(),
@@ -285,10 +288,13 @@ impl<S: Store> Agent<S> {
         names
     }
 
-    /// How full each control map is now, against the kernel's capacities.
+    /// How full each control map and the routing mesh's maps are now,
+    /// against the kernel's capacities.
     pub async fn map_fill(&self) -> Result<Vec<MapFill>, AgentError> {
         let state = self.state.lock().await;
-        Ok(fill(&state.maps.read()?, &state.maps))
+        let mut maps = fill(&state.maps.read()?, &state.maps);
+        maps.extend(state.mesh.fill());
+        Ok(maps)
     }
 }
 

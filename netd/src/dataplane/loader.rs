@@ -228,6 +228,16 @@ impl Datapath {
         super::policy_state::PolicyState::new(flows, hits).map_err(LoadError::Conntrack)
     }
 
+    /// Takes the routing mesh's datapath maps out of the object (call once).
+    pub fn take_mesh_state(&mut self) -> Result<super::mesh_state::MeshState, LoadError> {
+        let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
+        let neighbours = take(map_names::NETD_MESH_NEIGH)?;
+        let returns = take(map_names::NETD_MESH_RETURN)?;
+        let sockets = take(map_names::NETD_SOCK_REVNAT)?;
+        super::mesh_state::MeshState::new(neighbours, returns, sockets)
+            .map_err(LoadError::Conntrack)
+    }
+
     /// Takes the endpoints' counters map out of the object (call once).
     pub fn take_endpoint_stats(
         &mut self,

@@ -9,6 +9,7 @@ pub mod events;
 pub mod host_local;
 pub mod loader;
 pub mod maps;
+pub mod mesh_state;
 pub mod object;
 pub mod owner;
 pub mod pins;

@@ -4,6 +4,7 @@
 
 mod device;
 mod endpoint_link;
+pub mod sockets;
 
 pub use device::{disable_ipv6, enable_gro, finish_checksums_on_transmit};
 pub use endpoint_link::{create_endpoint_link, create_veth_pair, EndpointLinkSpec};
@@ -309,6 +310,45 @@ impl Netlink {
                 "adding a managed neighbour {ip} on link {index}"
             ))(e)),
         }
+    }
+
+    /// Removes the neighbour entry for `ip` on link `index` if it is a
+    /// managed one (netd's kind: the kernel's own entries are left alone).
+    /// Whether one went.
+    pub async fn remove_managed_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+    ) -> Result<bool, LinkError> {
+        use rtnetlink::packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage,
+        };
+        let what = || format!("removing the managed neighbour {ip} on link {index}");
+        let mut entries = self.handle.neighbours().get().execute();
+        let mut ours: Option<NeighbourMessage> = None;
+        while let Some(msg) = entries.try_next().await.map_err(nl(what()))? {
+            let msg: NeighbourMessage = msg;
+            let this = msg.header.ifindex == index
+                && msg.attributes.iter().any(|a| {
+                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) if *a == ip)
+                })
+                && msg.attributes.iter().any(|a| {
+                    matches!(a, NeighbourAttribute::ExtFlags(f) if f.contains(NeighbourExtFlags::Managed))
+                });
+            if this {
+                ours = Some(msg);
+            }
+        }
+        let Some(msg) = ours else {
+            return Ok(false);
+        };
+        self.handle
+            .neighbours()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(nl(what()))?;
+        Ok(true)
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), LinkError> {

@@ -329,10 +329,12 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
             "ProgramExternalConnectivity" => {
                 let req: ExternalConnectivity = parse(method, body)?;
                 let mut ports = port_map::published_ports(&req.options)?;
-                let network = control.docker_network(&req.network_id).await?;
-                let allow = publish_allow(&network.labels)?;
-                for port in &mut ports {
-                    port.allow = allow.clone();
+                if !ports.is_empty() {
+                    let network = control.docker_network(&req.network_id).await?;
+                    let allow = publish_allow(&network.labels)?;
+                    for port in &mut ports {
+                        port.allow = allow.clone();
+                    }
                 }
                 let service = control
                     .publish_docker_endpoint(&req.endpoint_id, &ports)
