@@ -279,7 +279,16 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
     for i in [0, 1] {
         for ip in ["127.0.0.1".to_string(), host_address(i)] {
             let answers: Vec<String> = (0..24)
-                .map(|_| connect_at(&hosts[i].ns, &ip, PUBLISHED).1)
+                .map(|_| {
+                    let (conn, greeting) = connect_at(&hosts[i].ns, &ip, PUBLISHED);
+                    // getpeername: the address dialled, not the backend.
+                    assert_eq!(
+                        conn.peer_addr().expect("peer").to_string(),
+                        format!("{ip}:{PUBLISHED}"),
+                        "host-{i}'s socket's peer"
+                    );
+                    greeting
+                })
                 .collect();
             assert_eq!(
                 shares(&answers).keys().collect::<Vec<_>>(),
@@ -549,6 +558,15 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
         .iter()
         .map(|h| h.netd.map_entries("NETD_BACKENDS"))
         .collect();
+    let managed_neighbour_of_2 = |h: &Host| {
+        let out =
+            h.ns.ip(&["neigh", "show", &host_address(2), "dev", "uplink0"]);
+        String::from_utf8_lossy(&out.stdout).contains("managed")
+    };
+    assert!(
+        managed_neighbour_of_2(&hosts[0]),
+        "host 0 keeps a managed neighbour entry for host 2"
+    );
     hosts[2].netd.kill();
     hosts[2].ns.ip(&["link", "set", "uplink0", "down"]);
     for (h, before) in hosts[..2].iter().zip(before) {
@@ -564,6 +582,10 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
             "through host-{i}: {seen:?}"
         );
     }
+    // The managed neighbour entry netd made for host 2 went with it.
+    eventually("host 2's managed neighbour entry removed", || {
+        !managed_neighbour_of_2(&hosts[0])
+    });
 }
 
 /// Host 1 reaches web1 through host 2's published port (tunnelled back to
@@ -722,4 +744,133 @@ fn a_port_published_with_source_ranges_takes_only_them_on_every_path() {
         refused(&hosts[0], "sock").unwrap_or(0) >= 3,
         "counted at the socket"
     );
+}
+
+const SOLO_UDP: u16 = 30088;
+
+/// A UDP socket of `ns` connected to `to` without a bind first: the
+/// kernel gives it its port at connect, after the `connect4` hook ran.
+/// Answers awaited for 1 s.
+fn connected_udp(ns: &NetNs, to: SocketAddr) -> std::net::UdpSocket {
+    ns.run(move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("socket");
+        socket.connect(&to.into()).expect("connect");
+        let socket: std::net::UdpSocket = socket.into();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        socket
+    })
+    .join()
+    .expect("socket")
+}
+
+/// One datagram on a connected socket (`send`, no address: the
+/// `sendmsg4` hook has nothing to balance) and its answer, which only the
+/// connected peer's can be.
+fn ask_connected(socket: &std::net::UdpSocket) -> std::io::Result<String> {
+    let mut buf = [0u8; 64];
+    socket.send(b"?")?;
+    let n = socket.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// What the socket hook cannot see: an unbound UDP socket gets its port
+/// only after `connect4`, so the return entry an earlier flow from that
+/// port left (host 1 dialled host 2's published port, and host 2 sent it
+/// to web1, on host 1) is not forgotten when host 1 later dials web1
+/// directly from the same port; web1's answers follow it back to host 2.
+/// Only the tunnelled requests keep such an entry, and netd sweeps it idle
+/// past conntrack's UDP timeout: from then on every direct dial is
+/// answered. The ingress host's next hop for its client goes with the
+/// client's flows, and the host's own sockets' entries with the sockets.
+#[test]
+fn a_stale_udp_return_entry_is_swept_and_direct_dials_are_answered_after_it() {
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(config.path(), "[conntrack]\nudp = 2\nudp-unreplied = 2\n").expect("write");
+    let path = config.path().to_str().expect("path");
+    let World { hosts, .. } = &world(Lab::Plain, &["--config", path]);
+    // One backend, web1 on host 1: host 1 dials it directly; host 2
+    // always tunnels to it.
+    hosts[0].netd.ok(&[
+        "service",
+        "create",
+        "solo",
+        "--network",
+        "o1",
+        "--backend",
+        "web1",
+        "--publish",
+        &format!("{SOLO_UDP}:5353/udp"),
+    ]);
+    for h in hosts {
+        eventually("solo published on every host", || {
+            h.netd
+                .ok(&["service", "ls"])
+                .contains(&format!("{SOLO_UDP}:5353/udp"))
+        });
+    }
+    // Every socket of host 1 gets the same port.
+    let port = hosts[1].ns.exec(
+        "sysctl",
+        &["-qw", "net.ipv4.ip_local_port_range=40700 40700"],
+    );
+    assert!(port.status.success(), "one local port on host 1");
+
+    let via_host_2: SocketAddr = format!("{}:{SOLO_UDP}", host_address(2))
+        .parse()
+        .expect("address");
+    let answer =
+        ask_connected(&connected_udp(&hosts[1].ns, via_host_2)).expect("an answer through host 2");
+    assert_eq!(backend_of(&answer), "web1", "through host 2");
+    assert_eq!(hosts[1].netd.map_entries("NETD_MESH_RETURN"), 1);
+
+    // Direct dials from the same port, until one is answered and from
+    // then on: every one.
+    let direct: SocketAddr = format!("127.0.0.1:{SOLO_UDP}").parse().expect("address");
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    while answered < 12 {
+        let socket = connected_udp(&hosts[1].ns, direct);
+        match ask_connected(&socket) {
+            Ok(a) => {
+                assert_eq!(backend_of(&a), "web1");
+                answered += 1;
+            }
+            Err(e) => {
+                assert_eq!(
+                    answered, 0,
+                    "a direct dial failed after one was answered: {e}"
+                );
+                // UDP's 2 s, the 5 s sweep, and room to spare.
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "the stale entry still answers for the port: {e}"
+                );
+            }
+        }
+    }
+    println!(
+        "direct dials answered {:?} after the tunnelled flow",
+        started.elapsed()
+    );
+    assert_eq!(hosts[1].netd.map_entries("NETD_MESH_RETURN"), 0);
+    // Host 2 took host 1's flow in; with the flow gone, so is its next hop.
+    eventually("host 2's next hop for its client swept", || {
+        hosts[2].netd.map_entries("NETD_MESH_NEIGH") == 0
+    });
+    // A socket's entry (what getpeername and recvfrom show) lives as
+    // long as the socket.
+    let held = connected_udp(&hosts[1].ns, direct);
+    ask_connected(&held).expect("an answer");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        hosts[1].netd.map_entries("NETD_SOCK_REVNAT") >= 1,
+        "a live socket's entry"
+    );
+    drop(held);
+    eventually("host 1's closed sockets' entries swept", || {
+        hosts[1].netd.map_entries("NETD_SOCK_REVNAT") == 0
+    });
 }
