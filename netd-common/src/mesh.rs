@@ -168,16 +168,10 @@ pub struct SockRevNatEntry {
 /// which XDP never sees. The cgroup hook rewrites the socket's
 /// destination before the kernel routes it.
 pub mod host_local {
-    /// Whether a connection to `dst` from this host is one to a published
-    /// port of this host: loopback, or the uplink address the port is
-    /// published on (`underlay`, 0.0.0.0 when there is none).
-    pub const fn is_ours(dst: [u8; 4], underlay: [u8; 4]) -> bool {
+    /// Whether `dst` is loopback: every published port answers there for
+    /// the host itself (its published addresses as well, by map lookup).
+    pub const fn is_loopback(dst: [u8; 4]) -> bool {
         dst[0] == 127
-            || (!matches!(underlay, [0, 0, 0, 0])
-                && dst[0] == underlay[0]
-                && dst[1] == underlay[1]
-                && dst[2] == underlay[2]
-                && dst[3] == underlay[3])
     }
 
     /// `bpf_sock_addr.user_port` (a 32-bit field holding the port in
@@ -331,12 +325,10 @@ mod tests {
     #[test]
     fn the_host_dials_its_published_ports_on_loopback_and_its_uplink_address() {
         use super::host_local::*;
-        let underlay = [10, 99, 0, 1];
-        assert!(is_ours([127, 0, 0, 1], underlay));
-        assert!(is_ours([127, 1, 2, 3], [0; 4]));
-        assert!(is_ours(underlay, underlay));
-        assert!(!is_ours([10, 99, 0, 2], underlay));
-        assert!(!is_ours([0, 0, 0, 0], [0; 4]), "no uplink: only loopback");
+        assert!(is_loopback([127, 0, 0, 1]));
+        assert!(is_loopback([127, 1, 2, 3]));
+        assert!(!is_loopback([10, 99, 0, 2]));
+        assert!(!is_loopback([0, 0, 0, 0]));
         // Port 8080 is 0x1f90: network order puts 0x1f first.
         let port = 8080u16.to_be_bytes();
         assert_eq!(port_of(user_port(port)), port);

@@ -234,6 +234,10 @@ macro_rules! for_each_table {
             /// Programs the uplink program tail-calls, by `XDP_PROG_*` slot,
             /// filled and pinned like `NETD_PROGS`.
             NETD_XDP_PROGS: ProgArray<u32, u32>, 4, 0, Netd, Fixed;
+            /// The addresses published ports are taken on (the uplinks' by
+            /// default, `--publish-address`), by address: written at start,
+            /// before the uplinks' programs run.
+            NETD_PUBLISH_ADDRS: Hash<[u8; 4], u32>, 64, 0, Netd, Fixed;
             /// Programs the TC uplink program tail-calls, by `UPLINK_PROG_*`
             /// slot, filled and pinned like `NETD_PROGS`.
             NETD_UPLINK_PROGS: ProgArray<u32, u32>, 4, 0, Netd, Fixed;

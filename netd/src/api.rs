@@ -81,6 +81,9 @@ pub struct Status {
     /// Each uplink's hook (`xdp native`, `tc`, ...) and why.
     #[serde(default)]
     pub uplinks: Vec<crate::dataplane::uplink::UplinkAttachment>,
+    /// The addresses published ports are taken on.
+    #[serde(default)]
+    pub publish_addresses: Vec<std::net::Ipv4Addr>,
 }
 
 async fn list_networks<S: Store>(
@@ -401,6 +404,7 @@ async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>
         maps,
         attachments: agent.attachments(),
         uplinks: agent.uplinks().to_vec(),
+        publish_addresses: agent.publish_addresses().to_vec(),
         pin_path: agent.pin_path(),
     }))
 }

@@ -154,6 +154,11 @@ pub struct Settings {
     /// This host's address on the underlay [default: the first IPv4 of the first --uplink].
     #[arg(long, value_name = "IP")]
     pub underlay_ip: Option<std::net::Ipv4Addr>,
+    /// An address of an uplink that published ports are taken on
+    /// (repeatable) [default: every IPv4 address of every --uplink].
+    #[arg(long = "publish-address", value_name = "IP")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish_addresses: Vec<std::net::Ipv4Addr>,
     /// Seconds this host stays registered in etcd after netd stops answering [default: 10].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub host_lease_ttl: Option<u64>,
@@ -237,6 +242,9 @@ pub struct RunConfig {
     pub host_name: String,
     /// This host's underlay address; None: the first IPv4 of the first uplink.
     pub underlay_ip: Option<std::net::Ipv4Addr>,
+    /// The addresses published ports are taken on; empty: every IPv4
+    /// address of every uplink.
+    pub publish_addresses: Vec<std::net::Ipv4Addr>,
     /// Seconds a host stays registered after its netd stops answering.
     pub host_lease_ttl: u64,
     /// Seconds the other hosts keep forwarding to a host whose registration
@@ -296,6 +304,7 @@ impl RunConfig {
             store: s.store.unwrap_or_default(),
             host_name: s.host_name.unwrap_or_else(system_host_name),
             underlay_ip: s.underlay_ip,
+            publish_addresses: s.publish_addresses,
             host_lease_ttl: s.host_lease_ttl.unwrap_or(10),
             host_grace: s.host_grace.unwrap_or(DEFAULT_HOST_GRACE),
             conntrack: {

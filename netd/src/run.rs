@@ -40,6 +40,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     for name in &config.uplinks {
         system::ifindex(name).context("checking --uplink")?;
     }
+    // Checked before anything is pinned, loaded or attached.
+    let publish = publish_addresses(&config).await?;
     if system::ensure_bpffs(&config.pin_path)? {
         warn!(
             "mounted bpffs on /sys/fs/bpf: none was there. Under `ip netns exec` (which remounts \
@@ -54,19 +56,24 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         StoreSpec::Embedded => {
             let store = EmbeddedStore::open(&config.state_dir)
                 .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
-            serve(store, &config, &layout).await
+            serve(store, &config, &layout, publish).await
         }
         StoreSpec::Etcd(endpoints) => {
             let store = EtcdStore::connect(endpoints, PREFIX)
                 .await
                 .context("connecting to etcd")?;
             info!(etcd = %endpoints.join(","), "cluster state in etcd");
-            serve(store, &config, &layout).await
+            serve(store, &config, &layout, publish).await
         }
     }
 }
 
-async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> anyhow::Result<()> {
+async fn serve<S: Store>(
+    store: S,
+    config: &RunConfig,
+    layout: &PinLayout,
+    publish: Vec<std::net::Ipv4Addr>,
+) -> anyhow::Result<()> {
     let metrics_listener = metrics::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_addr))?;
@@ -89,6 +96,9 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
     };
     let mut datapath = load_keeping_state(layout, &cluster_id, &sizes)?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
+    // Before the uplinks' programs run: an upgrade's new program must find
+    // the addresses its ports are published on.
+    datapath.write_publish_addresses(&publish)?;
     let attached = uplink::attach_uplinks(
         &mut datapath,
         &uplink_facts(config).await?,
@@ -106,6 +116,12 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
 
     // VXLAN needs an address to send from and an uplink to send through.
     let underlay = underlay(config).await?;
+    if !publish.is_empty() {
+        info!(
+            addresses = %publish.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "published ports are taken on these addresses"
+        );
+    }
     let agent = Arc::new(
         Agent::new(
             control,
@@ -116,7 +132,8 @@ async fn serve<S: Store>(store: S, config: &RunConfig, layout: &PinLayout) -> an
             underlay.overlay_mtu,
             Duration::from_secs(config.host_grace),
         )?
-        .with_uplinks(attached),
+        .with_uplinks(attached)
+        .with_publish_addresses(publish.clone()),
     );
     // Watch before the first pass, so a change committed during it is seen.
     let events = agent.control().watch();
@@ -269,6 +286,45 @@ fn load_keeping_state(
     };
     upgrade.finish(layout)?;
     Ok(datapath)
+}
+
+/// The addresses published ports are taken on: `--publish-address`, each
+/// of which must be an address of an uplink (the uplink's program is where
+/// packets to it are seen), or every IPv4 address of every uplink.
+async fn publish_addresses(config: &RunConfig) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    let links = crate::netlink::Netlink::here()?;
+    let mut on_uplinks = Vec::new();
+    for uplink in &config.uplinks {
+        for ip in links
+            .ipv4s(uplink)
+            .await
+            .with_context(|| format!("reading the addresses of uplink {uplink}"))?
+        {
+            on_uplinks.push((uplink.as_str(), ip));
+        }
+    }
+    if config.publish_addresses.is_empty() {
+        return Ok(on_uplinks.into_iter().map(|(_, ip)| ip).collect());
+    }
+    for wanted in &config.publish_addresses {
+        if !on_uplinks.iter().any(|(_, ip)| ip == wanted) {
+            let known = on_uplinks
+                .iter()
+                .map(|(uplink, ip)| format!("{uplink} {ip}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            anyhow::bail!(
+                "--publish-address {wanted} is no address of an uplink ({}): published ports \
+                 are taken where the uplinks' program sees them",
+                if known.is_empty() {
+                    "there is no --uplink".to_string()
+                } else {
+                    known
+                }
+            );
+        }
+    }
+    Ok(config.publish_addresses.clone())
 }
 
 /// What each uplink is, for the choice of its hook.

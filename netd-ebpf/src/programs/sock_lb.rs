@@ -1,5 +1,5 @@
 //! Published ports for the host's own connections. `connect()` to
-//! `127.0.0.1:P` or `uplink address:P` never crosses the uplink's XDP, so
+//! `127.0.0.1:P` or a published address's `P` never crosses the uplink, so
 //! this cgroup hook balances at the socket instead (as Cilium's socket LB
 //! does): the socket's destination becomes the backend (one on this host,
 //! reached through the route netd keeps to its veth) or the published port
@@ -33,7 +33,7 @@ use netd_common::{
 use crate::{
     maps::{
         NETD_BACKENDS, NETD_ENDPOINTS, NETD_HOSTS, NETD_MAGLEV, NETD_OVERLAY, NETD_PUBLISHED,
-        NETD_SOCK_REVNAT,
+        NETD_PUBLISH_ADDRS, NETD_SOCK_REVNAT,
     },
     observe::counters,
     stages::mesh,
@@ -233,8 +233,8 @@ fn published_port(ctx: &SockAddrContext) -> Option<(PublishedKey, ServiceEntry, 
         _ => return None,
     };
     let dst = sa.user_ip4.to_ne_bytes();
-    let underlay = NETD_OVERLAY.get(0).map_or([0; 4], |c| c.underlay);
-    if !host_local::is_ours(dst, underlay) {
+    // SAFETY: the value is only tested for presence.
+    if !host_local::is_loopback(dst) && unsafe { NETD_PUBLISH_ADDRS.get(&dst) }.is_none() {
         return None;
     }
     let key = PublishedKey {

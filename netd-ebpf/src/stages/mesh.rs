@@ -38,7 +38,7 @@ use crate::{
     frame::PacketFrame,
     maps::{
         NETD_ENDPOINTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
-        NETD_PUBLISHED, NETD_PUBLISH_ALLOW,
+        NETD_PUBLISHED, NETD_PUBLISH_ADDRS, NETD_PUBLISH_ALLOW,
     },
     types::{
         flow_tuple, ClientPacket, Delivery, Encap, EndpointAction, Hop, MeshAction, MeshStep,
@@ -50,7 +50,8 @@ const AF_INET: u8 = 2;
 const ETH_HLEN: usize = 14;
 
 /// Whether the uplink program hands `h` to the mesh program: TCP or UDP to
-/// this host's uplink address on a published port.
+/// a published address of this host (`NETD_PUBLISH_ADDRS`) on a published
+/// port.
 #[inline(always)]
 pub fn is_published(h: &Headers) -> bool {
     let L3::Ipv4(ip) = h.l3 else {
@@ -60,8 +61,8 @@ pub fn is_published(h: &Headers) -> bool {
         L4::Tcp { dst_port, .. } | L4::Udp { dst_port, .. } => dst_port,
         _ => return false,
     };
-    let ours =
-        matches!(NETD_OVERLAY.get(0), Some(c) if c.underlay != [0; 4] && c.underlay == ip.dst);
+    // SAFETY: the value is only tested for presence.
+    let ours = unsafe { NETD_PUBLISH_ADDRS.get(&ip.dst) }.is_some();
     let key = PublishedKey {
         port,
         proto: ip.protocol,

@@ -137,6 +137,8 @@ pub struct Agent<S> {
     traffic: Arc<crate::endpoint_traffic::TrafficSource>,
     /// Each uplink's hook and why, as attached at start.
     uplinks: Vec<crate::dataplane::uplink::UplinkAttachment>,
+    /// The addresses published ports are taken on.
+    publish_addresses: Vec<std::net::Ipv4Addr>,
     state: Mutex<State>,
 }
 
@@ -185,6 +187,7 @@ impl<S: Store> Agent<S> {
             monitor,
             traffic,
             uplinks: Vec::new(),
+            publish_addresses: Vec::new(),
             state: Mutex::new(State {
                 datapath,
                 maps,
@@ -218,6 +221,17 @@ impl<S: Store> Agent<S> {
     /// Each uplink's hook and why.
     pub fn uplinks(&self) -> &[crate::dataplane::uplink::UplinkAttachment] {
         &self.uplinks
+    }
+
+    /// The same, taking published ports on `addresses`.
+    pub fn with_publish_addresses(mut self, addresses: Vec<std::net::Ipv4Addr>) -> Self {
+        self.publish_addresses = addresses;
+        self
+    }
+
+    /// The addresses published ports are taken on.
+    pub fn publish_addresses(&self) -> &[std::net::Ipv4Addr] {
+        &self.publish_addresses
     }
 
     /// The datapath's events, for `netd monitor`.

@@ -24,6 +24,14 @@ pub(super) async fn run(client: &Client, json: bool) -> anyhow::Result<()> {
     for u in &s.uplinks {
         println!("uplink     {}: {} ({})", u.ifname, u.hook, u.why);
     }
+    if !s.publish_addresses.is_empty() {
+        let addresses: Vec<String> = s
+            .publish_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!("publishes  on {}", addresses.join(", "));
+    }
     println!(
         "attached   {}",
         if s.attachments.is_empty() {

@@ -54,6 +54,11 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("writing the addresses published ports are taken on (NETD_PUBLISH_ADDRS)")]
+    PublishAddresses {
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("writing the pins' owner and layout (NETD_META)")]
     Meta {
         #[source]
@@ -209,6 +214,33 @@ impl Datapath {
         array
             .set(0, meta, 0)
             .map_err(|source| LoadError::Meta { source })
+    }
+
+    /// Makes `NETD_PUBLISH_ADDRS` hold exactly `addresses`.
+    pub fn write_publish_addresses(
+        &mut self,
+        addresses: &[std::net::Ipv4Addr],
+    ) -> Result<(), LoadError> {
+        let name = map_names::NETD_PUBLISH_ADDRS;
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::NoMap(name))?;
+        let mut hash: aya::maps::HashMap<&mut aya::maps::MapData, [u8; 4], u32> =
+            aya::maps::HashMap::try_from(map)
+                .map_err(|source| LoadError::PublishAddresses { source })?;
+        let wanted: Vec<[u8; 4]> = addresses.iter().map(|a| a.octets()).collect();
+        let stale: Vec<[u8; 4]> = hash
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for address in &wanted {
+            hash.insert(address, 1, 0)
+                .map_err(|source| LoadError::PublishAddresses { source })?;
+        }
+        for address in &stale {
+            hash.remove(address)
+                .map_err(|source| LoadError::PublishAddresses { source })?;
+        }
+        Ok(())
     }
 
     /// Takes conntrack's maps out of the object (call once).

@@ -56,6 +56,7 @@ pub fn compile(
     if cluster.overlay != OverlayConfig::default() {
         state.put(tables::NETD_OVERLAY, 0, cluster.overlay);
     }
+
     // Each host's index is the store's, the same on every host and kept
     // while the host is a member: one joining or leaving rewrites no other
     // host's entries.

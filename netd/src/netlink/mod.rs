@@ -241,6 +241,13 @@ impl Netlink {
         Ok(addresses.first().map(|&(ip, _)| ip))
     }
 
+    /// Every IPv4 address of `name`, in the kernel's order.
+    pub async fn ipv4s(&self, name: &str) -> Result<Vec<Ipv4Addr>, LinkError> {
+        let index = self.index(name).await?;
+        let addresses = self.ipv4_addresses(index, name).await?;
+        Ok(addresses.into_iter().map(|(ip, _)| ip).collect())
+    }
+
     /// Whether `ip` is on a subnet of an address of link `index`: a
     /// neighbour there, not behind a router.
     pub async fn on_link(&self, index: u32, ip: Ipv4Addr) -> Result<bool, LinkError> {
