@@ -1,5 +1,6 @@
-//! One simulated routing-mesh host for the XDP fixtures and the bench: this
-//! host (the overlay fixture's 192.0.2.1) publishes 30080/tcp for a service
+//! One simulated routing-mesh host for the uplink fixtures and the bench:
+//! this host (the overlay fixture's 192.0.2.1, its one published address)
+//! publishes 30080/tcp for a service
 //! whose Maglev table holds one backend, B (local, behind veth 50) or A (on
 //! host 7). A client outside the cluster reaches it through its router.
 //!
@@ -73,6 +74,9 @@ pub fn published_fixture(backend: [u8; 4], active: u32) -> Fixture {
     for op in &ops {
         f.maps.apply(op).expect("map write");
     }
+    f.datapath
+        .write_publish_addresses(&[o::HERE_UNDERLAY.into()])
+        .expect("published address");
     f
 }
 

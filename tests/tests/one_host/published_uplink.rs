@@ -177,3 +177,70 @@ fn an_upgrade_from_xdp_only_uplinks_moves_a_veth_uplink_to_tc_under_a_transfer()
 fn an_upgrade_keeping_a_veth_uplink_at_xdp_keeps_a_transfer_whole() {
     upgrade_under_a_transfer("xdp", "xdp native");
 }
+
+/// Whether `client` gets a greeting from `ip:PUBLISHED` within a second.
+fn answers_at(client: &NetNs, ip: &str) -> bool {
+    let addr: SocketAddr = format!("{ip}:{PUBLISHED}").parse().expect("address");
+    client
+        .run(move || {
+            let Ok(conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            else {
+                return false;
+            };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut byte = [0u8; 1];
+            matches!(std::io::Read::read(&mut &conn, &mut byte), Ok(1))
+        })
+        .join()
+        .expect("client thread")
+}
+
+/// Published ports are taken on every address of the uplinks, or only on
+/// those `--publish-address` names; one that is no uplink's address stops
+/// the start before anything is attached.
+#[test]
+fn published_ports_answer_on_every_uplink_address_or_on_those_named() {
+    const SECOND: &str = "10.98.0.3";
+    let mut w = world(&netd_bin(), false, &[]);
+    w.host
+        .ip(&["addr", "add", &format!("{SECOND}/24"), "dev", "uplink0"]);
+    // Addresses are read at start.
+    assert!(w.netd.stop().success());
+    w.netd.restart(&w.host);
+    assert!(answers_at(&w.client, HOST), "the first address");
+    assert!(answers_at(&w.client, SECOND), "the second address");
+    let status = w.netd.ok(&["status"]);
+    assert!(
+        status.contains(&format!("publishes  on {HOST}, {SECOND}")),
+        "{status}"
+    );
+
+    w.netd.set_flag("--publish-address", SECOND);
+    assert!(w.netd.stop().success());
+    w.netd.restart(&w.host);
+    assert!(answers_at(&w.client, SECOND), "the address named");
+    assert!(!answers_at(&w.client, HOST), "not the other one");
+
+    let pins = TempPins::new();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", w.host.path().display()))
+        .arg(netd_bin())
+        .args([
+            "run",
+            "--uplink",
+            "uplink0",
+            "--publish-address",
+            "10.98.0.77",
+            "--pin-path",
+        ])
+        .arg(pins.layout.root())
+        .output()
+        .expect("run netd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--publish-address 10.98.0.77 is no address of an uplink (uplink0 10.98.0.1, uplink0 10.98.0.3)"),
+        "{stderr}"
+    );
+    assert!(!pins.layout.root().exists(), "pins left behind");
+}
