@@ -43,14 +43,39 @@ pub(super) fn connections(w: &World, args: &Args) -> anyhow::Result<Vec<Connecti
 /// run the same way. A new flow is a SYN from a port not seen before; an
 /// established one the ACK of a flow already tracked.
 pub(super) fn path_costs(runs: usize) -> anyhow::Result<Vec<PathCost>> {
+    let mut costs = hook_costs(runs, Hook::Xdp)?;
+    costs.extend(hook_costs(runs, Hook::Tc)?);
+    Ok(costs)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Xdp,
+    Tc,
+}
+
+/// The mesh's paths at one hook, beside that hook's do-nothing program.
+fn hook_costs(runs: usize, hook: Hook) -> anyhow::Result<Vec<PathCost>> {
+    let (uplink, baseline, redirect) = match hook {
+        Hook::Xdp => (XDP_UPLINK, XDP_BASELINE, 4),
+        Hook::Tc => (TC_UPLINK, TC_BASELINE, 7),
+    };
+    let time = |f: &mut Fixture, program: &str, packet: &[u8]| match hook {
+        Hook::Xdp => f.time_xdp(program, packet, 1),
+        Hook::Tc => f.time_tc(program, packet, 1),
+    };
     let mut local = published_fixture(o::B_IP, 1);
     local.load_baselines();
     let mut tunnel = published_fixture(o::A_IP, 1);
     let underlay = Underlay::new(&mut tunnel);
     let established = segment_to(PUBLISHED, 9999, false);
-    for (f, want, what) in [(&mut local, 4, "local DNAT"), (&mut tunnel, 4, "tunnel")] {
-        let run = underlay.run(|| f.run_xdp(XDP_UPLINK, &segment_to(PUBLISHED, 9999, true)))?;
-        if run.verdict != want {
+    for (f, what) in [(&mut local, "local DNAT"), (&mut tunnel, "tunnel")] {
+        let syn = segment_to(PUBLISHED, 9999, true);
+        let run = underlay.run(|| match hook {
+            Hook::Xdp => f.run_xdp(uplink, &syn),
+            Hook::Tc => f.run_tc(uplink, &syn),
+        })?;
+        if run.verdict != redirect {
             bail!(
                 "the {what} path did not take the flow (verdict {})",
                 run.verdict
@@ -61,20 +86,29 @@ pub(super) fn path_costs(runs: usize) -> anyhow::Result<Vec<PathCost>> {
     underlay.run(|| {
         for i in 0..runs {
             let fresh = segment_to(PUBLISHED, 10_000 + (i % 50_000) as u16, true);
-            samples[0].push(local.time_xdp(XDP_BASELINE, &established, 1));
-            samples[1].push(local.time_xdp(XDP_UPLINK, &fresh, 1));
-            samples[2].push(local.time_xdp(XDP_UPLINK, &established, 1));
-            samples[3].push(tunnel.time_xdp(XDP_UPLINK, &fresh, 1));
-            samples[4].push(tunnel.time_xdp(XDP_UPLINK, &established, 1));
+            samples[0].push(time(&mut local, baseline, &established));
+            samples[1].push(time(&mut local, uplink, &fresh));
+            samples[2].push(time(&mut local, uplink, &established));
+            samples[3].push(time(&mut tunnel, uplink, &fresh));
+            samples[4].push(time(&mut tunnel, uplink, &established));
         }
     });
-    let names = [
-        "xdp no-op (single runs)",
-        "mesh DNAT to a local backend, new flow",
-        "mesh DNAT to a local backend, established",
-        "mesh tunnel to a remote backend, new flow",
-        "mesh tunnel to a remote backend, established",
-    ];
+    let names = match hook {
+        Hook::Xdp => [
+            "xdp no-op (single runs)",
+            "xdp: mesh DNAT to a local backend, new flow",
+            "xdp: mesh DNAT to a local backend, established",
+            "xdp: mesh tunnel to a remote backend, new flow",
+            "xdp: mesh tunnel to a remote backend, established",
+        ],
+        Hook::Tc => [
+            "tc no-op (single runs)",
+            "tc: mesh DNAT to a local backend, new flow",
+            "tc: mesh DNAT to a local backend, established",
+            "tc: mesh tunnel to a remote backend, new flow",
+            "tc: mesh tunnel to a remote backend, established",
+        ],
+    };
     let noop = median(&samples[0]);
     Ok(names
         .into_iter()

@@ -3,9 +3,10 @@
 
 use super::*;
 
-/// Puts host 0's receive path on [`PATH_CPU`], the same way in both
-/// worlds: its uplink polls in NAPI (netd's XDP needs it; for Docker's way
-/// GRO turns it on, as on a NIC), made a kernel thread pinned there; what
+/// Puts host 0's receive path on [`PATH_CPU`], the same way in every
+/// world: its uplink polls in NAPI (netd's XDP needs it; for Docker's way
+/// and netd at TC GRO turns it on, as on a NIC), made a kernel thread
+/// pinned there; what
 /// the veth hands to the backlog instead (trafgen's packets when the
 /// uplink has no XDP) is steered there by RPS. A veth has no interrupt
 /// moderation, so each packet would wake the thread: the kernel's own
@@ -13,7 +14,7 @@ use super::*;
 /// NIC's, as the backlog batches by itself.
 pub(super) fn steer_to_path_cpu(w: &World) -> anyhow::Result<()> {
     let host = w.ingress();
-    if w.system == System::DockerIptables {
+    if w.system != System::NetdXdp {
         let out = host.exec("ethtool", &["-K", "uplink0", "gro", "on"]);
         if !out.status.success() {
             bail!("GRO on uplink0: {}", String::from_utf8_lossy(&out.stderr));

@@ -7,7 +7,9 @@
 //!   bridge; a port whose backend is on host 1 is DNATed and SNATed into a
 //!   kernel VXLAN overlay, as swarm's ingress does (without its IPVS hop,
 //!   which this kernel lacks: the baseline is cheaper than real swarm).
-//! - netd: the same ports published with `netd service create --publish`.
+//! - netd: the same ports published with `netd service create --publish`,
+//!   twice: with its uplinks at XDP on an underlay made to act like NICs,
+//!   and at TC (the default on a veth) on the plain lab.
 //!
 //! Measured:
 //! - packets per second through the published-port path on one core:
@@ -22,8 +24,9 @@
 //!   second;
 //! - new connections per second and 1-byte request/response latency from
 //!   the client to a local and to a remote backend;
-//! - ns per packet of the XDP ingress DNAT and tunnel paths beside the
-//!   do-nothing XDP program (BPF_PROG_TEST_RUN, single runs).
+//! - ns per packet of the ingress DNAT and tunnel paths at XDP and at TC,
+//!   beside the do-nothing program of each hook (BPF_PROG_TEST_RUN, single
+//!   runs).
 
 use std::{
     net::SocketAddr,
@@ -47,12 +50,12 @@ use netd_bench::{
 };
 use netd_common::{
     maps::BenchFrame,
-    program_names::{TC_SINK, XDP_BASELINE, XDP_GENERATOR, XDP_UPLINK},
+    program_names::{TC_BASELINE, TC_SINK, TC_UPLINK, XDP_BASELINE, XDP_GENERATOR, XDP_UPLINK},
 };
 use netd_tests::{
     cluster::{
-        cluster, kernel_vxlan_bridge, outside_client, plug_into_underlay, underlay_takes_xdp_tx,
-        uplink_acts_as_nic, Host, UNDERLAY_PREFIX,
+        cluster, kernel_vxlan_bridge, outside_client, plain_client, plug_into_underlay,
+        underlay_takes_xdp_tx, uplink_acts_as_nic, Host, UNDERLAY_PREFIX,
     },
     etcd::Etcd,
     fixture::Fixture,
@@ -125,6 +128,15 @@ struct Targets {
     tunnel_p99_over_local: f64,
 }
 
+/// Each netd world's targets.
+#[derive(Serialize)]
+struct AllTargets {
+    #[serde(rename = "netd-xdp")]
+    xdp: Targets,
+    #[serde(rename = "netd-tc")]
+    tc: Targets,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) <= GENERATOR_CPU {
@@ -132,7 +144,11 @@ fn main() -> anyhow::Result<()> {
     }
     let mut rates = Vec::new();
     let mut conns = Vec::new();
-    for build in [docker_world as fn() -> anyhow::Result<World>, netd_world] {
+    for build in [
+        docker_world as fn() -> anyhow::Result<World>,
+        netd_xdp_world,
+        netd_tc_world,
+    ] {
         let world = build()?;
         // Before the packet rates: their steering of host 0's uplink is
         // for a flood, not for latency.
@@ -163,14 +179,17 @@ fn main() -> anyhow::Result<()> {
             .find(|r| r.system == system && r.generator == Generator::LiveFrames)
             .expect("measured")
     };
-    let targets = Targets {
-        pps_ratio: rate(System::Netd).mpps_per_core / rate(System::DockerIptables).mpps_per_core,
-        connections_ratio_local: conn(System::Netd, "local").connections_per_sec
+    let targets_of = |netd| Targets {
+        pps_ratio: rate(netd).mpps_per_core / rate(System::DockerIptables).mpps_per_core,
+        connections_ratio_local: conn(netd, "local").connections_per_sec
             / conn(System::DockerIptables, "local").connections_per_sec,
-        connections_ratio_remote: conn(System::Netd, "remote").connections_per_sec
+        connections_ratio_remote: conn(netd, "remote").connections_per_sec
             / conn(System::DockerIptables, "remote").connections_per_sec,
-        tunnel_p99_over_local: conn(System::Netd, "remote").rr_p99_us
-            / conn(System::Netd, "local").rr_p99_us,
+        tunnel_p99_over_local: conn(netd, "remote").rr_p99_us / conn(netd, "local").rr_p99_us,
+    };
+    let targets = AllTargets {
+        xdp: targets_of(System::NetdXdp),
+        tc: targets_of(System::NetdTc),
     };
 
     println!(
@@ -189,8 +208,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "netd / docker-iptables: {:.2}x packets per core with live frames (target 5x)\n",
-        targets.pps_ratio
+        "netd-xdp / docker-iptables: {:.2}x packets per core with live frames (target 5x); \
+         netd-tc: {:.2}x\n",
+        targets.xdp.pps_ratio, targets.tc.pps_ratio
     );
     println!(
         "{:<18} {:<8} {:>12} {:>10} {:>10}",
@@ -206,13 +226,14 @@ fn main() -> anyhow::Result<()> {
             c.rr_p99_us
         );
     }
-    println!(
-        "netd / docker-iptables connections: local {:.2}x, remote {:.2}x (target > 1); \
-         netd tunnel p99 / local p99: {:.2} (target <= 1.5)\n",
-        targets.connections_ratio_local,
-        targets.connections_ratio_remote,
-        targets.tunnel_p99_over_local
-    );
+    for (name, t) in [("netd-xdp", &targets.xdp), ("netd-tc", &targets.tc)] {
+        println!(
+            "{name} / docker-iptables connections: local {:.2}x, remote {:.2}x (target > 1); \
+             {name} tunnel p99 / local p99: {:.2} (target <= 1.5)",
+            t.connections_ratio_local, t.connections_ratio_remote, t.tunnel_p99_over_local
+        );
+    }
+    println!();
     print_path_costs(&costs);
 
     if let Some(dir) = args.json.parent() {
@@ -262,7 +283,7 @@ fn main() -> anyhow::Result<()> {
             bars: per(&|c| c.rr_p99_us),
         },
         Bars {
-            title: "XDP path cost per packet (BPF_PROG_TEST_RUN, single runs)".into(),
+            title: "path cost per packet at XDP and TC (BPF_PROG_TEST_RUN, single runs)".into(),
             unit: "ns",
             bars: costs
                 .iter()
@@ -272,18 +293,23 @@ fn main() -> anyhow::Result<()> {
     ];
     write_html(
         &args.json.with_extension("html"),
-        "netd's routing mesh against Docker's iptables publishing",
+        "netd's routing mesh (uplinks at XDP and at TC) against Docker's iptables publishing",
         &[
             "Two hosts and an outside client as namespaces on one underlay bridge, built in the same run.".into(),
             format!(
                 "Packet rate: trafgen on CPU {GENERATOR_CPU}, host 0's receive path on CPU {PATH_CPU}, scored per busy second of CPU {PATH_CPU} (xdp-trafficgen from xdp-tools 1.3.1 does not load on this kernel: its xdp_redirect_map_err tracepoint is gone)."
             ),
+            "netd-xdp: its uplinks at XDP on an underlay made to act like NICs. netd-tc: at TC on the plain lab (the client's veth with its default offloads); its uplink gets GRO for the bench, as Docker's does, so the live frames reach it.".to_string(),
             format!(
-                "Targets: {:.2}x packets per core (5x), connections {:.2}x local and {:.2}x remote (above 1), tunnel p99 {:.2}x local (at most 1.5).",
-                targets.pps_ratio,
-                targets.connections_ratio_local,
-                targets.connections_ratio_remote,
-                targets.tunnel_p99_over_local
+                "Targets, netd-xdp: {:.2}x packets per core (5x), connections {:.2}x local and {:.2}x remote (above 1), tunnel p99 {:.2}x local (at most 1.5). netd-tc: {:.2}x, {:.2}x, {:.2}x, {:.2}x.",
+                targets.xdp.pps_ratio,
+                targets.xdp.connections_ratio_local,
+                targets.xdp.connections_ratio_remote,
+                targets.xdp.tunnel_p99_over_local,
+                targets.tc.pps_ratio,
+                targets.tc.connections_ratio_local,
+                targets.tc.connections_ratio_remote,
+                targets.tc.tunnel_p99_over_local
             ),
         ],
         &charts,

@@ -5,8 +5,14 @@ use super::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub(super) enum System {
-    #[serde(rename = "netd")]
-    Netd,
+    /// netd with its uplinks at XDP, on an underlay made to act like NICs
+    /// (the client finishes its checksums, the bridge's ports flush XDP_TX).
+    #[serde(rename = "netd-xdp")]
+    NetdXdp,
+    /// netd with its uplinks at TC (`auto` on a veth), on the plain lab:
+    /// the client's veth with its default offloads, a plain bridge.
+    #[serde(rename = "netd-tc")]
+    NetdTc,
     #[serde(rename = "docker-iptables")]
     DockerIptables,
 }
@@ -14,7 +20,8 @@ pub(super) enum System {
 impl System {
     pub(super) fn name(self) -> &'static str {
         match self {
-            System::Netd => "netd",
+            System::NetdXdp => "netd-xdp",
+            System::NetdTc => "netd-tc",
             System::DockerIptables => "docker-iptables",
         }
     }
@@ -55,14 +62,40 @@ impl Drop for World {
     }
 }
 
+/// netd at XDP on the NIC-like underlay.
+pub(super) fn netd_xdp_world() -> anyhow::Result<World> {
+    netd_world(System::NetdXdp)
+}
+
+/// netd at TC on the plain lab.
+pub(super) fn netd_tc_world() -> anyhow::Result<World> {
+    netd_world(System::NetdTc)
+}
+
 /// netd on two hosts sharing etcd; `near` and the sink on host 0, `far` on
 /// host 1, each published on every host.
-pub(super) fn netd_world() -> anyhow::Result<World> {
+fn netd_world(system: System) -> anyhow::Result<World> {
     let (underlay, etcd, hosts) = cluster(2, |_| {
-        vec!["--uplink=uplink0".into(), "--log-level=warn".into()]
+        let mut args = vec!["--uplink=uplink0".into(), "--log-level=warn".into()];
+        if system == System::NetdXdp {
+            args.push("--uplink-mode=xdp".into());
+        }
+        args
     });
-    let client = outside_client(&underlay, "bmC", CLIENT);
-    underlay_takes_xdp_tx(&underlay);
+    let client = if system == System::NetdXdp {
+        underlay_takes_xdp_tx(&underlay);
+        outside_client(&underlay, "bmC", CLIENT)
+    } else {
+        plain_client(&underlay, "bmC", CLIENT)
+    };
+    let hook = if system == System::NetdXdp {
+        "xdp native"
+    } else {
+        "tc"
+    };
+    if hosts[0].netd.uplink_hook("uplink0") != hook {
+        bail!("{}: host 0's uplink is not at {hook}", system.name());
+    }
     hosts[0].netd.ok(&[
         "network",
         "create",
@@ -112,7 +145,7 @@ pub(super) fn netd_world() -> anyhow::Result<World> {
         }
     }
     Ok(World {
-        system: System::Netd,
+        system,
         hosts: Hosts::Netd { hosts, _etcd: etcd },
         client,
         sink,
