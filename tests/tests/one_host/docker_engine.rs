@@ -435,9 +435,8 @@ fn docker_networks_through_netd() {
     // hop) goes with its flows, swept when they idle out.
     let of_the_model = |name: &str| {
         name != "NETD_OVERLAY"
-            && netd_common::tables::find(name).is_some_and(|t| {
-                matches!(t.owner, netd_common::tables::Owner::Control { .. })
-            })
+            && netd_common::tables::find(name)
+                .is_some_and(|t| matches!(t.owner, netd_common::tables::Owner::Control { .. }))
     };
     let entries: Vec<u64> = status["maps"]
         .as_array()
