@@ -137,10 +137,17 @@ pub enum DropReason {
     PolicyDenied = 16,
     /// To a published port from a source its allowed ranges leave out.
     SourceRefused = 17,
+    /// From an endpoint of an internal network to anywhere off this host.
+    Internal = 18,
+    /// A new masqueraded flow found the NAT table full (`NETD_SNAT`).
+    NatTableFull = 19,
+    /// A new masqueraded flow found no free source port toward its
+    /// destination.
+    NatPortsExhausted = 20,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::UnknownL3,
         DropReason::Fragment,
@@ -159,6 +166,9 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::PolicyDenied,
         DropReason::SourceRefused,
+        DropReason::Internal,
+        DropReason::NatTableFull,
+        DropReason::NatPortsExhausted,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -181,6 +191,9 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::PolicyDenied => "policy_denied",
             DropReason::SourceRefused => "source_refused",
+            DropReason::Internal => "internal",
+            DropReason::NatTableFull => "nat_table_full",
+            DropReason::NatPortsExhausted => "nat_ports_exhausted",
         }
     }
 }

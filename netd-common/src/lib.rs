@@ -12,6 +12,7 @@ pub mod flow;
 pub mod icmp;
 pub mod maglev;
 pub mod maps;
+pub mod masquerade;
 pub mod mesh;
 pub mod nat;
 pub mod parse;
@@ -39,11 +40,15 @@ pub mod program_names {
     /// TC, tail-called by the service program: the answer to a new flow
     /// for a service port without backends.
     pub const TC_REFUSE: &str = "netd_tc_refuse";
+    /// TC, tail-called by the endpoint program: a packet leaving the
+    /// cluster from a network with a way out (masquerade, internal).
+    pub const TC_MASQUERADE: &str = "netd_tc_masquerade";
     /// The programs tail-called through `NETD_PROGS`, by slot.
-    pub const TAIL_CALLED: [(u32, &str); 3] = [
+    pub const TAIL_CALLED: [(u32, &str); 4] = [
         (crate::maps::PROG_SERVICE, TC_SERVICE),
         (crate::maps::PROG_ICMP_ERROR, TC_ICMP_ERROR),
         (crate::maps::PROG_REFUSE, TC_REFUSE),
+        (crate::maps::PROG_MASQUERADE, TC_MASQUERADE),
     ];
     /// XDP, tail-called by the uplink program: VXLAN for this host, decapped
     /// and delivered (reverse NAT and ICMP errors of translated flows).
@@ -54,11 +59,15 @@ pub mod program_names {
     /// XDP, tail-called by the decap and mesh programs: a packet for a
     /// local endpoint, judged by its ingress policy and redirected.
     pub const XDP_DELIVER: &str = "netd_xdp_deliver";
+    /// XDP, tail-called by the uplink program: a reply of a masqueraded
+    /// flow, translated back and delivered to its endpoint.
+    pub const XDP_MASQ_REPLY: &str = "netd_xdp_masq_reply";
     /// The programs in `NETD_XDP_PROGS`, by slot.
-    pub const XDP_TAIL_CALLED: [(u32, &str); 3] = [
+    pub const XDP_TAIL_CALLED: [(u32, &str); 4] = [
         (crate::maps::XDP_PROG_DECAP, XDP_DECAP),
         (crate::maps::XDP_PROG_MESH, XDP_MESH),
         (crate::maps::XDP_PROG_DELIVER, XDP_DELIVER),
+        (crate::maps::XDP_PROG_MASQ_REPLY, XDP_MASQ_REPLY),
     ];
     /// TC ingress on an uplink whose XDP cannot be trusted (a veth: XDP
     /// sees neither an skb's checksum state nor whether the peer flushes
@@ -71,11 +80,15 @@ pub mod program_names {
     /// TC, tail-called by the two above: into a local endpoint, once its
     /// ingress policy admits it.
     pub const TC_UPLINK_DELIVER: &str = "netd_tc_uplink_deliver";
+    /// TC, tail-called by the TC uplink program: a reply of a masqueraded
+    /// flow, translated back and delivered to its endpoint.
+    pub const TC_UPLINK_MASQ_REPLY: &str = "netd_tc_uplink_masq_reply";
     /// The programs in `NETD_UPLINK_PROGS`, by slot.
-    pub const UPLINK_TAIL_CALLED: [(u32, &str); 3] = [
+    pub const UPLINK_TAIL_CALLED: [(u32, &str); 4] = [
         (crate::maps::UPLINK_PROG_DECAP, TC_UPLINK_DECAP),
         (crate::maps::UPLINK_PROG_MESH, TC_UPLINK_MESH),
         (crate::maps::UPLINK_PROG_DELIVER, TC_UPLINK_DELIVER),
+        (crate::maps::UPLINK_PROG_MASQ_REPLY, TC_UPLINK_MASQ_REPLY),
     ];
     /// cgroup `connect4` on the cgroup2 root: the host's own connections to
     /// its published ports, balanced at the socket.

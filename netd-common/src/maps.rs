@@ -83,21 +83,24 @@ pub const LAYOUT_VERSION: u32 = 2;
 pub const PROG_SERVICE: u32 = 0;
 pub const PROG_ICMP_ERROR: u32 = 1;
 pub const PROG_REFUSE: u32 = 2;
+pub const PROG_MASQUERADE: u32 = 3;
 
 /// `NETD_XDP_PROGS` slots: the programs the uplink program tail-calls.
 pub const XDP_PROG_DECAP: u32 = 0;
 pub const XDP_PROG_MESH: u32 = 1;
 pub const XDP_PROG_DELIVER: u32 = 2;
+pub const XDP_PROG_MASQ_REPLY: u32 = 3;
 
 /// `NETD_UPLINK_PROGS` slots: the programs the TC uplink program
 /// tail-calls (an uplink whose XDP cannot be trusted: a veth).
 pub const UPLINK_PROG_DECAP: u32 = 0;
 pub const UPLINK_PROG_MESH: u32 = 1;
 pub const UPLINK_PROG_DELIVER: u32 = 2;
+pub const UPLINK_PROG_MASQ_REPLY: u32 = 3;
 
-const _: () = assert!(PROG_REFUSE < crate::tables::decl::NETD_PROGS.max_entries);
-const _: () = assert!(UPLINK_PROG_DELIVER < crate::tables::decl::NETD_UPLINK_PROGS.max_entries);
-const _: () = assert!(XDP_PROG_DELIVER < crate::tables::decl::NETD_XDP_PROGS.max_entries);
+const _: () = assert!(PROG_MASQUERADE < crate::tables::decl::NETD_PROGS.max_entries);
+const _: () = assert!(UPLINK_PROG_MASQ_REPLY < crate::tables::decl::NETD_UPLINK_PROGS.max_entries);
+const _: () = assert!(XDP_PROG_MASQ_REPLY < crate::tables::decl::NETD_XDP_PROGS.max_entries);
 
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;

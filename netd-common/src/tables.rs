@@ -119,6 +119,13 @@ macro_rules! for_each_table {
         $then! {
             // --- Control maps: desired state, in write order. ---
 
+            /// Destinations reached with a container's own address, by
+            /// (network, address prefix); network 0: every network. Every
+            /// netd subnet is here, and the CIDRs left unmasqueraded.
+            NETD_NO_MASQ: LpmTrie<$crate::masquerade::NoMasqKey, u32>, 16384, 0, Control(0), Fixed;
+            /// Each network's way out, by index: masquerade or internal
+            /// (absent: routed as it is). After what it must not translate.
+            NETD_EGRESS: Hash<u32, $crate::masquerade::EgressEntry>, 1024, 0, Control(1), Fixed;
             /// Networks by index: their gateway and VNI.
             NETD_NETWORKS: Hash<u32, $crate::maps::NetworkEntry>, 1024, 0, Control(0), Fixed;
             /// Network index by VXLAN network identifier.
@@ -197,6 +204,15 @@ macro_rules! for_each_table {
             /// which `recvmsg` puts back as the answers' source.
             NETD_SOCK_REVNAT: LruHash<$crate::mesh::SockRevNatKey, $crate::mesh::SockRevNatEntry>,
                 65536, 0, Datapath, Fixed;
+            /// Masqueraded flows by the container's tuple: the source they
+            /// leave with and the device they leave by. Not an LRU: a full
+            /// table refuses new flows (counted) and never evicts a live one.
+            NETD_SNAT: Hash<$crate::service::CtTuple, $crate::masquerade::SnatEntry>,
+                $crate::service::DEFAULT_CT_ENTRIES, 0, Datapath, Conntrack;
+            /// Masqueraded flows by their replies' tuple: the container
+            /// they go back to. Its insert claims the port.
+            NETD_SNAT_REV: Hash<$crate::service::CtTuple, $crate::masquerade::RevSnatEntry>,
+                $crate::service::DEFAULT_CT_ENTRIES, 0, Datapath, Conntrack;
             /// Flows policy let through, by their first packet's tuple: the
             /// rest of the flow and its replies pass on it.
             NETD_POLICY_CT: LruHash<$crate::service::CtTuple, $crate::policy::PolicyCtEntry>,
@@ -238,6 +254,11 @@ macro_rules! for_each_table {
             /// default, `--publish-address`), by address: written at start,
             /// before the uplinks' programs run.
             NETD_PUBLISH_ADDRS: Hash<[u8; 4], u32>, 64, 0, Netd, Fixed;
+            /// The source ports masquerading hands out (one entry).
+            NETD_MASQ_CONFIG: Array<u32, $crate::masquerade::MasqConfig>, 1, 0, Netd, Fixed;
+            /// The devices masqueraded flows leave by, by ifindex: their
+            /// replies are taken there by the uplink program.
+            NETD_EGRESS_DEVS: Hash<u32, u32>, 64, 0, Netd, Fixed;
             /// Programs the TC uplink program tail-calls, by `UPLINK_PROG_*`
             /// slot, filled and pinned like `NETD_PROGS`.
             NETD_UPLINK_PROGS: ProgArray<u32, u32>, 4, 0, Netd, Fixed;
@@ -304,6 +325,10 @@ impl LpmData for crate::mesh::PublishAllow {
     type Key = crate::mesh::PublishAllowKey;
 }
 
+impl LpmData for crate::masquerade::NoMasqKey {
+    type Key = crate::masquerade::NoMasqFullKey;
+}
+
 impl LpmData for [u8; 4] {
     type Key = crate::policy::IpcacheKey;
 }
@@ -336,6 +361,7 @@ mod tests {
         assert!(order(names::NETD_SERVICES) < order(names::NETD_VIPS));
         assert!(order(names::NETD_POLICY) < order(names::NETD_POLICY_EPS));
         assert!(order(names::NETD_IPCACHE) < order(names::NETD_POLICY_EPS));
+        assert!(order(names::NETD_NO_MASQ) < order(names::NETD_EGRESS));
     }
 
     #[test]

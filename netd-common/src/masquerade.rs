@@ -1,0 +1,254 @@
+//! Masquerading: a container's packet to the world leaves with the address
+//! of the uplink it goes out of, and the replies find their way back.
+//!
+//! - A network's way out is its [`EgressEntry`] (`NETD_EGRESS`): masquerade
+//!   (Docker's default), internal (no way out), or neither (routed by the
+//!   host with the container's own address, as before). A destination in
+//!   `NETD_NO_MASQ` ([`NoMasqKey`]: every netd subnet, and the CIDRs a
+//!   network or the host reaches unmasqueraded) is never translated.
+//! - Each flow has two entries, made together: [`SnatEntry`] by the
+//!   container's tuple (`NETD_SNAT`) and [`RevSnatEntry`] by the reply's
+//!   tuple (`NETD_SNAT_REV`), whose insert with `BPF_NOEXIST` is what claims
+//!   a port. ICMP echo is tracked as a flow whose identifier is its port.
+//! - Ports come from [`MasqConfig`]'s range, which netd keeps disjoint from
+//!   the host's `ip_local_port_range`: the host never picks one of them for
+//!   a connection of its own, so a host socket and a masqueraded flow never
+//!   share a tuple. A flow keeps its source port when it lies in the range
+//!   and is free; else [`candidate`] walks the range from a point the flow
+//!   hashes to. Ports are reused per destination: the reverse key holds
+//!   the remote address and port.
+
+use bytemuck::{Pod, Zeroable};
+
+/// [`EgressEntry::flags`]: translate packets to the world.
+pub const EGRESS_MASQUERADE: u32 = 1;
+/// [`EgressEntry::flags`]: nothing leaves the host (Docker's `--internal`).
+pub const EGRESS_INTERNAL: u32 = 2;
+
+/// `NETD_EGRESS` value, by network index: how its packets to the world
+/// leave. A network without an entry is routed by the host as it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EgressEntry {
+    pub flags: u32,
+    /// The address to masquerade to; 0.0.0.0: the uplink's own (the FIB's
+    /// preferred source on the device the packet leaves by).
+    pub egress_ip: [u8; 4],
+}
+
+/// `NETD_NO_MASQ` data: a network (big-endian, so the trie matches it
+/// whole before the address; 0 for every network) and a destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct NoMasqKey {
+    pub network: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// The network every network's entries are under.
+pub const EVERY_NETWORK: u32 = 0;
+
+impl NoMasqKey {
+    pub const fn new(network: u32, addr: [u8; 4]) -> Self {
+        NoMasqKey {
+            network: network.to_be_bytes(),
+            addr,
+        }
+    }
+
+    /// The trie's prefix length for a destination prefix of `bits`.
+    pub const fn prefix_len(bits: u8) -> u32 {
+        32 + bits as u32
+    }
+}
+
+/// `NETD_NO_MASQ`'s whole key, as userspace writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct NoMasqFullKey {
+    pub prefixlen: u32,
+    pub data: NoMasqKey,
+}
+
+impl NoMasqFullKey {
+    pub const fn range(network: u32, addr: [u8; 4], bits: u8) -> Self {
+        NoMasqFullKey {
+            prefixlen: NoMasqKey::prefix_len(bits),
+            data: NoMasqKey::new(network, addr),
+        }
+    }
+}
+
+/// `NETD_MASQ_CONFIG` (one entry, written at start): the source ports
+/// masquerading hands out, `port_min..=port_max` (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MasqConfig {
+    pub port_min: u16,
+    pub port_max: u16,
+    pub _pad: u32,
+}
+
+impl MasqConfig {
+    pub const fn holds(&self, port: u16) -> bool {
+        port >= self.port_min && port <= self.port_max && self.port_min != 0
+    }
+
+    pub const fn size(&self) -> u32 {
+        if self.port_min == 0 || self.port_max < self.port_min {
+            0
+        } else {
+            (self.port_max - self.port_min) as u32 + 1
+        }
+    }
+}
+
+/// How many ports a new flow tries before it is dropped as
+/// `nat_ports_exhausted`.
+pub const PORT_TRIES: u32 = 32;
+
+/// The `attempt`th port a flow hashing to `hash` tries: each attempt an
+/// independent point of the range (a walk from one point would pile
+/// flows up behind busy stretches, as linear probing does), so with a
+/// fraction `f` of the range busy all [`PORT_TRIES`] fail with chance
+/// `f^32`.
+pub const fn candidate(config: &MasqConfig, hash: u32, attempt: u32) -> u16 {
+    let size = config.size();
+    if size == 0 {
+        return 0;
+    }
+    let mixed = mix(hash ^ attempt.wrapping_mul(0x9E37_79B9));
+    config.port_min + ((mixed as u64 * size as u64) >> 32) as u16
+}
+
+/// A 32-bit finaliser (murmur3's): every input bit moves every output bit.
+const fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// `NETD_SNAT` value, by the container's tuple (for ICMP echo: the
+/// identifier as source port, 0 as destination port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SnatEntry {
+    /// The translated source.
+    pub to_ip: [u8; 4],
+    pub to_port: [u8; 2],
+    /// `service::CT_SEEN_*` bits, as conntrack keeps them: what sets the
+    /// idle timeout.
+    pub flags: u16,
+    /// The device the flow leaves by.
+    pub ifindex: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_coarse_ns` of the last packet out.
+    pub last_seen: u64,
+    pub created: u64,
+}
+
+/// `NETD_SNAT_REV` value, by the reply's tuple (remote → translated
+/// source): the container's address and port the reply goes back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RevSnatEntry {
+    pub ip: [u8; 4],
+    pub port: [u8; 2],
+    pub _pad: u16,
+    /// Of the last reply.
+    pub last_seen: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all are repr(C), Pod (checked by bytemuck), no padding.
+    unsafe impl aya::Pod for super::EgressEntry {}
+    unsafe impl aya::Pod for super::NoMasqKey {}
+    unsafe impl aya::Pod for super::NoMasqFullKey {}
+    unsafe impl aya::Pod for super::MasqConfig {}
+    unsafe impl aya::Pod for super::SnatEntry {}
+    unsafe impl aya::Pod for super::RevSnatEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RANGE: MasqConfig = MasqConfig {
+        port_min: 61000,
+        port_max: 61009,
+        _pad: 0,
+    };
+
+    #[test]
+    fn candidates_stay_in_the_range_and_reach_all_of_it() {
+        for hash in [0, 1, 0x8000_0000, u32::MAX] {
+            let mut seen = std::collections::BTreeSet::new();
+            for attempt in 0..PORT_TRIES {
+                let port = candidate(&RANGE, hash, attempt);
+                assert!(RANGE.holds(port), "{port}");
+                seen.insert(port);
+            }
+            assert!(seen.len() >= 9, "{seen:?} for hash {hash:#x}");
+        }
+    }
+
+    #[test]
+    fn a_third_full_range_gives_every_flow_a_port() {
+        // 10,000 flows into 31,744 ports, each taking the first free of
+        // its candidates, as the datapath does.
+        let range = MasqConfig {
+            port_min: 1024,
+            port_max: 32767,
+            _pad: 0,
+        };
+        let mut busy = std::collections::BTreeSet::new();
+        for flow in 0..10_000u32 {
+            let hash = mix(flow.wrapping_mul(2_654_435_761));
+            let port = (0..PORT_TRIES)
+                .map(|a| candidate(&range, hash, a))
+                .find(|p| !busy.contains(p))
+                .expect("a free port");
+            busy.insert(port);
+        }
+    }
+
+    #[test]
+    fn different_flows_start_at_different_points() {
+        let range = MasqConfig {
+            port_min: 1024,
+            port_max: 2023,
+            _pad: 0,
+        };
+        let starts: std::collections::BTreeSet<u16> =
+            (0..100u32).map(|i| candidate(&range, i, 0)).collect();
+        assert!(starts.len() >= 90, "{}", starts.len());
+    }
+
+    #[test]
+    fn an_empty_range_holds_nothing() {
+        let none = MasqConfig::default();
+        assert!(!none.holds(0) && !none.holds(1024));
+        assert_eq!(none.size(), 0);
+        assert_eq!(candidate(&none, 7, 0), 0);
+        let whole = MasqConfig {
+            port_min: 1024,
+            port_max: 65535,
+            _pad: 0,
+        };
+        assert_eq!(whole.size(), 64512);
+        assert!(whole.holds(candidate(&whole, u32::MAX, 0)));
+    }
+
+    #[test]
+    fn no_masq_keys_match_the_network_before_the_address() {
+        let k = NoMasqFullKey::range(3, [10, 0, 0, 0], 8);
+        assert_eq!(k.prefixlen, 40);
+        assert_eq!(k.data.network, [0, 0, 0, 3]);
+        assert_eq!(core::mem::size_of::<NoMasqFullKey>(), 12);
+        assert_eq!(core::mem::size_of::<SnatEntry>(), 32);
+        assert_eq!(core::mem::size_of::<RevSnatEntry>(), 16);
+    }
+}
