@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 
-use crate::types::{Delivering, MeshAction, Plan, UplinkAction};
+use crate::types::{Delivering, MasqDecision, MeshAction, Plan, UplinkAction};
 
 /// The aya-ebpf type of a map of `netd_common::tables::MapKind` `$kind`.
 macro_rules! bpf_map_type {
@@ -59,3 +59,7 @@ pub static NETD_DECAP: PerCpuArray<UplinkAction> = PerCpuArray::with_max_entries
 /// One per CPU: the TC mesh program's plan, likewise. Not pinned.
 #[map]
 pub static NETD_MESH_PLAN: PerCpuArray<Plan<MeshAction>> = PerCpuArray::with_max_entries(1, 0);
+
+/// One per CPU: the masquerade program's decision, likewise. Not pinned.
+#[map]
+pub static NETD_MASQ_PLAN: PerCpuArray<MasqDecision> = PerCpuArray::with_max_entries(1, 0);

@@ -85,7 +85,8 @@ pub fn policy_flow(plan: &Plan<EndpointAction>) -> Option<PolicyFlow> {
     let o = &plan.outcome;
     let check = match (o.step, o.action.step) {
         (Step::Act, EndpointStep::Deliver) => CHECK_EGRESS | CHECK_INGRESS,
-        (Step::Act, EndpointStep::Encap | EndpointStep::Uplink) | (Step::Pass, _) => CHECK_EGRESS,
+        (Step::Act, EndpointStep::Encap | EndpointStep::Uplink | EndpointStep::Masquerade)
+        | (Step::Pass, _) => CHECK_EGRESS,
         _ => return None,
     };
     if plan.at.l3 == 0 {
@@ -105,14 +106,21 @@ pub fn judge_and_carry_out(
     ifindex: u32,
     bytes: u64,
 ) -> i32 {
-    if let Some(mut flow) = policy_flow(plan) {
-        flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
-        let verdict = policy::admit(&flow, bytes);
-        if verdict != policy::ADMITTED {
-            return denied(skb, bytes);
-        }
+    if !admitted(skb, plan, bytes) {
+        return denied(skb, bytes);
     }
     carry_out(skb, plan, ifindex, bytes)
+}
+
+/// Policy's verdict on `plan`: whether it may go on (what policy does not
+/// judge may).
+#[inline(always)]
+pub fn admitted(skb: *mut __sk_buff, plan: &Plan<EndpointAction>, bytes: u64) -> bool {
+    let Some(mut flow) = policy_flow(plan) else {
+        return true;
+    };
+    flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
+    policy::admit(&flow, bytes) == policy::ADMITTED
 }
 
 /// Applies `plan`'s translations and carries out its outcome (ICMP errors
@@ -183,10 +191,18 @@ pub fn carry_out(
                 // SAFETY: plain helper call.
                 unsafe { bpf_redirect(ifindex, 0) as i32 }
             }
-            // Handled by the entry points before this.
-            EndpointStep::ToServiceProgram | EndpointStep::ToIcmpErrorProgram => {
-                drop(skb, DropReason::Malformed, bytes)
+            EndpointStep::Masquerade => {
+                counters::count_verdict(HOOK, Verdict::Redirect, bytes);
+                // The kernel resolves the next hop and its MAC.
+                // SAFETY: plain helper call; the kernel checks the ifindex.
+                unsafe {
+                    bpf_redirect_neigh(action.deliver.ifindex, core::ptr::null_mut(), 0, 0) as i32
+                }
             }
+            // Handled by the entry points before this.
+            EndpointStep::ToServiceProgram
+            | EndpointStep::ToIcmpErrorProgram
+            | EndpointStep::ToMasqueradeProgram => drop(skb, DropReason::Malformed, bytes),
         },
     }
 }

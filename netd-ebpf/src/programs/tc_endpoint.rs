@@ -8,7 +8,7 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use netd_common::{
     counters::DropReason,
     icmp,
-    maps::{LocalEndpointEntry, PROG_ICMP_ERROR, PROG_SERVICE},
+    maps::{LocalEndpointEntry, PROG_ICMP_ERROR, PROG_MASQUERADE, PROG_SERVICE},
     nat::Nat,
     parse::{parse_without_ipv6_addresses, Frame, Headers, Ipv4, L3, L4},
 };
@@ -17,7 +17,7 @@ use crate::{
     exits::tc,
     frame::PacketFrame,
     maps::NETD_LOCAL_EPS,
-    stages::{arp, forward, mesh, service},
+    stages::{arp, forward, masquerade, mesh, service},
     types::{ClientPacket, EndpointAction, EndpointStep, Outcome, Plan, ServiceKind, Step, Target},
 };
 
@@ -41,6 +41,9 @@ fn verdict(ctx: TcContext) -> i32 {
         match plan.outcome.action.step {
             EndpointStep::ToServiceProgram => return tc::tail_call(&ctx, PROG_SERVICE, bytes),
             EndpointStep::ToIcmpErrorProgram => return tc::tail_call(&ctx, PROG_ICMP_ERROR, bytes),
+            EndpointStep::ToMasqueradeProgram => {
+                return tc::tail_call(&ctx, PROG_MASQUERADE, bytes)
+            }
             _ => {}
         }
     }
@@ -92,7 +95,8 @@ fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction>
 /// Stages for IPv4 from a container, in order: ICMP errors (to their
 /// program), a packet to a VIP (a tracked flow's DNAT here, anything else
 /// to the service program), a reply from a backend (reverse NAT), plain
-/// forwarding. A reply is never addressed to a VIP, so a packet to one
+/// forwarding, and for what leaves the cluster the routing mesh's replies,
+/// then the network's way out (the masquerade program). A reply is never addressed to a VIP, so a packet to one
 /// skips the reverse probe.
 #[inline(always)]
 fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<EndpointAction> {
@@ -123,6 +127,10 @@ fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<End
     if outcome.step == Step::Pass {
         if let Some(mesh) = mesh::from_backend(me, ip, &h.l4, !nat.is_none(), route_to) {
             outcome = mesh;
+        } else if nat.is_none() && masquerade::egress_of(me.network).is_some() {
+            // Leaving the cluster, from a network with a way out of its
+            // own: the masquerade program decides (and judges policy).
+            return Outcome::act(EndpointAction::step(EndpointStep::ToMasqueradeProgram)).into();
         }
     }
     Plan {

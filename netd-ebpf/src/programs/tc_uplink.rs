@@ -10,14 +10,14 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use netd_common::{
-    maps::{UPLINK_PROG_DECAP, UPLINK_PROG_MESH},
+    maps::{UPLINK_PROG_DECAP, UPLINK_PROG_MASQ_REPLY, UPLINK_PROG_MESH},
     parse::parse,
 };
 
 use crate::{
     exits::tc_uplink,
     frame::PacketFrame,
-    stages::{encap, mesh},
+    stages::{encap, masquerade, mesh},
 };
 
 #[classifier]
@@ -44,6 +44,9 @@ fn verdict(ctx: TcContext) -> i32 {
     }
     if mesh::is_published(&headers) {
         return tc_uplink::tail_call(&ctx, UPLINK_PROG_MESH, bytes);
+    }
+    if masquerade::is_reply(&frame, &headers) {
+        return tc_uplink::tail_call(&ctx, UPLINK_PROG_MASQ_REPLY, bytes);
     }
     tc_uplink::pass(bytes)
 }

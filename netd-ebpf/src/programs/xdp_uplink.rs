@@ -13,14 +13,14 @@
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use netd_common::{
-    maps::{XDP_PROG_DECAP, XDP_PROG_MESH},
+    maps::{XDP_PROG_DECAP, XDP_PROG_MASQ_REPLY, XDP_PROG_MESH},
     parse::{parse, Frame},
 };
 
 use crate::{
     exits::xdp,
     frame::PacketFrame,
-    stages::{encap, mesh},
+    stages::{encap, masquerade, mesh},
 };
 
 #[xdp]
@@ -49,6 +49,9 @@ fn verdict(ctx: XdpContext) -> u32 {
     }
     if mesh::is_published(&headers) {
         return xdp::tail_call(&ctx, XDP_PROG_MESH, bytes);
+    }
+    if masquerade::is_reply(&frame, &headers) {
+        return xdp::tail_call(&ctx, XDP_PROG_MASQ_REPLY, bytes);
     }
     xdp::pass(bytes)
 }

@@ -31,6 +31,15 @@ pub trait Rewriter {
         old: [u8; 4],
         new: [u8; 4],
     ) -> Result<(), ()>;
+    /// Writes `new` over the address `old` at `at`, updating the IPv4
+    /// header checksum only (ICMP's checksum has no pseudo-header).
+    fn address_only(
+        &self,
+        at: usize,
+        l3_check: usize,
+        old: [u8; 4],
+        new: [u8; 4],
+    ) -> Result<(), ()>;
     /// Writes port `new` over `old` at `at`, updating the transport checksum.
     fn port(&self, at: usize, l4: L4Check, old: [u8; 2], new: [u8; 2]) -> Result<(), ()>;
 }
@@ -41,6 +50,9 @@ pub trait Rewriter {
 pub fn apply<W: Rewriter>(w: &W, base: usize, t: &Target, plan: &Nat) -> Result<(), ()> {
     if plan.is_none() {
         return Ok(());
+    }
+    if t.echo {
+        return apply_echo(w, base, t, plan);
     }
     if !t.ports {
         return Err(());
@@ -69,6 +81,40 @@ pub fn apply<W: Rewriter>(w: &W, base: usize, t: &Target, plan: &Nat) -> Result<
     }
     Ok(())
 }
+
+/// An ICMP echo's translation: its addresses, and its identifier (in
+/// `t.src_port`) as the one port it has.
+#[inline(always)]
+fn apply_echo<W: Rewriter>(w: &W, base: usize, t: &Target, plan: &Nat) -> Result<(), ()> {
+    let l3 = base + t.l3 as usize;
+    let l4 = base + t.l4 as usize;
+    let check = L4Check {
+        at: l4 + ICMP_CHECK,
+        proto: t.proto,
+    };
+    let mut id = t.src_port;
+    if let Some(src) = plan.new_src() {
+        if src.ip != t.src {
+            w.address_only(l3 + IP_SRC, l3 + IP_CHECK, t.src, src.ip)?;
+        }
+        if src.port != id {
+            w.port(l4 + ICMP_ID, check, id, src.port)?;
+            id = src.port;
+        }
+    }
+    if let Some(dst) = plan.new_dst() {
+        if dst.ip != t.dst {
+            w.address_only(l3 + IP_DST, l3 + IP_CHECK, t.dst, dst.ip)?;
+        }
+        if dst.port != id {
+            w.port(l4 + ICMP_ID, check, id, dst.port)?;
+        }
+    }
+    Ok(())
+}
+
+const ICMP_CHECK: usize = 2;
+const ICMP_ID: usize = 4;
 
 const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
 /// A UDP checksum of 0 (none) stays 0, a computed 0 becomes 0xffff.
@@ -105,6 +151,23 @@ impl Rewriter for TcContext {
     }
 
     #[inline(always)]
+    fn address_only(
+        &self,
+        at: usize,
+        l3_check: usize,
+        old: [u8; 4],
+        new: [u8; 4],
+    ) -> Result<(), ()> {
+        let (from, to) = (
+            u64::from(u32::from_ne_bytes(old)),
+            u64::from(u32::from_ne_bytes(new)),
+        );
+        self.l3_csum_replace(l3_check, from, to, 4)
+            .map_err(|_| ())?;
+        self.store(at, &new, 0).map_err(|_| ())
+    }
+
+    #[inline(always)]
     fn port(&self, at: usize, l4: L4Check, old: [u8; 2], new: [u8; 2]) -> Result<(), ()> {
         let (from, to) = (
             u64::from(u16::from_ne_bytes(old)),
@@ -135,6 +198,22 @@ impl Rewriter for PacketFrame {
         self.put(
             l4.at,
             nat::l4_check_after(l4.proto, c4, old, new).to_be_bytes(),
+        )?;
+        self.put(at, new)
+    }
+
+    #[inline(always)]
+    fn address_only(
+        &self,
+        at: usize,
+        l3_check: usize,
+        old: [u8; 4],
+        new: [u8; 4],
+    ) -> Result<(), ()> {
+        let c3 = u16::from_be_bytes(self.load::<2>(l3_check)?);
+        self.put(
+            l3_check,
+            netd_common::checksum::replace_u32(c3, old, new).to_be_bytes(),
         )?;
         self.put(at, new)
     }

@@ -9,6 +9,7 @@
 //! | `service` | `NETD_CT`, `NETD_REV_NAT`, `NETD_AFFINITY` |
 //! | `policy` | `NETD_POLICY_CT`, `NETD_RULE_HITS` |
 //! | `mesh` | `NETD_MESH_NEIGH`, `NETD_MESH_RETURN` |
+//! | `masquerade` | `NETD_SNAT`, `NETD_SNAT_REV` |
 //! | every other | nothing |
 
 pub mod arp;
@@ -18,6 +19,7 @@ pub mod deliver;
 pub mod encap;
 pub mod forward;
 pub mod icmp_quote;
+pub mod masquerade;
 pub mod mesh;
 pub mod policy;
 pub mod service;

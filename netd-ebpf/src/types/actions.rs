@@ -43,6 +43,12 @@ pub enum EndpointStep {
     ToIcmpErrorProgram,
     /// A backend's reply to a client of the routing mesh: out of the uplink.
     Uplink,
+    /// Hand the packet, untouched, to the masquerade program: it leaves
+    /// the cluster from a network with a way out of its own.
+    ToMasqueradeProgram,
+    /// Masqueraded (the plan's SNAT): out of the device `deliver.ifindex`,
+    /// the kernel resolving the next hop.
+    Masquerade,
 }
 
 /// One of the endpoint's actions (`step`) and its arguments.
@@ -60,6 +66,18 @@ impl EndpointAction {
         EndpointAction {
             step: EndpointStep::Uplink,
             deliver: out,
+            ..Default::default()
+        }
+    }
+
+    #[inline(always)]
+    pub fn masquerade(out_of: u32) -> Self {
+        EndpointAction {
+            step: EndpointStep::Masquerade,
+            deliver: Delivery {
+                ifindex: out_of,
+                ..Delivery::default()
+            },
             ..Default::default()
         }
     }
@@ -173,4 +191,41 @@ pub struct MeshAction {
     /// A new flow was translated: its event is emitted before the rewrite,
     /// with the packet as the client sent it.
     pub new_flow: bool,
+}
+
+/// What the masquerade program decided for a packet: the plan (passed to
+/// the host untranslated unless an established flow's SNAT is in it), a
+/// drop, or a new flow whose port is still to be claimed.
+#[derive(Clone, Copy)]
+pub struct MasqDecision {
+    pub plan: super::outcome::Plan<EndpointAction>,
+    pub drop: bool,
+    pub reason: netd_common::counters::DropReason,
+    /// A new flow from `flow`, to leave by `ifindex` translated to `to`.
+    pub claim: bool,
+    pub flow: netd_common::service::CtTuple,
+    pub to: [u8; 4],
+    pub ifindex: u32,
+}
+
+impl Default for MasqDecision {
+    fn default() -> Self {
+        MasqDecision {
+            plan: super::outcome::Outcome::pass().into(),
+            drop: false,
+            reason: netd_common::counters::DropReason::Malformed,
+            claim: false,
+            flow: Default::default(),
+            to: [0; 4],
+            ifindex: 0,
+        }
+    }
+}
+
+impl MasqDecision {
+    #[inline(always)]
+    pub fn drop_for(&mut self, reason: netd_common::counters::DropReason) {
+        self.drop = true;
+        self.reason = reason;
+    }
 }

@@ -8,8 +8,8 @@ pub mod outcome;
 pub mod target;
 
 pub use actions::{
-    ArpAnswer, Encap, EndpointAction, EndpointStep, Hop, MeshAction, MeshStep, QuoteNat,
-    UplinkAction,
+    ArpAnswer, Encap, EndpointAction, EndpointStep, Hop, MasqDecision, MeshAction, MeshStep,
+    QuoteNat, UplinkAction,
 };
 pub use flows::{
     flow_tuple, ClientPacket, Delivering, PolicyFlow, ServiceKind, ToService, CHECK_EGRESS,

@@ -21,6 +21,9 @@ pub struct Target {
     pub dst_port: [u8; 2],
     /// TCP or UDP: the ports are real and can be translated.
     pub ports: bool,
+    /// An ICMP echo request or reply: `src_port` holds its identifier,
+    /// which masquerading translates like a port.
+    pub echo: bool,
 }
 
 impl Target {
@@ -48,6 +51,18 @@ impl Target {
             src_port,
             dst_port,
             ports,
+            echo: false,
+        }
+    }
+
+    /// The same for an ICMP echo whose identifier is `id` (read from the
+    /// packet, at `l4 + 4`): masquerading translates it like a port.
+    #[inline(always)]
+    pub fn echo(self, id: [u8; 2]) -> Self {
+        Target {
+            src_port: id,
+            echo: true,
+            ..self
         }
     }
 
