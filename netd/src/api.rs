@@ -84,6 +84,9 @@ pub struct Status {
     /// The addresses published ports are taken on.
     #[serde(default)]
     pub publish_addresses: Vec<std::net::Ipv4Addr>,
+    /// Masquerading: the devices it leaves by and its ports.
+    #[serde(default)]
+    pub egress: crate::dataplane::egress::HostEgress,
 }
 
 async fn list_networks<S: Store>(
@@ -96,6 +99,9 @@ async fn create_network<S: Store>(
     State(agent): State<Shared<S>>,
     Json(spec): Json<NetworkSpec>,
 ) -> Result<(StatusCode, Json<Network>), ApiError> {
+    agent
+        .check_mtu(spec.mtu, spec.overlay)
+        .map_err(crate::control::ControlError::from)?;
     let network = agent.control().create_network(&spec).await?;
     agent.settle().await?;
     Ok((StatusCode::CREATED, Json(network)))
@@ -291,6 +297,13 @@ async fn list_conntrack<S: Store>(
     Ok(Json(agent.conntrack(&filter).await?))
 }
 
+/// `GET /conntrack/nat`: masquerading's flows.
+async fn list_nat<S: Store>(
+    State(agent): State<Shared<S>>,
+) -> Json<Vec<crate::dataplane::nat_table::NatView>> {
+    Json(agent.nat_flows().await)
+}
+
 /// `DELETE /conntrack?service=NAME&backend=IP`: how many flows went.
 async fn flush_conntrack<S: Store>(
     State(agent): State<Shared<S>>,
@@ -405,6 +418,7 @@ async fn status<S: Store>(State(agent): State<Shared<S>>) -> Result<Json<Status>
         attachments: agent.attachments(),
         uplinks: agent.uplinks().to_vec(),
         publish_addresses: agent.publish_addresses().to_vec(),
+        egress: agent.egress().clone(),
         pin_path: agent.pin_path(),
     }))
 }
@@ -486,6 +500,7 @@ pub fn router<S: Store>(agent: Shared<S>) -> Router {
             "/conntrack",
             get(list_conntrack::<S>).delete(flush_conntrack::<S>),
         )
+        .route("/conntrack/nat", get(list_nat::<S>))
         .route("/status", get(status::<S>))
         .route("/monitor", get(monitor::<S>))
         .route("/traffic", get(traffic::<S>))

@@ -159,6 +159,22 @@ pub struct Settings {
     #[arg(long = "publish-address", value_name = "IP")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish_addresses: Vec<std::net::Ipv4Addr>,
+    /// A device masqueraded flows may leave by, whose replies netd takes
+    /// there (repeatable), or `none` [default: the uplinks and the devices
+    /// of the host's IPv4 default routes].
+    #[arg(long = "egress-device", value_name = "IFACE")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_devices: Vec<String>,
+    /// The source ports masquerading hands out, MIN-MAX, outside the host's
+    /// net.ipv4.ip_local_port_range [default: the larger stretch of
+    /// 1024-65535 beside it].
+    #[arg(long, value_name = "MIN-MAX")]
+    pub masquerade_ports: Option<crate::dataplane::egress::PortRange>,
+    /// A destination every network reaches with its endpoints' own
+    /// addresses, unmasqueraded (repeatable CIDR).
+    #[arg(long = "no-masquerade", value_name = "CIDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade: Vec<ipnet::Ipv4Net>,
     /// Seconds this host stays registered in etcd after netd stops answering [default: 10].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub host_lease_ttl: Option<u64>,
@@ -245,6 +261,12 @@ pub struct RunConfig {
     /// The addresses published ports are taken on; empty: every IPv4
     /// address of every uplink.
     pub publish_addresses: Vec<std::net::Ipv4Addr>,
+    /// Where masqueraded flows may leave.
+    pub egress_devices: crate::dataplane::egress::EgressDevices,
+    /// The ports masquerading hands out; None: beside the host's own.
+    pub masquerade_ports: Option<crate::dataplane::egress::PortRange>,
+    /// Destinations every network reaches unmasqueraded.
+    pub no_masquerade: Vec<ipnet::Ipv4Net>,
     /// Seconds a host stays registered after its netd stops answering.
     pub host_lease_ttl: u64,
     /// Seconds the other hosts keep forwarding to a host whose registration
@@ -305,6 +327,9 @@ impl RunConfig {
             host_name: s.host_name.unwrap_or_else(system_host_name),
             underlay_ip: s.underlay_ip,
             publish_addresses: s.publish_addresses,
+            egress_devices: crate::dataplane::egress::EgressDevices::from_flags(&s.egress_devices),
+            masquerade_ports: s.masquerade_ports,
+            no_masquerade: s.no_masquerade.iter().map(|n| n.trunc()).collect(),
             host_lease_ttl: s.host_lease_ttl.unwrap_or(10),
             host_grace: s.host_grace.unwrap_or(DEFAULT_HOST_GRACE),
             conntrack: {
@@ -326,6 +351,13 @@ impl RunConfig {
             }
             if self.uplinks[..i].contains(name) {
                 return Err(ConfigError::DuplicateUplink(name.clone()));
+            }
+        }
+        if let crate::dataplane::egress::EgressDevices::Named(names) = &self.egress_devices {
+            for name in names {
+                if !valid_ifname(name) {
+                    return Err(ConfigError::BadUplinkName(name.clone()));
+                }
             }
         }
         if !crate::model::valid_name(&self.host_name) {

@@ -41,6 +41,8 @@ pub struct Metrics {
     map_write_failures: IntCounter,
     conntrack_entries: IntGauge,
     conntrack_capacity: IntGauge,
+    nat_entries: IntGauge,
+    nat_capacity: IntGauge,
     conntrack_gc: IntCounterVec,
     service_connections: IntCounterVec,
     service_packets: IntCounterVec,
@@ -125,6 +127,15 @@ impl Metrics {
         let conntrack_capacity = IntGauge::new(
             "netd_conntrack_capacity",
             "Flows conntrack holds before its LRU evicts the least recently used.",
+        )?;
+        let nat_entries = IntGauge::new(
+            "netd_nat_entries",
+            "Masqueraded flows (NETD_SNAT) at the last sweep.",
+        )?;
+        let nat_capacity = IntGauge::new(
+            "netd_nat_capacity",
+            "Masqueraded flows the NAT table holds; when full, new flows are dropped \
+             (drop reason nat_table_full).",
         )?;
         let conntrack_gc = IntCounterVec::new(
             Opts::new(
@@ -236,6 +247,8 @@ impl Metrics {
         registry.register(Box::new(service_bytes.clone()))?;
         registry.register(Box::new(conntrack_entries.clone()))?;
         registry.register(Box::new(conntrack_capacity.clone()))?;
+        registry.register(Box::new(nat_entries.clone()))?;
+        registry.register(Box::new(nat_capacity.clone()))?;
         registry.register(Box::new(conntrack_gc.clone()))?;
         registry.register(Box::new(map_fill.clone()))?;
         registry.register(Box::new(bad_records.clone()))?;
@@ -255,6 +268,8 @@ impl Metrics {
             map_write_failures,
             conntrack_entries,
             conntrack_capacity,
+            nat_entries,
+            nat_capacity,
             conntrack_gc,
             service_connections,
             service_packets,
@@ -355,6 +370,12 @@ impl Metrics {
                 .with_label_values(&[reason])
                 .inc_by(n as u64);
         }
+    }
+
+    /// After each sweep of masquerading's flows.
+    pub fn update_nat(&self, live: usize, capacity: u32) {
+        self.nat_entries.set(live as i64);
+        self.nat_capacity.set(i64::from(capacity));
     }
 
     /// Adds what each (service, backend) did since the last sweep.

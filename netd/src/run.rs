@@ -42,6 +42,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     }
     // Checked before anything is pinned, loaded or attached.
     let publish = publish_addresses(&config).await?;
+    let egress = egress(&config).await?;
     if system::ensure_bpffs(&config.pin_path)? {
         warn!(
             "mounted bpffs on /sys/fs/bpf: none was there. Under `ip netns exec` (which remounts \
@@ -56,14 +57,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         StoreSpec::Embedded => {
             let store = EmbeddedStore::open(&config.state_dir)
                 .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
-            serve(store, &config, &layout, publish).await
+            serve(store, &config, &layout, publish, egress.clone()).await
         }
         StoreSpec::Etcd(endpoints) => {
             let store = EtcdStore::connect(endpoints, PREFIX)
                 .await
                 .context("connecting to etcd")?;
             info!(etcd = %endpoints.join(","), "cluster state in etcd");
-            serve(store, &config, &layout, publish).await
+            serve(store, &config, &layout, publish, egress.clone()).await
         }
     }
 }
@@ -73,6 +74,7 @@ async fn serve<S: Store>(
     config: &RunConfig,
     layout: &PinLayout,
     publish: Vec<std::net::Ipv4Addr>,
+    egress: Egress,
 ) -> anyhow::Result<()> {
     let metrics_listener = metrics::bind(config.metrics_addr)
         .await
@@ -99,9 +101,10 @@ async fn serve<S: Store>(
     // Before the uplinks' programs run: an upgrade's new program must find
     // the addresses its ports are published on.
     datapath.write_publish_addresses(&publish)?;
+    datapath.write_egress(egress.config, &egress.ifindexes)?;
     let attached = uplink::attach_uplinks(
         &mut datapath,
-        &uplink_facts(config).await?,
+        &uplink_facts(config, &egress.host.devices).await?,
         config.uplink_mode,
     )?;
     if attached.is_empty() {
@@ -133,7 +136,8 @@ async fn serve<S: Store>(
             Duration::from_secs(config.host_grace),
         )?
         .with_uplinks(attached)
-        .with_publish_addresses(publish.clone()),
+        .with_publish_addresses(publish.clone())
+        .with_egress(egress.host.clone()),
     );
     // Watch before the first pass, so a change committed during it is seen.
     let events = agent.control().watch();
@@ -173,7 +177,12 @@ async fn serve<S: Store>(
         tokio::spawn(crate::dns::server::serve(agent.names(), upstreams))
     });
     let registration = tokio::spawn(agent.control().keep_registered(&me, config.host_lease_ttl));
-    let sweeper = tokio::spawn(sweep_conntrack(agent.clone(), config.conntrack));
+    let nat_drops = crate::dataplane::CountersReader::open_pinned(
+        &layout.map(netd_common::map_names::NETD_COUNTERS),
+    )
+    .map_err(|e| warn!(error = %chain(&e), "masquerading's drops will not be logged"))
+    .ok();
+    let sweeper = tokio::spawn(sweep_conntrack(agent.clone(), config.conntrack, nat_drops));
 
     info!(
         pin_path = %config.pin_path.display(),
@@ -327,11 +336,19 @@ async fn publish_addresses(config: &RunConfig) -> anyhow::Result<Vec<std::net::I
     Ok(config.publish_addresses.clone())
 }
 
-/// What each uplink is, for the choice of its hook.
-async fn uplink_facts(config: &RunConfig) -> anyhow::Result<Vec<uplink::UplinkFacts>> {
+/// What each uplink is, for the choice of its hook: the uplinks, then
+/// the egress devices that are not one (they get the same program, for
+/// masqueraded flows' replies).
+async fn uplink_facts(
+    config: &RunConfig,
+    egress_devices: &[String],
+) -> anyhow::Result<Vec<uplink::UplinkFacts>> {
     let links = crate::netlink::Netlink::here()?;
     let mut facts = Vec::with_capacity(config.uplinks.len());
-    for ifname in &config.uplinks {
+    let extra = egress_devices
+        .iter()
+        .filter(|d| !config.uplinks.contains(d));
+    for ifname in config.uplinks.iter().chain(extra) {
         // The error a user knows for a name that is not there.
         crate::system::ifindex(ifname)?;
         facts.push(uplink::UplinkFacts {
@@ -340,6 +357,64 @@ async fn uplink_facts(config: &RunConfig) -> anyhow::Result<Vec<uplink::UplinkFa
         });
     }
     Ok(facts)
+}
+
+/// Masquerading's side of this host, settled before anything is attached.
+#[derive(Clone)]
+struct Egress {
+    host: crate::dataplane::egress::HostEgress,
+    config: netd_common::masquerade::MasqConfig,
+    ifindexes: Vec<u32>,
+}
+
+/// The devices masqueraded flows leave by and the ports they get: a
+/// named device that is not there, or a range that overlaps the host's
+/// own, stops the start.
+async fn egress(config: &RunConfig) -> anyhow::Result<Egress> {
+    use crate::dataplane::egress;
+    let links = crate::netlink::Netlink::here()?;
+    let mut routes = Vec::new();
+    if config.egress_devices == egress::EgressDevices::Auto {
+        for index in links.default_route_devices().await? {
+            if let Some(name) = links.name_of(index).await? {
+                routes.push(name);
+            }
+        }
+    }
+    let devices = egress::devices(&config.egress_devices, &config.uplinks, &routes);
+    let mut ifindexes = Vec::with_capacity(devices.len());
+    let mut max_mtu: Option<u32> = None;
+    for name in &devices {
+        ifindexes.push(system::ifindex(name).context("checking --egress-device")?);
+        let mtu = links.mtu(name).await?;
+        max_mtu = Some(max_mtu.map_or(mtu, |m| m.min(mtu)));
+    }
+    let host_ports = egress::host_ephemeral_ports()?;
+    let ports = egress::masquerade_ports(config.masquerade_ports, host_ports)?;
+    if devices.is_empty() {
+        info!("masquerading: no egress device (none given, no default route): networks' packets to the world are routed by the host as they are");
+    } else {
+        info!(
+            devices = %devices.join(","),
+            ports = %ports,
+            host_ports = %host_ports,
+            "masquerading out of these devices, on source ports outside the host's own"
+        );
+    }
+    Ok(Egress {
+        host: egress::HostEgress {
+            devices,
+            ports: Some(ports),
+            no_masquerade: config.no_masquerade.clone(),
+            max_mtu,
+        },
+        config: netd_common::masquerade::MasqConfig {
+            port_min: ports.min,
+            port_max: ports.max,
+            _pad: 0,
+        },
+        ifindexes,
+    })
 }
 
 /// This host's side of VXLAN.
@@ -413,10 +488,18 @@ async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
 /// shortest timeout, and one map walk costs little at the default size.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: ConntrackConfig) {
+async fn sweep_conntrack<S: Store>(
+    agent: Arc<Agent<S>>,
+    timeouts: ConntrackConfig,
+    nat_drops: Option<crate::dataplane::CountersReader>,
+) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut dropped = NatDrops::default();
     loop {
         tick.tick().await;
+        if let Some(counters) = &nat_drops {
+            dropped.log_growth(counters);
+        }
         let sweep = agent.sweep_conntrack(&timeouts).await;
         agent.publish_sweep(&sweep).await;
         let swept = &sweep.swept;
@@ -437,6 +520,45 @@ async fn sweep_conntrack<S: Store>(agent: Arc<Agent<S>>, timeouts: ConntrackConf
                 "the routing mesh's idle entries swept"
             );
         }
+    }
+}
+
+/// Masquerading's drops of new flows, as last logged: a log line each
+/// sweep they grew in.
+#[derive(Default)]
+struct NatDrops {
+    table_full: Option<u64>,
+    ports_exhausted: Option<u64>,
+}
+
+impl NatDrops {
+    fn log_growth(&mut self, counters: &crate::dataplane::CountersReader) {
+        use netd_common::counters::{DropReason, Hook};
+        let Ok(now) = counters.snapshot() else {
+            return;
+        };
+        let full = now
+            .drops(Hook::TcEndpoint, DropReason::NatTableFull)
+            .packets;
+        let exhausted = now
+            .drops(Hook::TcEndpoint, DropReason::NatPortsExhausted)
+            .packets;
+        if let Some(before) = self.table_full.filter(|b| full > *b) {
+            warn!(
+                dropped = full - before,
+                "masquerading's NAT table is full: new flows to the world were dropped \
+                 (established ones go on); raise --conntrack-max-entries"
+            );
+        }
+        if let Some(before) = self.ports_exhausted.filter(|b| exhausted > *b) {
+            warn!(
+                dropped = exhausted - before,
+                "masquerading found no free source port toward a destination: new flows were \
+                 dropped (established ones go on); widen --masquerade-ports or add egress addresses"
+            );
+        }
+        self.table_full = Some(full);
+        self.ports_exhausted = Some(exhausted);
     }
 }
 

@@ -49,6 +49,11 @@ impl NetNs {
         }
     }
 
+    /// Whether this is the host's own namespace.
+    pub fn is_host(&self) -> bool {
+        self.host
+    }
+
     pub fn path(&self) -> PathBuf {
         if self.host {
             PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))

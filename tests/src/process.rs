@@ -78,6 +78,15 @@ impl Netd {
         if !extra.iter().any(|a| a.starts_with("--docker-plugin")) {
             args.push("--docker-plugin=false".into());
         }
+        // In the machine's own namespace netd would masquerade out of the
+        // machine's default route and take replies on its NIC: a test
+        // keeps its hands off that, and names the device it means.
+        if ns.is_host()
+            && bin == netd_bin().as_path()
+            && !extra.iter().any(|a| a.starts_with("--egress-device"))
+        {
+            args.extend(["--egress-device".into(), "none".into()]);
+        }
         args.extend(extra.iter().map(Into::into));
         let child = Command::new("nsenter")
             .arg(format!("--net={}", ns.path().display()))

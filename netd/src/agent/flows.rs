@@ -11,6 +11,7 @@ use crate::{
     dataplane::{
         conntrack::{monotonic_ns, service_names, ConntrackConfig, FlowFilter, FlowView, Swept},
         mesh_state::MeshSwept,
+        nat_table::{NatSwept, NatView},
         service_traffic::{Traffic, TrafficKey},
     },
     store::Store,
@@ -28,6 +29,9 @@ pub struct Sweep {
     pub policy_flows: usize,
     /// Conntrack's capacity.
     pub capacity: u32,
+    /// Masquerading's flows, and its table's capacity.
+    pub nat: NatSwept,
+    pub nat_capacity: u32,
     /// What each service's flows carried since the last sweep.
     pub grew: Vec<(TrafficKey, Traffic)>,
 }
@@ -58,6 +62,25 @@ impl<S: Store> Agent<S> {
         mesh.neighbours = state.mesh.sweep_neighbours(neighbours, &swept.seen);
         mesh.returns = state.mesh.sweep_returns(timeouts, monotonic_ns());
         let (_, policy_flows) = state.policy.sweep(timeouts, monotonic_ns());
+        let nat = state.nat.sweep(timeouts, monotonic_ns());
+        let nat_capacity = state.nat.capacity();
+        // Not an LRU: a full table refuses new flows (counted as
+        // `nat_table_full`) and keeps the ones it has.
+        let nat_nearly_full = nat.live as u64 * 10 >= u64::from(nat_capacity) * 9;
+        if nat_nearly_full && !state.nat_nearly_full {
+            warn!(
+                entries = nat.live,
+                capacity = nat_capacity,
+                "masquerading's NAT table is at least 90% full: when full, new flows to the                  world are dropped (counted as nat_table_full) and established ones go on;                  raise --conntrack-max-entries"
+            );
+        } else if !nat_nearly_full && state.nat_nearly_full {
+            info!(
+                entries = nat.live,
+                capacity = nat_capacity,
+                "masquerading's NAT table is below 90% again"
+            );
+        }
+        state.nat_nearly_full = nat_nearly_full;
         let grew = state.traffic.observe(&swept.seen);
         let capacity = state.conntrack.capacity();
         // A full LRU never shows all its entries: each CPU keeps up to
@@ -84,6 +107,8 @@ impl<S: Store> Agent<S> {
             mesh,
             policy_flows,
             capacity,
+            nat,
+            nat_capacity,
             grew: grew
                 .into_iter()
                 .filter(|(_, t)| *t != Traffic::default())
@@ -96,6 +121,7 @@ impl<S: Store> Agent<S> {
     pub async fn publish_sweep(&self, sweep: &Sweep) {
         self.metrics.update_policy_flows(sweep.policy_flows);
         self.metrics.update_conntrack(&sweep.swept, sweep.capacity);
+        self.metrics.update_nat(sweep.nat.live, sweep.nat_capacity);
         if let Ok(policies) = self.control.policies().await {
             if !policies.is_empty() {
                 let hits = self.rule_hits(&policies).await;
@@ -124,6 +150,18 @@ impl<S: Store> Agent<S> {
         let live: BTreeSet<u32> = policies.iter().map(|p| p.index).collect();
         state.policy.forget_rules(|index| live.contains(&index));
         state.policy.hits()
+    }
+
+    /// Masquerading's flows, for `netd conntrack ls --nat`.
+    pub async fn nat_flows(&self) -> Vec<NatView> {
+        let now = monotonic_ns();
+        let state = self.state.lock().await;
+        state
+            .nat
+            .flows()
+            .iter()
+            .map(|(t, e, reply_seen)| NatView::of(t, e, *reply_seen, now))
+            .collect()
     }
 
     /// Conntrack's flows that match `filter`, for `netd conntrack ls`.

@@ -39,12 +39,16 @@ impl<S: Store> Agent<S> {
                 (found.index, found.mac)
             }
             None if endpoint.managed_by == Manager::Docker => {
+                let mtu = networks
+                    .iter()
+                    .find(|n| n.id == endpoint.network)
+                    .map_or(ENDPOINT_MTU, |n| self.endpoint_mtu(n));
                 let made = create_veth_pair(
                     &self.host,
                     &endpoint.host_ifname,
                     &self.owner,
                     &endpoint.peer_ifname(),
-                    ENDPOINT_MTU,
+                    mtu,
                 )
                 .await
                 .map_err(|e| chain(&e))?;
@@ -72,11 +76,7 @@ impl<S: Store> Agent<S> {
                     ipv4: endpoint.ipv4,
                     prefix_len: network.subnet.prefix_len(),
                     gateway: network.gateway,
-                    mtu: if network.vni.is_some() {
-                        self.overlay_mtu
-                    } else {
-                        ENDPOINT_MTU
-                    },
+                    mtu: self.endpoint_mtu(network),
                 };
                 let made = create_endpoint_link(&self.host, &spec)
                     .await
@@ -96,9 +96,24 @@ impl<S: Store> Agent<S> {
                     .await
                     .map_err(|e| chain(&e))?;
             }
+            // The masquerade program asks the FIB how the host would
+            // forward the endpoint's packets: the kernel answers only for a
+            // device that forwards. netd made the veth; the host's other
+            // devices keep their settings.
+            crate::system::enable_forwarding(&endpoint.host_ifname).map_err(|e| chain(&e))?;
             state.attached.insert(endpoint.host_ifname.clone());
         }
         Ok(HostLink { ifindex, mac })
+    }
+
+    /// The MTU of `network`'s endpoints: its own, else 1500, or the
+    /// uplink's less VXLAN's overhead on an overlay network.
+    pub(super) fn endpoint_mtu(&self, network: &Network) -> u32 {
+        network.egress.mtu.unwrap_or(if network.vni.is_some() {
+            self.overlay_mtu
+        } else {
+            ENDPOINT_MTU
+        })
     }
 
     /// Marks an existing link the store names as this netd's (links made

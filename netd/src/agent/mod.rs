@@ -89,6 +89,10 @@ struct State {
     conntrack: Conntrack,
     policy: PolicyState,
     mesh: crate::dataplane::mesh_state::MeshState,
+    /// Masquerading's flows.
+    nat: crate::dataplane::nat_table::NatTable,
+    /// Whether the NAT table was nearly full at the last sweep.
+    nat_nearly_full: bool,
     endpoint_stats: crate::dataplane::endpoint_stats::EndpointStatsMap,
     /// What the control maps hold as of the last pass that wrote every op
     /// it meant to: the next pass diffs against it instead of reading
@@ -139,6 +143,8 @@ pub struct Agent<S> {
     uplinks: Vec<crate::dataplane::uplink::UplinkAttachment>,
     /// The addresses published ports are taken on.
     publish_addresses: Vec<std::net::Ipv4Addr>,
+    /// Masquerading's side of this host, as set at start.
+    egress: crate::dataplane::egress::HostEgress,
     state: Mutex<State>,
 }
 
@@ -158,6 +164,7 @@ impl<S: Store> Agent<S> {
         let conntrack = datapath.take_conntrack()?;
         let policy = datapath.take_policy_state()?;
         let mesh = datapath.take_mesh_state()?;
+        let nat = datapath.take_nat_table()?;
         let events = datapath.take_events()?;
         let endpoint_stats = datapath.take_endpoint_stats()?;
         let directory = tokio::sync::watch::Sender::new(Arc::default());
@@ -188,16 +195,19 @@ impl<S: Store> Agent<S> {
             traffic,
             uplinks: Vec::new(),
             publish_addresses: Vec::new(),
+            egress: Default::default(),
             state: Mutex::new(State {
                 datapath,
                 maps,
                 conntrack,
                 policy,
                 mesh,
+                nat,
                 endpoint_stats,
                 written: None,
                 traffic: ServiceTraffic::default(),
                 conntrack_nearly_full: false,
+                nat_nearly_full: false,
                 attached: BTreeSet::new(),
                 departed: BTreeMap::new(),
                 neighbours: BTreeSet::new(),
@@ -232,6 +242,49 @@ impl<S: Store> Agent<S> {
     /// The addresses published ports are taken on.
     pub fn publish_addresses(&self) -> &[std::net::Ipv4Addr] {
         &self.publish_addresses
+    }
+
+    /// The same, with masquerading's devices, ports and host-wide
+    /// unmasqueraded CIDRs.
+    pub fn with_egress(mut self, egress: crate::dataplane::egress::HostEgress) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// Refuses an endpoint MTU the way out cannot carry: above the
+    /// overlay's (the uplink's less VXLAN's overhead) on an overlay
+    /// network, above the smallest egress device's on any other.
+    pub fn check_mtu(
+        &self,
+        mtu: Option<u32>,
+        overlay: bool,
+    ) -> Result<(), crate::model::ModelError> {
+        let Some(mtu) = mtu else {
+            return Ok(());
+        };
+        let (limit, what) = if overlay {
+            (
+                self.overlay_mtu,
+                "the overlay's (the uplink's MTU less VXLAN's 50 bytes)",
+            )
+        } else {
+            match self.egress.max_mtu {
+                Some(limit) => (limit, "the smallest egress device's"),
+                None => return Ok(()),
+            }
+        };
+        if mtu > limit {
+            return Err(crate::model::ModelError::invalid(
+                "mtu",
+                format!("{mtu} is above {what}, {limit}: full-size packets would not leave"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Masquerading's side of this host.
+    pub fn egress(&self) -> &crate::dataplane::egress::HostEgress {
+        &self.egress
     }
 
     /// The datapath's events, for `netd monitor`.

@@ -114,6 +114,11 @@ impl<S: Store> Agent<S> {
         };
         let (networks, endpoints) = (&model.networks, &model.endpoints);
         let mut desired = compile(networks, endpoints, &model.services, links, &cluster);
+        crate::dataplane::egress_maps::compile_egress(
+            &mut desired,
+            networks,
+            &self.egress().no_masquerade,
+        );
         compile_policies(
             &mut desired,
             networks,

@@ -1,11 +1,15 @@
 //! `netd conntrack`: the flows to VIPs this host tracks, listed or
-//! flushed, by service or backend.
+//! flushed, by service or backend; and masquerading's flows (`ls --nat`).
 
 use std::net::Ipv4Addr;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use netd::{client::Client, dataplane::conntrack::FlowView, model::Endpoint};
+use netd::{
+    client::Client,
+    dataplane::{conntrack::FlowView, nat_table::NatView},
+    model::Endpoint,
+};
 
 use super::{
     print_json,
@@ -28,6 +32,10 @@ pub(super) enum ConntrackCmd {
     Ls {
         #[command(flatten)]
         filter: FlowArgs,
+        /// Masquerading's flows to the world instead: each endpoint's
+        /// address and port, and what the world sees.
+        #[arg(long, conflicts_with_all = ["service", "backend"])]
+        nat: bool,
         #[arg(long)]
         json: bool,
     },
@@ -65,7 +73,36 @@ async fn flow_query(client: &Client, filter: FlowArgs) -> anyhow::Result<String>
 
 pub(super) async fn run(client: &Client, cmd: ConntrackCmd) -> anyhow::Result<()> {
     match cmd {
-        ConntrackCmd::Ls { filter, json } => {
+        ConntrackCmd::Ls {
+            nat: true, json, ..
+        } => {
+            let flows: Vec<NatView> = client.get("/conntrack/nat").await?;
+            if json {
+                return print_json(&flows);
+            }
+            let mut table = Table::new(&[
+                ("PROTO", Left),
+                ("ENDPOINT", Left),
+                ("REMOTE", Left),
+                ("TRANSLATED", Left),
+                ("STATE", Left),
+                ("IDLE(s)", Right),
+                ("AGE(s)", Right),
+            ]);
+            for f in flows {
+                table.row(vec![
+                    f.protocol,
+                    f.endpoint.to_string(),
+                    f.remote.to_string(),
+                    f.translated.to_string(),
+                    f.state,
+                    f.idle_secs.to_string(),
+                    f.age_secs.to_string(),
+                ]);
+            }
+            table.print();
+        }
+        ConntrackCmd::Ls { filter, json, .. } => {
             let flows: Vec<FlowView> = client.get(&flow_query(client, filter).await?).await?;
             if json {
                 return print_json(&flows);

@@ -32,6 +32,13 @@ pub(super) async fn run(client: &Client, json: bool) -> anyhow::Result<()> {
             .collect();
         println!("publishes  on {}", addresses.join(", "));
     }
+    match (&s.egress.ports, s.egress.devices.is_empty()) {
+        (Some(ports), false) => println!(
+            "masquerade out of {}, source ports {ports}",
+            s.egress.devices.join(", ")
+        ),
+        _ => println!("masquerade -  (no egress device: routed by the host)"),
+    }
     println!(
         "attached   {}",
         if s.attachments.is_empty() {

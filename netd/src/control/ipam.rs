@@ -187,6 +187,7 @@ impl<S: Store> Control<S> {
                     ipam_pool: Some(pool.id.clone()),
                     default_deny: false,
                     docker: BTreeMap::new(),
+                    egress: Default::default(),
                 },
             };
             let taken = self.addresses_taken(&pool.id).await?;

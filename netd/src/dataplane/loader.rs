@@ -59,6 +59,12 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("writing masquerading's settings ({map})")]
+    Egress {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("writing the pins' owner and layout (NETD_META)")]
     Meta {
         #[source]
@@ -216,6 +222,40 @@ impl Datapath {
             .map_err(|source| LoadError::Meta { source })
     }
 
+    /// Writes masquerading's port range and makes `NETD_EGRESS_DEVS` hold
+    /// exactly `devices` (ifindexes): before the programs that read them run.
+    pub fn write_egress(
+        &mut self,
+        ports: netd_common::masquerade::MasqConfig,
+        devices: &[u32],
+    ) -> Result<(), LoadError> {
+        let name = map_names::NETD_MASQ_CONFIG;
+        let err = |source| LoadError::Egress { map: name, source };
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::NoMap(name))?;
+        let mut config: aya::maps::Array<
+            &mut aya::maps::MapData,
+            netd_common::masquerade::MasqConfig,
+        > = aya::maps::Array::try_from(map).map_err(err)?;
+        config.set(0, ports, 0).map_err(err)?;
+        let name = map_names::NETD_EGRESS_DEVS;
+        let err = |source| LoadError::Egress { map: name, source };
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::NoMap(name))?;
+        let mut hash: aya::maps::HashMap<&mut aya::maps::MapData, u32, u32> =
+            aya::maps::HashMap::try_from(map).map_err(err)?;
+        let stale: Vec<u32> = hash
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !devices.contains(k))
+            .collect();
+        for index in devices {
+            hash.insert(index, 1, 0).map_err(err)?;
+        }
+        for index in &stale {
+            hash.remove(index).map_err(err)?;
+        }
+        Ok(())
+    }
+
     /// Makes `NETD_PUBLISH_ADDRS` hold exactly `addresses`.
     pub fn write_publish_addresses(
         &mut self,
@@ -250,6 +290,14 @@ impl Datapath {
         let replies = take(map_names::NETD_REV_NAT)?;
         let affinity = take(map_names::NETD_AFFINITY)?;
         super::conntrack::Conntrack::new(flows, replies, affinity).map_err(LoadError::Conntrack)
+    }
+
+    /// Takes masquerading's datapath maps out of the object (call once).
+    pub fn take_nat_table(&mut self) -> Result<super::nat_table::NatTable, LoadError> {
+        let mut take = |name| self.ebpf.take_map(name).ok_or(LoadError::NoMap(name));
+        let flows = take(map_names::NETD_SNAT)?;
+        let replies = take(map_names::NETD_SNAT_REV)?;
+        super::nat_table::NatTable::new(flows, replies).map_err(LoadError::Conntrack)
     }
 
     /// Takes policy's datapath maps out of the object (call once).

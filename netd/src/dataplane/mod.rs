@@ -3,6 +3,8 @@
 
 pub mod conntrack;
 pub mod counters;
+pub mod egress;
+pub mod egress_maps;
 pub mod endpoint_attach;
 pub mod endpoint_stats;
 pub mod events;
@@ -10,6 +12,7 @@ pub mod host_local;
 pub mod loader;
 pub mod maps;
 pub mod mesh_state;
+pub mod nat_table;
 pub mod object;
 pub mod owner;
 pub mod pins;

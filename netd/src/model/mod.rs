@@ -2,6 +2,7 @@
 //! (network namespaces) that hold them, with the rules every request is
 //! checked against. Pure: no I/O, so every refusal is unit-tested.
 
+mod egress;
 mod endpoint;
 mod error;
 mod labels;
@@ -12,6 +13,7 @@ mod service;
 #[cfg(test)]
 pub mod testing;
 
+pub use egress::{Egress, EgressSpec, MAX_NO_MASQUERADE, MIN_MTU};
 pub use endpoint::{Endpoint, EndpointSpec, Manager, DEFAULT_IFNAME, HOST_IFNAME_PREFIX};
 pub use error::ModelError;
 pub use labels::{parse_selector, selectable_labels};

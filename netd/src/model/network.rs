@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{check_name, new_id, ModelError};
+use super::{check_name, new_id, Egress, EgressSpec, ModelError};
 
 /// What a user asks for: `netd network create NAME --subnet ... [--gateway ...]
 /// [--ip-range ...] [--aux-address NAME=IP]...`. Text fields are parsed here,
@@ -30,6 +30,22 @@ pub struct NetworkSpec {
     /// to a netd from before policy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default_deny: bool,
+    /// No way out of the host (Docker's `--internal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// Masquerade packets to the world [default: true] (Docker's
+    /// `com.docker.network.bridge.enable_ip_masquerade`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<bool>,
+    /// CIDRs reached with the endpoints' own addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade: Vec<String>,
+    /// The endpoints' MTU (Docker's `com.docker.network.driver.mtu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// The address to masquerade to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_ip: Option<String>,
 }
 
 /// A network: one IPv4 subnet whose endpoints talk freely among
@@ -62,6 +78,9 @@ pub struct Network {
     /// The last one removed removes the network.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub docker: BTreeMap<String, String>,
+    /// Its way out of the host.
+    #[serde(flatten)]
+    pub egress: Egress,
 }
 
 impl Network {
@@ -191,6 +210,13 @@ impl Network {
             ipam_pool: None,
             default_deny: spec.default_deny,
             docker: BTreeMap::new(),
+            egress: Egress::from_spec(&EgressSpec {
+                internal: spec.internal,
+                masquerade: spec.masquerade,
+                no_masquerade: &spec.no_masquerade,
+                mtu: spec.mtu,
+                egress_ip: spec.egress_ip.as_deref(),
+            })?,
         })
     }
 }

@@ -410,6 +410,40 @@ impl Netlink {
             .map_err(nl(format!("adding the host route to {ip}")))
     }
 
+    /// The ifindexes of the main table's IPv4 default routes' devices.
+    pub async fn default_route_devices(&self) -> Result<Vec<u32>, LinkError> {
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        let mut out = Vec::new();
+        while let Some(route) = routes.try_next().await.map_err(nl("listing routes"))? {
+            if route.header.destination_prefix_length != 0 || route.header.table != 254 {
+                continue;
+            }
+            for attr in &route.attributes {
+                if let rtnetlink::packet_route::route::RouteAttribute::Oif(index) = attr {
+                    if !out.contains(index) {
+                        out.push(*index);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The name of link `index`.
+    pub async fn name_of(&self, index: u32) -> Result<Option<String>, LinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(Some(NamedLink::of(&link).name)),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(nl(format!("reading link {index}"))(e)),
+        }
+    }
+
     async fn has_default_route(&self) -> Result<bool, LinkError> {
         let mut routes = self
             .handle

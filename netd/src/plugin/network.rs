@@ -98,11 +98,51 @@ fn address(field: &str, text: &str) -> Result<Ipv4Addr, PluginError> {
 
 /// Driver options netd would be expected to act on but does not (yet):
 /// refused rather than silently ignored.
-const UNSUPPORTED_OPTIONS: &[&str] = &[
-    "mtu",
-    "com.docker.network.driver.mtu",
-    "com.docker.network.bridge.name",
-];
+const UNSUPPORTED_OPTIONS: &[&str] = &["com.docker.network.bridge.name"];
+
+/// `-o com.docker.network.driver.mtu=N`: the endpoints' MTU.
+fn mtu(options: &BTreeMap<String, String>) -> Result<Option<u32>, PluginError> {
+    let Some(text) = options.get("com.docker.network.driver.mtu") else {
+        return Ok(None);
+    };
+    text.trim().parse().map(Some).map_err(|_| {
+        PluginError(format!(
+            "com.docker.network.driver.mtu={text}: not a number"
+        ))
+    })
+}
+
+/// `-o com.docker.network.bridge.enable_ip_masquerade=false`: the host
+/// routes the network's packets to the world with their own addresses.
+fn masquerade(options: &BTreeMap<String, String>) -> Result<Option<bool>, PluginError> {
+    match options
+        .get("com.docker.network.bridge.enable_ip_masquerade")
+        .map(String::as_str)
+    {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(PluginError(format!(
+            "com.docker.network.bridge.enable_ip_masquerade={other}: the choices are true and false"
+        ))),
+    }
+}
+
+/// `--internal`: Docker passes it beside the driver options.
+fn internal(options: &BTreeMap<String, Value>) -> bool {
+    matches!(
+        options.get("com.docker.network.internal"),
+        Some(Value::Bool(true))
+    ) || matches!(options.get("com.docker.network.internal"), Some(Value::String(s)) if s == "true")
+}
+
+/// `-o netd.no-masquerade=CIDR[,CIDR..]` and `-o netd.egress-ip=IP`.
+fn list(options: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    options
+        .get(key)
+        .map(|l| l.split(',').map(|c| c.trim().to_string()).collect())
+        .unwrap_or_default()
+}
 
 /// Docker's driver options (`-o KEY=VALUE`): kept as the network's labels.
 fn generic_options(
@@ -216,10 +256,18 @@ pub async fn call<S: Store>(plugin: &Plugin<S>, method: &str, body: &[u8]) -> Op
                 let spec = NetworkSpec {
                     default_deny: default_deny(&labels)?,
                     overlay: overlay(&labels)?,
+                    internal: internal(&req.options),
+                    masquerade: masquerade(&labels)?,
+                    no_masquerade: list(&labels, "netd.no-masquerade"),
+                    mtu: mtu(&labels)?,
+                    egress_ip: labels.get("netd.egress-ip").cloned(),
                     aux_addresses,
                     labels,
                     ..spec
                 };
+                agent
+                    .check_mtu(spec.mtu, spec.overlay)
+                    .map_err(|e| PluginError(e.to_string()))?;
                 let network = control.create_docker_network(&req.network_id, spec).await?;
                 agent.settle().await?;
                 if let Some(docker_api) = &plugin.docker_api {
