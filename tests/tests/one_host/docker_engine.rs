@@ -277,13 +277,17 @@ fn docker_networks_through_netd() {
     assert_eq!(n2["ip-range"], "10.72.0.128/25");
     assert_eq!(n2["aux-addresses"]["router"], "10.72.0.129");
     assert_eq!(n2["labels"]["team"], "blue");
-    let mtu = docker.create_netd_network("n3", "10.73.0.0/24", &["-o", "mtu=1400"]);
+    let bridge = docker.create_netd_network(
+        "n3",
+        "10.73.0.0/24",
+        &["-o", "com.docker.network.bridge.name=br9"],
+    );
     assert!(
-        !mtu.status.success(),
+        !bridge.status.success(),
         "an unsupported driver option was accepted"
     );
-    assert!(String::from_utf8_lossy(&mtu.stderr)
-        .contains("option mtu is not supported by the netd driver"));
+    assert!(String::from_utf8_lossy(&bridge.stderr)
+        .contains("option com.docker.network.bridge.name is not supported by the netd driver"));
     // A bad subnet never reaches netd's model.
     let bad = docker.create_netd_network("n4", "10.71.0.0/16", &[]);
     assert!(!bad.status.success(), "an overlapping subnet was accepted");

@@ -9,6 +9,7 @@ mod docker_labels;
 mod docker_plugin_protocol;
 mod endpoint_counters;
 mod hands_off;
+mod masquerade;
 mod monitor;
 mod monitor_reasons;
 mod netns_traffic;
