@@ -161,6 +161,60 @@ pub struct RevSnatEntry {
     pub last_seen: u64,
 }
 
+/// An ICMP error about a masqueraded flow's packet, as it came: the
+/// checksums it carries and the quote's source (the translated address
+/// and port, or an echo's identifier).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotedSource {
+    pub icmp_check: u16,
+    pub ip_check: u16,
+    /// The quoted transport's checksum, when the quote reaches it.
+    pub l4_check: Option<u16>,
+    pub proto: u8,
+    pub src: [u8; 4],
+    pub src_port: [u8; 2],
+}
+
+/// The checksums after the quote's source becomes the endpoint's
+/// `ip:port` again, so its stack matches the error to its socket. The
+/// ICMP checksum covers the whole quote: every word that changes in it
+/// (address, port, the quote's own checksums) changes it too. A quoted
+/// ICMP echo has no pseudo-header: only its identifier moves its checksum.
+pub fn unmasquerade_quote(q: &QuotedSource, ip: [u8; 4], port: [u8; 2]) -> crate::icmp::Rewritten {
+    use crate::{checksum, nat};
+    let ip_check = checksum::replace_u32(q.ip_check, q.src, ip);
+    let mut icmp = checksum::replace_u32(q.icmp_check, q.src, ip);
+    icmp = checksum::replace_u16(icmp, q.ip_check, ip_check);
+    icmp = checksum::replace_u16(
+        icmp,
+        u16::from_be_bytes(q.src_port),
+        u16::from_be_bytes(port),
+    );
+    let l4_check = q.l4_check.map(|old| {
+        let new = if q.proto == crate::policy::PROTO_ICMP {
+            checksum::replace_u16(
+                old,
+                u16::from_be_bytes(q.src_port),
+                u16::from_be_bytes(port),
+            )
+        } else {
+            nat::l4_check_after_port(
+                q.proto,
+                nat::l4_check_after(q.proto, old, q.src, ip),
+                q.src_port,
+                port,
+            )
+        };
+        icmp = checksum::replace_u16(icmp, old, new);
+        new
+    });
+    crate::icmp::Rewritten {
+        icmp_check: icmp,
+        ip_check,
+        l4_check,
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all are repr(C), Pod (checked by bytemuck), no padding.
@@ -240,6 +294,62 @@ mod tests {
         };
         assert_eq!(whole.size(), 64512);
         assert!(whole.holds(candidate(&whole, u32::MAX, 0)));
+    }
+
+    /// An ICMP error's body quoting `src:sport → 192.0.2.80:53` (UDP),
+    /// `:443` (TCP) or an echo request with identifier `sport`, cut at
+    /// `len` bytes.
+    fn quote(proto: u8, src: [u8; 4], sport: u16, len: usize) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ipv4(src, [192, 0, 2, 80], 1);
+        let mut packet = Vec::new();
+        match proto {
+            6 => b.tcp(sport, 443, 7, 1000).write(&mut packet, b"").unwrap(),
+            17 => b.udp(sport, 53).write(&mut packet, b"query").unwrap(),
+            _ => b
+                .icmpv4_echo_request(sport, 1)
+                .write(&mut packet, b"ping")
+                .unwrap(),
+        }
+        packet.truncate(len);
+        packet
+    }
+
+    fn fields(body: &[u8]) -> QuotedSource {
+        let proto = body[9];
+        let check_at = 20
+            + match proto {
+                6 => 16,
+                17 => 6,
+                _ => 2,
+            };
+        let port_at = if proto == 1 { 24 } else { 20 };
+        let t = etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        );
+        QuotedSource {
+            icmp_check: etherparse::Icmpv4Header::with_checksum(t, body).checksum,
+            ip_check: u16::from_be_bytes([body[10], body[11]]),
+            l4_check: body
+                .get(check_at..check_at + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]])),
+            proto,
+            src: body[12..16].try_into().unwrap(),
+            src_port: [body[port_at], body[port_at + 1]],
+        }
+    }
+
+    #[test]
+    fn an_unmasqueraded_quote_has_the_checksums_of_a_full_recompute() {
+        let (translated, endpoint) = ([198, 51, 100, 1], [10, 44, 0, 2]);
+        for (proto, len) in [(17, 33), (17, 28), (6, 40), (6, 28), (1, 32), (1, 28)] {
+            let seen = quote(proto, translated, 1024, len);
+            let want = quote(proto, endpoint, 40000, len);
+            let out = unmasquerade_quote(&fields(&seen), endpoint, 40000u16.to_be_bytes());
+            let expect = fields(&want);
+            assert_eq!(out.icmp_check, expect.icmp_check, "proto {proto} len {len}");
+            assert_eq!(out.ip_check, expect.ip_check, "proto {proto} len {len}");
+            assert_eq!(out.l4_check, expect.l4_check, "proto {proto} len {len}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
     frame::PacketFrame,
     maps::NETD_PROGS,
     observe::{counters, endpoint_stats, events},
-    rewrite::{answers, encap, ethernet, nat},
+    rewrite::{answers, encap, ethernet, ip, nat},
     stages::policy,
     types::{EndpointAction, EndpointStep, Plan, PolicyFlow, Step, CHECK_EGRESS, CHECK_INGRESS},
 };
@@ -192,6 +192,10 @@ pub fn carry_out(
                 unsafe { bpf_redirect(ifindex, 0) as i32 }
             }
             EndpointStep::Masquerade => {
+                // Routed out of the host: one hop, as its forwarding counts.
+                if ip::decrement_ttl(ctx, plan.at.l3 as usize).is_err() {
+                    return drop(skb, DropReason::Malformed, bytes);
+                }
                 counters::count_verdict(HOOK, Verdict::Redirect, bytes);
                 // The kernel resolves the next hop and its MAC.
                 // SAFETY: plain helper call; the kernel checks the ifindex.

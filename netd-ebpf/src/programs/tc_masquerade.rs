@@ -21,6 +21,7 @@ use crate::{
     exits::tc,
     frame::PacketFrame,
     maps::{NETD_LOCAL_EPS, NETD_MASQ_PLAN},
+    rewrite::ip,
     stages::masquerade,
     types::{EndpointAction, MasqDecision, Outcome, Target},
 };
@@ -94,6 +95,11 @@ fn decide(skb: *mut __sk_buff, ifindex: u32, slot: *mut MasqDecision) {
         return;
     };
     let internal = egress.flags & EGRESS_INTERNAL != 0;
+    // Its last hop: the host's forwarding answers time exceeded (and
+    // traceroute sees the gateway), untranslated.
+    if !internal && ip::ttl(&frame, usize::from(d.plan.at.l3)).unwrap_or(0) <= 1 {
+        return;
+    }
     let flow = masquerade::tuple_of(&frame, &h);
     if let Some(flow) = flow {
         if let Some(entry) = masquerade::established(&flow, tcp_flags_of(&h)) {

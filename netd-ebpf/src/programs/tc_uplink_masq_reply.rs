@@ -5,12 +5,15 @@
 //! ingress policy.
 
 use aya_ebpf::{bindings::__sk_buff, macros::classifier, programs::TcContext};
-use netd_common::{counters::DropReason, parse::parse};
+use netd_common::{
+    counters::DropReason,
+    parse::{parse, Frame},
+};
 
 use crate::{
     exits::tc_uplink,
     frame::PacketFrame,
-    rewrite::{ethernet, nat},
+    rewrite::{ethernet, nat, quote},
     stages::masquerade,
     types::{PolicyFlow, CHECK_INGRESS},
 };
@@ -33,11 +36,21 @@ fn verdict(ctx: TcContext) -> i32 {
         Ok(false) => return tc_uplink::pass(bytes),
         Err(reason) => return tc_uplink::drop(reason, bytes),
     }
-    if nat::apply(&ctx, 0, &r.at, &r.nat).is_err() {
+    // An error's checksums are whole (the kernel never offloads ICMP's):
+    // written directly, as at XDP.
+    let written = match &r.error {
+        Some(q) => quote::unmasquerade(&PacketFrame::tc(&ctx), q),
+        None => nat::apply(&ctx, 0, &r.at, &r.nat),
+    };
+    if written.is_err() {
         return tc_uplink::drop(DropReason::NatFailed, bytes);
     }
     if ethernet::readdress(&ctx, r.into.mac, r.into.gateway_mac).is_err() {
         return tc_uplink::drop(DropReason::Malformed, bytes);
+    }
+    if r.error.is_some() {
+        // It belongs to its flow: policy does not judge it.
+        return tc_uplink::redirect_peer(r.into.ifindex, bytes);
     }
     let flow = PolicyFlow::of(&r.at, &r.nat, CHECK_INGRESS);
     tc_uplink::deliver(&ctx, &flow, r.into.ifindex, bytes)
@@ -48,6 +61,11 @@ fn verdict(ctx: TcContext) -> i32 {
 #[inline(never)]
 fn decide(skb: *mut __sk_buff, r: &mut masquerade::Reverse) -> Result<bool, DropReason> {
     let frame = PacketFrame::tc(&TcContext::new(skb));
+    // Only untagged IPv4 comes here; said so up front, LLVM drops the
+    // parser's other branches (see `netd_xdp_masq_reply`).
+    if frame.read::<2>(12) != Some([0x08, 0x00]) {
+        return Ok(false);
+    }
     let headers = parse(&frame).map_err(|e| e.drop_reason())?;
     match masquerade::reverse(&frame, &headers)? {
         Some(found) => {

@@ -12,7 +12,7 @@ use netd_common::{
 use crate::{
     exits::xdp,
     frame::PacketFrame,
-    rewrite::{ethernet, nat},
+    rewrite::{ethernet, nat, quote},
     stages::masquerade,
     types::{PolicyFlow, CHECK_INGRESS},
 };
@@ -35,11 +35,19 @@ fn verdict(ctx: XdpContext) -> u32 {
         Ok(false) => return xdp::pass(bytes),
         Err(reason) => return xdp::drop(reason, bytes),
     }
-    if nat::apply(&frame, 0, &r.at, &r.nat).is_err() {
+    let written = match &r.error {
+        Some(q) => quote::unmasquerade(&frame, q),
+        None => nat::apply(&frame, 0, &r.at, &r.nat),
+    };
+    if written.is_err() {
         return xdp::drop(DropReason::NatFailed, bytes);
     }
     if ethernet::readdress_frame(&frame, r.into.mac, r.into.gateway_mac).is_err() {
         return xdp::drop(DropReason::Malformed, bytes);
+    }
+    if r.error.is_some() {
+        // It belongs to its flow: policy does not judge it.
+        return xdp::redirect(r.into.ifindex, bytes);
     }
     let flow = PolicyFlow::of(&r.at, &r.nat, CHECK_INGRESS);
     xdp::deliver(&ctx, &flow, r.into.ifindex, bytes)

@@ -7,11 +7,16 @@
 use netd_common::{
     checksum,
     icmp::{self, Quote, Rewritten, ICMP_CHECK, ICMP_HLEN},
+    masquerade::{unmasquerade_quote, QuotedSource},
     nat::{IP_CHECK, IP_DST, IP_SRC},
+    policy::PROTO_ICMP,
     service::{HAIRPIN_IP, PROTO_TCP},
 };
 
-use crate::{frame::PacketFrame, types::QuoteNat};
+use crate::{
+    frame::PacketFrame,
+    types::{QuoteBack, QuoteNat},
+};
 
 /// Where the checksums an error's translation touches are.
 struct Checks {
@@ -100,4 +105,36 @@ pub fn write_hairpin(frame: &PacketFrame, q: &QuoteNat) -> Result<(), ()> {
     frame.put(q.quote as usize + IP_SRC, q.client)?;
     checks.write(frame, &new)?;
     readdress(frame, q.l3 as usize, IP_DST, HAIRPIN_IP, q.client)
+}
+
+/// An ICMP error about a masqueraded flow's packet, back to its endpoint
+/// (`q`, offsets the frame's): the quote's source and port (or echo
+/// identifier) become the endpoint's, and so does the error's destination.
+#[inline(always)]
+pub fn unmasquerade(frame: &PacketFrame, q: &QuoteBack) -> Result<(), ()> {
+    let at = q.quote as usize;
+    let (port_at, check_at) = match q.proto {
+        PROTO_TCP => (at + 20, at + 20 + 16),
+        PROTO_ICMP => (at + 20 + 4, at + 20 + 2),
+        _ => (at + 20, at + 20 + 6),
+    };
+    let icmp_at = at - ICMP_HLEN + ICMP_CHECK;
+    let fields = QuotedSource {
+        icmp_check: u16::from_be_bytes(frame.load::<2>(icmp_at)?),
+        ip_check: u16::from_be_bytes(frame.load::<2>(at + IP_CHECK)?),
+        // A quote may stop short of the transport checksum.
+        l4_check: frame.load::<2>(check_at).ok().map(u16::from_be_bytes),
+        proto: q.proto,
+        src: q.from,
+        src_port: q.from_port,
+    };
+    let new = unmasquerade_quote(&fields, q.to, q.to_port);
+    frame.put(at + IP_SRC, q.to)?;
+    frame.put(port_at, q.to_port)?;
+    frame.put(at + IP_CHECK, new.ip_check.to_be_bytes())?;
+    if let Some(check) = new.l4_check {
+        frame.put(check_at, check.to_be_bytes())?;
+    }
+    frame.put(icmp_at, new.icmp_check.to_be_bytes())?;
+    readdress(frame, q.l3 as usize, IP_DST, q.from, q.to)
 }

@@ -18,6 +18,7 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::DropReason,
+    icmp,
     masquerade::{
         candidate, EgressEntry, NoMasqKey, RevSnatEntry, SnatEntry, EGRESS_INTERNAL,
         EGRESS_MASQUERADE, EVERY_NETWORK, PORT_TRIES,
@@ -26,7 +27,7 @@ use netd_common::{
     nat::{Addr, Nat},
     parse::{Headers, L3, L4},
     policy::PROTO_ICMP,
-    service::{closing_flags, CtTuple, CT_SEEN_REPLY},
+    service::{closing_flags, CtTuple, CT_SEEN_REPLY, PROTO_TCP, PROTO_UDP},
 };
 
 use super::{clock::now, deliver};
@@ -36,7 +37,7 @@ use crate::{
         NETD_EGRESS, NETD_EGRESS_DEVS, NETD_ENDPOINTS, NETD_MASQ_CONFIG, NETD_NO_MASQ,
         NETD_PUBLISHED, NETD_SNAT, NETD_SNAT_REV,
     },
-    types::{Delivery, Target},
+    types::{Delivery, QuoteBack, Target},
 };
 
 const AF_INET: u8 = 2;
@@ -312,11 +313,52 @@ pub fn reply_tuple(frame: &PacketFrame, h: &Headers) -> Option<CtTuple> {
     })
 }
 
+/// The reply tuple of the packet an ICMP error `h` quotes, if that could
+/// be a masqueraded flow's packet (it left translated: from the
+/// translated address and port, to the remote), with where the quote
+/// starts.
+#[inline(always)]
+pub fn quoted_reply(frame: &PacketFrame, h: &Headers) -> Option<(CtTuple, u16)> {
+    let at = usize::from(h.l4_offset) + icmp::ICMP_HLEN;
+    let quoted = frame.load::<20>(at).ok()?;
+    if quoted[0] != 0x45 {
+        return None;
+    }
+    let proto = quoted[9];
+    let l4 = frame.load::<8>(at + 20).ok()?;
+    let (src_port, dst_port) = match proto {
+        PROTO_TCP | PROTO_UDP => ([l4[0], l4[1]], [l4[2], l4[3]]),
+        PROTO_ICMP if l4[0] == ICMP_ECHO_REQUEST => ([l4[4], l4[5]], [0; 2]),
+        _ => return None,
+    };
+    Some((
+        CtTuple {
+            src: [quoted[16], quoted[17], quoted[18], quoted[19]],
+            dst: [quoted[12], quoted[13], quoted[14], quoted[15]],
+            src_port: dst_port,
+            dst_port: src_port,
+            proto,
+            _pad: [0; 3],
+        },
+        at as u16,
+    ))
+}
+
+#[inline(always)]
+fn is_icmp_error(h: &Headers) -> bool {
+    matches!(h.l4, L4::Icmp { kind, .. } if icmp::is_error(kind))
+}
+
 /// Whether the uplink program hands `h` to the reverse translation: a
-/// reply of a masqueraded flow.
+/// reply of a masqueraded flow, or an ICMP error about one of its packets.
 #[inline(always)]
 pub fn is_reply(frame: &PacketFrame, h: &Headers) -> bool {
-    match reply_tuple(frame, h) {
+    let t = if is_icmp_error(h) {
+        quoted_reply(frame, h).map(|(t, _)| t)
+    } else {
+        reply_tuple(frame, h)
+    };
+    match t {
         // SAFETY: the value is only tested for presence.
         Some(t) => unsafe { NETD_SNAT_REV.get(&t) }.is_some(),
         None => false,
@@ -362,6 +404,10 @@ pub struct Reverse {
     pub at: Target,
     pub nat: Nat,
     pub into: Delivery,
+    /// An ICMP error about the flow: its quote is translated back
+    /// instead (`rewrite::quote::unmasquerade`), and policy does not judge
+    /// it.
+    pub error: Option<QuoteBack>,
 }
 
 /// A reply at the uplink: its flow's endpoint, translated back, or None
@@ -369,6 +415,9 @@ pub struct Reverse {
 /// counted drop.
 #[inline(always)]
 pub fn reverse(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, DropReason> {
+    if is_icmp_error(h) {
+        return error_back(frame, h);
+    }
     // Everything the headers tell, read before any map call: LLVM would
     // otherwise keep the parsed enum across them, copying bytes an ARP
     // parse never set, which the verifier refuses.
@@ -401,5 +450,38 @@ pub fn reverse(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, Drop
             port: back.port,
         }),
         into,
+        error: None,
+    }))
+}
+
+/// An ICMP error about a masqueraded flow's packet: back to its endpoint,
+/// with the quote it can match to its socket.
+#[inline(always)]
+fn error_back(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, DropReason> {
+    let Some((t, quote)) = quoted_reply(frame, h) else {
+        return Ok(None);
+    };
+    let l3 = h.l3_offset;
+    // SAFETY: the value is copied out at once.
+    let Some(back) = (unsafe { NETD_SNAT_REV.get(&t) }).copied() else {
+        return Ok(None);
+    };
+    // SAFETY: as above.
+    let peer = unsafe { NETD_ENDPOINTS.get(&back.ip) }
+        .copied()
+        .ok_or(DropReason::NotHere)?;
+    let into = deliver::to_local(&peer).ok_or(DropReason::NotHere)?;
+    Ok(Some(Reverse {
+        into,
+        error: Some(QuoteBack {
+            l3,
+            quote,
+            proto: t.proto,
+            from: t.dst,
+            from_port: t.dst_port,
+            to: back.ip,
+            to_port: back.port,
+        }),
+        ..Reverse::default()
     }))
 }

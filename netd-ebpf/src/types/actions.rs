@@ -229,3 +229,17 @@ impl MasqDecision {
         self.reason = reason;
     }
 }
+
+/// An ICMP error's translation back: its own destination `from` becomes
+/// `to`, and its quote's source `from:from_port` becomes `to:to_port`.
+#[derive(Clone, Copy, Default)]
+pub struct QuoteBack {
+    pub l3: u16,
+    /// Where the quoted IPv4 header starts.
+    pub quote: u16,
+    pub proto: u8,
+    pub from: [u8; 4],
+    pub from_port: [u8; 2],
+    pub to: [u8; 4],
+    pub to_port: [u8; 2],
+}

@@ -9,7 +9,7 @@ pub mod target;
 
 pub use actions::{
     ArpAnswer, Encap, EndpointAction, EndpointStep, Hop, MasqDecision, MeshAction, MeshStep,
-    QuoteNat, UplinkAction,
+    QuoteBack, QuoteNat, UplinkAction,
 };
 pub use flows::{
     flow_tuple, ClientPacket, Delivering, PolicyFlow, ServiceKind, ToService, CHECK_EGRESS,

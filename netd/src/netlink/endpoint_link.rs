@@ -44,9 +44,20 @@ pub async fn create_veth_pair(
     peer: &str,
     mtu: u32,
 ) -> Result<(u32, Mac), LinkError> {
+    // The peer is described whole, its MTU with it: Docker moves it into
+    // the container as it is.
+    let peer_link = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_string())
+        .mtu(mtu)
+        .build();
     host.handle
         .link()
-        .add(LinkVeth::new(host_ifname, peer).mtu(mtu).build())
+        .add(
+            LinkVeth::new(host_ifname, peer)
+                .mtu(mtu)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_link)))
+                .build(),
+        )
         .execute()
         .await
         .map_err(nl(format!("creating veth pair {host_ifname}")))?;

@@ -15,6 +15,9 @@ use netd_tests::{
 const PLUGIN_FLAG: &str = "--docker-plugin-socket=/run/docker/plugins/netd.sock";
 
 const UPLINK_IP: &str = "10.99.0.1";
+/// An address only the client namespace has: "the world", with a web
+/// server and a resolver that names it `outside.test`.
+const WORLD: &str = "203.0.113.30";
 const CLIENT_IP: &str = "10.99.0.2";
 const PUBLISHED: u16 = 28080;
 
@@ -200,6 +203,72 @@ fn pings(docker: &Docker, from: &str, ip: &str) -> bool {
         .success()
 }
 
+/// A container on a netd network reaches a server in the world by name:
+/// Docker's resolver asks the world's resolver (given with `--dns`), both
+/// masqueraded to the uplink's address, which the server sees. On an
+/// `--internal` network neither leaves (counted); `-o
+/// com.docker.network.driver.mtu` sets the containers' MTU.
+fn containers_reach_the_world_unless_internal(docker: &Docker, netd: &Netd, client: &NetNs) {
+    let world: std::net::Ipv4Addr = WORLD.parse().expect("address");
+    let _resolver = netd_tests::dns::Upstream::start(client, world, &[("outside.test", world)]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    netd_tests::services::serve(client, "outside", stop.clone());
+    let fetch = |network: &str| {
+        docker.run(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--dns",
+            WORLD,
+            IMAGE,
+            "/bin/sh",
+            "-c",
+            "echo | nc -w 3 outside.test 8080",
+        ])
+    };
+    let out = fetch("n1");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let said = stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        said,
+        format!("outside:{UPLINK_IP}"),
+        "the world answers the uplink's address: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nat = netd.ok(&["conntrack", "ls", "--nat"]);
+    assert!(
+        nat.contains(&format!("{WORLD}:53")),
+        "the resolver's query:\n{nat}"
+    );
+
+    docker.netd_network(
+        "n5",
+        "10.75.0.0/24",
+        &["--internal", "-o", "com.docker.network.driver.mtu=1400"],
+    );
+    let out = fetch("n5");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("outside:"),
+        "an internal network reached the world"
+    );
+    let internal = "netd_drops_total{hook=\"tc_endpoint\",reason=\"internal\"}";
+    let dropped = metric(&netd.scrape(&NetNs::host()).expect("metrics"), internal).unwrap_or(0);
+    assert!(dropped >= 1, "internal drops {dropped}");
+    let mtu = docker.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "n5",
+        IMAGE,
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1400");
+    docker.network_rm("n5");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 fn host_veths() -> usize {
     let out = Command::new("ip")
         .args(["-o", "link"])
@@ -240,11 +309,16 @@ fn docker_networks_through_netd() {
     // A plain veth: its checksums arrive partial, and the uplink takes TC.
     client.ip(&["link", "set", "eth0", "up"]);
     let uplink_flag = format!("--uplink={uplink}");
+    // Masquerading out of that uplink only (never the machine's own NIC);
+    // "the world" is an address of the client's, routed through it.
+    let egress_flag = format!("--egress-device={uplink}");
+    client.ip(&["addr", "add", &format!("{WORLD}/32"), "dev", "lo"]);
+    host.ip(&["route", "add", WORLD, "via", CLIENT_IP, "dev", &uplink]);
     let mut netd = Netd::start(
         &host,
         pins.layout.root(),
         port,
-        &[PLUGIN_FLAG, &uplink_flag],
+        &[PLUGIN_FLAG, &uplink_flag, &egress_flag],
     );
     netd.wait_ready(&host);
     let veths_before = host_veths();
@@ -419,6 +493,7 @@ fn docker_networks_through_netd() {
 
     publishes_with_docker_run_p(&docker, &netd, &client);
     a_networks_publish_allow_guards_its_p_ports(&docker, &netd, &client);
+    containers_reach_the_world_unless_internal(&docker, &netd, &client);
 
     // Removing everything leaves netd with nothing of it.
     for c in ["c1", "c2", "c3", "c4", "c6"] {

@@ -516,3 +516,173 @@ fn a_networks_mtu_is_its_endpoints_and_is_checked_against_the_uplink() {
         "the MSS follows the endpoint's MTU: {mss}"
     );
 }
+
+/// An address one more hop out, behind the outside namespace (a router
+/// now) on a link of `mtu` bytes, with an echo server.
+const FAR: &str = "203.0.113.20";
+
+fn far_behind(w: &World, mtu: u32) -> NetNs {
+    let far = NetNs::new("ndFm");
+    veth_between(
+        &w.outside,
+        "far0",
+        "10.98.5.1/24",
+        &far,
+        "eth0",
+        "10.98.5.2/24",
+    );
+    for (ns, dev) in [(&w.outside, "far0"), (&far, "eth0")] {
+        ns.ip(&["link", "set", dev, "mtu", &mtu.to_string()]);
+    }
+    far.ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
+    far.ip(&["route", "add", "default", "via", "10.98.5.1"]);
+    w.outside.ip(&["route", "add", FAR, "via", "10.98.5.2"]);
+    let forward = w.outside.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert!(forward.status.success(), "the outside forwards");
+    echo_server(&far, ECHO_PORT);
+    far
+}
+
+/// The error a connected UDP socket in `ns` gets after sending to `to`
+/// with `ttl`, errors asked for (IP_RECVERR), or None for an answer or
+/// silence.
+fn udp_error(ns: &NetNs, to: SocketAddr, ttl: u32) -> Option<std::io::ErrorKind> {
+    ns.run(move || {
+        use std::os::fd::AsRawFd;
+        let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket.connect(to).ok()?;
+        socket.set_ttl(ttl).ok()?;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one int from `on`.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_RECVERR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            socket.send(b"anyone?").ok()?;
+            match socket.recv(&mut buf) {
+                Ok(_) => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(e) => return Some(e.kind()),
+            }
+        }
+        None
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// ICMP errors about masqueraded packets reach the endpoint translated
+/// back: port unreachable (a closed port), time exceeded (a TTL that runs
+/// out one router past the host: traceroute), and fragmentation needed
+/// (a smaller link further out), after which a TCP transfer adapts.
+#[test]
+fn icmp_errors_about_masqueraded_packets_reach_the_endpoint() {
+    let w = world(&[]);
+    w.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.44.0.0/24"]);
+    let a = NetNs::new("ndAm");
+    w.netd.endpoint("a", "n1", &a, &[]);
+    let _far = far_behind(&w, 1200);
+    let closed: SocketAddr = format!("{WORLD}:9").parse().expect("address");
+    assert_eq!(
+        udp_error(&a, closed, 64),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "port unreachable"
+    );
+    let far: SocketAddr = format!("{FAR}:{UDP_PORT}").parse().expect("address");
+    assert_eq!(
+        udp_error(&a, far, 2),
+        Some(std::io::ErrorKind::HostUnreachable),
+        "time exceeded at the router past the host"
+    );
+    let (whole, mss) = netd_tests::traffic::echo_both_ways(
+        &a,
+        format!("{FAR}:{ECHO_PORT}").parse().expect("address"),
+        1 << 20,
+    );
+    assert!(whole, "a transfer through the smaller link (mss {mss})");
+    let nat = w.netd.ok(&["conntrack", "ls", "--nat"]);
+    assert!(nat.contains(&format!("{FAR}:{ECHO_PORT}")), "{nat}");
+}
+
+/// Docker's own way on the same uplink, set up as dockerd does it (a
+/// bridge, forwarding, an iptables MASQUERADE rule): its container and
+/// netd's endpoint reach the same outside server at once, each
+/// translated by its own NAT, and netd leaves the rule and the bridge be.
+#[test]
+fn dockers_bridge_and_its_masquerade_rule_keep_working_beside_netd() {
+    let w = world(&[]);
+    let docker0 = NetNs::new("ndDb");
+    w.host.ip(&["link", "add", "docker0", "type", "bridge"]);
+    w.host
+        .ip(&["addr", "add", "172.17.0.1/16", "dev", "docker0"]);
+    w.host.ip(&["link", "set", "docker0", "up"]);
+    veth_between(
+        &w.host,
+        "vethd0",
+        "172.17.255.254/32",
+        &docker0,
+        "eth0",
+        "172.17.0.2/16",
+    );
+    w.host.ip(&["addr", "flush", "dev", "vethd0"]);
+    w.host.ip(&["link", "set", "vethd0", "master", "docker0"]);
+    docker0.ip(&["route", "add", "default", "via", "172.17.0.1"]);
+    for cmd in [
+        vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "172.17.0.0/16",
+            "!",
+            "-o",
+            "docker0",
+            "-j",
+            "MASQUERADE",
+        ],
+    ] {
+        let out = w.host.exec(cmd[0], &cmd[1..]);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = || {
+        String::from_utf8_lossy(&w.host.exec("iptables-save", &["-t", "nat"]).stdout).to_string()
+    };
+    let before = rules();
+    w.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.44.0.0/24"]);
+    let a = NetNs::new("ndAm");
+    w.netd.endpoint("a", "n1", &a, &[]);
+    let from_docker = hold_echo(&docker0, 0);
+    let from_netd = hold_echo(&a, 0);
+    let peers = echo_peers(&w);
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert!(
+        peers.iter().all(|p| p.starts_with(&format!("{HOST}:"))),
+        "{peers:?}"
+    );
+    echoes(&from_docker, "through Docker's NAT");
+    echoes(&from_netd, "through netd's");
+    assert_eq!(
+        seen_over_udp(&docker0, WORLD).map(|s| s.ip().to_string()),
+        Some(HOST.to_string()),
+        "UDP through Docker's NAT"
+    );
+    assert_eq!(rules(), before, "netd changed the NAT rules");
+}
