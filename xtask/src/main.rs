@@ -198,6 +198,7 @@ fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
     let old_netd = upgrade_base::ensure(root, upgrade_base::LAYOUT_1)?;
     let services_netd = upgrade_base::ensure(root, upgrade_base::SERVICES)?;
     let xdp_uplinks_netd = upgrade_base::ensure(root, upgrade_base::XDP_UPLINKS)?;
+    let before_masquerade_netd = upgrade_base::ensure(root, upgrade_base::BEFORE_MASQUERADE)?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     let mut child = Command::new(cargo_bin())
@@ -206,6 +207,10 @@ fn test(root: &Path, unprivileged: bool, extra: &[String]) -> Result<()> {
         .env("NETD_UPGRADE_FROM_BIN", old_netd)
         .env("NETD_UPGRADE_FROM_SERVICES_BIN", services_netd)
         .env("NETD_UPGRADE_FROM_XDP_UPLINKS_BIN", xdp_uplinks_netd)
+        .env(
+            "NETD_UPGRADE_FROM_BEFORE_MASQUERADE_BIN",
+            before_masquerade_netd,
+        )
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

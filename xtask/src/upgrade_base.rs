@@ -1,7 +1,8 @@
 //! The netds an upgrade test starts from, built once from the
 //! repository's history into target/upgrade-from/: the last commit of pin
-//! layout 1, the first release with services (conntrack in flight), and
-//! the last release whose uplinks were XDP only.
+//! layout 1, the first release with services (conntrack in flight), the
+//! last release whose uplinks were XDP only, and the last before
+//! masquerading.
 
 use std::{
     fs,
@@ -21,6 +22,10 @@ pub const SERVICES: &str = "177d056fea36817d49a5c59b844939fea5fe9bb0";
 /// The last landed commit before per-uplink hooks: every uplink at XDP,
 /// the routing mesh with its pinned maps.
 pub const XDP_UPLINKS: &str = "e0f9994319d4d86a0adab66b2ef6d541649f6595";
+
+/// The last landed commit before masquerading: networks' packets to the
+/// world routed by the host with their own addresses.
+pub const BEFORE_MASQUERADE: &str = "bc8f99b3cd3bc33b4bee2a65e123f373ee48b5ca";
 
 /// The netd binary of `commit`, built when missing.
 pub fn ensure(root: &Path, commit: &str) -> Result<PathBuf> {

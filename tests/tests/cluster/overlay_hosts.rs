@@ -150,3 +150,35 @@ fn cross_host_traffic_keeps_flowing_while_etcd_is_stopped_for_10_s() {
     };
     eventually("e2 reachable from host-0", || ping(&s0, &ip2, 1));
 }
+
+/// Each host masquerades its own endpoints out of its own uplink, as
+/// swarm's docker_gwbridge does: a server outside the cluster sees the
+/// address of the host each endpoint lives on.
+#[test]
+fn each_host_masquerades_its_own_endpoints_out_of_its_own_uplink() {
+    let (underlay, _etcd, hosts) = cluster(2);
+    hosts[0].netd.ok(&[
+        "network",
+        "create",
+        "o1",
+        "--overlay",
+        "--subnet",
+        "10.99.0.0/24",
+    ]);
+    let outside = netd_tests::cluster::plain_client(&underlay, "ndOo", "10.96.0.200");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    netd_tests::services::serve(&outside, "outside", stop.clone());
+    let sandboxes = [NetNs::new("ndSo"), NetNs::new("ndSo")];
+    for (i, s) in sandboxes.iter().enumerate() {
+        hosts[i].endpoint(&format!("e{i}"), "o1", s);
+    }
+    for (i, s) in sandboxes.iter().enumerate() {
+        let (_, greeting) = netd_tests::services::connect_at(s, "10.96.0.200", 8080);
+        assert_eq!(
+            greeting,
+            format!("outside:10.96.0.{}", i + 1),
+            "host-{i}'s endpoint leaves by host-{i}'s uplink"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}

@@ -38,6 +38,11 @@ pub struct World {
 /// through it; the outside answers TCP on 7070 with the address it sees,
 /// echoes UDP on 7071 with that address, echoes TCP on 7072, and pings.
 pub fn world(args: &[&str]) -> World {
+    world_of(&netd_tests::process::netd_bin(), args)
+}
+
+/// The same world, served by the netd binary at `bin`.
+pub fn world_of(bin: &std::path::Path, args: &[&str]) -> World {
     let host = NetNs::new("ndHm");
     let outside = NetNs::new("ndOm");
     veth_between(
@@ -57,7 +62,7 @@ pub fn world(args: &[&str]) -> World {
     let pins = TempPins::new();
     let mut all = vec!["--uplink", "uplink0"];
     all.extend(args);
-    let mut netd = Netd::start(&host, pins.layout.root(), free_port(), &all);
+    let mut netd = Netd::start_bin(bin, &host, pins.layout.root(), free_port(), &all);
     netd.wait_ready(&host);
     World {
         host,
@@ -685,4 +690,74 @@ fn dockers_bridge_and_its_masquerade_rule_keep_working_beside_netd() {
         "UDP through Docker's NAT"
     );
     assert_eq!(rules(), before, "netd changed the NAT rules");
+}
+
+/// From the release before masquerading, under a download the host routes
+/// with the endpoint's own address (the outside routes the network back,
+/// as a router would): the upgraded netd leaves that flow as it began, and
+/// it stays whole through the upgrade, a restart and a kill -9; a new
+/// connection after is masqueraded.
+#[test]
+fn an_upgrade_from_the_release_before_masquerading_keeps_a_download_whole() {
+    let old = netd_tests::process::built_by_xtask(
+        "NETD_UPGRADE_FROM_BEFORE_MASQUERADE_BIN",
+        "the last release before masquerading",
+    );
+    let mut w = world_of(&old, &[]);
+    let forward = w.host.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert!(
+        forward.status.success(),
+        "the host forwards (the old release routes)"
+    );
+    w.outside.ip(&["route", "add", "10.44.0.0/24", "via", HOST]);
+    w.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.44.0.0/24"]);
+    let a = NetNs::new("ndAm");
+    let a_ip = w.netd.endpoint("a", "n1", &a, &[]);
+    let routed = seen_over_tcp(&a, WORLD, 0).expect("routed by the old release");
+    assert_eq!(routed.ip().to_string(), a_ip);
+    let addr: SocketAddr = format!("{WORLD}:{ECHO_PORT}").parse().expect("address");
+    let stream = StreamUnderway::start(&a, addr);
+    let pause = || std::thread::sleep(Duration::from_millis(400));
+    pause();
+    assert!(w.netd.stop().success(), "{}", w.netd.log());
+    w.netd.switch_binary(&netd_tests::process::netd_bin());
+    w.netd.restart(&w.host);
+    pause();
+    w.netd.kill();
+    pause();
+    w.netd.restart(&w.host);
+    pause();
+    let moved = stream.finish();
+    assert!(
+        moved.exact && moved.echoed == moved.sent && moved.sent > 1 << 20,
+        "{moved:?}"
+    );
+    let seen = seen_over_tcp(&a, WORLD, 0).expect("masqueraded after the upgrade");
+    assert_eq!(seen.ip().to_string(), HOST);
+}
+
+/// On an uplink at XDP (the outside finishing its checksums, as a NIC's
+/// frames arrive), replies are turned back at XDP: TCP, UDP and ping.
+#[test]
+fn at_an_xdp_uplink_replies_are_turned_back_at_xdp() {
+    let w = world(&["--uplink-mode", "xdp"]);
+    netd::netlink::finish_checksums_on_transmit(&w.outside.path(), "eth0")
+        .expect("the outside finishes its checksums");
+    assert_eq!(w.netd.uplink_hook("uplink0"), "xdp native");
+    w.netd
+        .ok(&["network", "create", "n1", "--subnet", "10.44.0.0/24"]);
+    let a = NetNs::new("ndAm");
+    w.netd.endpoint("a", "n1", &a, &[]);
+    let seen = seen_over_tcp(&a, WORLD, 0).expect("TCP");
+    assert_eq!(seen.ip().to_string(), HOST);
+    let seen = seen_over_udp(&a, WORLD).expect("UDP");
+    assert_eq!(seen.ip().to_string(), HOST);
+    assert!(ping(&a, WORLD, 2), "ping");
+    let redirected = metric(
+        &w.netd.scrape(&w.host).expect("metrics"),
+        "netd_packets_total{hook=\"xdp_uplink\",verdict=\"redirect\"}",
+    )
+    .unwrap_or(0);
+    assert!(redirected >= 4, "xdp_uplink redirected {redirected}");
 }
