@@ -149,18 +149,24 @@ pub fn attach_uplinks(
         let ifname = &facts.ifname;
         let (hook, why) = plan(mode, facts);
         let attached = match hook {
-            Hook::Xdp => attach_xdp(datapath.uplink_program()?, &layout, ifname, ifindex).and_then(
-                |(hook, replaced)| match hook {
-                    // Generic XDP has native XDP's blindness and none of its
-                    // speed: TC serves such a device better, unless asked.
-                    "xdp generic" if mode == UplinkMode::Auto => {
-                        unpin(&layout.xdp_link(ifname))?;
-                        let replaced = attach_tc(datapath.tc_uplink_program()?, &layout, ifname)?;
-                        Ok(("tc", "the driver has no native XDP", replaced))
-                    }
-                    hook => Ok((hook, why, replaced)),
-                },
-            ),
+            Hook::Xdp => match attach_xdp(datapath.uplink_program()?, &layout, ifname, ifindex) {
+                // Generic XDP has native XDP's blindness and none of its
+                // speed: TC serves such a device better, unless asked.
+                Ok(("xdp generic", _)) if mode == UplinkMode::Auto => {
+                    unpin(&layout.xdp_link(ifname))?;
+                    attach_tc(datapath.tc_uplink_program()?, &layout, ifname)
+                        .map(|replaced| ("tc", "the driver has no native XDP", replaced))
+                }
+                Ok((hook, replaced)) => Ok((hook, why, replaced)),
+                // A driver may refuse XDP for its setup (a virtio NIC with
+                // too few queues, an MTU too large): TC takes any device.
+                Err(e) if mode == UplinkMode::Auto => {
+                    warn!(uplink = %ifname, error = %crate::logging::chain(&e), "native XDP refused; the uplink takes TC");
+                    attach_tc(datapath.tc_uplink_program()?, &layout, ifname)
+                        .map(|replaced| ("tc", "the driver refused native XDP", replaced))
+                }
+                Err(e) => Err(e),
+            },
             Hook::Tc => attach_tc(datapath.tc_uplink_program()?, &layout, ifname)
                 .map(|replaced| ("tc", why, replaced)),
         };
