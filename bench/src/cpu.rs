@@ -1,6 +1,8 @@
-//! Where a bench's threads run.
+//! Where a bench's threads run, and how busy a core and how many packets
+//! a link saw.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use netd_tests::netns::NetNs;
 
 /// Pins the calling thread (and the threads it starts after) to `cpu`.
 pub fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
@@ -13,6 +15,57 @@ pub fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
     };
     if rc != 0 {
         bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A core's time in ticks (/proc/stat), busy and in all.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTicks {
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl CpuTicks {
+    pub fn read(cpu: usize) -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with(&format!("cpu{cpu} ")))
+            .context("no cpu line in /proc/stat")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq
+        let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+        Ok(CpuTicks {
+            busy,
+            total: busy + ticks[3] + ticks[4],
+        })
+    }
+
+    /// The share of the time from `self` to `later` the core was busy.
+    pub fn busy_until(&self, later: &CpuTicks) -> f64 {
+        (later.busy - self.busy) as f64 / (later.total - self.total).max(1) as f64
+    }
+}
+
+/// Packets `dev` in `ns` has counted in direction `dir` (`rx`, `tx`).
+pub fn link_packets(ns: &NetNs, dev: &str, dir: &str) -> anyhow::Result<u64> {
+    let out = ns.ip(&["-j", "-s", "link", "show", dev]);
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    links[0]["stats64"][dir]["packets"]
+        .as_u64()
+        .with_context(|| format!("{dir} packets of {dev}"))
+}
+
+/// sysfs as `ns` sees it: `ip netns exec` mounts that namespace's /sys.
+pub fn write_sysfs(ns: &NetNs, path: &str, value: &str) -> anyhow::Result<()> {
+    let out = ns.exec("sh", &["-c", &format!("echo {value} > {path}")]);
+    if !out.status.success() {
+        bail!("{path}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }

@@ -33,24 +33,34 @@ pub struct Pair {
 }
 
 pub fn iperf3(pair: &Pair, seconds: u32) -> anyhow::Result<f64> {
+    iperf3_between(&pair.client, &pair.server, &pair.server_ip, seconds)
+}
+
+/// Gbit/s from `client` to an iperf3 server in `server` at `server_ip`.
+pub fn iperf3_between(
+    client: &NetNs,
+    server: &NetNs,
+    server_ip: &str,
+    seconds: u32,
+) -> anyhow::Result<f64> {
     let mut server = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &pair.server.name,
+            &server.name,
             "iperf3",
             "-s",
             "-1",
             "-B",
-            &pair.server_ip,
+            server_ip,
         ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("iperf3 server (is iperf3 installed? cargo xtask setup installs it)")?;
     std::thread::sleep(Duration::from_millis(500));
-    let out = pair.client.exec(
+    let out = client.exec(
         "iperf3",
-        &["-c", &pair.server_ip, "-t", &seconds.to_string(), "-J"],
+        &["-c", server_ip, "-t", &seconds.to_string(), "-J"],
     );
     let _ = server.wait();
     if !out.status.success() {
@@ -212,4 +222,60 @@ pub fn load_rules(
         bail!("{tool}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(took)
+}
+
+/// Drops every IPv4 packet at the sink's `eth0` ingress with the
+/// do-nothing-but-drop TC program; ARP still passes, so the container's
+/// neighbours resolve.
+pub fn attach_sink(sink: &NetNs) {
+    let mut fixture = netd_tests::fixture::Fixture::load();
+    let pin = fixture.pin_root().join("tc_sink");
+    fixture.pin_tc(netd_common::program_names::TC_SINK, &pin);
+    let pin_arg = pin.to_string_lossy().into_owned();
+    // From a thread in the sink, not `ip netns exec`: that remounts /sys,
+    // and the pin is on this mount namespace's bpffs.
+    netd_tests::netns::within(sink, || {
+        netd_tests::netns::sh("tc", &["qdisc", "replace", "dev", "eth0", "clsact"]);
+        netd_tests::netns::sh(
+            "tc",
+            &[
+                "filter", "replace", "dev", "eth0", "ingress", "protocol", "ip", "prio", "1",
+                "bpf", "da", "pinned", &pin_arg,
+            ],
+        );
+    });
+    let _ = std::fs::remove_file(&pin);
+}
+
+/// trafgen in `ns` out of `dev` with `config` for `run_for`, started again whenever it gives up on a full
+/// socket buffer (its TX ring's flush fails with EAGAIN when the veth
+/// pushes back, and it cannot raise the buffer from inside a namespace).
+pub fn trafgen_for(
+    ns: &NetNs,
+    dev: &str,
+    config: &std::path::Path,
+    run_for: Duration,
+) -> anyhow::Result<()> {
+    let until = std::time::Instant::now() + run_for;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left < Duration::from_millis(100) {
+            return Ok(());
+        }
+        let out = Command::new("timeout")
+            .args(["-s", "INT", &format!("{:.1}", left.as_secs_f64())])
+            .args(["ip", "netns", "exec", &ns.name, "trafgen", "--dev", dev])
+            .arg("--conf")
+            .arg(config)
+            .args(["-Q", "-C"])
+            .output()
+            .context("trafgen (netsniff-ng; `cargo xtask setup` installs it)")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            // Ended by the SIGINT of `timeout`.
+            Some(0 | 124) => return Ok(()),
+            _ if stderr.contains("Resource temporarily unavailable") => continue,
+            _ => bail!("trafgen failed ({}): {stderr}", out.status),
+        }
+    }
 }

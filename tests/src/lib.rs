@@ -10,6 +10,7 @@ pub mod dns;
 pub mod docker;
 pub mod etcd;
 pub mod fixture;
+pub mod masq_fixture;
 pub mod mesh_fixture;
 pub mod monitor;
 pub mod netns;

@@ -136,6 +136,11 @@ fn run(cli: Cli) -> Result<()> {
                 ),
                 ("netd-bench-mesh", false, json.with_file_name("mesh.json")),
                 (
+                    "netd-bench-egress",
+                    false,
+                    json.with_file_name("egress.json"),
+                ),
+                (
                     "netd-bench-policy",
                     true,
                     json.with_file_name("policy.json"),

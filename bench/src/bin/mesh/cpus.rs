@@ -39,15 +39,6 @@ pub(super) fn steer_to_path_cpu(w: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// sysfs as `ns` sees it: `ip netns exec` mounts that namespace's /sys.
-pub(super) fn write_sysfs(ns: &NetNs, path: &str, value: &str) -> anyhow::Result<()> {
-    let out = ns.exec("sh", &["-c", &format!("echo {value} > {path}")]);
-    if !out.status.success() {
-        bail!("{path}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 /// The kernel threads polling a device called `dev`, in any namespace.
 pub(super) fn napi_threads(dev: &str) -> Vec<u32> {
     let prefix = format!("napi/{dev}-");
@@ -65,42 +56,19 @@ pub(super) fn napi_threads(dev: &str) -> Vec<u32> {
 
 /// One reading of what the packet rate is computed from.
 pub(super) struct Reading {
-    pub(super) cpu_busy: u64,
-    pub(super) cpu_total: u64,
+    pub(super) cpu: CpuTicks,
     pub(super) sent: u64,
     pub(super) delivered: u64,
 }
 
 pub(super) fn read_counters(w: &World, sent: u64) -> anyhow::Result<Reading> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with(&format!("cpu{PATH_CPU} ")))
-        .context("no cpu line in /proc/stat")?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq
-    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
-    let total = busy + ticks[3] + ticks[4];
     Ok(Reading {
-        cpu_busy: busy,
-        cpu_total: total,
+        cpu: CpuTicks::read(PATH_CPU)?,
         sent,
         delivered: link_packets(&w.sink, "eth0", "rx")?,
     })
 }
 
-pub(super) fn link_packets(ns: &NetNs, dev: &str, dir: &str) -> anyhow::Result<u64> {
-    let out = ns.ip(&["-j", "-s", "link", "show", dev]);
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    links[0]["stats64"][dir]["packets"]
-        .as_u64()
-        .with_context(|| format!("{dir} packets of {dev}"))
-}
-
 pub(super) fn busy_fraction(a: &Reading, b: &Reading) -> f64 {
-    (b.cpu_busy - a.cpu_busy) as f64 / (b.cpu_total - a.cpu_total).max(1) as f64
+    a.cpu.busy_until(&b.cpu)
 }

@@ -140,44 +140,13 @@ pub(super) fn packet_rate(
     })
 }
 
-/// trafgen for `run_for`, started again whenever it gives up on a full
-/// socket buffer (its TX ring's flush fails with EAGAIN when the veth
-/// pushes back, and it cannot raise the buffer from inside a namespace).
+/// trafgen from the client's uplink0 for `run_for`.
 pub(super) fn trafgen_for(
     w: &World,
     config: &tempfile::NamedTempFile,
     run_for: Duration,
 ) -> anyhow::Result<()> {
-    let until = std::time::Instant::now() + run_for;
-    loop {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if left < Duration::from_millis(100) {
-            return Ok(());
-        }
-        let out = Command::new("timeout")
-            .args(["-s", "INT", &format!("{:.1}", left.as_secs_f64())])
-            .args([
-                "ip",
-                "netns",
-                "exec",
-                &w.client.name,
-                "trafgen",
-                "--dev",
-                "uplink0",
-            ])
-            .arg("--conf")
-            .arg(config.path())
-            .args(["-Q", "-C"])
-            .output()
-            .context("trafgen (netsniff-ng; `cargo xtask setup` installs it)")?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        match out.status.code() {
-            // Ended by the SIGINT of `timeout`.
-            Some(0 | 124) => return Ok(()),
-            _ if stderr.contains("Resource temporarily unavailable") => continue,
-            _ => bail!("trafgen failed ({}): {stderr}", out.status),
-        }
-    }
+    netd_bench::trafgen_for(&w.client, "uplink0", config.path(), run_for)
 }
 
 /// The ifindex, in the underlay, of the other end of `host`'s uplink.

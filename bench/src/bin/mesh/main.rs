@@ -42,15 +42,16 @@ use std::{
 use anyhow::{bail, Context};
 use clap::Parser;
 use netd_bench::{
+    attach_sink,
     connections::{median_rate, round_trips, serve_bytes},
-    cpu::pin_this_thread,
+    cpu::{link_packets, pin_this_thread, write_sysfs, CpuTicks},
     median, percentile, print_path_costs,
     report::{write_html, Bars},
     PathCost,
 };
 use netd_common::{
     maps::BenchFrame,
-    program_names::{TC_BASELINE, TC_SINK, TC_UPLINK, XDP_BASELINE, XDP_GENERATOR, XDP_UPLINK},
+    program_names::{TC_BASELINE, TC_UPLINK, XDP_BASELINE, XDP_GENERATOR, XDP_UPLINK},
 };
 use netd_tests::{
     cluster::{

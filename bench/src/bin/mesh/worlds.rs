@@ -244,26 +244,3 @@ pub(super) fn docker_world() -> anyhow::Result<World> {
         underlay,
     })
 }
-
-/// Drops every IPv4 packet at the sink's `eth0` ingress with the
-/// do-nothing-but-drop TC program; ARP still passes, so the container's
-/// neighbours resolve.
-pub(super) fn attach_sink(sink: &NetNs) {
-    let mut fixture = Fixture::load();
-    let pin = fixture.pin_root().join("tc_sink");
-    fixture.pin_tc(TC_SINK, &pin);
-    let pin_arg = pin.to_string_lossy().into_owned();
-    // From a thread in the sink, not `ip netns exec`: that remounts /sys,
-    // and the pin is on this mount namespace's bpffs.
-    within(sink, || {
-        sh("tc", &["qdisc", "replace", "dev", "eth0", "clsact"]);
-        sh(
-            "tc",
-            &[
-                "filter", "replace", "dev", "eth0", "ingress", "protocol", "ip", "prio", "1",
-                "bpf", "da", "pinned", &pin_arg,
-            ],
-        );
-    });
-    let _ = std::fs::remove_file(&pin);
-}
