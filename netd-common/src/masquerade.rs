@@ -156,7 +156,9 @@ pub struct SnatEntry {
 pub struct RevSnatEntry {
     pub ip: [u8; 4],
     pub port: [u8; 2],
-    pub _pad: u16,
+    /// The `service::CT_SEEN_*` flags the flow's `SnatEntry` has been
+    /// told of: a reply looks the flow up only when it has news.
+    pub flags: u16,
     /// Of the last reply.
     pub last_seen: u64,
 }

@@ -69,7 +69,7 @@ pub fn b_flows(f: &mut Fixture) {
     let back = |ip| RevSnatEntry {
         ip,
         port: OWN.to_be_bytes(),
-        _pad: 0,
+        flags: 0,
         last_seen: 0,
     };
     for (proto, rport) in [(PROTO_TCP, 443), (PROTO_UDP, 53), (PROTO_ICMP, 0)] {

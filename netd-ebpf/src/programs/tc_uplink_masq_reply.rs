@@ -38,9 +38,10 @@ fn verdict(ctx: TcContext) -> i32 {
     }
     // An error's checksums are whole (the kernel never offloads ICMP's):
     // written directly, as at XDP.
-    let written = match &r.error {
-        Some(q) => quote::unmasquerade(&PacketFrame::tc(&ctx), q),
-        None => nat::apply(&ctx, 0, &r.at, &r.nat),
+    let written = if r.error {
+        quote::unmasquerade(&PacketFrame::tc(&ctx), &r.quote)
+    } else {
+        nat::apply(&ctx, 0, &r.at, &r.nat)
     };
     if written.is_err() {
         return tc_uplink::drop(DropReason::NatFailed, bytes);
@@ -48,7 +49,7 @@ fn verdict(ctx: TcContext) -> i32 {
     if ethernet::readdress(&ctx, r.into.mac, r.into.gateway_mac).is_err() {
         return tc_uplink::drop(DropReason::Malformed, bytes);
     }
-    if r.error.is_some() {
+    if r.error {
         // It belongs to its flow: policy does not judge it.
         return tc_uplink::redirect_peer(r.into.ifindex, bytes);
     }

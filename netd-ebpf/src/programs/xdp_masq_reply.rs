@@ -35,9 +35,10 @@ fn verdict(ctx: XdpContext) -> u32 {
         Ok(false) => return xdp::pass(bytes),
         Err(reason) => return xdp::drop(reason, bytes),
     }
-    let written = match &r.error {
-        Some(q) => quote::unmasquerade(&frame, q),
-        None => nat::apply(&frame, 0, &r.at, &r.nat),
+    let written = if r.error {
+        quote::unmasquerade(&frame, &r.quote)
+    } else {
+        nat::apply(&frame, 0, &r.at, &r.nat)
     };
     if written.is_err() {
         return xdp::drop(DropReason::NatFailed, bytes);
@@ -45,7 +46,7 @@ fn verdict(ctx: XdpContext) -> u32 {
     if ethernet::readdress_frame(&frame, r.into.mac, r.into.gateway_mac).is_err() {
         return xdp::drop(DropReason::Malformed, bytes);
     }
-    if r.error.is_some() {
+    if r.error {
         // It belongs to its flow: policy does not judge it.
         return xdp::redirect(r.into.ifindex, bytes);
     }

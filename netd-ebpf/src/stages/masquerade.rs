@@ -212,7 +212,7 @@ pub fn claim(t: &CtTuple, to: [u8; 4], ifindex: u32, hash: u32) -> Result<[u8; 2
     let back = RevSnatEntry {
         ip: t.src,
         port: t.src_port,
-        _pad: 0,
+        flags: 0,
         last_seen: stamp,
     };
     // From the remote end to the translated source (an ICMP echo's:
@@ -365,20 +365,25 @@ pub fn is_reply(frame: &PacketFrame, h: &Headers) -> bool {
     }
 }
 
-/// The container a reply `t` goes back to, its entry refreshed.
+/// The container a reply `t` goes back to, its entry refreshed; the
+/// flow's forward entry learns it was replied (and a FIN or RST), once.
 #[inline(always)]
-pub fn reply_to(t: &CtTuple) -> Option<RevSnatEntry> {
+pub fn reply_to(t: &CtTuple, tcp_flags: u8) -> Option<RevSnatEntry> {
     let entry = NETD_SNAT_REV.get_ptr_mut(t)?;
     // SAFETY: as in `established`.
     let entry = unsafe { &mut *entry };
     entry.last_seen = now();
+    let news = (CT_SEEN_REPLY | closing_flags(tcp_flags)) & !entry.flags;
+    if news != 0 {
+        entry.flags |= news;
+        replied(t, entry, news);
+    }
     Some(*entry)
 }
 
-/// Marks the flow of reply `t` (to the container at `back`) replied, for
-/// its timeout.
+/// Marks the flow of reply `t` (to the container at `back`) with `flags`.
 #[inline(always)]
-pub fn replied(t: &CtTuple, back: &RevSnatEntry, tcp_flags: u8) {
+fn replied(t: &CtTuple, back: &RevSnatEntry, flags: u16) {
     let flow = CtTuple {
         src: back.ip,
         dst: t.src,
@@ -390,10 +395,7 @@ pub fn replied(t: &CtTuple, back: &RevSnatEntry, tcp_flags: u8) {
     if let Some(entry) = NETD_SNAT.get_ptr_mut(&flow) {
         // SAFETY: as in `established`.
         let entry = unsafe { &mut *entry };
-        let flags = CT_SEEN_REPLY | closing_flags(tcp_flags);
-        if flags & !entry.flags != 0 {
-            entry.flags |= flags;
-        }
+        entry.flags |= flags;
     }
 }
 
@@ -404,10 +406,12 @@ pub struct Reverse {
     pub at: Target,
     pub nat: Nat,
     pub into: Delivery,
-    /// An ICMP error about the flow: its quote is translated back
-    /// instead (`rewrite::quote::unmasquerade`), and policy does not judge
-    /// it.
-    pub error: Option<QuoteBack>,
+    /// An ICMP error about the flow: its quote (`quote`) is translated
+    /// back instead (`rewrite::quote::unmasquerade`), and policy does not
+    /// judge it. A flag and a struct always set, not an `Option`: copying
+    /// an enum's unset payload is what the verifier refuses.
+    pub error: bool,
+    pub quote: QuoteBack,
 }
 
 /// A reply at the uplink: its flow's endpoint, translated back, or None
@@ -434,10 +438,9 @@ pub fn reverse(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, Drop
         at = at.echo(t.dst_port);
     }
     let at = core::hint::black_box(at);
-    let Some(back) = reply_to(&t) else {
+    let Some(back) = reply_to(&t, tcp_flags) else {
         return Ok(None);
     };
-    replied(&t, &back, tcp_flags);
     // SAFETY: the value is copied out at once.
     let peer = unsafe { NETD_ENDPOINTS.get(&back.ip) }
         .copied()
@@ -450,7 +453,8 @@ pub fn reverse(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, Drop
             port: back.port,
         }),
         into,
-        error: None,
+        error: false,
+        quote: QuoteBack::default(),
     }))
 }
 
@@ -473,7 +477,8 @@ fn error_back(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, DropR
     let into = deliver::to_local(&peer).ok_or(DropReason::NotHere)?;
     Ok(Some(Reverse {
         into,
-        error: Some(QuoteBack {
+        error: true,
+        quote: QuoteBack {
             l3,
             quote,
             proto: t.proto,
@@ -481,7 +486,7 @@ fn error_back(frame: &PacketFrame, h: &Headers) -> Result<Option<Reverse>, DropR
             from_port: t.dst_port,
             to: back.ip,
             to_port: back.port,
-        }),
+        },
         ..Reverse::default()
     }))
 }
