@@ -69,3 +69,54 @@ pub fn write_sysfs(ns: &NetNs, path: &str, value: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Puts `dev`'s receive path in `ns` on `cpu`: it polls in NAPI (XDP needs
+/// it; `gro` turns GRO on for a device without XDP, as on a NIC), made a
+/// kernel thread pinned there; what the veth hands to the backlog instead
+/// is steered there by RPS. A veth has no interrupt moderation, so each
+/// packet would wake the thread: the kernel's own deferral
+/// (napi_defer_hard_irqs, gro_flush_timeout) stands in for a NIC's.
+pub fn steer_receive_path(ns: &NetNs, dev: &str, cpu: usize, gro: bool) -> anyhow::Result<()> {
+    if gro {
+        let out = ns.exec("ethtool", &["-K", dev, "gro", "on"]);
+        if !out.status.success() {
+            bail!("GRO on {dev}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let sys = format!("/sys/class/net/{dev}");
+    write_sysfs(
+        ns,
+        &format!("{sys}/queues/rx-0/rps_cpus"),
+        &format!("{:x}", 1u64 << cpu),
+    )?;
+    let before = napi_threads(dev);
+    write_sysfs(ns, &format!("{sys}/threaded"), "1")?;
+    write_sysfs(ns, &format!("{sys}/napi_defer_hard_irqs"), "100")?;
+    write_sysfs(ns, &format!("{sys}/gro_flush_timeout"), "50000")?;
+    let new: Vec<u32> = napi_threads(dev)
+        .into_iter()
+        .filter(|pid| !before.contains(pid))
+        .collect();
+    if new.is_empty() {
+        bail!("no NAPI thread appeared for {dev}");
+    }
+    for pid in new {
+        netd_tests::netns::sh("taskset", &["-pc", &cpu.to_string(), &pid.to_string()]);
+    }
+    Ok(())
+}
+
+/// The kernel threads polling a device called `dev`, in any namespace.
+pub fn napi_threads(dev: &str) -> Vec<u32> {
+    let prefix = format!("napi/{dev}-");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+        })
+        .collect()
+}

@@ -7,11 +7,11 @@
 //! - TCP throughput (iperf3);
 //! - new connections per second, and 1-byte request/response p50/p99;
 //! - replies per second on one core: 64-byte UDP datagrams of one
-//!   established flow sent back by the outside (trafgen, on CPU 1) to the
-//!   translated address and port, through the host's receive path (on CPU
-//!   0: netd's reverse program, or conntrack's de-masquerade, routing and
-//!   the bridge) into the container, whose `eth0` drops them; scored per
-//!   busy second of CPU 0;
+//!   established flow sent back from the outside (live frames, on CPU 1)
+//!   to the translated address and port, through the host's receive path
+//!   (a NAPI thread on CPU 0: netd's reverse program, or conntrack's
+//!   de-masquerade, routing and the bridge) into the container, whose
+//!   `eth0` drops them; scored per busy second of CPU 0;
 //! - ns per packet of the masquerade path (an established flow's SNAT) and
 //!   of the reverse path at TC and XDP, beside each hook's no-op
 //!   (BPF_PROG_TEST_RUN, single runs).
@@ -19,7 +19,10 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{atomic::AtomicBool, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -28,12 +31,13 @@ use clap::Parser;
 use netd_bench::{
     attach_sink,
     connections::{median_rate, round_trips, serve_bytes},
-    cpu::{link_packets, write_sysfs, CpuTicks},
-    iperf3_between, median, percentile, print_path_costs,
+    cpu::{link_packets, steer_receive_path, CpuTicks},
+    iperf3_between, live_frames, median, percentile, print_path_costs,
     report::{write_html, Bars},
-    trafgen_for, PathCost,
+    veth_peer, PathCost,
 };
 use netd_common::{
+    maps::BenchFrame,
     masquerade::EGRESS_MASQUERADE,
     program_names::{TC_BASELINE, TC_ENDPOINT, TC_UPLINK, XDP_BASELINE, XDP_UPLINK},
 };
@@ -302,8 +306,11 @@ fn open_udp_flow(w: &World) -> anyhow::Result<SocketAddr> {
         .map_err(|_| anyhow::anyhow!("the outside's listener"))?
 }
 
-/// The outside floods the flow's replies (trafgen on GENERATOR_CPU); the
-/// host's receive path runs on PATH_CPU (RPS on its uplink).
+/// The flow's replies, bounced as live frames out of the outside's end of
+/// the host's uplink (BPF_PROG_TEST_RUN on GENERATOR_CPU, which saturates
+/// the path; trafgen's rate here was too low and too uneven to load it);
+/// the host's receive path polls in a NAPI thread on PATH_CPU (GRO on, as
+/// on a NIC), the same for both systems.
 fn reply_rate(w: &World, seconds: u64) -> anyhow::Result<ReplyRate> {
     let translated = open_udp_flow(w)?;
     eprintln!(
@@ -311,51 +318,38 @@ fn reply_rate(w: &World, seconds: u64) -> anyhow::Result<ReplyRate> {
         w.system.name()
     );
     attach_sink(&w.container);
-    write_sysfs(
-        &w.host,
-        "/sys/class/net/uplink0/queues/rx-0/rps_cpus",
-        &format!("{:x}", 1u64 << PATH_CPU),
-    )?;
-    let text = |mac: [u8; 6]| {
-        mac.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+    steer_receive_path(&w.host, "uplink0", PATH_CPU, true)?;
+    let std::net::IpAddr::V4(to) = translated.ip() else {
+        bail!("an IPv6 translation");
     };
-    let config = tempfile::NamedTempFile::new()?;
-    std::fs::write(
-        config.path(),
-        format!(
-            "cpu({GENERATOR_CPU}): {{ eth(da={}, sa={}), ipv4(saddr={WORLD}, daddr={}, ttl=64), \
-             udp(sp={REPLY_FROM}, dp={}), fill(0x41, 22) }}\n",
-            text(w.host.mac("uplink0")),
-            text(w.outside.mac("eth0")),
-            translated.ip(),
-            translated.port(),
-        ),
-    )?;
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(w.outside.mac("eth0"), w.host.mac("uplink0"))
+        .ipv4(
+            WORLD.parse::<std::net::Ipv4Addr>()?.octets(),
+            to.octets(),
+            64,
+        )
+        .udp(REPLY_FROM, translated.port())
+        .write(&mut frame, &[0x41; 22])?;
+    let frames = vec![BenchFrame(frame.as_slice().try_into()?); 64];
+    let peer = veth_peer(&w.host, "uplink0")?;
     let delivered = || link_packets(&w.container, "eth0", "rx");
-    let sent = || link_packets(&w.outside, "eth0", "tx");
     let quiet = CpuTicks::read(PATH_CPU)?;
     std::thread::sleep(Duration::from_secs(2));
     let idle = quiet.busy_until(&CpuTicks::read(PATH_CPU)?);
-    let run_for = seconds + 3;
+    let offered = AtomicU64::new(0);
+    let run_for = Duration::from_secs(seconds) + Duration::from_millis(2500);
     let ((a, d0, s0), (b, d1, s1)) = std::thread::scope(|scope| -> anyhow::Result<_> {
-        let generating = scope.spawn(|| {
-            trafgen_for(
-                &w.outside,
-                "eth0",
-                config.path(),
-                Duration::from_secs(run_for),
-            )
-        });
+        let generating = scope
+            .spawn(|| live_frames(&w.outside, peer, GENERATOR_CPU, &frames, run_for, &offered));
         std::thread::sleep(Duration::from_millis(1500));
-        let a = (CpuTicks::read(PATH_CPU)?, delivered()?, sent()?);
+        let sent = || offered.load(Ordering::Relaxed);
+        let a = (CpuTicks::read(PATH_CPU)?, delivered()?, sent());
         std::thread::sleep(Duration::from_secs(seconds));
-        let b = (CpuTicks::read(PATH_CPU)?, delivered()?, sent()?);
+        let b = (CpuTicks::read(PATH_CPU)?, delivered()?, sent());
         generating
             .join()
-            .map_err(|_| anyhow::anyhow!("trafgen's thread"))??;
+            .map_err(|_| anyhow::anyhow!("the generator's thread"))??;
         Ok((a, b))
     })?;
     let secs = seconds as f64;

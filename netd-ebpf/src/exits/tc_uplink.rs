@@ -14,8 +14,10 @@ use netd_common::{
 };
 
 use crate::{
+    frame::PacketFrame,
     maps::{NETD_DELIVERY, NETD_UPLINK_PROGS},
-    observe::{counters, events},
+    observe::{counters, endpoint_stats, events},
+    stages::policy,
     types::PolicyFlow,
 };
 
@@ -79,6 +81,21 @@ pub fn deliver(ctx: &TcContext, flow: &PolicyFlow, ifindex: u32, bytes: u64) -> 
         (*scratch).bytes = bytes;
     }
     tail_call(ctx, UPLINK_PROG_DELIVER, bytes)
+}
+
+/// The same without the tail call, for a program whose stack leaves
+/// policy room (the masquerade's reverse program): the receiver's ingress
+/// policy, then the redirect into its veth's peer. A BPF call of its own.
+#[inline(never)]
+pub fn deliver_here(skb: *mut __sk_buff, flow: &PolicyFlow, ifindex: u32, bytes: u64) -> i32 {
+    let ctx = TcContext::new(skb);
+    let mut flow = *flow;
+    flow.tcp_flags = policy::frame_tcp_flags(&PacketFrame::tc(&ctx), flow.tuple.proto);
+    if policy::admit(&flow, bytes) != policy::ADMITTED {
+        return drop(DropReason::PolicyDenied, bytes);
+    }
+    endpoint_stats::received(ifindex, u64::from(ctx.len()));
+    redirect_peer(ifindex, bytes)
 }
 
 /// Hands the packet to the program in `NETD_UPLINK_PROGS[slot]`; returns

@@ -1,8 +1,8 @@
 //! TC, tail-called by the TC uplink program for a reply of a masqueraded
 //! flow: translated back to its endpoint's address and port through the
 //! checksum helpers (a veth's peer may leave the checksum partial) and
-//! delivered through the delivery program, which judges the endpoint's
-//! ingress policy.
+//! delivered, the endpoint's ingress policy judging it, here (no tail
+//! call: this program has the stack).
 
 use aya_ebpf::{bindings::__sk_buff, macros::classifier, programs::TcContext};
 use netd_common::{
@@ -54,7 +54,8 @@ fn verdict(ctx: TcContext) -> i32 {
         return tc_uplink::redirect_peer(r.into.ifindex, bytes);
     }
     let flow = PolicyFlow::of(&r.at, &r.nat, CHECK_INGRESS);
-    tc_uplink::deliver(&ctx, &flow, r.into.ifindex, bytes)
+    // No tail call to the delivery program: this one has the stack.
+    tc_uplink::deliver_here(skb, &flow, r.into.ifindex, bytes)
 }
 
 /// The reverse translation into `r`: Ok(false) for a packet that is no

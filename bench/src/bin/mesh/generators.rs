@@ -151,12 +151,7 @@ pub(super) fn trafgen_for(
 
 /// The ifindex, in the underlay, of the other end of `host`'s uplink.
 pub(super) fn uplink_peer(host: &NetNs) -> anyhow::Result<u32> {
-    let out = host.ip(&["-j", "link", "show", "uplink0"]);
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let index = links[0]["link_index"]
-        .as_u64()
-        .context("uplink0 is a veth with a peer")?;
-    Ok(u32::try_from(index)?)
+    netd_bench::veth_peer(host, "uplink0")
 }
 
 /// From a thread in the underlay pinned to [`GENERATOR_CPU`]: `packets`
@@ -169,19 +164,5 @@ pub(super) fn live_frames(
     run_for: Duration,
     offered: &AtomicU64,
 ) -> anyhow::Result<()> {
-    // One run costs milliseconds of setup whatever its length: long runs
-    // (about 0.15 s each at 7 Mpps) keep that out of the rate.
-    const REPEAT: u32 = 1 << 20;
-    let mut generator = Fixture::load();
-    generator.set_bench_frames(packets);
-    within(underlay, || -> anyhow::Result<()> {
-        pin_this_thread(GENERATOR_CPU)?;
-        let until = std::time::Instant::now() + run_for;
-        while std::time::Instant::now() < until {
-            // The program writes the frames; this one only sizes them.
-            generator.live_frames(XDP_GENERATOR, &packets[0].0, peer, REPEAT)?;
-            offered.fetch_add(u64::from(REPEAT), Ordering::Relaxed);
-        }
-        Ok(())
-    })
+    netd_bench::live_frames(underlay, peer, GENERATOR_CPU, packets, run_for, offered)
 }

@@ -44,14 +44,14 @@ use clap::Parser;
 use netd_bench::{
     attach_sink,
     connections::{median_rate, round_trips, serve_bytes},
-    cpu::{link_packets, pin_this_thread, write_sysfs, CpuTicks},
+    cpu::{link_packets, steer_receive_path, CpuTicks},
     median, percentile, print_path_costs,
     report::{write_html, Bars},
     PathCost,
 };
 use netd_common::{
     maps::BenchFrame,
-    program_names::{TC_BASELINE, TC_UPLINK, XDP_BASELINE, XDP_GENERATOR, XDP_UPLINK},
+    program_names::{TC_BASELINE, TC_UPLINK, XDP_BASELINE, XDP_UPLINK},
 };
 use netd_tests::{
     cluster::{
@@ -61,7 +61,7 @@ use netd_tests::{
     etcd::Etcd,
     fixture::Fixture,
     mesh_fixture::{published_fixture, segment_to, Underlay, PUBLISHED},
-    netns::{sh, veth_between, within, NetNs},
+    netns::{veth_between, NetNs},
     overlay_fixture as o,
 };
 use serde::Serialize;
