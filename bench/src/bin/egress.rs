@@ -216,7 +216,9 @@ fn netd_world() -> anyhow::Result<World> {
         &host,
         pins.layout.root(),
         19991,
-        &["--uplink", "uplink0", "--log-level", "warn"],
+        // One host, as `netd run` serves it without a cluster: its way
+        // out is an egress device, not an underlay uplink.
+        &["--egress-device", "uplink0", "--log-level", "warn"],
     );
     netd.wait_ready(&host);
     netd.ok(&["network", "create", "bench", "--subnet", "10.43.0.0/24"]);
