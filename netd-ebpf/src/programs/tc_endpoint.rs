@@ -127,7 +127,7 @@ fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<End
     if outcome.step == Step::Pass {
         if let Some(mesh) = mesh::from_backend(me, ip, &h.l4, !nat.is_none(), route_to) {
             outcome = mesh;
-        } else if nat.is_none() && masquerade::egress_of(me.network).is_some() {
+        } else if nat.is_none() && masquerade::applies(me.network, ip, &h.l4) {
             // Leaving the cluster, from a network with a way out of its
             // own: the masquerade program decides (and judges policy).
             return Outcome::act(EndpointAction::step(EndpointStep::ToMasqueradeProgram)).into();

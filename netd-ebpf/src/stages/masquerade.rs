@@ -25,7 +25,7 @@ use netd_common::{
     },
     mesh::PublishedKey,
     nat::{Addr, Nat},
-    parse::{Headers, L3, L4},
+    parse::{Headers, Ipv4, L3, L4, TCP_ACK, TCP_SYN},
     policy::PROTO_ICMP,
     service::{closing_flags, CtTuple, CT_SEEN_REPLY, PROTO_TCP, PROTO_UDP},
 };
@@ -60,6 +60,40 @@ pub fn echo_id(frame: &PacketFrame, h: &Headers, kind: u8) -> Option<[u8; 2]> {
         L4::Icmp { kind: k, .. } if k == kind => frame.load::<2>(usize::from(h.l4_offset) + 4).ok(),
         _ => None,
     }
+}
+
+/// Whether a packet leaving the cluster from `network` is the masquerade
+/// program's: its network has a way out of its own, and the packet can
+/// start or continue a masqueraded flow. A TCP segment that is no SYN
+/// and of no masqueraded flow (a reply of a flow the routing mesh
+/// tunnelled here, say) goes on as before, without the tail call; an
+/// internal network's packets all go, so nothing leaves it.
+#[inline(always)]
+pub fn applies(network: u32, ip: &Ipv4, l4: &L4) -> bool {
+    let Some(egress) = egress_of(network) else {
+        return false;
+    };
+    let L4::Tcp {
+        src_port,
+        dst_port,
+        flags,
+    } = *l4
+    else {
+        return true;
+    };
+    if egress.flags & EGRESS_INTERNAL != 0 || flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return true;
+    }
+    let t = CtTuple {
+        src: ip.src,
+        dst: ip.dst,
+        src_port,
+        dst_port,
+        proto: PROTO_TCP,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is only tested for presence.
+    unsafe { NETD_SNAT.get(&t) }.is_some()
 }
 
 /// The tuple masquerading tracks a packet by: TCP and UDP by their ports,
