@@ -83,9 +83,10 @@ pub fn deliver(ctx: &TcContext, flow: &PolicyFlow, ifindex: u32, bytes: u64) -> 
     tail_call(ctx, UPLINK_PROG_DELIVER, bytes)
 }
 
-/// The same without the tail call, for a program whose stack leaves
-/// policy room (the masquerade's reverse program): the receiver's ingress
-/// policy, then the redirect into its veth's peer. A BPF call of its own.
+/// The delivery itself: the receiver's ingress policy, then the redirect
+/// into its veth's peer. The delivery program's whole work, and called
+/// directly (no tail call) by a program whose stack leaves policy room
+/// (the masquerade's reverse program). A BPF call of its own.
 #[inline(never)]
 pub fn deliver_here(skb: *mut __sk_buff, flow: &PolicyFlow, ifindex: u32, bytes: u64) -> i32 {
     let ctx = TcContext::new(skb);

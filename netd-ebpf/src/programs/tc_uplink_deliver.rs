@@ -5,10 +5,7 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use netd_common::counters::DropReason;
 
-use crate::{
-    exits::tc_uplink, frame::PacketFrame, maps::NETD_DELIVERY, observe::endpoint_stats,
-    stages::policy,
-};
+use crate::{exits::tc_uplink, maps::NETD_DELIVERY};
 
 #[classifier]
 pub fn netd_tc_uplink_deliver(ctx: TcContext) -> i32 {
@@ -23,13 +20,8 @@ fn verdict(ctx: TcContext) -> i32 {
     let Some(scratch) = NETD_DELIVERY.get(0) else {
         return tc_uplink::drop(DropReason::NoServiceProgram, u64::from(ctx.len()));
     };
-    // Counted as it arrived, before the decap stripped it.
-    let (mut flow, ifindex, bytes) = (scratch.flow, scratch.ifindex, scratch.bytes);
-    flow.tcp_flags = policy::frame_tcp_flags(&PacketFrame::tc(&ctx), flow.tuple.proto);
-    if policy::admit(&flow, bytes) != policy::ADMITTED {
-        return tc_uplink::drop(DropReason::PolicyDenied, bytes);
-    }
-    // As delivered: decapsulated.
-    endpoint_stats::received(ifindex, u64::from(ctx.len()));
-    tc_uplink::redirect_peer(ifindex, bytes)
+    // Counted as it arrived, before the decap stripped it; delivered as
+    // it is now.
+    let (flow, ifindex, bytes) = (scratch.flow, scratch.ifindex, scratch.bytes);
+    tc_uplink::deliver_here(ctx.skb.skb, &flow, ifindex, bytes)
 }
