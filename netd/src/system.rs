@@ -37,7 +37,6 @@ pub fn require_root() -> Result<(), SystemError> {
     }
 }
 
-/// The interface's index, or a clear error naming it.
 /// Turns IPv4 forwarding on for interface `name` (netd's own veths).
 pub fn enable_forwarding(name: &str) -> Result<(), SystemError> {
     let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
@@ -51,6 +50,7 @@ pub fn enable_forwarding(name: &str) -> Result<(), SystemError> {
     std::fs::write(&path, "1").map_err(io)
 }
 
+/// The interface's index, or a clear error naming it.
 pub fn ifindex(name: &str) -> Result<u32, SystemError> {
     let c = CString::new(name).map_err(|_| SystemError::UnknownInterface(name.to_string()))?;
     // SAFETY: c is a valid NUL-terminated string.

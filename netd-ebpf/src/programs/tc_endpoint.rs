@@ -38,13 +38,16 @@ fn verdict(ctx: TcContext) -> i32 {
     let frame = PacketFrame::tc(&ctx);
     let plan = decide(&frame, ifindex, bytes);
     if plan.outcome.step == Step::Act {
-        match plan.outcome.action.step {
-            EndpointStep::ToServiceProgram => return tc::tail_call(&ctx, PROG_SERVICE, bytes),
-            EndpointStep::ToIcmpErrorProgram => return tc::tail_call(&ctx, PROG_ICMP_ERROR, bytes),
-            EndpointStep::ToMasqueradeProgram => {
-                return tc::tail_call(&ctx, PROG_MASQUERADE, bytes)
-            }
-            _ => {}
+        // One tail call site for the three: each site is a path the
+        // verifier walks.
+        let slot = match plan.outcome.action.step {
+            EndpointStep::ToServiceProgram => Some(PROG_SERVICE),
+            EndpointStep::ToIcmpErrorProgram => Some(PROG_ICMP_ERROR),
+            EndpointStep::ToMasqueradeProgram => Some(PROG_MASQUERADE),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            return tc::tail_call(&ctx, slot, bytes);
         }
     }
     tc::judge_and_carry_out(ctx.skb.skb, &plan, ifindex, bytes)

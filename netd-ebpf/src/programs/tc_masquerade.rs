@@ -23,7 +23,7 @@ use crate::{
     maps::{NETD_LOCAL_EPS, NETD_MASQ_PLAN},
     rewrite::ip,
     stages::masquerade,
-    types::{EndpointAction, MasqDecision, Outcome, Target},
+    types::{EndpointAction, MasqDecision, Outcome, Step, Target},
 };
 
 #[classifier]
@@ -50,21 +50,22 @@ fn verdict(ctx: TcContext) -> i32 {
     if d.drop {
         return tc::drop(skb, d.reason, bytes);
     }
-    if !d.claim {
-        // Established (translated) or to the host as it is, after policy.
-        return tc::judge_and_carry_out(skb, &d.plan, ifindex, bytes);
-    }
-    // A new flow: policy first, so a refused one claims no port.
+    // Policy first, so a refused new flow claims no port.
     if !tc::admitted(skb, &d.plan, bytes) {
         return tc::denied(skb, bytes);
     }
-    match masquerade::claim(&d.flow, d.to, d.ifindex, d.plan.at.flow_hash()) {
-        Ok(port) => {
-            d.plan.nat = Nat::NONE.src(Addr { ip: d.to, port });
-            tc::carry_out(skb, &d.plan, ifindex, bytes)
+    if d.claim {
+        match masquerade::claim(&d.flow, d.to, d.ifindex, d.plan.at.flow_hash()) {
+            Ok(port) => d.plan.nat = Nat::NONE.src(Addr { ip: d.to, port }),
+            Err(reason) => return tc::drop(skb, reason, bytes),
         }
-        Err(reason) => tc::drop(skb, reason, bytes),
     }
+    if d.plan.outcome.step == Step::Act {
+        // Established or just claimed: translated, out of its device.
+        return tc::send_masqueraded(skb, &d.plan, bytes);
+    }
+    // To the host as it is.
+    tc::carry_out(skb, &d.plan, ifindex, bytes)
 }
 
 /// The flow and what becomes of it, into `slot`. A BPF call with its own
