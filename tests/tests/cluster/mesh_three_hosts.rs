@@ -467,7 +467,11 @@ fn picks(client: &NetNs, i: usize, port: u16, n: usize) -> Vec<String> {
 #[test]
 fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_departed_host_is_dropped(
 ) {
-    let mut w = world(Lab::Plain, &["--host-lease-ttl=2", "--host-grace=2"]);
+    // The grace outlasts a restart of host 0's netd (about 2 s here, most
+    // of it the kernel verifying the programs): while host 0 is away its
+    // peers keep it in their maps, so its tunnelled flow's replies still
+    // find it. A grace shorter than the restart cuts the flow for the rest.
+    let mut w = world(Lab::Plain, &["--host-lease-ttl=2", "--host-grace=6"]);
     let World { hosts, client, .. } = &mut w;
 
     // mode=host: each host answers with its own backend; host 0 has none,
