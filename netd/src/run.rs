@@ -118,7 +118,7 @@ async fn serve<S: Store>(
     let metrics = Arc::new(Metrics::new()?);
 
     // VXLAN needs an address to send from and an uplink to send through.
-    let underlay = underlay(config).await?;
+    let underlay = underlay(config, &attached).await?;
     if !publish.is_empty() {
         info!(
             addresses = %publish.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -444,7 +444,10 @@ fn enable_forwarding_lookups(uplink: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
+async fn underlay(
+    config: &RunConfig,
+    attached: &[uplink::UplinkAttachment],
+) -> anyhow::Result<Underlay> {
     let Some(uplink) = config.uplinks.first() else {
         return Ok(Underlay {
             ip: config.underlay_ip,
@@ -468,10 +471,19 @@ async fn underlay(config: &RunConfig) -> anyhow::Result<Underlay> {
             overlay_mtu,
         });
     };
-    if links.is_veth(uplink).await? {
+    // A veth made to act like a NIC (its hook XDP, which sees neither
+    // partial checksums nor the skb) finishes its checksums on transmit
+    // as a NIC would, for its peers' XDP. At TC every receiver takes a
+    // partial checksum, and the veth keeps its offloads (TSO with them:
+    // without, every segment is made and summed in software, which halved
+    // a container's TCP throughput to the outside).
+    let at_xdp = attached
+        .iter()
+        .any(|a| &a.ifname == uplink && a.hook.starts_with("xdp"));
+    if at_xdp && links.is_veth(uplink).await? {
         crate::netlink::finish_checksums_on_transmit(Path::new("/proc/self/ns/net"), uplink)
             .with_context(|| format!("turning transmit checksum offload off on {uplink}"))?;
-        info!(%uplink, "a veth uplink: checksums are finished on transmit, as a NIC would");
+        info!(%uplink, "a veth uplink at XDP: checksums are finished on transmit, as a NIC would");
     }
     enable_forwarding_lookups(uplink)?;
     Ok(Underlay {

@@ -217,10 +217,19 @@ fn a_kernel_vxlan_host_and_a_netd_endpoint_talk_standard_vxlan() {
             "no ICMP in VXLAN vni {vni} from {from} to {to} decoded:\n{all}"
         );
     }
-    // Outer IPv4 and UDP (when not 0) and inner IPv4, ICMP and TCP checksums.
-    for bad in ["bad cksum", "bad udp cksum", "incorrect", "malformed"] {
+    // Outer IPv4 and UDP (when not 0) and inner IPv4 and ICMP checksums.
+    // An inner TCP segment may carry a partial checksum: netd's veth uplink
+    // at TC keeps its transmit offload, the kernel host takes it as
+    // verified, and a capture on a veth shows it as "incorrect", as it does
+    // any local TCP (on a NIC the hardware finishes it before the wire).
+    for bad in ["bad cksum", "bad udp cksum", "malformed"] {
         assert!(!all.contains(bad), "{bad} in:\n{all}");
     }
+    let wrong: Vec<&String> = packets
+        .iter()
+        .filter(|p| p.contains("incorrect") && !p.contains("Flags ["))
+        .collect();
+    assert!(wrong.is_empty(), "incorrect checksums but TCP's: {wrong:?}");
 
     // Removing the external host: refused while it has endpoints; once
     // gone, its VXLAN is not netd's any more: passed to the host stack
