@@ -10,10 +10,12 @@ use anyhow::Context;
 use clap::Parser;
 use netd_common::events::{EventKind, MonitorConfig, DEFAULT_BURST, DEFAULT_RATE};
 use netd_common::program_names::{
-    SOCK_CONNECT4, SOCK_RECVMSG4, SOCK_SENDMSG4, TC_BASELINE, TC_ENDPOINT, TC_ICMP_ERROR,
-    TC_REFUSE, TC_SERVICE, XDP_BASELINE, XDP_DECAP, XDP_MESH, XDP_UPLINK,
+    SOCK_CONNECT4, SOCK_GETPEERNAME4, SOCK_RECVMSG4, SOCK_SENDMSG4, TC_BASELINE, TC_ENDPOINT,
+    TC_ICMP_ERROR, TC_MASQUERADE, TC_REFUSE, TC_SERVICE, TC_UPLINK, TC_UPLINK_DECAP,
+    TC_UPLINK_DELIVER, TC_UPLINK_MASQ_REPLY, TC_UPLINK_MESH, XDP_BASELINE, XDP_DECAP, XDP_DELIVER,
+    XDP_MASQ_REPLY, XDP_MESH, XDP_UPLINK,
 };
-use netd_tests::fixture::Fixture;
+use netd_tests::fixture::{local_endpoint, Fixture};
 use serde::Serialize;
 use testpkt::*;
 
@@ -38,6 +40,9 @@ enum Program {
     Endpoint,
     /// The endpoint program while `netd monitor` listens.
     Monitored(Listening),
+    /// The endpoint program on a packet from endpoint A (ifindex 1), whose
+    /// network has B (ifindex 50) too.
+    FromEndpoint,
 }
 
 /// How a monitor listens while a path is timed.
@@ -130,13 +135,22 @@ fn main() -> anyhow::Result<()> {
         XDP_UPLINK,
         XDP_DECAP,
         XDP_MESH,
+        XDP_DELIVER,
+        XDP_MASQ_REPLY,
+        TC_UPLINK,
+        TC_UPLINK_DECAP,
+        TC_UPLINK_MESH,
+        TC_UPLINK_DELIVER,
+        TC_UPLINK_MASQ_REPLY,
         TC_ENDPOINT,
         TC_SERVICE,
         TC_ICMP_ERROR,
         TC_REFUSE,
+        TC_MASQUERADE,
         SOCK_CONNECT4,
         SOCK_SENDMSG4,
         SOCK_RECVMSG4,
+        SOCK_GETPEERNAME4,
         XDP_BASELINE,
         TC_BASELINE,
     ] {
@@ -183,7 +197,11 @@ fn main() -> anyhow::Result<()> {
             Program::Uplink,
             packet.clone(),
         ));
-        paths.push((format!("endpoint pass {name}"), Program::Endpoint, packet));
+        paths.push((
+            format!("endpoint program, no endpoint's veth: pass {name}"),
+            Program::Endpoint,
+            packet,
+        ));
     }
     let truncated = ipv4_tcp()[..40].to_vec();
     paths.push((
@@ -193,13 +211,18 @@ fn main() -> anyhow::Result<()> {
     ));
     paths.push((
         "endpoint drop malformed (truncated tcp)".into(),
-        Program::Endpoint,
+        Program::FromEndpoint,
         truncated,
     ));
     paths.push((
         "endpoint drop fragment (tiny)".into(),
-        Program::Endpoint,
+        Program::FromEndpoint,
         ipv4_tiny_first_fragment(8),
+    ));
+    paths.push((
+        "endpoint local forward (udp to a neighbour)".into(),
+        Program::FromEndpoint,
+        ipv4_udp(),
     ));
     // The drop path with `netd monitor` listening (the rows above have
     // it off), and a passing packet's cost of the check.
@@ -220,11 +243,12 @@ fn main() -> anyhow::Result<()> {
         malformed,
     ));
     paths.push((
-        "endpoint pass ipv4 tcp, monitor on".into(),
+        "endpoint local forward, monitor on".into(),
         Program::Monitored(Listening::Flood),
-        ipv4_tcp(),
+        ipv4_udp(),
     ));
-    let mut events = f.datapath.take_events().context("the monitor's maps")?;
+    let mut ep = from_endpoint_a_beside_b()?;
+    let mut events = ep.datapath.take_events().context("the monitor's maps")?;
 
     let mut samples_ns: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for round in 0..args.rounds {
@@ -236,6 +260,7 @@ fn main() -> anyhow::Result<()> {
                 Program::TcBaseline => f.time_tc(TC_BASELINE, packet, args.repeat),
                 Program::Uplink => f.time_xdp(XDP_UPLINK, packet, args.repeat),
                 Program::Endpoint => f.time_tc(TC_ENDPOINT, packet, args.repeat),
+                Program::FromEndpoint => ep.time_tc(TC_ENDPOINT, packet, args.repeat),
                 Program::Monitored(mode) => {
                     events.set(listening(*mode))?;
                     let repeat = match mode {
@@ -244,9 +269,9 @@ fn main() -> anyhow::Result<()> {
                     };
                     if *mode == Listening::ReaderIdle {
                         // Fill the ring first.
-                        f.time_tc(TC_ENDPOINT, packet, 2 * RING_EVENTS);
+                        ep.time_tc(TC_ENDPOINT, packet, 2 * RING_EVENTS);
                     }
-                    let ns = f.time_tc(TC_ENDPOINT, packet, repeat);
+                    let ns = ep.time_tc(TC_ENDPOINT, packet, repeat);
                     while events.next_event().is_some() {}
                     events.set(MonitorConfig::default())?;
                     ns
@@ -268,13 +293,16 @@ fn main() -> anyhow::Result<()> {
                 Program::Baseline => XDP_BASELINE,
                 Program::TcBaseline => TC_BASELINE,
                 Program::Uplink => XDP_UPLINK,
-                Program::Endpoint | Program::Monitored(_) => TC_ENDPOINT,
+                Program::Endpoint | Program::Monitored(_) | Program::FromEndpoint => TC_ENDPOINT,
             },
             ns_per_packet: *ns,
             ratio_to_baseline: ns / baseline,
             ratio_to_hook_baseline: match program {
                 Program::Baseline | Program::Uplink => ns / baseline,
-                Program::TcBaseline | Program::Endpoint | Program::Monitored(_) => ns / tc_baseline,
+                Program::TcBaseline
+                | Program::Endpoint
+                | Program::Monitored(_)
+                | Program::FromEndpoint => ns / tc_baseline,
             },
         })
         .collect();
@@ -337,4 +365,31 @@ fn main() -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// A datapath of its own where testpkt's A is an endpoint at ifindex 1
+/// (the test runs' interface) and B one of the same network at 50: the
+/// samples, from A to B, are judged and forwarded as from a container.
+/// Every repeat of a forward takes the same path (its one rewrite, the
+/// destination MAC, is the same each time).
+fn from_endpoint_a_beside_b() -> anyhow::Result<Fixture> {
+    use netd::dataplane::{
+        maps::{MapOp, MapWriter},
+        tables,
+    };
+    use netd_common::maps::NetworkEntry;
+    let mut f = Fixture::from_endpoint_a();
+    let mut ops = vec![MapOp::put(
+        tables::NETD_NETWORKS,
+        1,
+        NetworkEntry {
+            gateway: [10, 99, 0, 1],
+            vni: 0,
+        },
+    )];
+    ops.extend(local_endpoint(50, 1, IP4_B, MAC_B, [3; 6]));
+    for op in &ops {
+        f.maps.apply(op).context("writing endpoint B")?;
+    }
+    Ok(f)
 }

@@ -65,6 +65,19 @@ impl Fixture {
         }
     }
 
+    /// The datapath with testpkt's sender, A (`IP4_A`, `MAC_A`), an
+    /// endpoint of network 1 at ifindex 1, the test runs' interface: the
+    /// endpoint program judges what the samples send, as it does on an
+    /// endpoint's veth (on any other it passes everything).
+    pub fn from_endpoint_a() -> Self {
+        use netd::dataplane::maps::MapWriter;
+        let mut f = Self::load();
+        for op in &local_endpoint(1, 1, testpkt::IP4_A, testpkt::MAC_A, [2; 6]) {
+            f.maps.apply(op).expect("map write");
+        }
+        f
+    }
+
     /// Empties slot `slot` of the pinned prog array `map`, as a netd that
     /// never filled it would leave it.
     pub fn empty_slot(&self, map: &str, slot: u32) {

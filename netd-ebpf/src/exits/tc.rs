@@ -61,6 +61,13 @@ pub fn drop(skb: *mut __sk_buff, reason: DropReason, bytes: u64) -> i32 {
     TC_ACT_SHOT
 }
 
+/// Hands the packet on untouched, counted.
+#[inline(always)]
+pub fn pass(bytes: u64) -> i32 {
+    counters::count_verdict(HOOK, Verdict::Pass, bytes);
+    TC_ACT_OK
+}
+
 /// A drop by policy: counted as `policy_denied` (the rule has its own count).
 #[inline(always)]
 pub fn denied(skb: *mut __sk_buff, bytes: u64) -> i32 {

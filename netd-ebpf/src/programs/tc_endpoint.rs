@@ -2,7 +2,7 @@
 //! container. netd owns this traffic: it checks the source (anti-spoofing),
 //! answers ARP, delivers to endpoints of the same network on this host,
 //! drops what goes to another network, and hands the rest to the host.
-//! On an interface that is not an endpoint's it only parses and counts.
+//! On an interface that is not an endpoint's it only counts: one lookup.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use netd_common::{
@@ -25,18 +25,25 @@ const ETH_SRC: usize = 6;
 
 #[classifier]
 pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
+    let (bytes, ifindex) = tc::arrival(&ctx);
+    // Not an endpoint's veth (one netd has not written yet, or has just
+    // let go): nothing of netd's applies. Nothing is parsed, and with no
+    // endpoint and no event there is nothing for `finish` to do.
+    // SAFETY: the value is copied out at once.
+    let Some(me) = (unsafe { NETD_LOCAL_EPS.get(&ifindex) }).copied() else {
+        return tc::pass(bytes);
+    };
     let skb = ctx.skb.skb;
     tc::start(skb);
-    let verdict = verdict(ctx);
+    let verdict = verdict(ctx, &me, ifindex, bytes);
     tc::finish(skb, verdict);
     verdict
 }
 
 #[inline(always)]
-fn verdict(ctx: TcContext) -> i32 {
-    let (bytes, ifindex) = tc::arrival(&ctx);
+fn verdict(ctx: TcContext, me: &LocalEndpointEntry, ifindex: u32, bytes: u64) -> i32 {
     let frame = PacketFrame::tc(&ctx);
-    let plan = decide(&frame, ifindex, bytes);
+    let plan = decide(&frame, me, bytes);
     if plan.outcome.step == Step::Act {
         // One tail call site for the three: each site is a path the
         // verifier walks.
@@ -54,7 +61,7 @@ fn verdict(ctx: TcContext) -> i32 {
 }
 
 #[inline(never)]
-fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction> {
+fn decide(frame: &PacketFrame, me: &LocalEndpointEntry, bytes: u64) -> Plan<EndpointAction> {
     let headers = match parse_without_ipv6_addresses(frame) {
         Ok(headers) => headers,
         Err(error) => return Outcome::drop(error.drop_reason()).into(),
@@ -62,10 +69,6 @@ fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction>
     if let L3::Other(_) = headers.l3 {
         return Outcome::drop(DropReason::UnknownL3).into();
     }
-    // SAFETY: the value is copied out at once.
-    let Some(me) = (unsafe { NETD_LOCAL_EPS.get(&ifindex) }).copied() else {
-        return Outcome::pass().into();
-    };
     let Some(src_mac) = frame.read::<6>(ETH_SRC) else {
         return Outcome::drop(DropReason::Malformed).into();
     };
@@ -78,14 +81,14 @@ fn decide(frame: &PacketFrame, ifindex: u32, bytes: u64) -> Plan<EndpointAction>
             {
                 Outcome::drop(DropReason::Spoofed)
             } else {
-                arp::answer(&me, &arp, headers.l3_offset)
+                arp::answer(me, &arp, headers.l3_offset)
             }
         }),
         L3::Ipv4(ip) => {
             if src_mac != me.mac || ip.src != me.ipv4 {
                 Outcome::drop(DropReason::Spoofed).into()
             } else {
-                ipv4(&me, &ip, &headers, bytes)
+                ipv4(me, &ip, &headers, bytes)
             }
         }
         // Not forwarded by netd yet, and it must not reach the host with
