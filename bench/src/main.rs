@@ -119,6 +119,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut f = Fixture::load();
     f.load_baselines();
+    // The samples' destination is this host's own address, as the host's
+    // own traffic on an uplink is (a published address by default).
+    f.datapath
+        .write_publish_addresses(&[IP4_B.into()])
+        .context("NETD_PUBLISH_ADDRS")?;
     // The sending endpoint has its counters, as netd makes them for every
     // endpoint link (test runs come in on ifindex 1).
     f.datapath
@@ -193,7 +198,7 @@ fn main() -> anyhow::Result<()> {
     ];
     for (name, packet) in samples() {
         paths.push((
-            format!("uplink pass {name}"),
+            format!("uplink pass {name} (to the host)"),
             Program::Uplink,
             packet.clone(),
         ));
