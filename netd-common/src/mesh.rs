@@ -31,6 +31,28 @@ pub struct PublishedKey {
     pub _pad: u8,
 }
 
+/// `NETD_PUBLISHED_PORTS`: one bit per (port, protocol) that has a
+/// `NETD_PUBLISHED` entry, in `PORT_WORDS` u64 words per protocol (TCP's
+/// first, then UDP's), so the uplink's own traffic on other ports costs
+/// an array load, not a hash lookup.
+pub const PORT_WORDS: u32 = 1024;
+/// The word that says the bitmap has been written; while it is 0 (a new
+/// map, before netd's first pass) every port is looked up as before.
+pub const PORTS_WRITTEN: u32 = 2 * PORT_WORDS;
+/// How many words the map has.
+pub const PUBLISHED_PORTS_WORDS: u32 = PORTS_WRITTEN + 1;
+
+/// The word of `NETD_PUBLISHED_PORTS` and the bit in it for `port` (host
+/// order) of `proto`; None for a protocol other than TCP and UDP.
+pub const fn published_port_bit(port: u16, proto: u8) -> Option<(u32, u64)> {
+    let base = match proto {
+        6 => 0,
+        17 => PORT_WORDS,
+        _ => return None,
+    };
+    Some((base + (port as u32 >> 6), 1 << (port & 63)))
+}
+
 /// `NETD_PUBLISH_ALLOW` data: a published port and a source address (its
 /// first bits: the prefix); present, the source may open flows to the port.
 /// Only a port whose entry carries `SERVICE_SOURCE_RANGES` is checked.
@@ -337,5 +359,27 @@ mod tests {
         assert_eq!(destination(backend, here, None, port), (backend, here));
         let host = [10, 99, 0, 3];
         assert_eq!(destination(backend, here, Some(host), port), (host, port));
+    }
+}
+
+#[cfg(test)]
+mod published_ports_tests {
+    use super::*;
+
+    #[test]
+    fn every_tcp_and_udp_port_has_its_own_bit_below_the_written_word() {
+        let mut seen = std::collections::BTreeSet::new();
+        for proto in [6u8, 17] {
+            for port in 0..=u16::MAX {
+                let (word, bit) = published_port_bit(port, proto).expect("tcp or udp");
+                assert!(word < PORTS_WRITTEN, "{proto}/{port}: word {word}");
+                assert_eq!(bit.count_ones(), 1);
+                assert!(seen.insert((word, bit)), "{proto}/{port} shares a bit");
+            }
+        }
+        assert_eq!(seen.len(), 2 * 65536);
+        assert_eq!(published_port_bit(80, 1), None);
+        assert_eq!(published_port_bit(8080, 6), Some((126, 1 << 16)));
+        assert_eq!(published_port_bit(53, 17), Some((PORT_WORDS, 1 << 53)));
     }
 }

@@ -158,6 +158,11 @@ macro_rules! for_each_table {
             /// service entry new flows to them are balanced by.
             NETD_PUBLISHED: Hash<$crate::mesh::PublishedKey, $crate::service::ServiceEntry>,
                 4096, 0, Control(7), Fixed;
+            /// A bit per published (port, protocol), and the word that says
+            /// it is written (`mesh::published_port_bit`): the uplink asks
+            /// it before `NETD_PUBLISHED`. Written before the ports.
+            NETD_PUBLISHED_PORTS: Array<u32, u64>, $crate::mesh::PUBLISHED_PORTS_WORDS, 0,
+                Control(6), Fixed;
             /// The sources each published port with ranges lets in, by
             /// (port, protocol) and then the source as a prefix. Written
             /// before the ports that check them.

@@ -27,7 +27,10 @@ use aya_ebpf::{
 use netd_common::{
     counters::DropReason,
     maps::{EndpointEntry, LocalEndpointEntry, VXLAN_OVERHEAD},
-    mesh::{reply_follows, return_flags, MeshNeighbour, PublishAllow, PublishedKey, TunnelReturn},
+    mesh::{
+        published_port_bit, reply_follows, return_flags, MeshNeighbour, PublishAllow, PublishedKey,
+        TunnelReturn, PORTS_WRITTEN,
+    },
     parse::{Headers, Ipv4, L3, L4},
     refusal::dont_fragment,
     service::{CtTuple, ServiceEntry, SERVICE_SOURCE_RANGES},
@@ -38,7 +41,7 @@ use crate::{
     frame::PacketFrame,
     maps::{
         NETD_ENDPOINTS, NETD_MESH_NEIGH, NETD_MESH_RETURN, NETD_NETWORKS, NETD_OVERLAY,
-        NETD_PUBLISHED, NETD_PUBLISH_ADDRS, NETD_PUBLISH_ALLOW,
+        NETD_PUBLISHED, NETD_PUBLISHED_PORTS, NETD_PUBLISH_ADDRS, NETD_PUBLISH_ALLOW,
     },
     types::{
         flow_tuple, ClientPacket, Delivery, Encap, EndpointAction, Hop, MeshAction, MeshStep,
@@ -61,17 +64,34 @@ pub fn is_published(h: &Headers) -> bool {
         L4::Tcp { dst_port, .. } | L4::Udp { dst_port, .. } => dst_port,
         _ => return false,
     };
+    if !maybe_published(u16::from_be_bytes(port), ip.protocol) {
+        return false;
+    }
     let key = PublishedKey {
         port,
         proto: ip.protocol,
         _pad: 0,
     };
     // The port first: the host's own traffic comes to its own addresses
-    // (the published ones) on ports that are not published, so it pays
-    // one lookup, not two.
+    // (the published ones), so it would pay for both.
     // SAFETY: the values are only tested for presence.
     unsafe { NETD_PUBLISHED.get(&key) }.is_some()
         && unsafe { NETD_PUBLISH_ADDRS.get(&ip.dst) }.is_some()
+}
+
+/// Whether `port` of `proto` may be published: its bit in
+/// `NETD_PUBLISHED_PORTS` (array loads, which the verifier inlines), or
+/// anything while the bitmap is not written yet (the first moments of a
+/// netd that brought the map).
+#[inline(never)]
+fn maybe_published(port: u16, proto: u8) -> bool {
+    let Some((word, bit)) = published_port_bit(port, proto) else {
+        return false;
+    };
+    match NETD_PUBLISHED_PORTS.get(word) {
+        Some(bits) if *bits & bit != 0 => true,
+        _ => !matches!(NETD_PUBLISHED_PORTS.get(PORTS_WRITTEN), Some(&w) if w != 0),
+    }
 }
 
 /// What becomes of a packet to a published port that came in on

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use netd_common::{
     maglev,
-    mesh::{PublishAllowKey, PublishedKey, HOST_MODE_TABLE},
+    mesh::{published_port_bit, PublishAllowKey, PublishedKey, HOST_MODE_TABLE, PORTS_WRITTEN},
     service::{
         BackendEntry, BackendKey, MaglevTable, ServiceEntry, ServiceKey, VipEntry, BACKEND_ACTIVE,
         BACKEND_DRAINING, SERVICE_AFFINITY, SERVICE_SOURCE_RANGES,
@@ -31,6 +31,8 @@ pub fn compile_services(
     reachable: &BTreeSet<[u8; 4]>,
     local: &BTreeSet<[u8; 4]>,
 ) {
+    // The published ports' bitmap is written, empty or not.
+    state.put(tables::NETD_PUBLISHED_PORTS, PORTS_WRITTEN, 1u64);
     // Services with the same backends and weights share one table: at
     // 10,000 services over a few backend sets, one computation per set.
     let mut computed: BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>> = BTreeMap::new();
@@ -133,6 +135,10 @@ fn put_published(
             );
         }
         state.put(tables::NETD_PUBLISHED, published_key(port), entry);
+        if let Some((word, bit)) = published_port_bit(port.published, port.protocol.number()) {
+            let bits = state.get(tables::NETD_PUBLISHED_PORTS, &word).unwrap_or(0);
+            state.put(tables::NETD_PUBLISHED_PORTS, word, bits | bit);
+        }
     }
 }
 
