@@ -666,8 +666,13 @@ fn dockers_bridge_and_its_masquerade_rule_keep_working_beside_netd() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The rules, without iptables-save's comments (they carry the time).
     let rules = || {
-        String::from_utf8_lossy(&w.host.exec("iptables-save", &["-t", "nat"]).stdout).to_string()
+        String::from_utf8_lossy(&w.host.exec("iptables-save", &["-t", "nat"]).stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let before = rules();
     w.netd
