@@ -342,7 +342,9 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
     let host_2: SocketAddr = format!("{}:{PUBLISHED_UDP}", host_address(2))
         .parse()
         .expect("address");
-    let port = (40200..40300)
+    // Below the ephemeral range (32768-60999): no autobind can take the
+    // port between the binds of the loop below.
+    let port = (20200..20300)
         .find(|&p| {
             bound_udp(&hosts[1].ns, p)
                 .and_then(|s| udp_ask(&s, host_2).ok())
@@ -610,7 +612,8 @@ fn flows_survive_ingress_restarts_mode_host_answers_only_beside_a_backend_and_a_
 #[test]
 fn a_direct_dial_from_a_port_a_tunnelled_flow_used_is_answered() {
     let World { hosts, .. } = &world(Lab::Plain, &[]);
-    let port = (40500..40540)
+    // Below the ephemeral range, as above.
+    let port = (20500..20540)
         .find(|&p| {
             backend_of(&connect_from_port(
                 &hosts[1].ns,
