@@ -36,8 +36,9 @@ pub struct PublishedKey {
 /// first, then UDP's), so the uplink's own traffic on other ports costs
 /// an array load, not a hash lookup.
 pub const PORT_WORDS: u32 = 1024;
-/// The word that says the bitmap has been written; while it is 0 (a new
-/// map, before netd's first pass) every port is looked up as before.
+/// The word that says the bitmap has been written (set with the first
+/// published port); while it is 0 (no published port, or a new map before
+/// netd's first pass) every port is looked up as before.
 pub const PORTS_WRITTEN: u32 = 2 * PORT_WORDS;
 /// How many words the map has.
 pub const PUBLISHED_PORTS_WORDS: u32 = PORTS_WRITTEN + 1;

@@ -31,8 +31,6 @@ pub fn compile_services(
     reachable: &BTreeSet<[u8; 4]>,
     local: &BTreeSet<[u8; 4]>,
 ) {
-    // The published ports' bitmap is written, empty or not.
-    state.put(tables::NETD_PUBLISHED_PORTS, PORTS_WRITTEN, 1u64);
     // Services with the same backends and weights share one table: at
     // 10,000 services over a few backend sets, one computation per set.
     let mut computed: BTreeMap<Vec<(u32, u32)>, Option<MaglevTable>> = BTreeMap::new();
@@ -138,6 +136,10 @@ fn put_published(
         if let Some((word, bit)) = published_port_bit(port.published, port.protocol.number()) {
             let bits = state.get(tables::NETD_PUBLISHED_PORTS, &word).unwrap_or(0);
             state.put(tables::NETD_PUBLISHED_PORTS, word, bits | bit);
+            // The bitmap speaks once a port is in it: without published
+            // ports the map stays empty (an emptied datapath is empty)
+            // and the uplink asks the empty NETD_PUBLISHED as before.
+            state.put(tables::NETD_PUBLISHED_PORTS, PORTS_WRITTEN, 1u64);
         }
     }
 }
