@@ -126,20 +126,7 @@ fn main() -> anyhow::Result<()> {
         .context("NETD_PUBLISH_ADDRS")?;
     // And the published ports' bitmap as netd's pass writes it, with one
     // port published that the samples do not go to.
-    {
-        use netd::dataplane::{
-            maps::{MapOp, MapWriter},
-            tables,
-        };
-        use netd_common::mesh::{published_port_bit, PORTS_WRITTEN};
-        let (word, bit) = published_port_bit(30080, 6).context("tcp")?;
-        for op in [
-            MapOp::put(tables::NETD_PUBLISHED_PORTS, PORTS_WRITTEN, 1u64),
-            MapOp::put(tables::NETD_PUBLISHED_PORTS, word, bit),
-        ] {
-            f.maps.apply(&op).context("NETD_PUBLISHED_PORTS")?;
-        }
-    }
+    netd_tests::mesh_fixture::write_published_port_bits(&mut f, &[30080]);
     // The sending endpoint has its counters, as netd makes them for every
     // endpoint link (test runs come in on ifindex 1).
     f.datapath

@@ -172,3 +172,21 @@ impl Underlay {
         within(&self.ns, run)
     }
 }
+
+/// Writes `NETD_PUBLISHED_PORTS` as netd's pass does with TCP `ports`
+/// published: a bit for each, and the word that says it is written.
+pub fn write_published_port_bits(f: &mut Fixture, ports: &[u16]) {
+    use netd_common::mesh::{published_port_bit, PORTS_WRITTEN};
+    let mut ops = vec![MapOp::put(
+        tables::NETD_PUBLISHED_PORTS,
+        PORTS_WRITTEN,
+        1u64,
+    )];
+    for &port in ports {
+        let (word, bit) = published_port_bit(port, PROTO_TCP).expect("tcp");
+        ops.push(MapOp::put(tables::NETD_PUBLISHED_PORTS, word, bit));
+    }
+    for op in &ops {
+        f.maps.apply(op).expect("map write");
+    }
+}
