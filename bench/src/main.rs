@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use netd_common::events::{EventKind, MonitorConfig, DEFAULT_BURST, DEFAULT_RATE};
+use netd_common::maps::{LOCAL_NO_POLICY, LOCAL_NO_SERVICE};
 use netd_common::program_names::{
     SOCK_CONNECT4, SOCK_GETPEERNAME4, SOCK_RECVMSG4, SOCK_SENDMSG4, TC_BASELINE, TC_ENDPOINT,
     TC_ICMP_ERROR, TC_MASQUERADE, TC_REFUSE, TC_SERVICE, TC_UPLINK, TC_UPLINK_DECAP,
     TC_UPLINK_DELIVER, TC_UPLINK_MASQ_REPLY, TC_UPLINK_MESH, XDP_BASELINE, XDP_DECAP, XDP_DELIVER,
     XDP_MASQ_REPLY, XDP_MESH, XDP_UPLINK,
 };
-use netd_tests::fixture::{local_endpoint, Fixture};
+use netd_tests::fixture::{local_endpoint_flagged, Fixture};
 use serde::Serialize;
 use testpkt::*;
 
@@ -376,8 +377,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A datapath of its own where testpkt's A is an endpoint at ifindex 1
-/// (the test runs' interface) and B one of the same network at 50: the
-/// samples, from A to B, are judged and forwarded as from a container.
+/// (the test runs' interface) and B one of the same network at 50, both
+/// without policy or service: the samples, from A to B, are judged and
+/// forwarded as from a container.
 /// Every repeat of a forward takes the same path (its one rewrite, the
 /// destination MAC, is the same each time).
 fn from_endpoint_a_beside_b() -> anyhow::Result<Fixture> {
@@ -386,7 +388,9 @@ fn from_endpoint_a_beside_b() -> anyhow::Result<Fixture> {
         tables,
     };
     use netd_common::maps::NetworkEntry;
-    let mut f = Fixture::from_endpoint_a();
+    // As netd writes them for endpoints without policy that back no service.
+    let flags = LOCAL_NO_POLICY | LOCAL_NO_SERVICE;
+    let mut f = Fixture::from_endpoint_a_flagged(flags);
     let mut ops = vec![MapOp::put(
         tables::NETD_NETWORKS,
         1,
@@ -395,7 +399,7 @@ fn from_endpoint_a_beside_b() -> anyhow::Result<Fixture> {
             vni: 0,
         },
     )];
-    ops.extend(local_endpoint(50, 1, IP4_B, MAC_B, [3; 6]));
+    ops.extend(local_endpoint_flagged(50, 1, IP4_B, MAC_B, [3; 6], flags));
     for op in &ops {
         f.maps.apply(op).context("writing endpoint B")?;
     }

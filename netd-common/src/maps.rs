@@ -28,7 +28,21 @@ pub struct LocalEndpointEntry {
     pub mac: [u8; 6],
     /// MAC of the host end: the endpoint's gateway answers with it.
     pub host_mac: [u8; 6],
+    /// `LOCAL_*` bits: stages the endpoint's packets can skip. 0 (an
+    /// entry carried over from an older netd): every stage looks.
+    pub flags: u32,
 }
+
+/// `LocalEndpointEntry::flags`: no policy enforces on this endpoint, so
+/// policy need not ask `NETD_POLICY_EPS` for it. Written before a policy
+/// makes it enforced (cleared at `NETD_LOCAL_EPS`' turn, before the
+/// verdicts and `NETD_POLICY_EPS`), set after a policy leaves.
+pub const LOCAL_NO_POLICY: u32 = 1;
+/// `LocalEndpointEntry::flags`: the endpoint backs no service, so its
+/// packets are no replies to translate back (no `NETD_REV_NAT` probe).
+/// Cleared before it becomes a backend (`NETD_LOCAL_EPS` is written before
+/// `NETD_BACKENDS`).
+pub const LOCAL_NO_SERVICE: u32 = 2;
 
 /// `NETD_NETWORKS`: a network by index (the key, `u32`).
 #[repr(C)]
@@ -76,8 +90,37 @@ impl Default for PinMeta {
 }
 
 /// The layout of the pinned maps. 1: round one (no `NETD_META`, counters
-/// packed per hook); 2: `NETD_META`, counter slots fixed per hook.
-pub const LAYOUT_VERSION: u32 = 2;
+/// packed per hook); 2: `NETD_META`, counter slots fixed per hook; 3:
+/// `NETD_LOCAL_EPS` entries say which stages an endpoint skips.
+pub const LAYOUT_VERSION: u32 = 3;
+
+/// Layout 2's `NETD_LOCAL_EPS` value, for the upgrade that carries it
+/// over (each entry copied, with no `LOCAL_*` flags: every stage looks
+/// until netd's first pass writes them).
+pub mod layout_v2 {
+    use bytemuck::{Pod, Zeroable};
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+    pub struct LocalEndpointEntry {
+        pub ipv4: [u8; 4],
+        pub network: u32,
+        pub mac: [u8; 6],
+        pub host_mac: [u8; 6],
+    }
+
+    impl LocalEndpointEntry {
+        pub fn now(&self) -> super::LocalEndpointEntry {
+            super::LocalEndpointEntry {
+                ipv4: self.ipv4,
+                network: self.network,
+                mac: self.mac,
+                host_mac: self.host_mac,
+                flags: 0,
+            }
+        }
+    }
+}
 
 /// `NETD_PROGS` slots: the programs the endpoint program tail-calls.
 pub const PROG_SERVICE: u32 = 0;
@@ -126,6 +169,7 @@ mod user {
     unsafe impl aya::Pod for super::OverlayConfig {}
     unsafe impl aya::Pod for super::PinMeta {}
     unsafe impl aya::Pod for super::BenchFrame {}
+    unsafe impl aya::Pod for super::layout_v2::LocalEndpointEntry {}
 }
 
 #[cfg(test)]
@@ -136,7 +180,8 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<EndpointEntry>(), 16);
-        assert_eq!(size_of::<LocalEndpointEntry>(), 20);
+        assert_eq!(size_of::<LocalEndpointEntry>(), 24);
+        assert_eq!(size_of::<layout_v2::LocalEndpointEntry>(), 20);
         assert_eq!(size_of::<NetworkEntry>(), 8);
         assert_eq!(size_of::<HostEntry>(), 8);
         assert_eq!(size_of::<OverlayConfig>(), 8);

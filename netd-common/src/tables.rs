@@ -367,6 +367,10 @@ mod tests {
         assert!(order(names::NETD_POLICY) < order(names::NETD_POLICY_EPS));
         assert!(order(names::NETD_IPCACHE) < order(names::NETD_POLICY_EPS));
         assert!(order(names::NETD_NO_MASQ) < order(names::NETD_EGRESS));
+        // An endpoint's `LOCAL_*` flags are cleared before what makes the
+        // stage apply: a backend entry, an enforced policy.
+        assert!(order(names::NETD_LOCAL_EPS) < order(names::NETD_BACKENDS));
+        assert!(order(names::NETD_LOCAL_EPS) < order(names::NETD_POLICY_EPS));
     }
 
     #[test]

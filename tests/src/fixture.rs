@@ -70,12 +70,37 @@ impl Fixture {
     /// endpoint program judges what the samples send, as it does on an
     /// endpoint's veth (on any other it passes everything).
     pub fn from_endpoint_a() -> Self {
+        Self::from_endpoint_a_flagged(0)
+    }
+
+    /// [`Self::from_endpoint_a`] with A's entry carrying `flags`
+    /// (`LOCAL_*`: the stages it skips), as netd's pass writes them.
+    pub fn from_endpoint_a_flagged(flags: u32) -> Self {
         use netd::dataplane::maps::MapWriter;
         let mut f = Self::load();
-        for op in &local_endpoint(1, 1, testpkt::IP4_A, testpkt::MAC_A, [2; 6]) {
+        let a = local_endpoint_flagged(1, 1, testpkt::IP4_A, testpkt::MAC_A, [2; 6], flags);
+        for op in &a {
             f.maps.apply(op).expect("map write");
         }
         f
+    }
+
+    /// Marks each local endpoint's entry with the stages it skips
+    /// (`LOCAL_*`), from what the maps hold, as netd's pass does once
+    /// services and policies are compiled.
+    pub fn mark_endpoints(&mut self) {
+        use netd::dataplane::{
+            maps::{MapOp, MapWriter},
+            reconcile::mark_skippable_stages,
+            tables,
+        };
+        let mut state = self.maps.read().expect("reading the maps");
+        mark_skippable_stages(&mut state);
+        for (ifindex, entry) in state.iter(tables::NETD_LOCAL_EPS) {
+            self.maps
+                .apply(&MapOp::put(tables::NETD_LOCAL_EPS, ifindex, entry))
+                .expect("endpoint flags");
+        }
     }
 
     /// Empties slot `slot` of the pinned prog array `map`, as a netd that
@@ -318,13 +343,26 @@ fn value(snapshot: &CounterSnapshot, slot: Slot) -> Counter {
 
 /// The two entries the reconciler writes for an endpoint on this host:
 /// what a packet from its veth (`ifindex`) must carry, and where a packet
-/// to its address goes.
+/// to its address goes. Its entry has no `LOCAL_*` flags, as one carried
+/// over from an older netd: every stage looks.
 pub fn local_endpoint(
     ifindex: u32,
     network: u32,
     ip: [u8; 4],
     mac: [u8; 6],
     host_mac: [u8; 6],
+) -> [netd::dataplane::maps::MapOp; 2] {
+    local_endpoint_flagged(ifindex, network, ip, mac, host_mac, 0)
+}
+
+/// [`local_endpoint`] with `flags` (`LOCAL_*`) in its entry.
+pub fn local_endpoint_flagged(
+    ifindex: u32,
+    network: u32,
+    ip: [u8; 4],
+    mac: [u8; 6],
+    host_mac: [u8; 6],
+    flags: u32,
 ) -> [netd::dataplane::maps::MapOp; 2] {
     use netd::dataplane::{maps::MapOp, tables};
     use netd_common::maps::{EndpointEntry, LocalEndpointEntry};
@@ -337,6 +375,7 @@ pub fn local_endpoint(
                 network,
                 mac,
                 host_mac,
+                flags,
             },
         ),
         MapOp::put(

@@ -1,8 +1,9 @@
 //! The policy fixture: web and api on network n1 (labels `tier=web` and
 //! `tier=api`), the datapath loaded with one of them at ifindex 1, where
 //! BPF_PROG_TEST_RUN's TC runs come in, and the policy maps written from a
-//! model by `compile_policies`, as the reconciler writes them. Shared by
-//! the policy fixtures and the policy bench.
+//! model by `compile_policies`, as the reconciler writes them, and each
+//! endpoint's `LOCAL_*` flags marked from them as netd's pass marks them.
+//! Shared by the policy fixtures and the policy bench.
 
 use std::collections::BTreeMap;
 
@@ -119,6 +120,7 @@ pub fn write_policies(f: &mut Fixture, policies: &[Policy]) {
                 .expect("policy map write");
         }
     }
+    f.mark_endpoints();
 }
 
 /// Puts `sender` at ifindex 1 (where test runs come in), the other
@@ -137,6 +139,7 @@ pub fn place(f: &mut Fixture, sender: [u8; 4]) {
     {
         f.maps.apply(&op).expect("endpoint");
     }
+    f.mark_endpoints();
 }
 
 pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, syn_ack: bool) -> Vec<u8> {

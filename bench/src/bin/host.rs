@@ -12,7 +12,7 @@ use netd::dataplane::{
 };
 use netd_bench::{measure, print_comparison, Pair};
 use netd_common::{
-    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry},
+    maps::{EndpointEntry, LocalEndpointEntry, NetworkEntry, LOCAL_NO_POLICY, LOCAL_NO_SERVICE},
     program_names::{TC_BASELINE, TC_ENDPOINT, XDP_BASELINE},
 };
 use netd_tests::{
@@ -123,6 +123,7 @@ fn tc_path(repeat: u32) -> PathCost {
                 network: 1,
                 mac: a_mac,
                 host_mac: [2; 6],
+                flags: LOCAL_NO_POLICY | LOCAL_NO_SERVICE,
             },
         ),
         MapOp::put(
@@ -133,6 +134,7 @@ fn tc_path(repeat: u32) -> PathCost {
                 network: 1,
                 mac: b_mac,
                 host_mac: [3; 6],
+                flags: LOCAL_NO_POLICY | LOCAL_NO_SERVICE,
             },
         ),
         MapOp::put(

@@ -105,21 +105,31 @@ pub fn policy_flow(plan: &Plan<EndpointAction>) -> Option<PolicyFlow> {
 /// Policy's verdict on `plan`, then [`carry_out`] for what it admits. A
 /// BPF call of its own, so the policy flow is not in the entry's frame,
 /// which the decision's frame is stacked on. (The service program, whose
-/// deepest call is shallower, calls the two itself.)
+/// deepest call is shallower, calls the two itself.) Policy judges only
+/// the ends that may have one: not the sender when `sender_policy_free`,
+/// nor a receiver here whose entry says it has none; with neither left,
+/// it is not asked at all.
 #[inline(never)]
 pub fn judge_and_carry_out(
     skb: *mut __sk_buff,
     plan: &Plan<EndpointAction>,
     ifindex: u32,
     bytes: u64,
+    sender_policy_free: bool,
 ) -> i32 {
     // `admitted`'s body, written out: calling it (inlined or not) made
     // the verifier walk carry_out once per policy path, and the endpoint
     // program's load 4-7x slower.
     if let Some(mut flow) = policy_flow(plan) {
-        flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
-        if policy::admit(&flow, bytes) != policy::ADMITTED {
-            return denied(skb, bytes);
+        // Without branches: each would be a path the verifier walks.
+        let open = (u8::from(sender_policy_free) * CHECK_EGRESS)
+            | (u8::from(plan.outcome.action.receiver_policy_free) * CHECK_INGRESS);
+        flow.check &= !open;
+        if flow.check != 0 {
+            flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
+            if policy::admit(&flow, bytes) != policy::ADMITTED {
+                return denied(skb, bytes);
+            }
         }
     }
     carry_out(skb, plan, ifindex, bytes)

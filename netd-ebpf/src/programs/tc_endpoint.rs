@@ -8,7 +8,10 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use netd_common::{
     counters::DropReason,
     icmp,
-    maps::{LocalEndpointEntry, PROG_ICMP_ERROR, PROG_MASQUERADE, PROG_SERVICE},
+    maps::{
+        LocalEndpointEntry, LOCAL_NO_POLICY, LOCAL_NO_SERVICE, PROG_ICMP_ERROR, PROG_MASQUERADE,
+        PROG_SERVICE,
+    },
     nat::Nat,
     parse::{parse_without_ipv6_addresses, Frame, Headers, Ipv4, L3, L4},
 };
@@ -29,13 +32,15 @@ pub fn netd_tc_endpoint(ctx: TcContext) -> i32 {
     // Not an endpoint's veth (one netd has not written yet, or has just
     // let go): nothing of netd's applies. Nothing is parsed, and with no
     // endpoint and no event there is nothing for `finish` to do.
-    // SAFETY: the value is copied out at once.
-    let Some(me) = (unsafe { NETD_LOCAL_EPS.get(&ifindex) }).copied() else {
+    // Read in place, not copied: the entry's frame is the base of the
+    // deepest call chain, which has no byte to spare.
+    // SAFETY: a map value stays valid for the program's run.
+    let Some(me) = (unsafe { NETD_LOCAL_EPS.get(&ifindex) }) else {
         return tc::pass(bytes);
     };
     let skb = ctx.skb.skb;
     tc::start(skb);
-    let verdict = verdict(ctx, &me, ifindex, bytes);
+    let verdict = verdict(ctx, me, ifindex, bytes);
     tc::finish(skb, verdict);
     verdict
 }
@@ -57,7 +62,8 @@ fn verdict(ctx: TcContext, me: &LocalEndpointEntry, ifindex: u32, bytes: u64) ->
             return tc::tail_call(&ctx, slot, bytes);
         }
     }
-    tc::judge_and_carry_out(ctx.skb.skb, &plan, ifindex, bytes)
+    let sender_policy_free = me.flags & LOCAL_NO_POLICY != 0;
+    tc::judge_and_carry_out(ctx.skb.skb, &plan, ifindex, bytes, sender_policy_free)
 }
 
 #[inline(never)]
@@ -102,8 +108,9 @@ fn decide(frame: &PacketFrame, me: &LocalEndpointEntry, bytes: u64) -> Plan<Endp
 /// program), a packet to a VIP (a tracked flow's DNAT here, anything else
 /// to the service program), a reply from a backend (reverse NAT), plain
 /// forwarding, and for what leaves the cluster the routing mesh's replies,
-/// then the network's way out (the masquerade program). A reply is never addressed to a VIP, so a packet to one
-/// skips the reverse probe.
+/// then the network's way out (the masquerade program). A reply is never
+/// addressed to a VIP, so a packet to one skips the reverse probe; nor
+/// does a sender that backs no service (`LOCAL_NO_SERVICE`) send one.
 #[inline(always)]
 fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<EndpointAction> {
     if let L4::Icmp { kind, .. } = h.l4 {
@@ -124,6 +131,7 @@ fn ipv4(me: &LocalEndpointEntry, ip: &Ipv4, h: &Headers, bytes: u64) -> Plan<End
                 ServiceKind::No => (Nat::NONE, ip.dst),
             }
         }
+        None if me.flags & LOCAL_NO_SERVICE != 0 => (Nat::NONE, ip.dst),
         None => service::reply(ip, &h.l4).unwrap_or((Nat::NONE, ip.dst)),
     };
     // One forwarding stage, inlined once, whatever the translation. Not a

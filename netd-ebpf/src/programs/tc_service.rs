@@ -10,7 +10,7 @@
 use aya_ebpf::{bindings::__sk_buff, macros::classifier, programs::TcContext};
 use netd_common::{
     counters::DropReason,
-    maps::{LocalEndpointEntry, PROG_REFUSE},
+    maps::PROG_REFUSE,
     nat::Nat,
     parse::{parse_without_ipv6_addresses, L3},
 };
@@ -21,7 +21,7 @@ use crate::{
     maps::NETD_LOCAL_EPS,
     observe::events,
     stages::{forward, policy, service},
-    types::{ClientPacket, EndpointAction, Plan, ServiceKind, Target},
+    types::{ClientPacket, EndpointAction, Outcome, Plan, ServiceKind, Target},
 };
 
 #[classifier]
@@ -52,7 +52,7 @@ fn verdict(ctx: TcContext) -> i32 {
         ServiceKind::Refuse => return tc::tail_call(&ctx, PROG_REFUSE, bytes),
         ServiceKind::Drop | ServiceKind::NewFlow => return tc::drop(skb, to.reason, bytes),
     };
-    let plan = plan(&p.me, route_to, &nat, &p.at);
+    let plan = plan(ifindex, route_to, &nat, &p.at);
     if let Some(mut flow) = tc::policy_flow(&plan) {
         flow.tcp_flags = policy::tc_tcp_flags(skb, plan.at.proto, plan.at.l4);
         let verdict = policy::admit(&flow, bytes);
@@ -63,10 +63,11 @@ fn verdict(ctx: TcContext) -> i32 {
     tc::carry_out(skb, &plan, ifindex, bytes)
 }
 
-/// The packet as the service stage and the writer need it.
+/// The packet as the service stage and the writer need it. (Not the
+/// sender's entry: `plan` reads it in place, so the entry's frame, the
+/// base of the deepest chain, does not hold it.)
 #[derive(Clone, Copy, Default)]
 struct Packet {
-    me: LocalEndpointEntry,
     client: ClientPacket,
     at: Target,
 }
@@ -83,26 +84,25 @@ fn classify(
     let L3::Ipv4(ip) = h.l3 else {
         return Err(DropReason::UnknownL3);
     };
-    // SAFETY: the value is copied out at once.
-    let me = (unsafe { NETD_LOCAL_EPS.get(&ifindex) })
-        .copied()
+    // SAFETY: the value is read at once.
+    let network = (unsafe { NETD_LOCAL_EPS.get(&ifindex) })
+        .map(|me| me.network)
         .ok_or(DropReason::NotHere)?;
-    p.client = ClientPacket::of(me.network, &ip, &h.l4, bytes);
-    p.me = me;
+    p.client = ClientPacket::of(network, &ip, &h.l4, bytes);
     p.at = Target::of(&h);
     Ok(())
 }
 
 #[inline(never)]
-fn plan(
-    me: &LocalEndpointEntry,
-    route_to: [u8; 4],
-    nat: &Nat,
-    at: &Target,
-) -> Plan<EndpointAction> {
+fn plan(ifindex: u32, route_to: [u8; 4], nat: &Nat, at: &Target) -> Plan<EndpointAction> {
+    // SAFETY: a map value stays valid for the program's run.
+    let outcome = match unsafe { NETD_LOCAL_EPS.get(&ifindex) } {
+        Some(me) => forward::ipv4(me, route_to),
+        None => Outcome::drop(DropReason::NotHere),
+    };
     Plan {
         nat: *nat,
         at: *at,
-        outcome: forward::ipv4(me, route_to),
+        outcome,
     }
 }

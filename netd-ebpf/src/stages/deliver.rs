@@ -3,7 +3,7 @@
 //! translated by a service or the routing mesh). Ingress policy judges
 //! what it hands on, in the exits.
 
-use netd_common::maps::EndpointEntry;
+use netd_common::maps::{EndpointEntry, LOCAL_NO_POLICY};
 
 use crate::{maps::NETD_LOCAL_EPS, types::Delivery};
 
@@ -13,13 +13,23 @@ use crate::{maps::NETD_LOCAL_EPS, types::Delivery};
 /// must not deliver into someone else.
 #[inline(always)]
 pub fn to_local(peer: &EndpointEntry) -> Option<Delivery> {
+    to_local_judged(peer).map(|(to, _)| to)
+}
+
+/// [`to_local`], and whether the endpoint is known to have no policy
+/// (its entry's `LOCAL_NO_POLICY`).
+#[inline(always)]
+pub fn to_local_judged(peer: &EndpointEntry) -> Option<(Delivery, bool)> {
     // SAFETY: the map value is read, not kept.
     match unsafe { NETD_LOCAL_EPS.get(&peer.ifindex) } {
-        Some(local) if local.network == peer.network && local.mac == peer.mac => Some(Delivery {
-            ifindex: peer.ifindex,
-            mac: peer.mac,
-            gateway_mac: local.host_mac,
-        }),
+        Some(local) if local.network == peer.network && local.mac == peer.mac => Some((
+            Delivery {
+                ifindex: peer.ifindex,
+                mac: peer.mac,
+                gateway_mac: local.host_mac,
+            },
+            local.flags & LOCAL_NO_POLICY != 0,
+        )),
         _ => None,
     }
 }

@@ -23,8 +23,11 @@ pub fn ipv4(me: &LocalEndpointEntry, dst: [u8; 4]) -> Outcome<EndpointAction> {
         return encap::to(&peer, me.mac);
     }
     // A stale entry: the host stack has the last word, as before netd.
-    match deliver::to_local(&peer) {
-        Some(delivery) => Outcome::act(EndpointAction::deliver(delivery)),
+    match deliver::to_local_judged(&peer) {
+        Some((delivery, policy_free)) => Outcome::act(EndpointAction {
+            receiver_policy_free: policy_free,
+            ..EndpointAction::deliver(delivery)
+        }),
         None => Outcome::pass(),
     }
 }

@@ -55,6 +55,11 @@ pub enum EndpointStep {
 #[derive(Clone, Copy, Default)]
 pub struct EndpointAction {
     pub step: EndpointStep,
+    /// Deliver: the receiver is known to have no policy
+    /// (`LOCAL_NO_POLICY`), so its ingress is not judged. (Here, not in
+    /// `Delivery`: this struct has the spare byte, and the endpoint
+    /// program's deepest frame has none.)
+    pub receiver_policy_free: bool,
     pub deliver: Delivery,
     pub arp: ArpAnswer,
     pub encap: Encap,

@@ -17,7 +17,7 @@ use crate::{
     dataplane::{
         maps::{fill, MapState, MapWriter},
         policy_maps::compile_policies,
-        reconcile::{compile, reconcile_from, Cluster, HostLink},
+        reconcile::{compile, mark_skippable_stages, reconcile_from, Cluster, HostLink},
     },
     logging::chain,
     model::{Endpoint, Host},
@@ -127,6 +127,7 @@ impl<S: Store> Agent<S> {
             &model.policies,
             |e| links.contains_key(&e.id),
         );
+        mark_skippable_stages(&mut desired);
         desired
     }
 

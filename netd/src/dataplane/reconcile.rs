@@ -13,8 +13,12 @@ use std::{
     collections::{BTreeMap, BTreeSet},
 };
 
-use netd_common::maps::{
-    EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig,
+use netd_common::{
+    maps::{
+        EndpointEntry, HostEntry, LocalEndpointEntry, NetworkEntry, OverlayConfig, LOCAL_NO_POLICY,
+        LOCAL_NO_SERVICE,
+    },
+    service::BackendKey,
 };
 
 use super::service_maps::compile_services;
@@ -136,6 +140,7 @@ pub fn compile(
                 network: *network,
                 mac: e.mac.0,
                 host_mac: link.mac.0,
+                flags: 0,
             },
         );
         state.put(
@@ -161,6 +166,33 @@ pub fn compile(
         &mut state, networks, endpoints, services, &reachable, &local_ips,
     );
     state
+}
+
+/// Marks each local endpoint with the stages its packets can skip
+/// (`LOCAL_*`): no policy when `NETD_POLICY_EPS` has no entry for it, no
+/// service replies when no `NETD_BACKENDS` entry is its. Run on the whole
+/// desired state, once services and policies are compiled into it.
+pub fn mark_skippable_stages(state: &mut MapState) {
+    let backends: BTreeSet<[u8; 4]> = state
+        .iter(tables::NETD_BACKENDS)
+        .map(|(key, _): (BackendKey, _)| key.ip)
+        .collect();
+    let marked: Vec<(u32, LocalEndpointEntry)> = state
+        .iter(tables::NETD_LOCAL_EPS)
+        .map(|(ifindex, mut entry): (u32, LocalEndpointEntry)| {
+            entry.flags = 0;
+            if state.get(tables::NETD_POLICY_EPS, &entry.ipv4).is_none() {
+                entry.flags |= LOCAL_NO_POLICY;
+            }
+            if !backends.contains(&entry.ipv4) {
+                entry.flags |= LOCAL_NO_SERVICE;
+            }
+            (ifindex, entry)
+        })
+        .collect();
+    for (ifindex, entry) in marked {
+        state.put(tables::NETD_LOCAL_EPS, ifindex, entry);
+    }
 }
 
 /// Where `table` sits in the write order: its declaration's order, and
@@ -354,6 +386,48 @@ mod tests {
         links.remove(&endpoints[1].id);
         let fewer = compile(&networks, &endpoints, &[], &links, &Cluster::default());
         assert_eq!(fewer.count(tables::NETD_ENDPOINTS.name), 2);
+    }
+
+    #[test]
+    fn each_local_endpoint_says_which_stages_it_skips() {
+        use netd_common::service::{BackendEntry, BACKEND_DRAINING};
+        let (networks, endpoints, links) = world();
+        let mut state = compile(&networks, &endpoints, &[], &links, &Cluster::default());
+        let ip = |i: usize| endpoints[i].ipv4.octets();
+        // a: a policy selects it; b: a draining backend (its flows live
+        // on); c: neither.
+        state.put(tables::NETD_POLICY_EPS, ip(0), 1u32);
+        state.put(
+            tables::NETD_BACKENDS,
+            BackendKey {
+                table: 7,
+                ip: ip(1),
+            },
+            BackendEntry {
+                state: BACKEND_DRAINING,
+                weight: 0,
+            },
+        );
+        mark_skippable_stages(&mut state);
+        let flags = |s: &MapState, i: u32| s.get(tables::NETD_LOCAL_EPS, &i).expect("local").flags;
+        assert_eq!(flags(&state, 10), LOCAL_NO_SERVICE, "a: policy asked");
+        assert_eq!(flags(&state, 11), LOCAL_NO_POLICY, "b: replies probed");
+        assert_eq!(flags(&state, 12), LOCAL_NO_POLICY | LOCAL_NO_SERVICE);
+        // Policy and service gone: marked again, nothing else touched.
+        state.remove(tables::NETD_POLICY_EPS, &ip(0));
+        state.remove(
+            tables::NETD_BACKENDS,
+            &BackendKey {
+                table: 7,
+                ip: ip(1),
+            },
+        );
+        mark_skippable_stages(&mut state);
+        for i in 10..13 {
+            assert_eq!(flags(&state, i), LOCAL_NO_POLICY | LOCAL_NO_SERVICE);
+        }
+        let a = state.get(tables::NETD_LOCAL_EPS, &10).expect("a");
+        assert_eq!((a.ipv4, a.network), (ip(0), 1));
     }
 
     #[test]

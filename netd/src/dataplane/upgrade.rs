@@ -4,8 +4,8 @@
 //!
 //! - the same type, key and value size and max_entries: reused as it is;
 //! - a map that can be carried over (another max_entries, layout 1's
-//!   packed counters, or a packet's scratch of another shape, made
-//!   afresh): its pin is set aside under `carry/`, the loader makes the
+//!   packed counters, layout 2's local endpoints without their flags, or
+//!   a packet's scratch of another shape, made afresh): its pin is set aside under `carry/`, the loader makes the
 //!   new map, [`Upgrade::finish`] copies what carries over and removes
 //!   the old pin, and only then are the programs swapped into the links;
 //! - anything else: netd refuses to start, names the map and what differs,
@@ -19,11 +19,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{MapData, MapError, MapInfo, PerCpuArray, PerCpuValues};
+use aya::maps::{HashMap, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues};
 use netd_common::{
     counters::{layout_v1, Counter},
     map_names,
-    maps::LAYOUT_VERSION,
+    maps::{layout_v2, LocalEndpointEntry, LAYOUT_VERSION},
 };
 use tracing::{info, warn};
 
@@ -76,6 +76,9 @@ pub enum Carry {
     Entries,
     /// Layout 1's 26 packed counter slots, each to its slot now.
     CountersV1,
+    /// Layout 2's local endpoints, each with no `LOCAL_*` flags (every
+    /// stage looks until the first pass writes them).
+    LocalEndpointsV2,
     /// Scratch of another shape: a new, empty map.
     Fresh,
 }
@@ -108,6 +111,13 @@ fn carry_for(decl: &TableDecl, info: &MapInfo, sizes: &Sizes) -> Option<Option<C
     }
     if decl.name == map_names::NETD_COUNTERS && same_shape && max == layout_v1::SLOTS {
         return Some(Some(Carry::CountersV1));
+    }
+    if decl.name == map_names::NETD_LOCAL_EPS
+        && kind == decl.kind as u32
+        && key == decl.key_size
+        && value as usize == std::mem::size_of::<layout_v2::LocalEndpointEntry>()
+    {
+        return Some(Some(Carry::LocalEndpointsV2));
     }
     if decl.owner == Owner::Scratch && kind == decl.kind as u32 {
         return Some(Some(Carry::Fresh));
@@ -219,6 +229,7 @@ impl Upgrade {
             let copied = match carry {
                 Carry::Entries => copy_entries(decl, &old, &new),
                 Carry::CountersV1 => copy_counters_v1(&old, &new),
+                Carry::LocalEndpointsV2 => copy_local_endpoints_v2(&old, &new),
                 Carry::Fresh => Ok(0),
             }
             .map_err(|source| UpgradeError::Map {
@@ -257,6 +268,20 @@ fn copy_entries(decl: &TableDecl, old: &Path, new: &Path) -> Result<usize, MapEr
             Ok(()) => copied += 1,
             Err(e) => warn!(map = decl.name, error = %e, "an entry did not carry over"),
         }
+    }
+    Ok(copied)
+}
+
+fn copy_local_endpoints_v2(old: &Path, new: &Path) -> Result<usize, MapError> {
+    let from: HashMap<MapData, u32, layout_v2::LocalEndpointEntry> =
+        HashMap::try_from(open_pinned_map(old)?)?;
+    let mut to: HashMap<MapData, u32, LocalEndpointEntry> =
+        HashMap::try_from(open_pinned_map(new)?)?;
+    let mut copied = 0;
+    for entry in from.iter() {
+        let (ifindex, v2) = entry?;
+        to.insert(ifindex, v2.now(), 0)?;
+        copied += 1;
     }
     Ok(copied)
 }

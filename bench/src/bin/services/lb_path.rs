@@ -41,16 +41,26 @@ pub(super) fn lb_path(repeat: u32) -> LbPath {
             vni: 0,
         },
     )];
-    ops.extend(local_endpoint(1, 1, client, client_mac, host_mac));
+    // The flags netd writes: no policy anywhere, and only the backends
+    // back a service.
+    ops.extend(local_endpoint_flagged(
+        1,
+        1,
+        client,
+        client_mac,
+        host_mac,
+        LOCAL_NO_POLICY | LOCAL_NO_SERVICE,
+    ));
     let mut table = MaglevTable::default();
     for b in 0..BACKENDS as u8 {
         let ip = [10, 1, 0, 10 + b];
-        ops.extend(local_endpoint(
+        ops.extend(local_endpoint_flagged(
             50 + u32::from(b),
             1,
             ip,
             [0x02, 0x6e, 10, 1, 0, 10 + b],
             host_mac,
+            LOCAL_NO_POLICY,
         ));
         ops.push(active_backend(1, ip));
     }

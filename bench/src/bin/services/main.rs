@@ -35,12 +35,12 @@ use netd_bench::{
     load_rules,
 };
 use netd_common::{
-    maps::NetworkEntry,
+    maps::{NetworkEntry, LOCAL_NO_POLICY, LOCAL_NO_SERVICE},
     program_names::{TC_BASELINE, TC_ENDPOINT},
     service::{MaglevTable, ServiceEntry, ServiceKey, VipEntry, PROTO_TCP},
 };
 use netd_tests::{
-    fixture::{active_backend, local_endpoint, maglev_all_to, Fixture, TempPins},
+    fixture::{active_backend, local_endpoint_flagged, maglev_all_to, Fixture, TempPins},
     netns::{veth_between, NetNs},
     process::Netd,
 };
