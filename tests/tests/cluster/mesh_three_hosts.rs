@@ -355,7 +355,7 @@ fn a_published_port_on_every_host_reaches_every_backend_with_the_clients_address
         .parse()
         .expect("address");
     for _ in 0..24 {
-        let socket = bound_udp(&hosts[1].ns, port).expect("the port again");
+        let socket = bound_udp_again(&hosts[1].ns, port);
         let answer = udp_ask(&socket, loopback).expect("an answer");
         assert_eq!(backend_of(&answer), "web1", "host 2's flow keeps web1");
     }
@@ -373,6 +373,31 @@ fn bound_udp(ns: &NetNs, port: u16) -> Option<std::net::UdpSocket> {
     })
     .join()
     .expect("socket")
+}
+
+/// [`bound_udp`] on a port this test bound before and let go, retried
+/// for a second; the panic names what bind said.
+fn bound_udp_again(ns: &NetNs, port: u16) -> std::net::UdpSocket {
+    let mut last = None;
+    for _ in 0..20 {
+        let tried = ns
+            .run(move || std::net::UdpSocket::bind(("0.0.0.0", port)))
+            .join()
+            .expect("socket");
+        match tried {
+            Ok(socket) => {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                return socket;
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let holders = ns.exec("ss", &["-uapn", &format!("sport = :{port}")]);
+    let holders = String::from_utf8_lossy(&holders.stdout);
+    panic!("binding UDP port {port} again: {last:?}; held by: {holders}");
 }
 
 const NEAR: u16 = 30090;
