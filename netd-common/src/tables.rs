@@ -81,7 +81,23 @@ pub enum Sizing {
     Fixed,
     /// `[conntrack] max-entries` (`--conntrack-max-entries`).
     Conntrack,
+    /// `max-endpoints` (`--max-endpoints`): every endpoint a host forwards
+    /// to, its own and every overlay endpoint of the cluster's.
+    Endpoints,
+    /// `max-endpoints` plus [`IPCACHE_CIDRS`]: every endpoint's identity
+    /// and the CIDRs policies name.
+    Ipcache,
+    /// `max-hosts` (`--max-hosts`): the other hosts of the cluster.
+    Hosts,
 }
+
+/// Endpoints a host's maps hold by default, cluster-wide (Cilium's
+/// default too). 16,384 until layout 3.
+pub const DEFAULT_MAX_ENDPOINTS: u32 = 65_536;
+/// Other hosts a host's maps hold by default.
+pub const DEFAULT_MAX_HOSTS: u32 = 4096;
+/// Room in `NETD_IPCACHE` beside the endpoints: policies' CIDR prefixes.
+pub const IPCACHE_CIDRS: u32 = 16_384;
 
 /// One pinned map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,9 +147,11 @@ macro_rules! for_each_table {
             /// Network index by VXLAN network identifier.
             NETD_VNIS: Hash<u32, u32>, 1024, 0, Control(1), Fixed;
             /// Other hosts of the cluster by index: their underlay address.
-            NETD_HOSTS: Hash<u32, $crate::maps::HostEntry>, 4096, 0, Control(1), Fixed;
+            NETD_HOSTS: Hash<u32, $crate::maps::HostEntry>, $crate::tables::DEFAULT_MAX_HOSTS, 0,
+                Control(1), Hosts;
             /// Host index by underlay address: who may send us VXLAN.
-            NETD_HOST_BY_IP: Hash<[u8; 4], u32>, 4096, 0, Control(2), Fixed;
+            NETD_HOST_BY_IP: Hash<[u8; 4], u32>, $crate::tables::DEFAULT_MAX_HOSTS, 0, Control(2),
+                Hosts;
             /// This host's side of the underlay (one entry).
             NETD_OVERLAY: Array<u32, $crate::maps::OverlayConfig>, 1, 0, Control(2), Fixed;
             /// Endpoints by the ifindex of their host veth: what a packet
@@ -141,7 +159,8 @@ macro_rules! for_each_table {
             NETD_LOCAL_EPS: Hash<u32, $crate::maps::LocalEndpointEntry>, 16384, 0, Control(3), Fixed;
             /// Endpoints by IPv4 address: where a packet to them goes (this
             /// host's and every overlay endpoint of the others).
-            NETD_ENDPOINTS: Hash<[u8; 4], $crate::maps::EndpointEntry>, 16384, 0, Control(4), Fixed;
+            NETD_ENDPOINTS: Hash<[u8; 4], $crate::maps::EndpointEntry>,
+                $crate::tables::DEFAULT_MAX_ENDPOINTS, 0, Control(4), Endpoints;
             /// Backends by (service, address): their state. 10,000 services
             /// of 10 backends fit with room to spare; not preallocated.
             NETD_BACKENDS: Hash<$crate::service::BackendKey, $crate::service::BackendEntry>,
@@ -179,7 +198,9 @@ macro_rules! for_each_table {
                 262_144, 0, Control(9), Fixed;
             /// Peer identities by address prefix: every endpoint of the
             /// cluster as /32, CIDR peers as their prefixes.
-            NETD_IPCACHE: LpmTrie<[u8; 4], u32>, 65_536, 0, Control(10), Fixed;
+            NETD_IPCACHE: LpmTrie<[u8; 4], u32>,
+                $crate::tables::DEFAULT_MAX_ENDPOINTS + $crate::tables::IPCACHE_CIDRS, 0,
+                Control(10), Ipcache;
             /// Local endpoints some policy selects, by address: the
             /// `ENFORCE_*` directions that are default-deny. Absent: open.
             NETD_POLICY_EPS: Hash<[u8; 4], u32>, 16384, 0, Control(11), Fixed;

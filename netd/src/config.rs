@@ -93,6 +93,12 @@ pub enum ConfigError {
     BadTimeout { name: &'static str, secs: u64 },
     #[error("conntrack max-entries = {0}: from 64 to 16777216")]
     BadConntrackSize(u32),
+    #[error("{name} = {value}: from {} to {}", range.start(), range.end())]
+    BadMapSize {
+        name: &'static str,
+        value: u32,
+        range: std::ops::RangeInclusive<u32>,
+    },
     #[error("dns upstream: {0}")]
     BadDnsUpstream(String),
 }
@@ -194,7 +200,22 @@ pub struct Settings {
     #[arg(long, value_name = "N")]
     #[serde(skip)]
     pub conntrack_max_entries: Option<u32>,
+    /// Endpoints this host's maps hold, cluster-wide: its own and every
+    /// overlay endpoint of the other hosts [default: 65536]. Set it alike
+    /// on every host; a change carries the entries over at start.
+    #[arg(long, value_name = "N")]
+    pub max_endpoints: Option<u32>,
+    /// Other hosts of the cluster this host's maps hold [default: 4096].
+    /// Set it alike on every host; a change carries the entries over at
+    /// start.
+    #[arg(long, value_name = "N")]
+    pub max_hosts: Option<u32>,
 }
+
+/// What `max-endpoints` accepts.
+pub const MAX_ENDPOINTS: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
+/// What `max-hosts` accepts: a host's index is 16 bits in an endpoint's entry.
+pub const MAX_HOSTS: std::ops::RangeInclusive<u32> = 16..=65_535;
 
 impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -274,6 +295,10 @@ pub struct RunConfig {
     pub host_grace: u64,
     /// Conntrack idle timeouts.
     pub conntrack: ConntrackConfig,
+    /// Endpoints this host's maps hold, cluster-wide.
+    pub max_endpoints: u32,
+    /// Other hosts this host's maps hold.
+    pub max_hosts: u32,
 }
 
 /// netd's DNS server.
@@ -339,6 +364,12 @@ impl RunConfig {
                 }
                 c
             },
+            max_endpoints: s
+                .max_endpoints
+                .unwrap_or(netd_common::tables::DEFAULT_MAX_ENDPOINTS),
+            max_hosts: s
+                .max_hosts
+                .unwrap_or(netd_common::tables::DEFAULT_MAX_HOSTS),
         };
         config.validate()?;
         Ok(config)
@@ -380,6 +411,14 @@ impl RunConfig {
         }
         if !crate::dataplane::conntrack::MAX_ENTRIES.contains(&t.max_entries) {
             return Err(ConfigError::BadConntrackSize(t.max_entries));
+        }
+        for (name, value, range) in [
+            ("max-endpoints", self.max_endpoints, MAX_ENDPOINTS),
+            ("max-hosts", self.max_hosts, MAX_HOSTS),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::BadMapSize { name, value, range });
+            }
         }
         Ok(())
     }
@@ -487,6 +526,29 @@ mod tests {
                 ..Default::default()
             });
             assert!(r.is_err(), "{uplinks:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_clusters_map_sizes_default_merge_and_are_checked() {
+        let c = RunConfig::resolve(Settings::default()).expect("valid");
+        assert_eq!((c.max_endpoints, c.max_hosts), (65_536, 4096));
+        let f = file("max-endpoints = 131072\nmax-hosts = 1000\n").expect("parses");
+        let flags = Settings {
+            max_hosts: Some(2000),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(flags.over(f)).expect("valid");
+        assert_eq!((c.max_endpoints, c.max_hosts), (131_072, 2000));
+        for (text, message) in [
+            (
+                "max-endpoints = 100\n",
+                "max-endpoints = 100: from 1024 to 4194304",
+            ),
+            ("max-hosts = 70000\n", "max-hosts = 70000: from 16 to 65535"),
+        ] {
+            let e = RunConfig::resolve(file(text).expect("parses")).expect_err(text);
+            assert_eq!(e.to_string(), message);
         }
     }
 

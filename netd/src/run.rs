@@ -18,7 +18,7 @@ use crate::{
     agent::Agent,
     api,
     config::{RunConfig, StoreSpec},
-    control::{Control, PREFIX},
+    control::{Control, Limits, PREFIX},
     dataplane::{
         conntrack::ConntrackConfig, loader, owner, tables::Sizes, upgrade::Upgrade, uplink,
         Datapath, PinLayout, PinLock,
@@ -88,14 +88,18 @@ async fn serve<S: Store>(
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    let control = Arc::new(Control::on_host(store, &config.host_name));
+    let sizes = Sizes {
+        conntrack: config.conntrack.max_entries,
+        endpoints: config.max_endpoints,
+        hosts: config.max_hosts,
+    };
+    // Admission checks requests against the maps this host runs with.
+    let control =
+        Arc::new(Control::on_host(store, &config.host_name).with_limits(Limits::of(&sizes)));
     let cluster_id = control
         .cluster_id()
         .await
         .context("reading the store's id")?;
-    let sizes = Sizes {
-        conntrack: config.conntrack.max_entries,
-    };
     let mut datapath = load_keeping_state(layout, &cluster_id, &sizes)?;
     datapath.write_meta(&owner::meta_for(&cluster_id))?;
     // Before the uplinks' programs run: an upgrade's new program must find

@@ -188,6 +188,19 @@ impl Netd {
             .to_string()
     }
 
+    /// The capacity of `map` as this netd reports it (`netd status --json`).
+    pub fn map_capacity(&self, map: &str) -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ok(&["status", "--json"])).expect("status json");
+        status["maps"]
+            .as_array()
+            .expect("maps")
+            .iter()
+            .find(|m| m["name"] == map)
+            .and_then(|m| m["capacity"].as_u64())
+            .unwrap_or_else(|| panic!("status shows no capacity of {map}: {status}"))
+    }
+
     /// Entries of `map` as this netd reports them (`netd status --json`).
     pub fn map_entries(&self, map: &str) -> u64 {
         let status: serde_json::Value =

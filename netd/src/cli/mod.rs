@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load the datapath, attach it, serve the API and metrics until SIGINT/SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Detach netd's programs everywhere and remove its pins (netd must be stopped).
     Teardown {
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     logging::init(cli.log_level);
     let client = Client::new(&cli.socket);
     let result = match cli.command {
-        Command::Run(args) => run::start(cli.socket, args),
+        Command::Run(args) => run::start(cli.socket, *args),
         Command::Teardown { pin_path } => netd::run::teardown(&PinLayout::new(pin_path)),
         Command::Network(cmd) => talk(network::run(&client, cmd)),
         Command::Endpoint(cmd) => talk(endpoint::run(&client, cmd)),

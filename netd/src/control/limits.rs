@@ -28,8 +28,16 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        Self::of(&crate::dataplane::tables::Sizes::default())
+    }
+}
+
+impl Limits {
+    /// What maps of `sizes` hold: every host is taken to run with this
+    /// host's settings (set them alike across a cluster).
+    pub fn of(sizes: &crate::dataplane::tables::Sizes) -> Self {
         use crate::dataplane::tables;
-        let max = |name| tables::decl(name).map_or(0, |t| t.max_entries);
+        let max = |name| tables::decl(name).map_or(0, |t| sizes.max_entries(t));
         Self {
             networks: max(tables::NETD_NETWORKS.name),
             endpoints: max(tables::NETD_ENDPOINTS.name),
@@ -40,9 +48,7 @@ impl Default for Limits {
             ipcache: max(tables::NETD_IPCACHE.name),
         }
     }
-}
 
-impl Limits {
     pub(super) fn networks(&self, existing: &[Network]) -> Result<(), ModelError> {
         if existing.len() < self.networks as usize {
             return Ok(());
@@ -173,5 +179,26 @@ impl Limits {
             limit: self.hosts,
             have: existing.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::tables::Sizes;
+
+    #[test]
+    fn limits_follow_the_cluster_size_settings() {
+        let sizes = Sizes {
+            endpoints: 200_000,
+            hosts: 1000,
+            ..Sizes::default()
+        };
+        let limits = Limits::of(&sizes);
+        assert_eq!((limits.endpoints, limits.hosts), (200_000, 1000));
+        assert_eq!(limits.ipcache, 200_000 + netd_common::tables::IPCACHE_CIDRS);
+        let default = Limits::default();
+        assert_eq!((default.endpoints, default.hosts), (65_536, 4096));
+        assert_eq!(default.services, limits.services, "not a setting");
     }
 }

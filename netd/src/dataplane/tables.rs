@@ -148,17 +148,23 @@ macro_rules! daemon_tables {
 
 netd_common::for_each_table!(daemon_tables);
 
-/// The sizes a netd is run with where they differ from the declarations:
-/// the maps [`Sizing::Conntrack`] sizes take `[conntrack] max-entries`.
+/// The sizes a netd is run with, for the maps whose [`Sizing`] is a
+/// setting: conntrack's, and the cluster's endpoints and hosts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
     pub conntrack: u32,
+    /// `--max-endpoints`.
+    pub endpoints: u32,
+    /// `--max-hosts`.
+    pub hosts: u32,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
         Self {
             conntrack: netd_common::service::DEFAULT_CT_ENTRIES,
+            endpoints: netd_common::tables::DEFAULT_MAX_ENDPOINTS,
+            hosts: netd_common::tables::DEFAULT_MAX_HOSTS,
         }
     }
 }
@@ -168,6 +174,11 @@ impl Sizes {
     pub fn max_entries(&self, decl: &TableDecl) -> u32 {
         match decl.sizing {
             Sizing::Conntrack => self.conntrack,
+            Sizing::Endpoints => self.endpoints,
+            Sizing::Ipcache => self
+                .endpoints
+                .saturating_add(netd_common::tables::IPCACHE_CIDRS),
+            Sizing::Hosts => self.hosts,
             Sizing::Fixed => decl.max_entries,
         }
     }

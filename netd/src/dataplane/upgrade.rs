@@ -122,8 +122,10 @@ fn carry_for(decl: &TableDecl, info: &MapInfo, sizes: &Sizes) -> Option<Option<C
     if decl.owner == Owner::Scratch && kind == decl.kind as u32 {
         return Some(Some(Carry::Fresh));
     }
-    let copyable = matches!(decl.kind, MapKind::Hash | MapKind::Array | MapKind::LruHash)
-        && decl.open.is_some();
+    let copyable = matches!(
+        decl.kind,
+        MapKind::Hash | MapKind::Array | MapKind::LruHash | MapKind::LpmTrie
+    ) && decl.open.is_some();
     (same_shape && copyable).then_some(Some(Carry::Entries))
 }
 

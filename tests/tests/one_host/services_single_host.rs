@@ -513,6 +513,57 @@ fn a_full_conntrack_evicts_idle_flows_warns_and_keeps_active_ones_across_a_resiz
 }
 
 #[test]
+fn the_clusters_map_sizes_are_settings_a_change_carries_the_entries_over() {
+    let mut h = host_with(&["--max-endpoints", "2048", "--max-hosts", "64"]);
+    let Pinned {
+        backends,
+        client,
+        vip,
+        conn,
+        first,
+    } = pinned_connection(&h);
+    let capacities = |h: &Host| {
+        [
+            "NETD_ENDPOINTS",
+            "NETD_IPCACHE",
+            "NETD_HOSTS",
+            "NETD_HOST_BY_IP",
+        ]
+        .map(|m| h.netd.map_capacity(m))
+    };
+    assert_eq!(capacities(&h), [2048, 2048 + 16_384, 64, 64]);
+    let endpoints = h.netd.map_entries("NETD_ENDPOINTS");
+    assert_eq!(endpoints, 4, "three backends and the client");
+
+    // Bigger at the next start: the entries are carried over, and the
+    // connection keeps its backend.
+    h.netd.stop();
+    h.netd.set_flag("--max-endpoints", "8192");
+    h.netd.restart(&h.ns);
+    assert_eq!(ask(&conn).expect("open after the resize"), first);
+    assert_eq!(capacities(&h), [8192, 8192 + 16_384, 64, 64]);
+    assert_eq!(h.netd.map_entries("NETD_ENDPOINTS"), endpoints);
+    assert!(shares(&tcp_connections(&client, &vip, 30)).len() >= 2);
+
+    // Out of range: refused with the range, the datapath left running.
+    h.netd.stop();
+    h.netd.set_flag("--max-endpoints", "100");
+    h.netd.respawn();
+    assert!(!h.netd.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        h.netd
+            .log()
+            .contains("max-endpoints = 100: from 1024 to 4194304"),
+        "{}",
+        h.netd.log()
+    );
+    assert_eq!(ask(&conn).expect("open while netd is down"), first);
+    h.netd.set_flag("--max-endpoints", "8192");
+    h.netd.restart(&h.ns);
+    drop(backends);
+}
+
+#[test]
 fn a_port_without_backends_is_refused_and_a_backends_icmp_error_reaches_the_client() {
     let h = host();
     let client = NetNs::new("ndC");
