@@ -161,6 +161,15 @@ fn run(cli: Cli) -> Result<()> {
                     bail!("{bench} failed ({status})");
                 }
             }
+            let dir = json.parent().unwrap_or(Path::new("."));
+            let status = Command::new(root.join("target/release/netd-bench-index"))
+                .arg("--dir")
+                .arg(dir)
+                .status()
+                .context("running netd-bench-index")?;
+            if !status.success() {
+                bail!("netd-bench-index failed ({status})");
+            }
             Ok(())
         }
     }

@@ -205,6 +205,12 @@ fn main() -> anyhow::Result<()> {
         &[
             "Two sandboxes, built in the same run: through netd, and through a bridge with veths."
                 .into(),
+            netd_bench::report::comparison_line(&bridge, &netd_setup),
+            format!(
+                "TC local forward {:.0} ns: {:.2}x the TC no-op.",
+                cost.tc_local_forward_ns,
+                cost.tc_local_forward_ns / cost.tc_baseline_ns
+            ),
         ],
         &netd_bench::report::setup_charts(
             "same host",

@@ -340,7 +340,10 @@ fn main() -> anyhow::Result<()> {
     netd_bench::report::write_html(
         &args.json.with_extension("html"),
         "netd overlay against kernel VXLAN and bridges",
-        &["Two hosts as namespaces on one underlay bridge, built in the same run.".into()],
+        &[
+            "Two hosts as namespaces on one underlay bridge, built in the same run.".into(),
+            netd_bench::report::comparison_line(&kernel, &netd),
+        ],
         &charts,
     )?;
     Ok(())
