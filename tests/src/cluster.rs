@@ -21,6 +21,11 @@ pub struct Host {
 }
 
 impl Host {
+    /// Where this host's netd pins its datapath.
+    pub fn pins(&self) -> &netd::dataplane::PinLayout {
+        &self._pins.layout
+    }
+
     /// Creates endpoint `name` of `network` in `sandbox` on this host;
     /// returns its address.
     pub fn endpoint(&self, name: &str, network: &str, sandbox: &NetNs) -> String {

@@ -145,6 +145,11 @@ fn run(cli: Cli) -> Result<()> {
                     true,
                     json.with_file_name("policy.json"),
                 ),
+                (
+                    "netd-bench-cluster",
+                    false,
+                    json.with_file_name("cluster.json"),
+                ),
             ];
             for (bench, takes_repeat, out) in benches {
                 let mut cmd = Command::new(root.join("target/release").join(bench));
