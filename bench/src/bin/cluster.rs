@@ -75,7 +75,12 @@ fn main() -> anyhow::Result<()> {
     let (underlay, etcd, mut hosts) = cluster(1, move |_| extra.clone());
     let host = &mut hosts[0];
     host.netd.ok(&[
-        "network", "create", NETWORK, "--subnet", SUBNET, "--overlay",
+        "network",
+        "create",
+        NETWORK,
+        "--subnet",
+        SUBNET,
+        "--overlay",
     ]);
     let endpoints_map = host.pins().map(netd_common::map_names::NETD_ENDPOINTS);
     let store = format!("http://{}", etcd.endpoint());
@@ -268,14 +273,16 @@ fn write_cluster(store: &str, hosts: u32, endpoints: u32) -> anyhow::Result<()> 
     let records = (0..hosts)
         .map(|i| {
             let name = format!("ext-{i}");
-            let host = serde_json::json!({
-                "name": name,
-                "underlay_ip": Ipv4Addr::new(10, 97, (i / 250) as u8, (i % 250 + 1) as u8),
-                "external": true,
+            let host = netd::model::Host {
+                name: name.clone(),
+                underlay_ip: Some(Ipv4Addr::new(10, 97, (i / 250) as u8, (i % 250 + 1) as u8)),
+                external: true,
                 // Index 1 is the netd's own.
-                "index": i + 2,
-            });
-            (format!("/netd/members/{name}"), host.to_string())
+                index: i + 2,
+                alive: false,
+            };
+            let record = serde_json::to_string(&host).unwrap_or_default();
+            (format!("/netd/members/{name}"), record)
         })
         .collect();
     rt.block_on(put_all(store, records))?;
@@ -294,20 +301,22 @@ fn write_endpoints(store: &str, list: &[(u32, String)]) -> anyhow::Result<()> {
         .map(|(n, host)| {
             let id = format!("sim{n:08x}");
             let ip = endpoint_ip(*n);
-            let o = ip.octets();
-            let endpoint = serde_json::json!({
-                "id": id,
-                "name": format!("sim-{n}"),
-                "network": network,
-                "sandbox": "",
-                "ipv4": ip,
-                "mac": format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
-                "ifname": "eth0",
-                "host_ifname": "",
-                "managed_by": "external",
-                "host": host,
-            });
-            (format!("/netd/endpoints/{id}"), endpoint.to_string())
+            let endpoint = netd::model::Endpoint {
+                id: id.clone(),
+                name: format!("sim-{n}"),
+                network: network.clone(),
+                sandbox: PathBuf::new(),
+                ipv4: ip,
+                mac: netd::model::Mac::for_ipv4(ip),
+                ifname: String::new(),
+                host_ifname: String::new(),
+                managed_by: netd::model::Manager::External,
+                host: host.clone(),
+                labels: Default::default(),
+                container: None,
+            };
+            let record = serde_json::to_string(&endpoint).unwrap_or_default();
+            (format!("/netd/endpoints/{id}"), record)
         })
         .collect();
     rt.block_on(put_all(store, records))

@@ -22,6 +22,22 @@ pub struct EtcdStore {
     events: broadcast::Sender<WatchEvent>,
 }
 
+/// Keys per page of a snapshot: about 300 KiB of netd's records.
+const SNAPSHOT_PAGE: i64 = 1000;
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (never a netd prefix): to the end of the keyspace.
+    vec![0]
+}
+
 fn err(endpoints: &str) -> impl Fn(etcd_client::Error) -> StoreError + '_ {
     move |e| StoreError::Etcd {
         endpoints: endpoints.to_string(),
@@ -131,27 +147,50 @@ impl Store for EtcdStore {
         Ok(self.snapshot(prefix).await?.entries)
     }
 
+    /// Read in pages of [`SNAPSHOT_PAGE`] keys, every page at the first
+    /// one's revision: one response for the whole prefix passed gRPC's 4 MiB
+    /// message limit at about 17,000 endpoints.
     async fn snapshot(&self, prefix: &str) -> Result<Snapshot, StoreError> {
         let mut client = self.client.clone();
-        let resp = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(err(&self.endpoints))?;
+        let end = prefix_end(prefix);
+        let mut entries = BTreeMap::new();
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(SNAPSHOT_PAGE);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = client
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(err(&self.endpoints))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                entries.insert(
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Versioned {
+                        value: String::from_utf8_lossy(kv.value()).into_owned(),
+                        mod_revision: kv.mod_revision() as u64,
+                    },
+                );
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    // The next page starts just after the last key.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
         Ok(Snapshot {
-            revision: resp.header().map(|h| h.revision() as u64).unwrap_or(0),
-            entries: resp
-                .kvs()
-                .iter()
-                .map(|kv| {
-                    (
-                        String::from_utf8_lossy(kv.key()).into_owned(),
-                        Versioned {
-                            value: String::from_utf8_lossy(kv.value()).into_owned(),
-                            mod_revision: kv.mod_revision() as u64,
-                        },
-                    )
-                })
-                .collect(),
+            revision: revision as u64,
+            entries,
         })
     }
 
@@ -249,5 +288,14 @@ async fn hold_lease(
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prefix_ends_at_its_last_byte_plus_one() {
+        assert_eq!(super::prefix_end("/netd/"), b"/netd0".to_vec());
+        assert_eq!(super::prefix_end("a\u{7f}"), b"a\x80".to_vec());
     }
 }
