@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     }
     let converge_s = started.elapsed().as_secs_f64();
     let pid = host.netd.pid().context("netd's pid")?;
-    let rss_mib = rss_mib(pid).context("netd's RSS")?;
+    let rss_mib = netd_bench::rss_mib(pid).context("netd's RSS")?;
     eprintln!("converged in {converge_s:.1} s, RSS {rss_mib:.0} MiB");
 
     let mut change_ms = Vec::new();
@@ -333,17 +333,4 @@ fn count(path: &std::path::Path) -> anyhow::Result<usize> {
 
 fn has(path: &std::path::Path, ip: Ipv4Addr) -> anyhow::Result<bool> {
     Ok(open(path)?.get(&ip.octets(), 0).is_ok())
-}
-
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }

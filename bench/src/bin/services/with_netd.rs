@@ -46,19 +46,6 @@ pub(super) fn median_rate(w: &World, vip: &str, args: &Args) -> anyhow::Result<f
     )
 }
 
-pub(super) fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 pub(super) fn service_specs(range: std::ops::Range<usize>) -> serde_json::Value {
     serde_json::Value::Array(
         range
@@ -106,7 +93,7 @@ pub(super) fn bench_netd(args: &Args, services: usize) -> anyhow::Result<Point> 
     let rate = median_rate(&w, &vip, args)?;
     let last = format!("s{}", services - 1);
     let (_, change) = timed(|| netd.ok(&["service", "update", &last, "--weight", "b3=2"]));
-    let rss = netd.pid().and_then(rss_mib);
+    let rss = netd.pid().and_then(netd_bench::rss_mib);
     let _ = netd.stop();
     Ok(Point {
         system: System::Netd,
